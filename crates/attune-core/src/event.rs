@@ -1,0 +1,329 @@
+//! Behavioural events: what a visitor did, to which item, when.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::{ItemId, SessionId, UserId};
+use crate::item::{MAX_NAME_LEN, check_attribute_key};
+use crate::time::Timestamp;
+
+/// The largest quantity one event may carry.
+pub const MAX_QUANTITY: u32 = 10_000;
+/// The longest search query, in bytes.
+pub const MAX_QUERY_LEN: usize = 512;
+/// The most filter keys (brand, category and attribute keys together) on one search.
+pub const MAX_FILTER_KEYS: usize = 32;
+/// The most values under one filter key.
+pub const MAX_FILTER_VALUES: usize = 32;
+
+/// What the visitor did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Opened an item's page.
+    View,
+    /// Clicked an item in a list.
+    Click,
+    /// Put an item in the cart.
+    AddToCart,
+    /// Took an item out of the cart.
+    RemoveFromCart,
+    /// Bought an item.
+    Purchase,
+    /// Saved an item for later.
+    Wishlist,
+    /// Clicked an item that Attune recommended.
+    RecommendationClick,
+    /// Was shown an item and scrolled past it.
+    Skip,
+    /// Searched, with a query and filters.
+    Search,
+}
+
+impl EventKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [EventKind; 9] = [
+        EventKind::View,
+        EventKind::Click,
+        EventKind::AddToCart,
+        EventKind::RemoveFromCart,
+        EventKind::Purchase,
+        EventKind::Wishlist,
+        EventKind::RecommendationClick,
+        EventKind::Skip,
+        EventKind::Search,
+    ];
+
+    /// The wire name, `add_to_cart`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::View => "view",
+            EventKind::Click => "click",
+            EventKind::AddToCart => "add_to_cart",
+            EventKind::RemoveFromCart => "remove_from_cart",
+            EventKind::Purchase => "purchase",
+            EventKind::Wishlist => "wishlist",
+            EventKind::RecommendationClick => "recommendation_click",
+            EventKind::Skip => "skip",
+            EventKind::Search => "search",
+        }
+    }
+
+    /// Whether this kind names an item (every kind but `search`).
+    pub const fn needs_item(self) -> bool {
+        !matches!(self, EventKind::Search)
+    }
+
+    /// Whether this kind means the visitor has seen the item (engaged with it, not just scrolled past).
+    pub const fn marks_seen(self) -> bool {
+        !matches!(self, EventKind::Skip | EventKind::Search)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The filters of a search: item fields and attribute keys to the values wanted.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SearchFilters {
+    /// Wanted brands (any of).
+    pub brand: Vec<String>,
+    /// Wanted categories, each a path or path prefix (any of).
+    pub category: Vec<String>,
+    /// Attribute key to wanted values (any of, per key).
+    pub attributes: BTreeMap<String, Vec<String>>,
+    /// Lowest price.
+    pub price_min: Option<f64>,
+    /// Highest price.
+    pub price_max: Option<f64>,
+    /// Only items in (or out of) stock.
+    pub in_stock: Option<bool>,
+}
+
+impl SearchFilters {
+    /// Whether no filter is set.
+    pub fn is_empty(&self) -> bool {
+        self.brand.is_empty()
+            && self.category.is_empty()
+            && self.attributes.is_empty()
+            && self.price_min.is_none()
+            && self.price_max.is_none()
+            && self.in_stock.is_none()
+    }
+
+    /// Checks keys, value counts and lengths, and the price range.
+    pub fn validate(&self) -> Result<()> {
+        let keys = usize::from(!self.brand.is_empty())
+            + usize::from(!self.category.is_empty())
+            + self.attributes.len();
+        if keys > MAX_FILTER_KEYS {
+            return Err(Error::invalid(
+                "filters",
+                format!("has {keys} keys; the limit is {MAX_FILTER_KEYS}"),
+            ));
+        }
+        check_values("filters.brand", &self.brand)?;
+        check_values("filters.category", &self.category)?;
+        for (key, values) in &self.attributes {
+            check_attribute_key(key).map_err(|e| e.within("filters"))?;
+            check_values(&format!("filters.{key}"), values)?;
+        }
+        for (field, v) in [
+            ("filters.price.min", self.price_min),
+            ("filters.price.max", self.price_max),
+        ] {
+            if let Some(v) = v
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(Error::invalid(field, "must be a finite number >= 0"));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.price_min, self.price_max)
+            && lo > hi
+        {
+            return Err(Error::invalid("filters.price", "min must not exceed max"));
+        }
+        Ok(())
+    }
+}
+
+fn check_values(field: &str, values: &[String]) -> Result<()> {
+    if values.len() > MAX_FILTER_VALUES {
+        return Err(Error::invalid(
+            field.to_owned(),
+            format!("has {} values; the limit is {MAX_FILTER_VALUES}", values.len()),
+        ));
+    }
+    for v in values {
+        if v.trim().is_empty() {
+            return Err(Error::Empty {
+                field: field.to_owned().into(),
+            });
+        }
+        if v.len() > MAX_NAME_LEN {
+            return Err(Error::TooLong {
+                field: field.to_owned().into(),
+                len: v.len(),
+                max: MAX_NAME_LEN,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A search as an event: the query text and the filters the visitor chose.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SearchRequestEvent {
+    /// The query text (may be empty when filters are set).
+    pub query: String,
+    /// The filters.
+    pub filters: SearchFilters,
+}
+
+/// One thing one visitor did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// What was done.
+    pub kind: EventKind,
+    /// Whose session.
+    pub session_id: SessionId,
+    /// The signed-in user, if any.
+    pub user_id: Option<UserId>,
+    /// The item, for every kind but `search`.
+    pub item_id: Option<ItemId>,
+    /// How many units (cart and purchase events); 1 otherwise.
+    pub quantity: u32,
+    /// When it happened.
+    pub timestamp: Timestamp,
+    /// The search, for `search` events.
+    pub search: Option<SearchRequestEvent>,
+}
+
+impl Event {
+    /// An event about an item, quantity 1.
+    pub fn item(kind: EventKind, session_id: SessionId, item_id: ItemId, at: Timestamp) -> Self {
+        Event {
+            kind,
+            session_id,
+            user_id: None,
+            item_id: Some(item_id),
+            quantity: 1,
+            timestamp: at,
+            search: None,
+        }
+    }
+
+    /// A search event.
+    pub fn search(session_id: SessionId, search: SearchRequestEvent, at: Timestamp) -> Self {
+        Event {
+            kind: EventKind::Search,
+            session_id,
+            user_id: None,
+            item_id: None,
+            quantity: 1,
+            timestamp: at,
+            search: Some(search),
+        }
+    }
+
+    /// Checks that the fields fit the kind: item events name an item, searches carry a query or a
+    /// filter, quantities are between 1 and [`MAX_QUANTITY`].
+    pub fn validate(&self) -> Result<()> {
+        if self.kind.needs_item() && self.item_id.is_none() {
+            return Err(Error::invalid(
+                "item_id",
+                format!("is required for {} events", self.kind),
+            ));
+        }
+        if self.quantity == 0 || self.quantity > MAX_QUANTITY {
+            return Err(Error::invalid(
+                "quantity",
+                format!("must be a whole number from 1 to {MAX_QUANTITY}"),
+            ));
+        }
+        if self.kind == EventKind::Search {
+            let Some(search) = &self.search else {
+                return Err(Error::invalid(
+                    "query",
+                    "a search event needs a query or filters",
+                ));
+            };
+            if search.query.len() > MAX_QUERY_LEN {
+                return Err(Error::TooLong {
+                    field: "query".into(),
+                    len: search.query.len(),
+                    max: MAX_QUERY_LEN,
+                });
+            }
+            if search.query.chars().any(char::is_control) {
+                return Err(Error::invalid("query", "must not contain control characters"));
+            }
+            if search.query.trim().is_empty() && search.filters.is_empty() {
+                return Err(Error::invalid(
+                    "query",
+                    "a search event needs a query or filters",
+                ));
+            }
+            search.filters.validate()?;
+        } else if self.search.is_some() {
+            return Err(Error::invalid(
+                "query",
+                format!("only search events carry a query or filters, not {}", self.kind),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sid() -> SessionId {
+        SessionId::new("s").unwrap()
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let at = Timestamp::from_millis(0);
+        let mut no_item = Event::item(EventKind::Click, sid(), ItemId::new("i").unwrap(), at);
+        no_item.item_id = None;
+        let mut zero = Event::item(EventKind::Purchase, sid(), ItemId::new("i").unwrap(), at);
+        zero.quantity = 0;
+        let empty_search = Event::search(sid(), SearchRequestEvent::default(), at);
+        let mut bad_price = SearchRequestEvent {
+            query: "milk".into(),
+            ..Default::default()
+        };
+        bad_price.filters.price_min = Some(5.0);
+        bad_price.filters.price_max = Some(1.0);
+        let bad_price = Event::search(sid(), bad_price, at);
+        let mut bad_key = SearchRequestEvent::default();
+        bad_key.filters.attributes.insert("Bad Key".into(), vec!["x".into()]);
+        let bad_key = Event::search(sid(), bad_key, at);
+        for (event, field) in [
+            (no_item, "item_id"),
+            (zero, "quantity"),
+            (empty_search, "query"),
+            (bad_price, "filters.price"),
+            (bad_key, "filters.Bad Key"),
+        ] {
+            assert_eq!(event.validate().unwrap_err().field(), field);
+        }
+    }
+
+    #[test]
+    fn wire_names_round_trip() {
+        for kind in EventKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<EventKind>(&json).unwrap(), kind);
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Operator-tunable scoring rules: signal weights, decay, bounds, boost caps and session limits.
+//!
+//! Rules live in their own YAML file (`config/rules.yaml`), separate from deployment settings, so
+//! that operators can tune them while the server runs. [`Rules::from_yaml`] rejects a bad file with
+//! the line, the key and the problem; the caller keeps the rules it had.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::event::EventKind;
+
+/// Every tunable of scoring and of session state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Rules {
+    /// How far one event moves the affinities of the item it names, per event kind.
+    pub weights: Weights,
+    /// How far a search moves each intent named by a filter value or a recognised query term.
+    #[serde(deserialize_with = "weight")]
+    pub search_intent: f32,
+    /// Time decay of affinities.
+    pub decay: Decay,
+    /// Affinities saturate towards plus or minus this bound and never pass it.
+    #[serde(deserialize_with = "positive")]
+    pub affinity_bound: f32,
+    /// Caps on the boosts that session affinities give in reranking.
+    pub caps: Caps,
+    /// Diversity limits in a page of results.
+    pub diversity: Diversity,
+    /// Session lifetime and the limits that bound a session's memory.
+    pub session: SessionRules,
+}
+
+/// Signal weight per event kind (a search moves intents instead: [`Rules::search_intent`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct Weights {
+    #[serde(deserialize_with = "weight")]
+    pub purchase: f32,
+    #[serde(deserialize_with = "weight")]
+    pub add_to_cart: f32,
+    #[serde(deserialize_with = "weight")]
+    pub click: f32,
+    #[serde(deserialize_with = "weight")]
+    pub view: f32,
+    #[serde(deserialize_with = "weight")]
+    pub wishlist: f32,
+    #[serde(deserialize_with = "weight")]
+    pub recommendation_click: f32,
+    #[serde(deserialize_with = "weight")]
+    pub remove_from_cart: f32,
+    #[serde(deserialize_with = "weight")]
+    pub skip: f32,
+}
+
+/// Time decay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Decay {
+    /// An affinity halves after this many seconds without new signal.
+    #[serde(deserialize_with = "positive")]
+    pub half_life_secs: f32,
+}
+
+/// Reranking caps on session boosts (used by search and recommendations).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Caps {
+    /// Brand boost lies within plus or minus this.
+    #[serde(deserialize_with = "unit")]
+    pub brand: f32,
+    /// Category boost lies within plus or minus this.
+    #[serde(deserialize_with = "unit")]
+    pub category: f32,
+    /// Attribute boost lies within plus or minus this.
+    #[serde(deserialize_with = "unit")]
+    pub attribute: f32,
+    /// Search-intent boost lies within plus or minus this.
+    #[serde(deserialize_with = "unit")]
+    pub intent: f32,
+    /// The penalty for an item the visitor skipped (negative).
+    #[serde(deserialize_with = "non_positive")]
+    pub skip_penalty: f32,
+    /// The sum of all session adjustments lies within plus or minus this.
+    #[serde(deserialize_with = "unit")]
+    pub total: f32,
+}
+
+/// Diversity limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Diversity {
+    /// At most this many results of one brand in a page.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_per_brand: u32,
+}
+
+/// Session lifetime and memory bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionRules {
+    /// An idle session is forgotten after this many seconds; every access refreshes it.
+    #[serde(deserialize_with = "at_least_one")]
+    pub ttl_secs: u32,
+    /// Most affinities kept per kind (brand, category, attribute, intent); the weakest goes first.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_affinities_per_kind: u32,
+    /// Most items remembered per session (seen, skipped, cart, quantities); the stalest goes first.
+    #[serde(deserialize_with = "at_least_one")]
+    pub max_items: u32,
+    /// How many recent events are kept to explain affinities.
+    pub trail_events: u32,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            weights: Weights::default(),
+            search_intent: 0.3,
+            decay: Decay::default(),
+            affinity_bound: 5.0,
+            caps: Caps::default(),
+            diversity: Diversity::default(),
+            session: SessionRules::default(),
+        }
+    }
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            purchase: 1.0,
+            add_to_cart: 0.5,
+            click: 0.2,
+            view: 0.1,
+            wishlist: 0.4,
+            recommendation_click: 0.3,
+            remove_from_cart: -0.4,
+            skip: -0.05,
+        }
+    }
+}
+
+impl Default for Decay {
+    fn default() -> Self {
+        Decay {
+            half_life_secs: 1800.0,
+        }
+    }
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            brand: 0.06,
+            category: 0.04,
+            attribute: 0.03,
+            intent: 0.05,
+            skip_penalty: -0.08,
+            total: 0.12,
+        }
+    }
+}
+
+impl Default for Diversity {
+    fn default() -> Self {
+        Diversity { max_per_brand: 4 }
+    }
+}
+
+impl Default for SessionRules {
+    fn default() -> Self {
+        SessionRules {
+            ttl_secs: 1800,
+            max_affinities_per_kind: 64,
+            max_items: 64,
+            trail_events: 16,
+        }
+    }
+}
+
+impl Weights {
+    /// The weight of one event of `kind` (0 for `search`, which moves intents instead).
+    pub fn of(&self, kind: EventKind) -> f32 {
+        match kind {
+            EventKind::View => self.view,
+            EventKind::Click => self.click,
+            EventKind::AddToCart => self.add_to_cart,
+            EventKind::RemoveFromCart => self.remove_from_cart,
+            EventKind::Purchase => self.purchase,
+            EventKind::Wishlist => self.wishlist,
+            EventKind::RecommendationClick => self.recommendation_click,
+            EventKind::Skip => self.skip,
+            EventKind::Search => 0.0,
+        }
+    }
+}
+
+/// A rules file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RulesError {
+    /// 1-based line of the problem, when the parser knows it.
+    pub line: Option<usize>,
+    /// Dotted path of the offending key, when known (`caps.brand`).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for RulesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: ")?,
+            None => {}
+        }
+        if !self.path.is_empty() && self.path != "." {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl Rules {
+    /// Parses and validates a rules YAML document. Keys left out take their defaults; unknown keys
+    /// and out-of-range values are errors naming the line and the key.
+    pub fn from_yaml(text: &str) -> Result<Rules, RulesError> {
+        if text.trim().is_empty() {
+            return Ok(Rules::default());
+        }
+        let de = serde_norway::Deserializer::from_str(text);
+        serde_path_to_error::deserialize::<_, Rules>(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.location().map(|l| l.line());
+            let mut message = inner.to_string();
+            // The parser appends its own "at line L column C"; the line is reported separately.
+            if let Some(i) = message.find(" at line ") {
+                message.truncate(i);
+            }
+            RulesError {
+                line,
+                path,
+                message,
+            }
+        })
+    }
+
+    /// The rules as YAML (what `GET /v1/rules` and `attune rules` print).
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).unwrap_or_default()
+    }
+}
+
+fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f32::deserialize(d)?;
+    if v.is_finite() && (-10.0..=10.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "weight {v} must be a finite number between -10 and 10"
+        )))
+    }
+}
+
+fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f32::deserialize(d)?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "{v} must be a finite number greater than 0"
+        )))
+    }
+}
+
+fn unit<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f32::deserialize(d)?;
+    if v.is_finite() && (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "cap {v} must be between 0 and 1"
+        )))
+    }
+}
+
+fn non_positive<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
+    let v = f32::deserialize(d)?;
+    if v.is_finite() && (-1.0..=0.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "penalty {v} must be between -1 and 0"
+        )))
+    }
+}
+
+fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if v >= 1 {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom("must be at least 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_partial_documents_take_defaults() {
+        assert_eq!(Rules::from_yaml("").unwrap(), Rules::default());
+        let r = Rules::from_yaml("weights:\n  click: 0.25\n").unwrap();
+        assert_eq!(r.weights.click, 0.25);
+        assert_eq!(r.weights.purchase, 1.0);
+    }
+
+    #[test]
+    fn bad_documents_name_line_and_key() {
+        let cases = [
+            ("weights:\n  click: 0.2\n  clik: 0.3\n", Some(3), "clik"),
+            ("decay:\n  half_life_secs: -5\n", Some(2), "greater than 0"),
+            ("caps:\n  brand: 2\n", Some(2), "between 0 and 1"),
+            ("weights:\n  view: .nan\n", Some(2), "finite"),
+            ("weights: [1, 2\n", None, ""),
+            ("session:\n  ttl_secs: 0\n", Some(2), "at least 1"),
+        ];
+        for (text, line, needle) in cases {
+            let err = Rules::from_yaml(text).unwrap_err();
+            if line.is_some() {
+                assert_eq!(err.line, line, "{text:?}: {err}");
+            }
+            assert!(err.to_string().contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn yaml_round_trips() {
+        let r = Rules::default();
+        assert_eq!(Rules::from_yaml(&r.to_yaml()).unwrap(), r);
+    }
+}

@@ -1,0 +1,293 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::SearchRequestEvent;
+use crate::item::Item;
+
+const T0: i64 = 1_763_800_000_000;
+const MIN: i64 = 60_000;
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millis(T0 + ms)
+}
+
+fn sid() -> SessionId {
+    SessionId::new("s-1").unwrap()
+}
+
+fn oat_milk() -> ItemFeatures {
+    Item::builder("oat-milk", "Oat Drink")
+        .brand("Oatly")
+        .category("Dairy & Alternatives > Milk")
+        .attribute("diet", ["plant_based", "vegan"])
+        .build()
+        .unwrap()
+        .features()
+}
+
+fn chips() -> ItemFeatures {
+    Item::builder("hot-chips", "Flamin' Hot Chips")
+        .brand("Crunchy")
+        .category("Snacks > Chips")
+        .attribute("flavor", ["spicy"])
+        .build()
+        .unwrap()
+        .features()
+}
+
+fn event(kind: EventKind, item: &str, t: Timestamp) -> Event {
+    Event::item(kind, sid(), ItemId::new(item).unwrap(), t)
+}
+
+#[test]
+fn each_kind_moves_the_item_affinities_by_its_weight() {
+    let rules = Rules::default();
+    for kind in EventKind::ALL.into_iter().filter(|k| k.needs_item()) {
+        let mut s = Session::new(sid(), at(0));
+        s.apply(&event(kind, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+        let expected = saturate(0.0, rules.weights.of(kind), rules.affinity_bound);
+        for (k, key) in [
+            (AffinityKind::Brand, "Oatly"),
+            (AffinityKind::Category, "Dairy & Alternatives"),
+            (AffinityKind::Category, "Dairy & Alternatives > Milk"),
+            (AffinityKind::Attribute, "diet:plant_based"),
+        ] {
+            let got = s.affinity(k, key, at(0), &rules);
+            assert!((got - expected).abs() < 1e-6, "{kind} {key}: {got} vs {expected}");
+        }
+        assert_eq!(s.event_count(), 1);
+    }
+}
+
+#[test]
+fn affinities_halve_after_one_half_life() {
+    let rules = Rules::default();
+    let mut s = Session::new(sid(), at(0));
+    s.apply(&event(EventKind::Purchase, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+    let v0 = s.affinity(AffinityKind::Brand, "Oatly", at(0), &rules);
+    let half = (rules.decay.half_life_secs * 1000.0) as i64;
+    let v1 = s.affinity(AffinityKind::Brand, "Oatly", at(half), &rules);
+    assert!((v1 - v0 / 2.0).abs() < 1e-5, "{v0} -> {v1}");
+}
+
+#[test]
+fn skips_are_negative_signal_and_counted() {
+    let rules = Rules::default();
+    let mut s = Session::new(sid(), at(0));
+    for i in 0..3 {
+        s.apply(&event(EventKind::Skip, "hot-chips", at(i * 1000)), Some(&chips()), &rules);
+    }
+    assert!(s.affinity(AffinityKind::Attribute, "flavor:spicy", at(3000), &rules) < 0.0);
+    assert_eq!(s.skips("hot-chips"), 3);
+    assert!(!s.has_seen("hot-chips"), "a skip is not an engagement");
+}
+
+#[test]
+fn cart_and_usual_quantity() {
+    let rules = Rules::default();
+    let mut s = Session::new(sid(), at(0));
+    let mut add = event(EventKind::AddToCart, "oat-milk", at(0));
+    add.quantity = 3;
+    s.apply(&add, Some(&oat_milk()), &rules);
+    let mut remove = event(EventKind::RemoveFromCart, "oat-milk", at(1000));
+    remove.quantity = 1;
+    s.apply(&remove, Some(&oat_milk()), &rules);
+    let items = s.items();
+    assert_eq!(items[0].in_cart, 2);
+    assert_eq!(items[0].usual_quantity, 3.0);
+    let mut buy = event(EventKind::Purchase, "oat-milk", at(2000));
+    buy.quantity = 2;
+    s.apply(&buy, Some(&oat_milk()), &rules);
+    let mut buy = event(EventKind::Purchase, "oat-milk", at(3000));
+    buy.quantity = 4;
+    s.apply(&buy, Some(&oat_milk()), &rules);
+    let items = s.items();
+    assert_eq!(items[0].in_cart, 0);
+    assert_eq!(items[0].purchases, 2);
+    assert_eq!(items[0].usual_quantity, 3.0);
+}
+
+#[test]
+fn unknown_items_are_remembered_but_move_nothing() {
+    let rules = Rules::default();
+    let mut s = Session::new(sid(), at(0));
+    let applied = s.apply(&event(EventKind::Click, "ghost", at(0)), None, &rules);
+    assert!(applied.unknown_item);
+    assert_eq!(applied.moved, 0);
+    assert!(s.scores(at(0), &rules).brand.is_empty());
+    assert!(s.has_seen("ghost"));
+    assert_eq!(s.unknown_item_events(), 1);
+}
+
+#[test]
+fn searches_move_intents_and_explain_them() {
+    let rules = Rules::default();
+    let mut s = Session::new(sid(), at(0));
+    let intents: Vec<Arc<str>> = vec![Arc::from("colour:navy")];
+    let search = SearchRequestEvent {
+        query: "shirt".into(),
+        ..Default::default()
+    };
+    s.apply_search(&Event::search(sid(), search.clone(), at(0)), &intents, &rules);
+    s.apply_search(&Event::search(sid(), search, at(1000)), &intents, &rules);
+    let v = s.affinity(AffinityKind::Intent, "colour:navy", at(1000), &rules);
+    assert!(v > rules.search_intent, "{v}");
+    let reasons = s.reasons(AffinityKind::Intent, "colour:navy", at(1000), &rules, |_| None);
+    assert_eq!(reasons.len(), 2);
+    assert_eq!(reasons[0].query.as_deref(), Some("shirt"));
+    assert_eq!(reasons[0].at, at(1000));
+}
+
+#[test]
+fn reasons_name_the_events_that_moved_an_affinity() {
+    let rules = Rules::default();
+    let milk = oat_milk();
+    let hot = chips();
+    let mut s = Session::new(sid(), at(0));
+    s.apply(&event(EventKind::View, "oat-milk", at(0)), Some(&milk), &rules);
+    s.apply(&event(EventKind::Click, "hot-chips", at(1000)), Some(&hot), &rules);
+    s.apply(&event(EventKind::AddToCart, "oat-milk", at(2000)), Some(&milk), &rules);
+    let lookup = |id: &ItemId| match id.as_str() {
+        "oat-milk" => Some(&milk),
+        "hot-chips" => Some(&hot),
+        _ => None,
+    };
+    let reasons = s.reasons(AffinityKind::Brand, "Oatly", at(2000), &rules, lookup);
+    let kinds: Vec<EventKind> = reasons.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [EventKind::AddToCart, EventKind::View]);
+    assert_eq!(reasons[0].delta, rules.weights.add_to_cart);
+    assert_eq!(reasons[1].item_id.as_ref().map(ItemId::as_str), Some("oat-milk"));
+}
+
+#[test]
+fn a_late_event_counts_less_than_a_fresh_one() {
+    let rules = Rules::default();
+    let mut fresh = Session::new(sid(), at(0));
+    fresh.apply(&event(EventKind::Click, "oat-milk", at(60 * MIN)), Some(&oat_milk()), &rules);
+    let mut late = Session::new(sid(), at(0));
+    late.apply(&event(EventKind::View, "oat-milk", at(60 * MIN)), Some(&oat_milk()), &rules);
+    late.apply(&event(EventKind::Click, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+    let now = at(60 * MIN);
+    let click_now = fresh.affinity(AffinityKind::Brand, "Oatly", now, &rules);
+    let view_plus_old_click = late.affinity(AffinityKind::Brand, "Oatly", now, &rules);
+    // The click an hour ago has decayed to a quarter (two half-lives).
+    let expected = saturate(
+        saturate(0.0, rules.weights.view, rules.affinity_bound),
+        rules.weights.click * 0.25,
+        rules.affinity_bound,
+    );
+    assert!((view_plus_old_click - expected).abs() < 1e-5);
+    assert!(view_plus_old_click < click_now + rules.weights.view);
+}
+
+#[test]
+fn sessions_that_outlive_the_relative_clock_are_rebased() {
+    let rules = Rules::default();
+    let mut s = Session::new(sid(), at(0));
+    s.apply(&event(EventKind::Purchase, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+    let far = 40 * 24 * 60 * MIN; // 40 days
+    s.apply(&event(EventKind::Click, "hot-chips", at(far)), Some(&chips()), &rules);
+    assert_eq!(s.updated_at(), at(far));
+    let oatly = s.affinity(AffinityKind::Brand, "Oatly", at(far), &rules);
+    assert!(oatly >= 0.0 && oatly < 1e-6, "decayed to nothing: {oatly}");
+    let crunchy = s.affinity(AffinityKind::Brand, "Crunchy", at(far), &rules);
+    assert!((crunchy - rules.weights.click).abs() < 1e-3, "{crunchy}");
+    assert_eq!(s.items().len(), 2);
+}
+
+#[test]
+fn every_part_of_a_session_is_bounded() {
+    let mut rules = Rules::default();
+    rules.session.max_affinities_per_kind = 8;
+    rules.session.max_items = 10;
+    rules.session.trail_events = 5;
+    let mut s = Session::new(sid(), at(0));
+    for i in 0..100 {
+        let f = Item::builder(&format!("i{i}"), "x")
+            .brand(&format!("brand-{i}"))
+            .category(&format!("Top > Leaf {i}"))
+            .attribute("size", [format!("{i}g")])
+            .build()
+            .unwrap()
+            .features();
+        s.apply(&event(EventKind::Click, &format!("i{i}"), at(i * 1000)), Some(&f), &rules);
+    }
+    let scores = s.scores(at(100_000), &rules);
+    assert_eq!(scores.brand.len(), 8);
+    assert_eq!(scores.category.len(), 8);
+    assert_eq!(s.items().len(), 10);
+    assert_eq!(s.trail.len(), 5);
+    // The most recent survive.
+    assert_eq!(&*scores.brand[0].key, "brand-99");
+    assert!(s.has_seen("i99") && !s.has_seen("i0"));
+    // Trail entries still point at the right items after evictions.
+    for e in &s.trail {
+        let item = &s.items[usize::from(e.item)];
+        assert_eq!(s.abs(item.at), s.abs(e.at));
+    }
+}
+
+#[test]
+fn serde_round_trip_keeps_everything() {
+    let rules = Rules::default();
+    let mut s = Session::new(sid(), at(0));
+    s.apply(&event(EventKind::Click, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+    s.apply_search(
+        &Event::search(sid(), SearchRequestEvent { query: "q".into(), ..Default::default() }, at(5)),
+        &[Arc::from("brand:Oatly")],
+        &rules,
+    );
+    let bytes = serde_json::to_vec(&s).unwrap();
+    let back: Session = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(back, s);
+}
+
+fn kinds() -> impl Strategy<Value = EventKind> {
+    prop::sample::select(EventKind::ALL.iter().copied().filter(|k| k.needs_item()).collect::<Vec<_>>())
+}
+
+proptest! {
+    #[test]
+    fn affinities_stay_bounded_and_finite(
+        events in prop::collection::vec((kinds(), 0i64..(600 * MIN), 0usize..2), 1..200),
+        now in 0i64..(900 * MIN),
+    ) {
+        let rules = Rules::default();
+        let features = [oat_milk(), chips()];
+        let ids = ["oat-milk", "hot-chips"];
+        let mut s = Session::new(sid(), at(0));
+        for (kind, t, which) in events {
+            s.apply(&event(kind, ids[which], at(t)), Some(&features[which]), &rules);
+        }
+        for kind in AffinityKind::ALL {
+            for a in s.scores(at(now), &rules).of(kind) {
+                prop_assert!(a.score.is_finite());
+                prop_assert!(a.score.abs() <= rules.affinity_bound);
+            }
+        }
+    }
+
+    #[test]
+    fn decay_is_monotone_in_time(kind in kinds(), t1 in 0i64..(600 * MIN), dt in 0i64..(600 * MIN)) {
+        let rules = Rules::default();
+        let mut s = Session::new(sid(), at(0));
+        s.apply(&event(kind, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+        let a = s.affinity(AffinityKind::Brand, "Oatly", at(t1), &rules).abs();
+        let b = s.affinity(AffinityKind::Brand, "Oatly", at(t1 + dt), &rules).abs();
+        prop_assert!(b <= a);
+    }
+
+    #[test]
+    fn more_positive_signal_never_lowers_an_affinity(n in 1usize..60) {
+        let rules = Rules::default();
+        let mut s = Session::new(sid(), at(0));
+        let mut last = 0.0f32;
+        for _ in 0..n {
+            s.apply(&event(EventKind::Purchase, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+            let v = s.affinity(AffinityKind::Brand, "Oatly", at(0), &rules);
+            prop_assert!(v >= last);
+            prop_assert!(v <= rules.affinity_bound);
+            last = v;
+        }
+    }
+}
