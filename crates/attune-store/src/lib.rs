@@ -1,0 +1,126 @@
+//! Where Attune keeps state, behind small traits.
+//!
+//! This crate owns the storage seams and their implementations:
+//! - [`SessionStore`]: live session state. [`memory::MemorySessionStore`] (embedded, the default)
+//!   and [`redis::RedisSessionStore`] (`redis://…`, for stateless replicas). Both pass the same
+//!   conformance suite (`tests/it/conformance.rs`).
+//!
+//! It does not own what a session *means* (that is `attune-core`) nor which backend runs (the binary
+//! chooses from the URL in settings). Every implementation makes [`SessionStore::update`] atomic per
+//! session: concurrent updates to one session, from any number of tasks or processes, lose nothing.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use attune_core::{Session, SessionId, Timestamp};
+
+pub mod memory;
+pub mod redis;
+
+/// Everything that can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend could not be reached or answered with an error.
+    #[error("{backend} is unavailable: {source}")]
+    Unavailable {
+        /// Which backend.
+        backend: &'static str,
+        /// The client error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Stored bytes could not be decoded (a corrupt or foreign value).
+    #[error("stored session {key} could not be decoded: {reason}")]
+    Corrupt {
+        /// The storage key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// An optimistic update kept conflicting with concurrent writers.
+    #[error("session {session_id} is too contended: gave up after {attempts} attempts")]
+    Contended {
+        /// The session.
+        session_id: String,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// A snapshot file could not be written or read.
+    #[error("snapshot {path}: {reason}")]
+    Snapshot {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A store URL that names no known backend, or is malformed.
+    #[error("session store url {url:?}: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result with the store [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Counters a store reports for monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Sessions held in process (the whole store when embedded; the L1 cache for Redis).
+    pub sessions: usize,
+    /// Sessions evicted to stay within the memory bound.
+    pub evictions: u64,
+    /// Sessions dropped because they expired.
+    pub expirations: u64,
+    /// Optimistic-update retries after a concurrent write (Redis).
+    pub conflicts: u64,
+}
+
+/// A function that changes a session. It may run more than once for one update (after a conflict
+/// with a concurrent writer), each time on a fresh copy, so it must depend only on its argument.
+pub type Mutation<'a> = &'a (dyn Fn(&mut Session) + Send + Sync);
+
+/// Live session state, keyed by session id.
+///
+/// Sessions expire `ttl` after their last access (read or write); every call passes the TTL in force
+/// so that reloaded rules take effect at once.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// The session, if present and not expired. Refreshes its expiry.
+    async fn get(&self, id: &SessionId, now: Timestamp, ttl: Duration) -> Result<Option<Session>>;
+
+    /// Applies `mutate` atomically to the session, creating it (as `Session::new(id, now)`) if absent,
+    /// and returns the session as written. No concurrent update is lost.
+    async fn update(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        ttl: Duration,
+        mutate: Mutation<'_>,
+    ) -> Result<Session>;
+
+    /// Forgets the session at once. Returns whether it existed.
+    async fn delete(&self, id: &SessionId) -> Result<bool>;
+
+    /// Checks that the backend answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Drops expired sessions held in process; returns how many. Backends that expire keys
+    /// themselves return 0.
+    fn purge_expired(&self, now: Timestamp) -> usize;
+
+    /// Monitoring counters.
+    fn stats(&self) -> StoreStats;
+
+    /// Called once at shutdown (the embedded store writes its snapshot here, if configured).
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn expiry(now: Timestamp, ttl: Duration) -> Timestamp {
+    now.plus_millis(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,290 @@
+//! The embedded session store: in-process, sharded, with idle expiry, a bound on the number of
+//! sessions (approximate-LRU eviction) and an optional snapshot to disk.
+
+use std::hash::{BuildHasher, RandomState};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use attune_core::{Session, SessionId, Timestamp};
+use indexmap::IndexMap;
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::{Error, Mutation, Result, SessionStore, StoreStats, expiry};
+
+/// How many entries eviction samples to find a stale one (as Redis's approximated LRU does).
+const EVICTION_SAMPLES: usize = 5;
+/// Snapshot file header: magic and format version.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"ATSNAP01";
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone)]
+pub struct MemoryConfig {
+    /// Most sessions held; past it, the least recently used are evicted.
+    pub max_sessions: usize,
+    /// Number of independently locked shards.
+    pub shards: usize,
+    /// Where to write the snapshot at shutdown and read it at start; `None` keeps nothing on disk.
+    pub snapshot: Option<PathBuf>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            max_sessions: 1_000_000,
+            shards: 64,
+            snapshot: None,
+        }
+    }
+}
+
+struct Entry {
+    session: Session,
+    expires_at: Timestamp,
+}
+
+struct Shard {
+    map: IndexMap<SessionId, Entry>,
+    rng: SmallRng,
+}
+
+/// See the module docs.
+pub struct MemorySessionStore {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    per_shard: usize,
+    snapshot: Option<PathBuf>,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+impl MemorySessionStore {
+    /// An empty store.
+    pub fn new(config: MemoryConfig) -> Self {
+        let shards = config.shards.clamp(1, 4096);
+        let per_shard = config.max_sessions.div_ceil(shards).max(1);
+        MemorySessionStore {
+            shards: (0..shards)
+                .map(|i| {
+                    Mutex::new(Shard {
+                        map: IndexMap::new(),
+                        rng: SmallRng::seed_from_u64(i as u64),
+                    })
+                })
+                .collect(),
+            hasher: RandomState::new(),
+            per_shard,
+            snapshot: config.snapshot,
+            evictions: AtomicU64::new(0),
+            expirations: AtomicU64::new(0),
+        }
+    }
+
+    /// A store loaded from its snapshot file, when one is configured and exists. Expired sessions
+    /// in the file are dropped.
+    pub fn open(config: MemoryConfig, now: Timestamp) -> Result<Self> {
+        let store = Self::new(config);
+        if let Some(path) = &store.snapshot
+            && path.exists()
+        {
+            let loaded = store.load_snapshot(path, now)?;
+            tracing::info!(path = %path.display(), sessions = loaded, "loaded session snapshot");
+        }
+        Ok(store)
+    }
+
+    fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
+        let h = self.hasher.hash_one(id.as_str()) as usize;
+        &self.shards[h % self.shards.len()]
+    }
+
+    /// Makes room for one more entry in a full shard: drops an expired entry or the least recently
+    /// used of a few sampled ones.
+    fn make_room(&self, shard: &mut Shard, now: Timestamp) {
+        while shard.map.len() >= self.per_shard {
+            let n = shard.map.len();
+            let mut victim = shard.rng.random_range(0..n);
+            for _ in 1..EVICTION_SAMPLES {
+                let candidate = shard.rng.random_range(0..n);
+                if shard.map[candidate].expires_at < shard.map[victim].expires_at {
+                    victim = candidate;
+                }
+            }
+            let expired = shard.map[victim].expires_at <= now;
+            shard.map.swap_remove_index(victim);
+            if expired {
+                self.expirations.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Writes every live session to `path` (atomically: a temporary file, then a rename).
+    pub fn save_snapshot(&self, path: &Path, now: Timestamp) -> Result<usize> {
+        let err = |reason: String| Error::Snapshot {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut entries: Vec<(Session, Timestamp)> = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            entries.extend(
+                shard
+                    .map
+                    .values()
+                    .filter(|e| e.expires_at > now)
+                    .map(|e| (e.session.clone(), e.expires_at)),
+            );
+        }
+        let body = postcard::to_stdvec(&entries).map_err(|e| err(e.to_string()))?;
+        let tmp = path.with_extension("tmp");
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        }
+        let mut file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
+        file.write_all(SNAPSHOT_MAGIC)
+            .and_then(|()| file.write_all(&body))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+        Ok(entries.len())
+    }
+
+    /// Loads sessions from a snapshot written by [`MemorySessionStore::save_snapshot`].
+    pub fn load_snapshot(&self, path: &Path, now: Timestamp) -> Result<usize> {
+        let err = |reason: String| Error::Snapshot {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let body = bytes
+            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+            .ok_or_else(|| err("not an Attune session snapshot (bad header)".into()))?;
+        let entries: Vec<(Session, Timestamp)> =
+            postcard::from_bytes(body).map_err(|e| err(e.to_string()))?;
+        let mut loaded = 0;
+        for (session, expires_at) in entries {
+            if expires_at <= now {
+                continue;
+            }
+            let mut shard = self.shard(session.id()).lock();
+            self.make_room(&mut shard, now);
+            shard
+                .map
+                .insert(session.id().clone(), Entry { session, expires_at });
+            loaded += 1;
+        }
+        Ok(loaded)
+    }
+
+    /// Heap bytes held by sessions' own data (for reporting memory per session).
+    pub fn session_heap_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .map
+                    .values()
+                    .map(|e| e.session.heap_bytes())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessionStore {
+    async fn get(&self, id: &SessionId, now: Timestamp, ttl: Duration) -> Result<Option<Session>> {
+        let mut shard = self.shard(id).lock();
+        let Some(idx) = shard.map.get_index_of(id.as_str()) else {
+            return Ok(None);
+        };
+        let entry = &mut shard.map[idx];
+        if entry.expires_at <= now {
+            shard.map.swap_remove_index(idx);
+            self.expirations.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        entry.expires_at = expiry(now, ttl);
+        Ok(Some(entry.session.clone()))
+    }
+
+    async fn update(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        ttl: Duration,
+        mutate: Mutation<'_>,
+    ) -> Result<Session> {
+        let mut guard = self.shard(id).lock();
+        let shard = &mut *guard;
+        let idx = match shard.map.get_index_of(id.as_str()) {
+            Some(idx) if shard.map[idx].expires_at > now => idx,
+            found => {
+                if let Some(idx) = found {
+                    shard.map.swap_remove_index(idx);
+                    self.expirations.fetch_add(1, Ordering::Relaxed);
+                }
+                self.make_room(shard, now);
+                let entry = Entry {
+                    session: Session::new(id.clone(), now),
+                    expires_at: now,
+                };
+                shard.map.insert_full(id.clone(), entry).0
+            }
+        };
+        let entry = &mut shard.map[idx];
+        mutate(&mut entry.session);
+        entry.expires_at = expiry(now, ttl);
+        Ok(entry.session.clone())
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        Ok(self.shard(id).lock().map.swap_remove(id.as_str()).is_some())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn purge_expired(&self, now: Timestamp) -> usize {
+        let mut purged = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let before = shard.map.len();
+            shard.map.retain(|_, e| e.expires_at > now);
+            purged += before - shard.map.len();
+        }
+        self.expirations.fetch_add(purged as u64, Ordering::Relaxed);
+        purged
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            sessions: self.shards.iter().map(|s| s.lock().map.len()).sum(),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            expirations: self.expirations.load(Ordering::Relaxed),
+            conflicts: 0,
+        }
+    }
+
+    async fn close(&self) -> Result<()> {
+        if let Some(path) = &self.snapshot {
+            let now = Timestamp::from_millis(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            );
+            let n = self.save_snapshot(path, now)?;
+            tracing::info!(path = %path.display(), sessions = n, "wrote session snapshot");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,339 @@
+//! The Redis session store, for stateless replicas.
+//!
+//! Each session is one hash under `<prefix><session id>` with two fields: `v`, a version that
+//! every write increments, and `d`, the encoded session. The key's TTL is refreshed on every read
+//! and write, so Redis itself forgets idle sessions.
+//!
+//! **Atomic updates.** A write is a compare-and-set in a Lua script: it succeeds only if `v` still
+//! holds the version the new state was computed from; otherwise the script answers with the
+//! current state and the update is recomputed on it and tried again. Within one process, updates
+//! of one session are also serialized by a striped lock, so retries come only from other replicas.
+//!
+//! **The L1 cache** holds the last version of each session this process read or wrote. A write
+//! starts from it (one round trip when nothing changed elsewhere); a read sends the cached version
+//! and gets the body back only if the version moved. The cache therefore never serves a score that
+//! another replica has overwritten: every read and write is checked against Redis.
+//!
+//! A session is bounded in size by the rules (see `attune_core::session`), so rewriting it whole on
+//! every event costs the same on the 1st and the 3,000th event.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use attune_core::{Session, SessionId, Timestamp};
+use indexmap::IndexMap;
+use parking_lot::Mutex;
+use rand::Rng;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use crate::{Error, Mutation, Result, SessionStore, StoreStats};
+
+/// Encoding version of the stored session body.
+const FORMAT: u8 = 1;
+/// Local lock stripes: updates of sessions in one stripe are serialized within the process.
+const STRIPES: usize = 512;
+
+/// Refreshes the TTL and returns `nil` (absent), `{v}` (unchanged) or `{v, d}`.
+const GET_LUA: &str = r"
+local v = redis.call('HGET', KEYS[1], 'v')
+if not v then return false end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if v == ARGV[1] then return {v} end
+return {v, redis.call('HGET', KEYS[1], 'd')}
+";
+
+/// Compare-and-set: `{1, new_version}` on success, `{0, current_version[, current_body]}` otherwise.
+const CAS_LUA: &str = r"
+local v = redis.call('HGET', KEYS[1], 'v') or '0'
+if v == ARGV[1] then
+  local nv = tostring(tonumber(v) + 1)
+  redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {1, nv}
+end
+if v == '0' then return {0, v} end
+return {0, v, redis.call('HGET', KEYS[1], 'd')}
+";
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// Prepended to every key.
+    pub prefix: String,
+    /// Most sessions held in the in-process L1 cache.
+    pub l1_capacity: usize,
+    /// Most attempts of one optimistic update before giving up.
+    pub max_attempts: u32,
+    /// Connect and response timeout.
+    pub timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "attune:session:".into(),
+            l1_capacity: 100_000,
+            max_attempts: 200,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// See the module docs.
+pub struct RedisSessionStore {
+    conn: ConnectionManager,
+    prefix: String,
+    get_script: Script,
+    cas_script: Script,
+    l1: Mutex<IndexMap<SessionId, (u64, Session)>>,
+    l1_capacity: usize,
+    stripes: Box<[tokio::sync::Mutex<()>]>,
+    hasher: RandomState,
+    max_attempts: u32,
+    conflicts: AtomicU64,
+    evictions: AtomicU64,
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    Error::Unavailable {
+        backend: "redis",
+        source: Box::new(e),
+    }
+}
+
+impl RedisSessionStore {
+    /// Connects to Redis (failing fast if it does not answer) and loads the scripts.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::BadUrl {
+            url: config.url.clone(),
+            reason: e.to_string(),
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, manager_config)
+            .await
+            .map_err(unavailable)?;
+        Ok(RedisSessionStore {
+            conn,
+            prefix: config.prefix,
+            get_script: Script::new(GET_LUA),
+            cas_script: Script::new(CAS_LUA),
+            l1: Mutex::new(IndexMap::new()),
+            l1_capacity: config.l1_capacity.max(1),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+            max_attempts: config.max_attempts.max(1),
+            conflicts: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        })
+    }
+
+    fn key(&self, id: &SessionId) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + id.as_str().len());
+        k.push_str(&self.prefix);
+        k.push_str(id.as_str());
+        k
+    }
+
+    fn encode(session: &Session) -> Vec<u8> {
+        let mut out = vec![FORMAT];
+        // Serializing plain data into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(session).unwrap_or_default());
+        out
+    }
+
+    /// Decodes a stored body; `None` for a body of an older format (treated as absent).
+    fn decode(&self, id: &SessionId, bytes: &[u8]) -> Result<Option<Session>> {
+        match bytes.split_first() {
+            Some((&FORMAT, body)) => postcard::from_bytes(body)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    key: self.key(id),
+                    reason: e.to_string(),
+                }),
+            Some((other, _)) => {
+                tracing::warn!(session = %id, format = other, "ignoring session of another format");
+                Ok(None)
+            }
+            None => Err(Error::Corrupt {
+                key: self.key(id),
+                reason: "empty body".into(),
+            }),
+        }
+    }
+
+    fn l1_get(&self, id: &SessionId) -> Option<(u64, Session)> {
+        self.l1.lock().get(id.as_str()).cloned()
+    }
+
+    fn l1_put(&self, id: &SessionId, version: u64, session: Session) {
+        let mut l1 = self.l1.lock();
+        if !l1.contains_key(id.as_str()) && l1.len() >= self.l1_capacity {
+            let victim = rand::rng().random_range(0..l1.len());
+            l1.swap_remove_index(victim);
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        l1.insert(id.clone(), (version, session));
+    }
+
+    fn l1_forget(&self, id: &SessionId) {
+        self.l1.lock().swap_remove(id.as_str());
+    }
+
+    fn stripe(&self, id: &SessionId) -> &tokio::sync::Mutex<()> {
+        let h = self.hasher.hash_one(id.as_str()) as usize;
+        &self.stripes[h % self.stripes.len()]
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn protocol(what: &str) -> Error {
+    Error::Unavailable {
+        backend: "redis",
+        source: format!("unexpected script reply: {what}").into(),
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisSessionStore {
+    async fn get(&self, id: &SessionId, _now: Timestamp, ttl: Duration) -> Result<Option<Session>> {
+        let cached = self.l1_get(id);
+        let known = cached.as_ref().map_or(0, |(v, _)| *v);
+        let reply: Value = self
+            .get_script
+            .key(self.key(id))
+            .arg(known)
+            .arg(ttl_ms(ttl))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        let items = match reply {
+            Value::Nil => {
+                self.l1_forget(id);
+                return Ok(None);
+            }
+            Value::Array(items) => items,
+            other => return Err(protocol(&format!("{other:?}"))),
+        };
+        let version = items.first().and_then(as_u64).ok_or_else(|| protocol("no version"))?;
+        match (items.get(1), cached) {
+            (None, Some((_, session))) if version == known => Ok(Some(session)),
+            (Some(Value::BulkString(body)), _) => {
+                let session = self.decode(id, body)?;
+                match &session {
+                    Some(s) => self.l1_put(id, version, s.clone()),
+                    None => self.l1_forget(id),
+                }
+                Ok(session)
+            }
+            _ => Err(protocol("missing body")),
+        }
+    }
+
+    async fn update(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        ttl: Duration,
+        mutate: Mutation<'_>,
+    ) -> Result<Session> {
+        let _local = self.stripe(id).lock().await;
+        let key = self.key(id);
+        let (mut version, mut base) = match self.l1_get(id) {
+            Some((v, s)) => (v, Some(s)),
+            None => (0, None),
+        };
+        let mut conn = self.conn.clone();
+        for attempt in 0..self.max_attempts {
+            let mut session = base.take().unwrap_or_else(|| Session::new(id.clone(), now));
+            mutate(&mut session);
+            let reply: Vec<Value> = self
+                .cas_script
+                .key(&key)
+                .arg(version)
+                .arg(Self::encode(&session))
+                .arg(ttl_ms(ttl))
+                .invoke_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            let ok = reply.first().and_then(as_u64).ok_or_else(|| protocol("no status"))?;
+            let current = reply.get(1).and_then(as_u64).ok_or_else(|| protocol("no version"))?;
+            if ok == 1 {
+                self.l1_put(id, current, session.clone());
+                return Ok(session);
+            }
+            // Another replica wrote first: recompute on what it wrote.
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+            version = current;
+            base = match reply.get(2) {
+                Some(Value::BulkString(body)) => self.decode(id, body)?,
+                _ => None,
+            };
+            if base.is_none() {
+                // Absent, or of an older format: overwrite it from scratch.
+                self.l1_forget(id);
+            }
+            if attempt >= 2 {
+                let cap = 1u64 << attempt.min(6);
+                let pause = rand::rng().random_range(0..=cap * 100);
+                tokio::time::sleep(Duration::from_micros(pause)).await;
+            }
+        }
+        Err(Error::Contended {
+            session_id: id.to_string(),
+            attempts: self.max_attempts,
+        })
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<bool> {
+        let _local = self.stripe(id).lock().await;
+        self.l1_forget(id);
+        let removed: u64 = redis::cmd("DEL")
+            .arg(self.key(id))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn purge_expired(&self, _now: Timestamp) -> usize {
+        0
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            sessions: self.l1.lock().len(),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            expirations: 0,
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Behaviour of the Redis store beyond the conformance suite: two replicas sharing one session.
+
+use std::sync::Arc;
+
+use attune_store::SessionStore;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_lose_no_update_to_one_session() {
+    let prefix = unique_prefix("two-replicas");
+    let a: Arc<dyn SessionStore> = Arc::new(redis_store(&prefix).await);
+    let b: Arc<dyn SessionStore> = Arc::new(redis_store(&prefix).await);
+    let id = sid("shared");
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let id = id.clone();
+        handles.push(tokio::spawn(async move {
+            let t = now();
+            store.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(a.get(&id, now(), TTL).await.unwrap().unwrap().event_count(), 200);
+    assert_eq!(b.get(&id, now(), TTL).await.unwrap().unwrap().event_count(), 200);
+    assert!(a.stats().conflicts + b.stats().conflicts > 0, "the replicas did race");
+    redis_cleanup(&prefix).await;
+}
+
+#[tokio::test]
+async fn the_l1_cache_never_serves_a_score_another_replica_overwrote() {
+    let prefix = unique_prefix("l1");
+    let a = redis_store(&prefix).await;
+    let b = redis_store(&prefix).await;
+    let id = sid("l1");
+    let t = now();
+    a.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+    assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 1);
+    b.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+    assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 2);
+    b.delete(&id).await.unwrap();
+    assert!(a.get(&id, t, TTL).await.unwrap().is_none());
+    // a's next write must not resurrect the deleted state from its cache.
+    assert_eq!(a.update(&id, t, TTL, &click(&id, t)).await.unwrap().event_count(), 1);
+    redis_cleanup(&prefix).await;
+}
+
+#[tokio::test]
+async fn corrupt_values_are_reported_not_served() {
+    let prefix = unique_prefix("corrupt");
+    let store = redis_store(&prefix).await;
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{prefix}bad"))
+        .arg("v")
+        .arg(3)
+        .arg("d")
+        .arg(b"\x01\xff\xff\xff".as_slice())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = store.get(&sid("bad"), now(), TTL).await.unwrap_err();
+    assert!(matches!(err, attune_store::Error::Corrupt { .. }), "{err}");
+    redis_cleanup(&prefix).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_a_clear_error() {
+    let err = attune_store::redis::RedisSessionStore::connect(attune_store::redis::RedisConfig {
+        url: "redis://127.0.0.1:1/0".into(),
+        timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("port 1 has no Redis");
+    assert!(matches!(err, attune_store::Error::Unavailable { .. }), "{err}");
+}

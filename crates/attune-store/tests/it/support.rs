@@ -1,0 +1,87 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use attune_core::{Event, EventKind, Item, ItemFeatures, ItemId, Rules, SessionId, Timestamp};
+use attune_store::memory::{MemoryConfig, MemorySessionStore};
+use attune_store::redis::{RedisConfig, RedisSessionStore};
+
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+    Timestamp::from_millis(ms as i64)
+}
+
+pub fn redis_url() -> String {
+    std::env::var("ATTUNE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A key prefix no other test (or test run) uses.
+pub fn unique_prefix(name: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "attune-test:{}:{}:{}:{}:",
+        name,
+        std::process::id(),
+        now().as_millis(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub async fn redis_store(prefix: &str) -> RedisSessionStore {
+    RedisSessionStore::connect(RedisConfig {
+        url: redis_url(),
+        prefix: prefix.to_owned(),
+        ..RedisConfig::default()
+    })
+    .await
+    .expect("Redis must be running on 127.0.0.1:6379 for these tests (see .ci/run)")
+}
+
+pub async fn redis_cleanup(prefix: &str) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+    }
+}
+
+pub fn memory_store() -> MemorySessionStore {
+    MemorySessionStore::new(MemoryConfig::default())
+}
+
+pub fn sid(s: &str) -> SessionId {
+    SessionId::new(s).unwrap()
+}
+
+pub fn features() -> Arc<ItemFeatures> {
+    Arc::new(
+        Item::builder("oat-milk", "Oat Drink")
+            .brand("Oatly")
+            .category("Dairy > Milk")
+            .attribute("diet", ["plant_based"])
+            .build()
+            .unwrap()
+            .features(),
+    )
+}
+
+/// A mutation that applies one click on the oat milk at `at`.
+pub fn click(
+    session: &SessionId,
+    at: Timestamp,
+) -> impl Fn(&mut attune_core::Session) + Send + Sync + use<> {
+    let event = Event::item(EventKind::Click, session.clone(), ItemId::new("oat-milk").unwrap(), at);
+    let f = features();
+    let rules = Rules::default();
+    move |s| {
+        s.apply(&event, Some(&f), &rules);
+    }
+}
+
+pub const TTL: Duration = Duration::from_secs(60);
+
