@@ -343,3 +343,14 @@ mod tests {
         assert_eq!(Rules::from_yaml(&r.to_yaml()).unwrap(), r);
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::Rules;
+
+    #[test]
+    fn the_shipped_rules_file_equals_the_compiled_defaults() {
+        let text = include_str!("../../../config/rules.yaml");
+        assert_eq!(Rules::from_yaml(text).unwrap(), Rules::default());
+    }
+}

@@ -1,0 +1,157 @@
+//! The catalog the engine serves from, held in memory.
+//!
+//! Each item is stored with its precomputed [`ItemFeatures`], whose strings are interned so that
+//! every item and every session naming the brand "Oatly" shares one allocation (and session
+//! lookups can compare pointers). The [`Vocabulary`] used to read intents out of queries is kept in
+//! step with every upsert and delete.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use attune_core::{Item, ItemFeatures, ItemId, Vocabulary};
+use parking_lot::RwLock;
+
+/// An item with the features it lends to affinities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogItem {
+    /// The item as upserted.
+    pub item: Item,
+    /// Its affinity keys.
+    pub features: ItemFeatures,
+}
+
+/// How an upsert changed the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpsertOutcome {
+    /// Items that were new.
+    pub inserted: usize,
+    /// Items that replaced an existing one.
+    pub updated: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    items: BTreeMap<ItemId, Arc<CatalogItem>>,
+    vocab: Vocabulary,
+    strings: HashSet<Arc<str>>,
+}
+
+impl Inner {
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        if let Some(existing) = self.strings.get(&**s) {
+            return Arc::clone(existing);
+        }
+        self.strings.insert(Arc::clone(s));
+        Arc::clone(s)
+    }
+
+    fn interned_features(&mut self, item: &Item) -> ItemFeatures {
+        let f = item.features();
+        ItemFeatures {
+            brand: f.brand.as_ref().map(|b| self.intern(b)),
+            categories: f.categories.iter().map(|c| self.intern(c)).collect(),
+            attributes: f.attributes.iter().map(|a| self.intern(a)).collect(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Catalog {
+    inner: RwLock<Inner>,
+}
+
+impl Catalog {
+    /// An empty catalog.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts or replaces items (already validated).
+    pub fn upsert(&self, items: Vec<Item>) -> UpsertOutcome {
+        let mut inner = self.inner.write();
+        let mut outcome = UpsertOutcome::default();
+        for item in items {
+            let features = inner.interned_features(&item);
+            inner.vocab.add(&item);
+            let entry = Arc::new(CatalogItem { item, features });
+            match inner.items.insert(entry.item.id.clone(), entry) {
+                Some(old) => {
+                    inner.vocab.remove(&old.item);
+                    outcome.updated += 1;
+                }
+                None => outcome.inserted += 1,
+            }
+        }
+        outcome
+    }
+
+    /// Removes an item; returns whether it existed.
+    pub fn delete(&self, id: &str) -> bool {
+        let mut inner = self.inner.write();
+        match inner.items.remove(id) {
+            Some(old) => {
+                inner.vocab.remove(&old.item);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One item.
+    pub fn get(&self, id: &str) -> Option<Arc<CatalogItem>> {
+        self.inner.read().items.get(id).cloned()
+    }
+
+    /// Several items under one lock, in the order asked (`None` where unknown).
+    pub fn get_many<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Option<Arc<CatalogItem>>> {
+        let inner = self.inner.read();
+        ids.into_iter()
+            .map(|id| inner.items.get(id).cloned())
+            .collect()
+    }
+
+    /// A page of items in id order, and the total count.
+    pub fn list(&self, offset: usize, limit: usize) -> (Vec<Arc<CatalogItem>>, usize) {
+        let inner = self.inner.read();
+        let page = inner
+            .items
+            .values()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect();
+        (page, inner.items.len())
+    }
+
+    /// How many items.
+    pub fn len(&self) -> usize {
+        self.inner.read().items.len()
+    }
+
+    /// Whether the catalog is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The intents a search names: its filter values, then the query terms the catalog knows.
+    pub fn search_intents(&self, query: &str, filters: &attune_core::SearchFilters) -> Vec<Arc<str>> {
+        let mut intents = attune_core::vocab::filter_intents(filters);
+        let inner = self.inner.read();
+        for intent in inner.vocab.match_query(query) {
+            if !intents.iter().any(|i| *i == intent) {
+                intents.push(intent);
+            }
+        }
+        // Share the catalog's strings where it has them.
+        for i in &mut intents {
+            if let Some(shared) = inner.strings.get(&**i) {
+                *i = Arc::clone(shared);
+            }
+        }
+        intents
+    }
+}

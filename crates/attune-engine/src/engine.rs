@@ -1,0 +1,353 @@
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use attune_core::rules::RulesError;
+use attune_core::session::{ItemSummary, Reason, Scores};
+use attune_core::{AffinityKind, Event, EventKind, Item, Rules, Session, SessionId, Timestamp};
+use attune_store::{SessionStore, StoreStats};
+
+use crate::catalog::{Catalog, CatalogItem, UpsertOutcome};
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+
+/// Limits the engine enforces on requests.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most events in one ingest call.
+    pub max_batch: usize,
+    /// Most items in one catalog upsert.
+    pub max_upsert: usize,
+    /// How far in the future (client clock ahead of ours) an event timestamp may be, in ms.
+    pub max_future_skew_ms: i64,
+    /// How many affinities per kind an ingest answer carries.
+    pub top_n: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch: 500,
+            max_upsert: 50_000,
+            max_future_skew_ms: 5 * 60 * 1000,
+            top_n: 5,
+        }
+    }
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone)]
+pub struct IngestOutcome {
+    /// Events applied.
+    pub applied: usize,
+    /// Of those, events naming an item the catalog does not know (applied to the session's item
+    /// memory, moving no affinity).
+    pub unknown_items: usize,
+    /// When every event belonged to one session: that session as written.
+    pub session: Option<Session>,
+    /// The top affinities of that session at ingest time.
+    pub top: Option<Scores>,
+}
+
+/// One affinity with the events that explain it.
+#[derive(Debug, Clone)]
+pub struct AffinityDetail {
+    /// Which kind.
+    pub kind: AffinityKind,
+    /// The key (brand, category path, `key:value`, intent).
+    pub key: Arc<str>,
+    /// The affinity now.
+    pub score: f32,
+    /// The recent events that moved it, newest first.
+    pub reasons: Vec<Reason>,
+}
+
+/// A session as `GET /v1/sessions/{id}` shows it.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    /// The stored session.
+    pub session: Session,
+    /// The time the view was computed at.
+    pub now: Timestamp,
+    /// When the session will be forgotten if idle.
+    pub expires_at: Timestamp,
+    /// Every affinity, strongest first within each kind, with its reasons.
+    pub affinities: Vec<AffinityDetail>,
+    /// The items the session touched, most recent first.
+    pub items: Vec<ItemSummary>,
+}
+
+/// The engine: see the crate docs.
+pub struct Engine {
+    sessions: Arc<dyn SessionStore>,
+    catalog: Catalog,
+    rules: ArcSwap<Rules>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+}
+
+/// What one event needs from the catalog, resolved before the atomic session update.
+enum Resolved {
+    Item(Option<Arc<CatalogItem>>),
+    Search(Vec<Arc<str>>),
+}
+
+impl Engine {
+    /// An engine over a session store, with an empty catalog.
+    pub fn new(
+        sessions: Arc<dyn SessionStore>,
+        rules: Rules,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Self {
+        Engine {
+            sessions,
+            catalog: Catalog::new(),
+            rules: ArcSwap::from_pointee(rules),
+            clock,
+            config,
+        }
+    }
+
+    /// The engine's clock reading.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.load_full()
+    }
+
+    /// Replaces the rules; requests already running finish with the old ones.
+    pub fn set_rules(&self, rules: Rules) {
+        self.rules.store(Arc::new(rules));
+    }
+
+    /// Parses a rules document and, only if it is valid, puts it in force.
+    pub fn reload_rules(&self, yaml: &str) -> Result<(), RulesError> {
+        let rules = Rules::from_yaml(yaml)?;
+        self.set_rules(rules);
+        Ok(())
+    }
+
+    fn ttl(rules: &Rules) -> Duration {
+        Duration::from_secs(u64::from(rules.session.ttl_secs))
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Validates and applies a batch of events. All events are validated before any is applied;
+    /// the events of each session are applied in order in one atomic update.
+    ///
+    /// `batch` says whether the caller sent a list (errors then name `events[i].field`).
+    pub async fn ingest(&self, events: Vec<Event>, batch: bool) -> Result<IngestOutcome> {
+        if events.is_empty() {
+            return Err(Error::Invalid {
+                field: Cow::Borrowed("events"),
+                message: "must hold at least one event".into(),
+            });
+        }
+        if events.len() > self.config.max_batch {
+            return Err(Error::TooMany {
+                field: "events",
+                len: events.len(),
+                max: self.config.max_batch,
+            });
+        }
+        let now = self.clock.now();
+        let latest = now.plus_millis(self.config.max_future_skew_ms);
+        for (i, e) in events.iter().enumerate() {
+            let prefix = if batch { format!("events[{i}]") } else { String::new() };
+            e.validate().map_err(|err| Error::invalid(&prefix, err))?;
+            if e.timestamp > latest {
+                return Err(Error::invalid(
+                    &prefix,
+                    attune_core::Error::invalid(
+                        "timestamp",
+                        "is more than 5 minutes ahead of the server clock",
+                    ),
+                ));
+            }
+        }
+
+        // Group by session, keeping each session's events in order.
+        let mut groups: Vec<(SessionId, Vec<Event>)> = Vec::new();
+        let mut index: HashMap<SessionId, usize> = HashMap::new();
+        for e in events {
+            match index.get(&e.session_id) {
+                Some(&g) => groups[g].1.push(e),
+                None => {
+                    index.insert(e.session_id.clone(), groups.len());
+                    groups.push((e.session_id.clone(), vec![e]));
+                }
+            }
+        }
+
+        let rules = self.rules();
+        let ttl = Self::ttl(&rules);
+        let single = groups.len() == 1;
+        let mut outcome = IngestOutcome {
+            applied: 0,
+            unknown_items: 0,
+            session: None,
+            top: None,
+        };
+        for (session_id, events) in groups {
+            let resolved = self.resolve(&events);
+            outcome.unknown_items += resolved
+                .iter()
+                .filter(|r| matches!(r, Resolved::Item(None)))
+                .count();
+            let n = events.len();
+            let rules_for_update = Arc::clone(&rules);
+            let mutate = move |s: &mut Session| {
+                for (e, r) in events.iter().zip(&resolved) {
+                    match r {
+                        Resolved::Item(item) => {
+                            s.apply(e, item.as_deref().map(|c| &c.features), &rules_for_update);
+                        }
+                        Resolved::Search(intents) => {
+                            s.apply_search(e, intents, &rules_for_update);
+                        }
+                    }
+                }
+            };
+            let written = self.sessions.update(&session_id, now, ttl, &mutate).await?;
+            outcome.applied += n;
+            if single {
+                outcome.top = Some(written.top(now, &rules, self.config.top_n));
+                outcome.session = Some(written);
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn resolve(&self, events: &[Event]) -> Vec<Resolved> {
+        let items = self.catalog.get_many(
+            events
+                .iter()
+                .map(|e| e.item_id.as_ref().map_or("", |i| i.as_str())),
+        );
+        events
+            .iter()
+            .zip(items)
+            .map(|(e, item)| match (e.kind, &e.search) {
+                (EventKind::Search, Some(search)) => {
+                    Resolved::Search(self.catalog.search_intents(&search.query, &search.filters))
+                }
+                (EventKind::Search, None) => Resolved::Search(Vec::new()),
+                _ => Resolved::Item(item),
+            })
+            .collect()
+    }
+
+    /// The session with every affinity and its reasons; refreshes its expiry.
+    pub async fn session(&self, id: &SessionId) -> Result<SessionView> {
+        let now = self.clock.now();
+        let rules = self.rules();
+        let ttl = Self::ttl(&rules);
+        let session = self
+            .sessions
+            .get(id, now, ttl)
+            .await?
+            .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
+        let scores = session.scores(now, &rules);
+        let items = session.items();
+        let known: HashMap<&attune_core::ItemId, Arc<CatalogItem>> = items
+            .iter()
+            .map(|s| &s.item_id)
+            .zip(self.catalog.get_many(items.iter().map(|s| s.item_id.as_str())))
+            .filter_map(|(id, found)| Some((id, found?)))
+            .collect();
+        let mut affinities = Vec::new();
+        for kind in AffinityKind::ALL {
+            for scored in scores.of(kind) {
+                let reasons = session.reasons(kind, &scored.key, now, &rules, |id| {
+                    known.get(id).map(|c| &c.features)
+                });
+                affinities.push(AffinityDetail {
+                    kind,
+                    key: Arc::clone(&scored.key),
+                    score: scored.score,
+                    reasons,
+                });
+            }
+        }
+        drop(known);
+        Ok(SessionView {
+            items,
+            expires_at: now.plus_millis(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+            now,
+            session,
+            affinities,
+        })
+    }
+
+    /// Forgets a session everywhere, at once. Returns whether it existed.
+    pub async fn forget_session(&self, id: &SessionId) -> Result<bool> {
+        Ok(self.sessions.delete(id).await?)
+    }
+
+    /// Validates and upserts items; all or nothing.
+    pub fn upsert_items(&self, items: Vec<Item>) -> Result<UpsertOutcome> {
+        if items.len() > self.config.max_upsert {
+            return Err(Error::TooMany {
+                field: "items",
+                len: items.len(),
+                max: self.config.max_upsert,
+            });
+        }
+        for (i, item) in items.iter().enumerate() {
+            item.validate()
+                .map_err(|e| Error::invalid(&format!("[{i}]"), e))?;
+        }
+        Ok(self.catalog.upsert(items))
+    }
+
+    /// One item.
+    pub fn item(&self, id: &str) -> Result<Arc<CatalogItem>> {
+        self.catalog
+            .get(id)
+            .ok_or_else(|| Error::ItemNotFound(id.to_owned()))
+    }
+
+    /// Removes an item.
+    pub fn delete_item(&self, id: &str) -> Result<()> {
+        if self.catalog.delete(id) {
+            Ok(())
+        } else {
+            Err(Error::ItemNotFound(id.to_owned()))
+        }
+    }
+
+    /// Whether the backends answer.
+    pub async fn ready(&self) -> Result<()> {
+        Ok(self.sessions.ping().await?)
+    }
+
+    /// Drops expired sessions held in process.
+    pub fn purge_expired(&self) -> usize {
+        self.sessions.purge_expired(self.clock.now())
+    }
+
+    /// Session store counters.
+    pub fn store_stats(&self) -> StoreStats {
+        self.sessions.stats()
+    }
+
+    /// Flushes what must survive a restart (the embedded store's snapshot, if configured).
+    pub async fn shutdown(&self) -> Result<()> {
+        Ok(self.sessions.close().await?)
+    }
+}

@@ -1,0 +1,655 @@
+//! Wire types of the HTTP API and their conversion to and from domain types.
+//!
+//! These are the contract (`openapi.json`); domain types can change shape without changing them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use attune_core::event::{MAX_QUANTITY, SearchFilters, SearchRequestEvent};
+use attune_core::item::parse_category_path;
+use attune_core::session::{ItemSummary, Reason, Scored, Scores};
+use attune_core::{AffinityKind, Event, EventKind, Item, ItemId, SessionId, Timestamp, UserId};
+use attune_engine::{CatalogItem, IngestOutcome, SessionView, UpsertOutcome};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+
+/// What the visitor did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(missing_docs)]
+pub enum EventType {
+    View,
+    Click,
+    AddToCart,
+    RemoveFromCart,
+    Purchase,
+    Wishlist,
+    RecommendationClick,
+    Skip,
+    Search,
+}
+
+impl From<EventType> for EventKind {
+    fn from(t: EventType) -> Self {
+        match t {
+            EventType::View => EventKind::View,
+            EventType::Click => EventKind::Click,
+            EventType::AddToCart => EventKind::AddToCart,
+            EventType::RemoveFromCart => EventKind::RemoveFromCart,
+            EventType::Purchase => EventKind::Purchase,
+            EventType::Wishlist => EventKind::Wishlist,
+            EventType::RecommendationClick => EventKind::RecommendationClick,
+            EventType::Skip => EventKind::Skip,
+            EventType::Search => EventKind::Search,
+        }
+    }
+}
+
+impl From<EventKind> for EventType {
+    fn from(k: EventKind) -> Self {
+        match k {
+            EventKind::View => EventType::View,
+            EventKind::Click => EventType::Click,
+            EventKind::AddToCart => EventType::AddToCart,
+            EventKind::RemoveFromCart => EventType::RemoveFromCart,
+            EventKind::Purchase => EventType::Purchase,
+            EventKind::Wishlist => EventType::Wishlist,
+            EventKind::RecommendationClick => EventType::RecommendationClick,
+            EventKind::Skip => EventType::Skip,
+            EventKind::Search => EventType::Search,
+        }
+    }
+}
+
+/// One event, as sent to `POST /v1/events`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventIn {
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The visitor's session (1 to 128 bytes, no whitespace).
+    pub session_id: String,
+    /// The signed-in user, if any.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// The item; required for every type but `search`. Unknown ids are accepted and counted
+    /// (`unknown_items`): they update the session's item memory but move no affinity.
+    #[serde(default)]
+    pub item_id: Option<String>,
+    /// Units, a whole number from 1 to 10000 (default 1).
+    #[serde(default)]
+    pub quantity: Option<f64>,
+    /// When it happened: epoch milliseconds or an RFC 3339 string; server time if absent.
+    #[serde(default, deserialize_with = "de_timestamp")]
+    #[schema(value_type = Option<String>, example = "2026-11-22T09:30:00Z")]
+    pub timestamp: Option<Timestamp>,
+    /// The query text, for `search`.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// The filters, for `search`: `brand`, `category` (a string or a list), `price`
+    /// (`{"min", "max"}`), `in_stock` (bool), and any attribute key (a string or a list).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filters: Option<serde_json::Map<String, Value>>,
+}
+
+/// A batch: `{"events": [...]}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatchIn {
+    /// The events, applied in order per session.
+    pub events: Vec<EventIn>,
+}
+
+fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .filter(|ms| *ms >= 0)
+            .map(|ms| Some(Timestamp::from_millis(ms)))
+            .ok_or_else(|| serde::de::Error::custom("must be non-negative epoch milliseconds")),
+        Some(Value::String(s)) => parse_time(&s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("must be an RFC 3339 time, e.g. 2026-11-22T09:30:00Z")),
+        Some(_) => Err(serde::de::Error::custom(
+            "must be epoch milliseconds or an RFC 3339 string",
+        )),
+    }
+}
+
+/// Parses an RFC 3339 time.
+pub fn parse_time(s: &str) -> Option<Timestamp> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).ok().map(Timestamp::from_millis)
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds.
+pub fn format_time(t: Timestamp) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_millis()) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn round(x: f32) -> f64 {
+    (f64::from(x) * 10_000.0).round() / 10_000.0
+}
+
+impl EventIn {
+    /// The domain event; `now` stands in for a missing timestamp.
+    pub fn into_event(self, now: Timestamp) -> Result<Event, ApiError> {
+        let quantity = match self.quantity {
+            None => 1,
+            Some(q) if q.is_finite() && q.fract() == 0.0 && q >= 1.0 && q <= f64::from(MAX_QUANTITY) => {
+                q as u32
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "quantity",
+                    format!("must be a whole number from 1 to {MAX_QUANTITY}"),
+                ));
+            }
+        };
+        let kind = EventKind::from(self.kind);
+        let search = if kind == EventKind::Search {
+            Some(SearchRequestEvent {
+                query: self.query.unwrap_or_default(),
+                filters: match self.filters {
+                    Some(f) => filters_from_wire(f)?,
+                    None => SearchFilters::default(),
+                },
+            })
+        } else if self.query.is_some() || self.filters.is_some() {
+            let field = if self.query.is_some() { "query" } else { "filters" };
+            return Err(ApiError::invalid(
+                field,
+                format!("only search events carry a query or filters, not {}", kind.as_str()),
+            ));
+        } else {
+            None
+        };
+        Ok(Event {
+            kind,
+            session_id: SessionId::new(&self.session_id)?,
+            user_id: self.user_id.as_deref().map(UserId::new).transpose()?,
+            item_id: self.item_id.as_deref().map(ItemId::new).transpose()?,
+            quantity,
+            timestamp: self.timestamp.unwrap_or(now),
+            search,
+        })
+    }
+}
+
+fn string_or_list(field: &str, v: Value) -> Result<Vec<String>, ApiError> {
+    match v {
+        Value::String(s) => Ok(vec![s]),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s),
+                _ => Err(ApiError::invalid(field, "must be a string or a list of strings")),
+            })
+            .collect(),
+        _ => Err(ApiError::invalid(field, "must be a string or a list of strings")),
+    }
+}
+
+/// Reads the wire filter object into domain filters; errors name `filters.<key>`.
+pub fn filters_from_wire(map: serde_json::Map<String, Value>) -> Result<SearchFilters, ApiError> {
+    let mut f = SearchFilters::default();
+    for (key, v) in map {
+        let field = format!("filters.{key}");
+        match key.as_str() {
+            "brand" => f.brand = string_or_list(&field, v)?,
+            "category" => f.category = string_or_list(&field, v)?,
+            "in_stock" => {
+                f.in_stock = Some(
+                    v.as_bool()
+                        .ok_or_else(|| ApiError::invalid(&field, "must be true or false"))?,
+                );
+            }
+            "price" => {
+                let Value::Object(range) = v else {
+                    return Err(ApiError::invalid(&field, "must be an object {\"min\", \"max\"}"));
+                };
+                for (bound, n) in range {
+                    let value = n.as_f64().ok_or_else(|| {
+                        ApiError::invalid(format!("{field}.{bound}"), "must be a number")
+                    })?;
+                    match bound.as_str() {
+                        "min" => f.price_min = Some(value),
+                        "max" => f.price_max = Some(value),
+                        _ => {
+                            return Err(ApiError {
+                                code: "unknown_field",
+                                ..ApiError::invalid(
+                                    format!("{field}.{bound}"),
+                                    "a price range has only min and max",
+                                )
+                            });
+                        }
+                    }
+                }
+            }
+            _ => {
+                attune_core::item::check_attribute_key(&key)
+                    .map_err(|e| ApiError::invalid(&field, e.to_string()))?;
+                let values = string_or_list(&field, v)?;
+                f.attributes.insert(key, values);
+            }
+        }
+    }
+    f.validate()?;
+    Ok(f)
+}
+
+/// One affinity and its score.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScoreOut {
+    /// Brand, category path, `key:value` attribute, or intent (`brand:X`, `category:X`, `key:value`).
+    pub key: String,
+    /// The decayed affinity, within the rules' `affinity_bound`.
+    pub score: f64,
+}
+
+impl From<&Scored> for ScoreOut {
+    fn from(s: &Scored) -> Self {
+        ScoreOut {
+            key: s.key.to_string(),
+            score: round(s.score),
+        }
+    }
+}
+
+/// The strongest affinities of each kind.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopOut {
+    /// Brands.
+    pub brand: Vec<ScoreOut>,
+    /// Category path levels.
+    pub category: Vec<ScoreOut>,
+    /// Attributes (`key:value`).
+    pub attribute: Vec<ScoreOut>,
+    /// Search intents.
+    pub intent: Vec<ScoreOut>,
+}
+
+impl From<&Scores> for TopOut {
+    fn from(s: &Scores) -> Self {
+        let list = |k| s.of(k).iter().map(ScoreOut::from).collect();
+        TopOut {
+            brand: list(AffinityKind::Brand),
+            category: list(AffinityKind::Category),
+            attribute: list(AffinityKind::Attribute),
+            intent: list(AffinityKind::Intent),
+        }
+    }
+}
+
+/// The session an ingest touched, when it touched one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionTopOut {
+    /// The session.
+    pub session_id: String,
+    /// Events applied to it so far.
+    pub event_count: u32,
+    /// Its strongest affinities now.
+    pub top: TopOut,
+}
+
+/// The answer to `POST /v1/events`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestOut {
+    /// Events applied.
+    pub applied: usize,
+    /// Of those, events that named an item the catalog does not know.
+    pub unknown_items: usize,
+    /// For a batch whose events all belong to one session: its updated top affinities.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionTopOut>,
+}
+
+impl From<IngestOutcome> for IngestOut {
+    fn from(o: IngestOutcome) -> Self {
+        let session = match (o.session, o.top) {
+            (Some(s), Some(top)) => Some(SessionTopOut {
+                session_id: s.id().to_string(),
+                event_count: s.event_count(),
+                top: TopOut::from(&top),
+            }),
+            _ => None,
+        };
+        IngestOut {
+            applied: o.applied,
+            unknown_items: o.unknown_items,
+            session,
+        }
+    }
+}
+
+/// One event that moved an affinity.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReasonOut {
+    /// What the visitor did.
+    pub event: EventType,
+    /// The item, for item events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item_id: Option<String>,
+    /// The query, for searches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// When.
+    pub at: String,
+    /// How far it moved the affinity then.
+    pub delta: f64,
+    /// What is left of that move now.
+    pub decayed: f64,
+}
+
+impl From<&Reason> for ReasonOut {
+    fn from(r: &Reason) -> Self {
+        ReasonOut {
+            event: r.kind.into(),
+            item_id: r.item_id.as_ref().map(ToString::to_string),
+            query: r.query.as_deref().map(str::to_owned),
+            at: format_time(r.at),
+            delta: round(r.delta),
+            decayed: round(r.decayed),
+        }
+    }
+}
+
+/// One affinity with its reason trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AffinityOut {
+    /// The key.
+    pub key: String,
+    /// The decayed affinity.
+    pub score: f64,
+    /// The recent events that moved it, newest first.
+    pub reasons: Vec<ReasonOut>,
+}
+
+/// Every affinity of a session, strongest first within each kind.
+#[derive(Debug, Serialize, ToSchema, Default)]
+pub struct AffinitiesOut {
+    /// Brands.
+    pub brand: Vec<AffinityOut>,
+    /// Category path levels.
+    pub category: Vec<AffinityOut>,
+    /// Attributes (`key:value`).
+    pub attribute: Vec<AffinityOut>,
+    /// Search intents.
+    pub intent: Vec<AffinityOut>,
+}
+
+/// An item the visitor scrolled past.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SkippedOut {
+    /// The item.
+    pub item_id: String,
+    /// How many times.
+    pub count: u16,
+}
+
+/// An item in the cart.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CartLineOut {
+    /// The item.
+    pub item_id: String,
+    /// Units.
+    pub quantity: u32,
+}
+
+/// The quantity a visitor usually takes of an item.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuantityOut {
+    /// The item.
+    pub item_id: String,
+    /// Mean units per purchase (or per add-to-cart, before any purchase).
+    pub usual_quantity: f64,
+    /// Purchases.
+    pub purchases: u16,
+}
+
+/// A session, as `GET /v1/sessions/{id}` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionOut {
+    /// The session.
+    pub session_id: String,
+    /// The signed-in user, once an event named one.
+    pub user_id: Option<String>,
+    /// First event.
+    pub created_at: String,
+    /// Latest event.
+    pub updated_at: String,
+    /// When the session will be forgotten if it stays idle.
+    pub expires_at: String,
+    /// Events applied.
+    pub event_count: u32,
+    /// Events that named an item unknown to the catalog.
+    pub unknown_item_events: u32,
+    /// Affinities with their reasons.
+    pub affinities: AffinitiesOut,
+    /// Items the visitor engaged with, most recent first.
+    pub seen: Vec<String>,
+    /// Items the visitor scrolled past.
+    pub skipped: Vec<SkippedOut>,
+    /// The cart.
+    pub cart: Vec<CartLineOut>,
+    /// Usual quantities of the items the visitor carted or bought.
+    pub quantities: Vec<QuantityOut>,
+}
+
+impl From<SessionView> for SessionOut {
+    fn from(v: SessionView) -> Self {
+        let mut affinities = AffinitiesOut::default();
+        for a in &v.affinities {
+            let out = AffinityOut {
+                key: a.key.to_string(),
+                score: round(a.score),
+                reasons: a.reasons.iter().map(ReasonOut::from).collect(),
+            };
+            match a.kind {
+                AffinityKind::Brand => affinities.brand.push(out),
+                AffinityKind::Category => affinities.category.push(out),
+                AffinityKind::Attribute => affinities.attribute.push(out),
+                AffinityKind::Intent => affinities.intent.push(out),
+            }
+        }
+        let items: &[ItemSummary] = &v.items;
+        SessionOut {
+            session_id: v.session.id().to_string(),
+            user_id: v.session.user_id().map(ToString::to_string),
+            created_at: format_time(v.session.created_at()),
+            updated_at: format_time(v.session.updated_at()),
+            expires_at: format_time(v.expires_at),
+            event_count: v.session.event_count(),
+            unknown_item_events: v.session.unknown_item_events(),
+            affinities,
+            seen: items
+                .iter()
+                .filter(|i| i.seen > 0)
+                .map(|i| i.item_id.to_string())
+                .collect(),
+            skipped: items
+                .iter()
+                .filter(|i| i.skips > 0)
+                .map(|i| SkippedOut {
+                    item_id: i.item_id.to_string(),
+                    count: i.skips,
+                })
+                .collect(),
+            cart: items
+                .iter()
+                .filter(|i| i.in_cart > 0)
+                .map(|i| CartLineOut {
+                    item_id: i.item_id.to_string(),
+                    quantity: i.in_cart,
+                })
+                .collect(),
+            quantities: items
+                .iter()
+                .filter(|i| i.usual_quantity > 0.0)
+                .map(|i| QuantityOut {
+                    item_id: i.item_id.to_string(),
+                    usual_quantity: round(i.usual_quantity),
+                    purchases: i.purchases,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One attribute value or several.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum AttributeValue {
+    /// One value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+/// A catalog item on the wire (`PUT /v1/items`, `GET /v1/items/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemDto {
+    /// Unique id (1 to 128 bytes, no whitespace).
+    pub id: String,
+    /// Display title.
+    pub title: String,
+    /// Brand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    /// Category path, levels separated by `>`: `Dairy & Alternatives > Milk`.
+    #[serde(default)]
+    pub category: String,
+    /// Attributes: key (`a-z0-9_`) to a value or a list of values.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, AttributeValue>,
+    /// Price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+    /// Whether it can be bought now (default true).
+    #[serde(default = "yes")]
+    pub in_stock: bool,
+    /// When it entered the catalog (RFC 3339); the time of the upsert if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ItemDto {
+    /// The domain item; `now` stands in for a missing `created_at`.
+    pub fn into_item(self, now: Timestamp) -> Result<Item, ApiError> {
+        let created_at = match &self.created_at {
+            None => now,
+            Some(s) => parse_time(s).ok_or_else(|| {
+                ApiError::invalid("created_at", "must be an RFC 3339 time, e.g. 2026-11-22T09:30:00Z")
+            })?,
+        };
+        let attributes = self
+            .attributes
+            .into_iter()
+            .map(|(k, v)| {
+                let values = match v {
+                    AttributeValue::One(s) => vec![s],
+                    AttributeValue::Many(vs) => vs,
+                };
+                (k, values)
+            })
+            .collect();
+        let item = Item {
+            id: ItemId::new(&self.id).map_err(|e| ApiError::invalid("id", e.to_string()))?,
+            title: self.title,
+            brand: self.brand.map(|b| Arc::from(b.trim())),
+            category: parse_category_path(&self.category)?,
+            attributes,
+            price: self.price,
+            in_stock: self.in_stock,
+            created_at,
+        };
+        item.validate()?;
+        Ok(item)
+    }
+}
+
+impl From<&CatalogItem> for ItemDto {
+    fn from(c: &CatalogItem) -> Self {
+        let i = &c.item;
+        ItemDto {
+            id: i.id.to_string(),
+            title: i.title.clone(),
+            brand: i.brand.as_deref().map(str::to_owned),
+            category: i.category_path(),
+            attributes: i
+                .attributes
+                .iter()
+                .map(|(k, vs)| {
+                    let v = match vs.as_slice() {
+                        [one] => AttributeValue::One(one.clone()),
+                        _ => AttributeValue::Many(vs.clone()),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+            price: i.price,
+            in_stock: i.in_stock,
+            created_at: Some(format_time(i.created_at)),
+        }
+    }
+}
+
+/// A page of the catalog.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemsPage {
+    /// The items, in id order.
+    pub items: Vec<ItemDto>,
+    /// Items in the catalog.
+    pub total: usize,
+    /// Position of the first item of this page.
+    pub offset: usize,
+    /// Most items per page asked for.
+    pub limit: usize,
+}
+
+/// The answer to `PUT /v1/items`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpsertOut {
+    /// New items.
+    pub inserted: usize,
+    /// Replaced items.
+    pub updated: usize,
+    /// Items in the catalog now.
+    pub total: usize,
+}
+
+impl UpsertOut {
+    /// From the engine's outcome and the catalog size.
+    pub fn new(o: UpsertOutcome, total: usize) -> Self {
+        UpsertOut {
+            inserted: o.inserted,
+            updated: o.updated,
+            total,
+        }
+    }
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthOut {
+    /// `ok`, or `unavailable`.
+    pub status: &'static str,
+}

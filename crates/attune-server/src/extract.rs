@@ -1,0 +1,131 @@
+//! Request bodies: content-type and size checks, and JSON parsing whose errors name the field.
+
+use std::borrow::Cow;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, join_field};
+
+/// How a body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// `application/json`.
+    Json,
+    /// `application/x-ndjson`: one JSON value per line.
+    Ndjson,
+}
+
+/// A request body, checked for its content type and size (413 past the limit).
+#[derive(Debug)]
+pub struct Body {
+    /// The raw bytes.
+    pub bytes: Bytes,
+    /// The encoding.
+    pub kind: BodyKind,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let kind = match essence.as_str() {
+            "application/json" => BodyKind::Json,
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                BodyKind::Ndjson
+            }
+            s if s.ends_with("+json") => BodyKind::Json,
+            _ => {
+                return Err(ApiError {
+                    status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    code: "unsupported_media_type",
+                    message: format!(
+                        "expected content-type application/json (or application/x-ndjson where \
+                         accepted), got {content_type:?}"
+                    ),
+                    field: None,
+                });
+            }
+        };
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than the server accepts",
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "the request body could not be read",
+                )
+            }
+        })?;
+        Ok(Body { bytes, kind })
+    }
+}
+
+/// Parses JSON; a syntax error is a 400, a value of the wrong shape a 422 naming its field.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(from_path_error)?;
+    de.end().map_err(|e| syntax_error(&e))?;
+    Ok(value)
+}
+
+/// Converts an already parsed JSON value; errors name the field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(from_path_error)
+}
+
+fn syntax_error(e: &serde_json::Error) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        format!("the body is not valid JSON: {e}"),
+    )
+}
+
+fn from_path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+        return syntax_error(&inner);
+    }
+    let mut message = inner.to_string();
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    let named = |prefix: &str| -> Option<String> {
+        let rest = message.strip_prefix(prefix)?;
+        let end = rest.find('`')?;
+        Some(rest[..end].to_owned())
+    };
+    let (code, field) = if let Some(name) = named("missing field `") {
+        ("missing_field", join_field(&path, Cow::Owned(name)))
+    } else if let Some(name) = named("unknown field `") {
+        ("unknown_field", join_field(&path, Cow::Owned(name)))
+    } else {
+        ("invalid_value", if path == "." { String::new() } else { path })
+    };
+    ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code,
+        message,
+        field: (!field.is_empty()).then_some(field),
+    }
+}

@@ -1,0 +1,59 @@
+//! Attune's HTTP API.
+//!
+//! This crate owns everything HTTP: the axum router ([`app`]), the wire types ([`dto`]) and their
+//! conversion to and from domain types, the JSON body parsing that names the offending field
+//! ([`extract`]), the mapping of every error to a status code and a JSON body ([`error`]), and the
+//! OpenAPI document ([`openapi`]). Handlers stay thin: parse, call the [`attune_engine::Engine`],
+//! map the result. Nothing below this crate knows HTTP.
+
+use std::sync::Arc;
+
+use attune_engine::Engine;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+
+pub mod dto;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+mod routes;
+
+pub use routes::items::parse_items;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+}
+
+/// The whole API as one router (no socket: tests call it in process).
+pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
+    let state = AppState { engine };
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::events::router())
+        .merge(routes::sessions::router())
+        .merge(routes::items::router())
+        .merge(routes::rules::router())
+        .merge(openapi::router())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,68 @@
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::dto::{EventBatchIn, EventIn, IngestOut};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{self, Body};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/events", post(post_events))
+}
+
+/// Record one event, or a batch `{"events": [...]}`.
+///
+/// Every event is validated before any is applied; each session's events are applied in order, in
+/// one atomic update, before the response returns.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(content = EventIn, description = "One event, or `{\"events\": [...]}` (an EventBatchIn)"),
+    responses(
+        (status = 200, description = "Applied", body = IngestOut),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body or batch too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid event; `field` names it", body = ErrorBody),
+        (status = 503, description = "Session store unavailable", body = ErrorBody),
+    )
+)]
+pub(crate) async fn post_events(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Json<IngestOut>, ApiError> {
+    let value: Value = extract::parse(&body.bytes)?;
+    let is_batch = value.as_object().is_some_and(|o| o.contains_key("events"));
+    let incoming: Vec<EventIn> = if is_batch {
+        extract::from_value::<EventBatchIn>(value)?.events
+    } else {
+        vec![extract::from_value::<EventIn>(value)?]
+    };
+    if incoming.len() > state.engine.config().max_batch {
+        return Err(attune_engine::Error::TooMany {
+            field: "events",
+            len: incoming.len(),
+            max: state.engine.config().max_batch,
+        }
+        .into());
+    }
+    let now = state.engine.now();
+    let events = incoming
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            e.into_event(now).map_err(|err| {
+                if is_batch {
+                    err.within(&format!("events[{i}]"))
+                } else {
+                    err
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = state.engine.ingest(events, is_batch).await?;
+    Ok(Json(outcome.into()))
+}

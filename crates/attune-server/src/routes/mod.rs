@@ -1,0 +1,27 @@
+//! One module per resource, each exposing `router()`.
+
+use axum::http::{Method, StatusCode, Uri};
+
+use crate::error::ApiError;
+
+pub(crate) mod events;
+pub(crate) mod health;
+pub(crate) mod items;
+pub(crate) mod rules;
+pub(crate) mod sessions;
+
+pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,1194 @@
+//! `attune load`: drives a running server over HTTP and reports throughput and latency.
+//!
+//! The protocol is a closed loop: each of `--concurrency` workers owns one keep-alive HTTP/1.1
+//! connection and sends its next request as soon as the previous response body has been read.
+//! Latency runs from just before the request is handed to the connection to the last byte of the
+//! response body. Requests started during `--warmup` are sent but not recorded. The run stops at
+//! `--duration` or `--max-requests`, whichever comes first, and every request has a timeout, so
+//! the tool always terminates.
+//!
+//! Only loopback targets are accepted (127.0.0.0/8, `[::1]`, `localhost`): a load test on this
+//! project never sends traffic to another host.
+
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How long a worker waits for a TCP connection and the HTTP handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a worker waits after a failed connection before it tries again.
+const RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
+/// The largest latency the histogram tracks exactly, in microseconds (larger ones saturate).
+const MAX_LATENCY_US: u64 = 60_000_000;
+/// How many item ids are asked from the server.
+const ITEM_FETCH_LIMIT: usize = 1000;
+/// How many synthetic item ids (`item-0` …) are used when neither `--items` nor the server has any.
+const SYNTHETIC_ITEMS: usize = 1000;
+/// The most bytes of a failed response body echoed to stderr.
+const ERROR_SNIPPET_LEN: usize = 300;
+
+/// Arguments of `attune load`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct LoadArgs {
+    /// Base URL of the server under test; only loopback hosts are allowed.
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    url: String,
+    /// Which workload to send.
+    #[arg(long, value_enum, default_value_t = Scenario::Events)]
+    scenario: Scenario,
+    /// Number of workers, each with one keep-alive connection, sending back to back.
+    #[arg(long, default_value_t = 32)]
+    concurrency: u32,
+    /// Seconds of measured load, after the warmup.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load sent first and not recorded.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Stop after this many measured requests, even before `--duration`.
+    #[arg(long)]
+    max_requests: Option<u64>,
+    /// Number of distinct session ids (`load-0` …) the requests rotate over.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: u64,
+    /// Item ids: a comma-separated list, or the path of a file with one id per line (or commas).
+    /// Default: the first 1000 ids from `GET {url}/v1/items?limit=1000`, else `item-0` … `item-999`.
+    #[arg(long)]
+    items: Option<String>,
+    /// Seconds one request may take before it counts as a connection error.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// Seed of the request generators; the same seed sends the same sequence per worker.
+    #[arg(long, default_value_t = 0x5EED)]
+    seed: u64,
+    /// Print the report as one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Free text copied into the report (e.g. the target's name).
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+impl LoadArgs {
+    /// Checks the numeric options; returns the warmup, duration and timeout as [`Duration`]s.
+    fn durations(&self) -> anyhow::Result<(Duration, Duration, Duration)> {
+        if self.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        if self.sessions == 0 {
+            bail!("--sessions must be at least 1");
+        }
+        if self.max_requests == Some(0) {
+            bail!("--max-requests must be at least 1");
+        }
+        let seconds = |name: &str, v: f64, min: f64| -> anyhow::Result<Duration> {
+            if !v.is_finite() || v < min || v > 86_400.0 {
+                bail!("--{name} must be a number of seconds from {min} to 86400, got {v}");
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        Ok((
+            seconds("warmup", self.warmup, 0.0)?,
+            seconds("duration", self.duration, 0.001)?,
+            seconds("timeout", self.timeout, 0.001)?,
+        ))
+    }
+}
+
+/// A workload `attune load` can send. New scenarios (search, recommend, a replayed log) are new
+/// variants with their own request generator in [`Workload::next_request`].
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// `POST /v1/events` with a realistic mix of view, click, add_to_cart and skip events.
+    Events,
+}
+
+impl Scenario {
+    /// The name used on the command line and in the report.
+    const fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Events => "events",
+        }
+    }
+}
+
+/// The event kinds the `events` scenario sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventType {
+    /// A product page view.
+    View,
+    /// A click in a list.
+    Click,
+    /// An add to cart, with a quantity.
+    AddToCart,
+    /// An item scrolled past.
+    Skip,
+}
+
+/// The event mix in percent; the weights add up to 100.
+const EVENT_MIX: [(EventType, u32); 4] = [
+    (EventType::View, 60),
+    (EventType::Click, 25),
+    (EventType::AddToCart, 10),
+    (EventType::Skip, 5),
+];
+
+impl EventType {
+    /// The wire name.
+    const fn as_str(self) -> &'static str {
+        match self {
+            EventType::View => "view",
+            EventType::Click => "click",
+            EventType::AddToCart => "add_to_cart",
+            EventType::Skip => "skip",
+        }
+    }
+
+    /// The kind for a roll in `0..100`, following [`EVENT_MIX`].
+    fn from_roll(roll: u32) -> EventType {
+        let mut upper = 0;
+        for (kind, weight) in EVENT_MIX {
+            upper += weight;
+            if roll < upper {
+                return kind;
+            }
+        }
+        EventType::View
+    }
+}
+
+/// The JSON body of one event. `item_json` is the item id already encoded as a JSON string.
+fn event_body(kind: EventType, session: u64, item_json: &str, quantity: Option<u32>) -> String {
+    let mut body = String::with_capacity(96 + item_json.len());
+    // Writing to a String cannot fail.
+    let _ = write!(
+        body,
+        r#"{{"type":"{}","session_id":"load-{session}","item_id":{item_json}"#,
+        kind.as_str()
+    );
+    if let Some(q) = quantity {
+        let _ = write!(body, r#","quantity":{q}"#);
+    }
+    body.push('}');
+    body
+}
+
+/// Why a `--url` is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TargetError {
+    /// Not a URL.
+    Malformed {
+        /// The URL given.
+        url: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// A scheme other than `http`.
+    Scheme {
+        /// The scheme given.
+        scheme: String,
+    },
+    /// No host in the URL.
+    NoHost,
+    /// A host outside the loopback range.
+    NotLoopback {
+        /// The host given.
+        host: String,
+    },
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TargetError::Malformed { url, reason } => write!(f, "invalid --url {url:?}: {reason}"),
+            TargetError::Scheme { scheme } => {
+                write!(
+                    f,
+                    "unsupported scheme {scheme:?} in --url: only http is supported"
+                )
+            }
+            TargetError::NoHost => write!(f, "--url has no host"),
+            TargetError::NotLoopback { host } => write!(
+                f,
+                "refusing to load {host:?}: only loopback targets are allowed \
+                 (127.0.0.0/8, [::1], localhost)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+/// A loopback host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TargetHost {
+    /// A loopback IP address.
+    Ip(IpAddr),
+    /// `localhost`, resolved later and kept only if it resolves to loopback addresses.
+    Localhost,
+}
+
+/// The server under test, parsed from `--url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    /// The host, checked to be loopback.
+    host: TargetHost,
+    /// The TCP port.
+    port: u16,
+    /// The `Host` header: the URL's authority.
+    authority: String,
+    /// A path prefix before `/v1/...`, without a trailing slash (usually empty).
+    base_path: String,
+}
+
+impl Target {
+    /// Parses `url` and refuses anything but `http://` on a loopback host.
+    fn parse(url: &str) -> Result<Target, TargetError> {
+        let uri: Uri =
+            url.parse()
+                .map_err(|e: hyper::http::uri::InvalidUri| TargetError::Malformed {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => {
+                return Err(TargetError::Scheme {
+                    scheme: other.to_owned(),
+                });
+            }
+            None => {
+                return Err(TargetError::Malformed {
+                    url: url.to_owned(),
+                    reason: "expected http://host:port".to_owned(),
+                });
+            }
+        }
+        let (Some(raw_host), Some(authority)) = (uri.host(), uri.authority()) else {
+            return Err(TargetError::NoHost);
+        };
+        let bare = raw_host.trim_start_matches('[').trim_end_matches(']');
+        let host =
+            if bare.eq_ignore_ascii_case("localhost") || bare.eq_ignore_ascii_case("localhost.") {
+                TargetHost::Localhost
+            } else {
+                match bare.parse::<IpAddr>() {
+                    Ok(ip) if is_loopback(ip) => TargetHost::Ip(ip),
+                    _ => {
+                        return Err(TargetError::NotLoopback {
+                            host: raw_host.to_owned(),
+                        });
+                    }
+                }
+            };
+        Ok(Target {
+            host,
+            port: uri.port_u16().unwrap_or(80),
+            authority: authority.as_str().to_owned(),
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The request target for `path` (which starts with `/`).
+    fn uri(&self, path: &str) -> anyhow::Result<Uri> {
+        let full = format!("{}{path}", self.base_path);
+        full.parse()
+            .with_context(|| format!("invalid request path {full:?}"))
+    }
+
+    /// Finds a loopback socket address that accepts connections.
+    async fn resolve(&self) -> anyhow::Result<SocketAddr> {
+        let candidates: Vec<SocketAddr> = match self.host {
+            TargetHost::Ip(ip) => vec![SocketAddr::new(ip, self.port)],
+            TargetHost::Localhost => tokio::net::lookup_host(("localhost", self.port))
+                .await
+                .context("cannot resolve localhost")?
+                .filter(|a| is_loopback(a.ip()))
+                .collect(),
+        };
+        let mut last_error = None;
+        for addr in &candidates {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => return Ok(*addr),
+                Ok(Err(e)) => last_error = Some(format!("{addr}: {e}")),
+                Err(_) => last_error = Some(format!("{addr}: connect timed out")),
+            }
+        }
+        match last_error {
+            Some(e) => bail!("cannot connect to the server ({e}); is it running?"),
+            None => bail!("localhost resolves to no loopback address"),
+        }
+    }
+}
+
+/// Whether `ip` is on this machine's loopback: 127.0.0.0/8, `::1` or `::ffff:127.x.y.z`.
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Opens one keep-alive HTTP/1.1 connection and spawns its driver.
+async fn connect<B>(addr: SocketAddr) -> anyhow::Result<SendRequest<B>>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        // The connection ends when the worker drops its sender or the server hangs up; the worker
+        // sees the latter as an error on its next request.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Sends one request on `sender` and reads the whole response body.
+async fn exchange<B>(
+    sender: &mut SendRequest<B>,
+    request: Request<B>,
+) -> Result<(StatusCode, Bytes), hyper::Error>
+where
+    B: hyper::body::Body + 'static,
+{
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// Item ids from a `--items` value: a file path, or else a comma-separated list.
+fn items_from_arg(value: &str) -> anyhow::Result<Vec<String>> {
+    let path = Path::new(value);
+    let text = if path.is_file() {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    } else {
+        value.to_owned()
+    };
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Item ids from a `GET /v1/items` body: an array of ids or of objects with `id` (or `item_id`),
+/// possibly wrapped in an object under `items`, `data` or `results`.
+fn items_from_json(body: &[u8]) -> Vec<String> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let list = match &value {
+        serde_json::Value::Array(list) => list,
+        serde_json::Value::Object(map) => {
+            match ["items", "data", "results"]
+                .iter()
+                .find_map(|k| map.get(*k).and_then(|v| v.as_array()))
+            {
+                Some(list) => list,
+                None => return Vec::new(),
+            }
+        }
+        _ => return Vec::new(),
+    };
+    list.iter()
+        .filter_map(|entry| match entry {
+            serde_json::Value::String(id) => Some(id.clone()),
+            serde_json::Value::Object(item) => item
+                .get("id")
+                .or_else(|| item.get("item_id"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            _ => None,
+        })
+        .filter(|id| !id.is_empty())
+        .collect()
+}
+
+/// Asks the server for item ids; an answer that is not 2xx or has no ids gives an empty list.
+async fn fetch_items(target: &Target, addr: SocketAddr) -> anyhow::Result<Vec<String>> {
+    let mut sender = tokio::time::timeout(CONNECT_TIMEOUT, connect::<Empty<Bytes>>(addr))
+        .await
+        .context("connecting to the server timed out")?
+        .context("cannot connect to the server")?;
+    let mut request = Request::new(Empty::new());
+    *request.uri_mut() = target.uri(&format!("/v1/items?limit={ITEM_FETCH_LIMIT}"))?;
+    request
+        .headers_mut()
+        .insert(HOST, HeaderValue::from_str(&target.authority)?);
+    let (status, body) =
+        tokio::time::timeout(Duration::from_secs(10), exchange(&mut sender, request))
+            .await
+            .context("GET /v1/items timed out")?
+            .context("GET /v1/items failed")?;
+    if !status.is_success() {
+        eprintln!("attune load: GET /v1/items answered {status}");
+        return Ok(Vec::new());
+    }
+    Ok(items_from_json(&body))
+}
+
+/// Generates one worker's requests.
+struct Workload {
+    /// Which scenario.
+    scenario: Scenario,
+    /// The worker's own generator, seeded from `--seed` and the worker index.
+    rng: SmallRng,
+    /// How many session ids to rotate over.
+    sessions: u64,
+    /// Item ids, each already encoded as a JSON string.
+    items_json: Arc<[String]>,
+    /// `POST` target of the events scenario.
+    events_uri: Uri,
+    /// The `Host` header.
+    host: HeaderValue,
+}
+
+impl Workload {
+    /// The next request of the scenario.
+    fn next_request(&mut self) -> Request<Full<Bytes>> {
+        match self.scenario {
+            Scenario::Events => {
+                let kind = EventType::from_roll(self.rng.random_range(0..100));
+                let session = self.rng.random_range(0..self.sessions);
+                let item = &self.items_json[self.rng.random_range(0..self.items_json.len())];
+                let quantity =
+                    (kind == EventType::AddToCart).then(|| self.rng.random_range(1..=3u32));
+                let body = event_body(kind, session, item, quantity);
+                let mut request = Request::new(Full::new(Bytes::from(body)));
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = self.events_uri.clone();
+                let headers = request.headers_mut();
+                headers.insert(HOST, self.host.clone());
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                request
+            }
+        }
+    }
+}
+
+/// What every worker shares.
+struct Plan {
+    /// The server's socket address.
+    addr: SocketAddr,
+    /// Requests started from here on are recorded.
+    measure_start: Instant,
+    /// No request starts after this.
+    end: Instant,
+    /// The bound on measured requests, if any.
+    max_requests: Option<u64>,
+    /// Measured requests started so far, across workers.
+    issued: AtomicU64,
+    /// How long one request may take.
+    request_timeout: Duration,
+}
+
+/// What one worker measured.
+struct WorkerStats {
+    /// Latency of every measured response, in microseconds.
+    histogram: Histogram<u64>,
+    /// Measured responses, any status.
+    responses: u64,
+    /// Measured responses whose status was not 2xx.
+    non_2xx: u64,
+    /// Failed connects, failed or timed-out requests during the measured phase.
+    connection_errors: u64,
+    /// The first non-2xx answer or connection error, for the operator.
+    first_failure: Option<String>,
+}
+
+impl WorkerStats {
+    /// Empty stats with a histogram from 1 µs to 60 s at 3 significant digits.
+    fn new() -> anyhow::Result<WorkerStats> {
+        Ok(WorkerStats {
+            histogram: new_histogram()?,
+            responses: 0,
+            non_2xx: 0,
+            connection_errors: 0,
+            first_failure: None,
+        })
+    }
+
+    /// Counts a connection error and remembers the first one.
+    fn connection_error(&mut self, what: impl FnOnce() -> String) {
+        self.connection_errors += 1;
+        if self.first_failure.is_none() {
+            self.first_failure = Some(what());
+        }
+    }
+}
+
+/// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
+fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("cannot create a latency histogram")
+}
+
+/// One worker: one connection, requests back to back until the end of the plan.
+async fn worker(plan: Arc<Plan>, mut workload: Workload) -> anyhow::Result<WorkerStats> {
+    let mut stats = WorkerStats::new()?;
+    let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+    loop {
+        let now = Instant::now();
+        if now >= plan.end {
+            break;
+        }
+        let measured = now >= plan.measure_start;
+        if measured
+            && let Some(max) = plan.max_requests
+            && plan.issued.fetch_add(1, Ordering::Relaxed) >= max
+        {
+            break;
+        }
+        let sender = match connection.as_mut() {
+            Some(sender) => sender,
+            None => match tokio::time::timeout(CONNECT_TIMEOUT, connect(plan.addr)).await {
+                Ok(Ok(sender)) => connection.insert(sender),
+                failed => {
+                    if measured {
+                        stats.connection_error(|| match failed {
+                            Ok(Err(e)) => format!("connect: {e:#}"),
+                            _ => "connect: timed out".to_owned(),
+                        });
+                    }
+                    let retry_at = (Instant::now() + RECONNECT_BACKOFF).min(plan.end);
+                    tokio::time::sleep_until(retry_at).await;
+                    continue;
+                }
+            },
+        };
+        let request = workload.next_request();
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(plan.request_timeout, exchange(sender, request)).await;
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(Ok((status, body))) => {
+                if measured {
+                    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                    stats.histogram.saturating_record(micros);
+                    stats.responses += 1;
+                    if !status.is_success() {
+                        stats.non_2xx += 1;
+                        if stats.first_failure.is_none() {
+                            let end = body.len().min(ERROR_SNIPPET_LEN);
+                            stats.first_failure = Some(format!(
+                                "{status}: {}",
+                                String::from_utf8_lossy(&body[..end])
+                            ));
+                        }
+                    }
+                }
+            }
+            failed => {
+                // The connection is in an unknown state: drop it and open a new one.
+                connection = None;
+                if measured {
+                    stats.connection_error(|| match failed {
+                        Ok(Err(e)) => format!("request: {e}"),
+                        _ => format!("request: timed out after {:?}", plan.request_timeout),
+                    });
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// The result of one run, as printed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Report {
+    /// `--label`.
+    label: String,
+    /// The scenario's name.
+    scenario: &'static str,
+    /// `--url`.
+    url: String,
+    /// Number of workers (= connections).
+    concurrency: u32,
+    /// Measured wall time in seconds (from the end of the warmup to the last response).
+    duration_s: f64,
+    /// Warmup in seconds.
+    warmup_s: f64,
+    /// Measured responses, any status.
+    requests: u64,
+    /// `non_2xx + connection_errors`.
+    errors: u64,
+    /// Responses whose status was not 2xx.
+    non_2xx: u64,
+    /// Failed connects and failed or timed-out requests.
+    connection_errors: u64,
+    /// `requests / duration_s`.
+    throughput_rps: f64,
+    /// Median latency, ms.
+    p50_ms: f64,
+    /// 90th percentile latency, ms.
+    p90_ms: f64,
+    /// 99th percentile latency, ms.
+    p99_ms: f64,
+    /// 99.9th percentile latency, ms.
+    p999_ms: f64,
+    /// Largest latency, ms.
+    max_ms: f64,
+    /// Mean latency, ms.
+    mean_ms: f64,
+}
+
+/// The settings a report repeats.
+struct RunInfo {
+    /// `--label`.
+    label: String,
+    /// The scenario.
+    scenario: Scenario,
+    /// `--url`.
+    url: String,
+    /// Workers.
+    concurrency: u32,
+    /// The warmup.
+    warmup: Duration,
+}
+
+/// Rounds to 3 decimals (microseconds, when the unit is ms).
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Builds the report from the merged histogram (microseconds) and counts.
+fn build_report(
+    info: RunInfo,
+    histogram: &Histogram<u64>,
+    non_2xx: u64,
+    connection_errors: u64,
+    elapsed: Duration,
+) -> Report {
+    let requests = histogram.len();
+    let ms = |micros: u64| round3(micros as f64 / 1000.0);
+    let at = |q: f64| {
+        if requests == 0 {
+            0.0
+        } else {
+            ms(histogram.value_at_quantile(q))
+        }
+    };
+    let seconds = elapsed.as_secs_f64();
+    let throughput = if seconds > 0.0 {
+        (requests as f64 / seconds * 10.0).round() / 10.0
+    } else {
+        0.0
+    };
+    Report {
+        label: info.label,
+        scenario: info.scenario.as_str(),
+        url: info.url,
+        concurrency: info.concurrency,
+        duration_s: round3(seconds),
+        warmup_s: round3(info.warmup.as_secs_f64()),
+        requests,
+        errors: non_2xx + connection_errors,
+        non_2xx,
+        connection_errors,
+        throughput_rps: throughput,
+        p50_ms: at(0.5),
+        p90_ms: at(0.9),
+        p99_ms: at(0.99),
+        p999_ms: at(0.999),
+        max_ms: if requests == 0 {
+            0.0
+        } else {
+            ms(histogram.max())
+        },
+        mean_ms: if requests == 0 {
+            0.0
+        } else {
+            round3(histogram.mean() / 1000.0)
+        },
+    }
+}
+
+/// The report as a human-readable table.
+fn render_table(report: &Report) -> String {
+    let mut out = String::new();
+    let label = if report.label.is_empty() {
+        "-"
+    } else {
+        &report.label
+    };
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "label        {label}");
+    let _ = writeln!(out, "scenario     {}", report.scenario);
+    let _ = writeln!(out, "url          {}", report.url);
+    let _ = writeln!(out, "concurrency  {}", report.concurrency);
+    let _ = writeln!(
+        out,
+        "duration     {:.3} s (after {:.3} s warmup)",
+        report.duration_s, report.warmup_s
+    );
+    let _ = writeln!(out, "requests     {}", report.requests);
+    let _ = writeln!(
+        out,
+        "errors       {} ({} non-2xx, {} connection)",
+        report.errors, report.non_2xx, report.connection_errors
+    );
+    let _ = writeln!(out, "throughput   {:.1} req/s", report.throughput_rps);
+    let _ = writeln!(
+        out,
+        "latency ms   {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "p50", "p90", "p99", "p99.9", "max", "mean"
+    );
+    let _ = writeln!(
+        out,
+        "             {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+        report.p50_ms, report.p90_ms, report.p99_ms, report.p999_ms, report.max_ms, report.mean_ms
+    );
+    out
+}
+
+/// Runs `attune load` and prints the report. Fails if the target is refused, unreachable, or no
+/// request got a response.
+pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let (warmup, duration, request_timeout) = args.durations()?;
+    let target = Target::parse(&args.url)?;
+    let addr = target.resolve().await?;
+
+    let items = match &args.items {
+        Some(value) => {
+            let items = items_from_arg(value)?;
+            if items.is_empty() {
+                bail!("--items names no item id");
+            }
+            items
+        }
+        None => {
+            let mut items = fetch_items(&target, addr).await?;
+            if items.is_empty() {
+                eprintln!(
+                    "attune load: the server listed no items; using item-0 … item-{}",
+                    SYNTHETIC_ITEMS - 1
+                );
+                items = (0..SYNTHETIC_ITEMS).map(|i| format!("item-{i}")).collect();
+            }
+            items
+        }
+    };
+    let items_json: Arc<[String]> = items
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot encode an item id")?
+        .into();
+    let events_uri = target.uri("/v1/events")?;
+    let host = HeaderValue::from_str(&target.authority).context("invalid host in --url")?;
+
+    eprintln!(
+        "attune load: {} on {} ({addr}), {} connections, {:.1} s warmup + {:.1} s, {} sessions, {} items",
+        args.scenario.as_str(),
+        args.url,
+        args.concurrency,
+        warmup.as_secs_f64(),
+        duration.as_secs_f64(),
+        args.sessions,
+        items_json.len()
+    );
+
+    let start = Instant::now();
+    let measure_start = start + warmup;
+    let plan = Arc::new(Plan {
+        addr,
+        measure_start,
+        end: measure_start + duration,
+        max_requests: args.max_requests,
+        issued: AtomicU64::new(0),
+        request_timeout,
+    });
+    let mut workers = JoinSet::new();
+    for index in 0..args.concurrency {
+        let workload = Workload {
+            scenario: args.scenario,
+            rng: SmallRng::seed_from_u64(
+                args.seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ),
+            sessions: args.sessions,
+            items_json: Arc::clone(&items_json),
+            events_uri: events_uri.clone(),
+            host: host.clone(),
+        };
+        workers.spawn(worker(Arc::clone(&plan), workload));
+    }
+
+    // Every request and connect is bounded, so the workers end shortly after `end`; the outer
+    // bound is a last resort against a bug, not part of the protocol.
+    let hard_stop = plan.end + request_timeout + CONNECT_TIMEOUT + Duration::from_secs(5);
+    let mut histogram = new_histogram()?;
+    let (mut non_2xx, mut connection_errors) = (0, 0);
+    let mut first_failure = None;
+    loop {
+        match tokio::time::timeout_at(hard_stop, workers.join_next()).await {
+            Ok(Some(joined)) => {
+                let stats = joined.context("a load worker failed")??;
+                histogram
+                    .add(&stats.histogram)
+                    .context("cannot merge latency histograms")?;
+                non_2xx += stats.non_2xx;
+                connection_errors += stats.connection_errors;
+                if first_failure.is_none() {
+                    first_failure = stats.first_failure;
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                workers.abort_all();
+                bail!("load workers did not stop in time");
+            }
+        }
+    }
+    let elapsed = Instant::now().saturating_duration_since(measure_start);
+
+    if let Some(failure) = &first_failure {
+        eprintln!("attune load: first failure: {failure}");
+    }
+    let report = build_report(
+        RunInfo {
+            label: args.label,
+            scenario: args.scenario,
+            url: args.url,
+            concurrency: args.concurrency,
+            warmup,
+        },
+        &histogram,
+        non_2xx,
+        connection_errors,
+        elapsed,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render_table(&report));
+    }
+    if report.requests == 0 {
+        bail!("no request got a response");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(seed: u64) -> Workload {
+        Workload {
+            scenario: Scenario::Events,
+            rng: SmallRng::seed_from_u64(seed),
+            sessions: 100,
+            items_json: vec![r#""a""#.to_owned(), r#""b\"q""#.to_owned()].into(),
+            events_uri: Uri::from_static("/v1/events"),
+            host: HeaderValue::from_static("127.0.0.1:8787"),
+        }
+    }
+
+    fn body_json(request: Request<Full<Bytes>>) -> serde_json::Value {
+        let body = futures_body(request.into_body());
+        serde_json::from_slice(&body).expect("the body is JSON")
+    }
+
+    /// Reads a `Full` body synchronously (it is ready at once).
+    fn futures_body(body: Full<Bytes>) -> Bytes {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(body.collect())
+            .expect("Full never fails")
+            .to_bytes()
+    }
+
+    #[test]
+    fn the_mix_table_adds_up_to_100_and_every_roll_maps_to_its_share() {
+        assert_eq!(EVENT_MIX.iter().map(|(_, w)| w).sum::<u32>(), 100);
+        for (kind, weight) in EVENT_MIX {
+            let hits = (0..100)
+                .filter(|r| EventType::from_roll(*r) == kind)
+                .count();
+            assert_eq!(hits as u32, weight, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn generated_events_follow_the_mix() {
+        let mut workload = workload(7);
+        let n = 20_000;
+        let mut counts = std::collections::HashMap::<String, u32>::new();
+        for _ in 0..n {
+            let value = body_json(workload.next_request());
+            let kind = value["type"].as_str().expect("type").to_owned();
+            *counts.entry(kind).or_default() += 1;
+        }
+        for (kind, weight) in EVENT_MIX {
+            let share = f64::from(counts[kind.as_str()]) / f64::from(n) * 100.0;
+            assert!(
+                (share - f64::from(weight)).abs() < 1.0,
+                "{kind:?}: {share:.2}% instead of {weight}%"
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_are_valid_json_with_the_event_fields() {
+        let mut workload = workload(1);
+        let mut saw_cart = false;
+        for _ in 0..500 {
+            let request = workload.next_request();
+            assert_eq!(request.method(), Method::POST);
+            assert_eq!(request.uri().path(), "/v1/events");
+            assert_eq!(request.headers()[CONTENT_TYPE], "application/json");
+            let value = body_json(request);
+            let session = value["session_id"].as_str().expect("session_id");
+            let n: u64 = session
+                .strip_prefix("load-")
+                .expect("load- prefix")
+                .parse()
+                .expect("number");
+            assert!(n < 100);
+            let item = value["item_id"].as_str().expect("item_id");
+            assert!(item == "a" || item == "b\"q", "{item}");
+            match value["type"].as_str().expect("type") {
+                "add_to_cart" => {
+                    saw_cart = true;
+                    let q = value["quantity"].as_u64().expect("quantity");
+                    assert!((1..=3).contains(&q));
+                }
+                _ => assert!(value.get("quantity").is_none()),
+            }
+        }
+        assert!(saw_cart);
+    }
+
+    #[test]
+    fn the_same_seed_sends_the_same_requests() {
+        let (mut a, mut b) = (workload(42), workload(42));
+        for _ in 0..50 {
+            assert_eq!(body_json(a.next_request()), body_json(b.next_request()));
+        }
+    }
+
+    #[test]
+    fn event_body_is_exact() {
+        assert_eq!(
+            event_body(EventType::AddToCart, 3, r#""x""#, Some(2)),
+            r#"{"type":"add_to_cart","session_id":"load-3","item_id":"x","quantity":2}"#
+        );
+        assert_eq!(
+            event_body(EventType::Skip, 0, r#""x""#, None),
+            r#"{"type":"skip","session_id":"load-0","item_id":"x"}"#
+        );
+    }
+
+    #[test]
+    fn loopback_targets_are_accepted() {
+        let cases = [
+            (
+                "http://127.0.0.1:8787",
+                TargetHost::Ip("127.0.0.1".parse().expect("ip")),
+                8787,
+            ),
+            (
+                "http://127.1.2.3:1",
+                TargetHost::Ip("127.1.2.3".parse().expect("ip")),
+                1,
+            ),
+            ("http://localhost:8788/", TargetHost::Localhost, 8788),
+            ("http://LOCALHOST", TargetHost::Localhost, 80),
+            (
+                "http://[::1]:8789",
+                TargetHost::Ip("::1".parse().expect("ip")),
+                8789,
+            ),
+        ];
+        for (url, host, port) in cases {
+            let target = Target::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(target.host, host, "{url}");
+            assert_eq!(target.port, port, "{url}");
+            assert_eq!(target.base_path, "", "{url}");
+        }
+        let prefixed = Target::parse("http://127.0.0.1:9/api/").expect("valid");
+        assert_eq!(prefixed.authority, "127.0.0.1:9");
+        assert_eq!(
+            prefixed.uri("/v1/events").expect("uri"),
+            Uri::from_static("/api/v1/events")
+        );
+    }
+
+    #[test]
+    fn other_targets_are_refused() {
+        for url in [
+            "http://10.0.0.1:8787",
+            "http://example.com",
+            "http://192.168.1.1",
+            "http://0.0.0.0:8787",
+            "http://[2001:db8::1]:80",
+            "http://localhost.example.com",
+        ] {
+            let err = Target::parse(url).expect_err(url);
+            assert!(
+                matches!(err, TargetError::NotLoopback { .. }),
+                "{url}: {err:?}"
+            );
+            assert!(err.to_string().contains("only loopback"), "{err}");
+        }
+        assert!(matches!(
+            Target::parse("https://127.0.0.1"),
+            Err(TargetError::Scheme { .. })
+        ));
+        assert!(matches!(
+            Target::parse("127.0.0.1:8787"),
+            Err(TargetError::Malformed { .. } | TargetError::Scheme { .. })
+        ));
+        assert!(matches!(
+            Target::parse("not a url"),
+            Err(TargetError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn item_ids_come_from_lists_files_and_json() {
+        assert_eq!(items_from_arg(" a, b ,,c").expect("list"), ["a", "b", "c"]);
+        let path = std::env::temp_dir().join(format!("attune-load-items-{}", std::process::id()));
+        std::fs::write(&path, "# ids\nx\ny,z\n\n").expect("write");
+        let from_file = items_from_arg(path.to_str().expect("utf-8 path"));
+        std::fs::remove_file(&path).expect("remove");
+        assert_eq!(from_file.expect("file"), ["x", "y", "z"]);
+
+        assert_eq!(items_from_json(br#"["a","b"]"#), ["a", "b"]);
+        assert_eq!(
+            items_from_json(br#"{"items":[{"id":"a","title":"A"},{"item_id":"b"},{"x":1}]}"#),
+            ["a", "b"]
+        );
+        assert_eq!(items_from_json(br#"{"data":["c"]}"#), ["c"]);
+        assert!(items_from_json(b"not json").is_empty());
+        assert!(items_from_json(br#"{"error":"nope"}"#).is_empty());
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            label: "ceiling".to_owned(),
+            scenario: Scenario::Events,
+            url: "http://127.0.0.1:8788".to_owned(),
+            concurrency: 4,
+            warmup: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn percentiles_of_a_known_histogram() {
+        // 1..=1000 µs once each, plus one 250 ms outlier: 1001 values.
+        let mut histogram = new_histogram().expect("histogram");
+        for v in 1..=1000 {
+            histogram.record(v).expect("in range");
+        }
+        histogram.record(250_000).expect("in range");
+        let report = build_report(info(), &histogram, 2, 1, Duration::from_millis(500));
+        assert_eq!(report.requests, 1001);
+        assert_eq!(report.errors, 3);
+        assert_eq!(report.throughput_rps, 2002.0);
+        assert_eq!(report.duration_s, 0.5);
+        assert_eq!(report.p50_ms, 0.501); // the 501st of 1001 values
+        assert_eq!(report.p90_ms, 0.901);
+        assert_eq!(report.p99_ms, 0.991);
+        assert_eq!(report.p999_ms, 1.0);
+        // 250 000 µs is stored at 3 significant digits: within 0.1 %.
+        assert!((report.max_ms - 250.0).abs() <= 0.25, "{}", report.max_ms);
+        assert_eq!(report.scenario, "events");
+    }
+
+    #[test]
+    fn an_empty_run_reports_zeros() {
+        let histogram = new_histogram().expect("histogram");
+        let report = build_report(info(), &histogram, 0, 5, Duration::ZERO);
+        assert_eq!(report.requests, 0);
+        assert_eq!(report.connection_errors, 5);
+        assert_eq!(report.throughput_rps, 0.0);
+        assert_eq!(report.p99_ms, 0.0);
+        assert_eq!(report.max_ms, 0.0);
+    }
+
+    #[test]
+    fn reports_render_as_json_and_as_a_table() {
+        let mut histogram = new_histogram().expect("histogram");
+        for v in [100, 200, 300, 400] {
+            histogram.record(v).expect("in range");
+        }
+        let report = build_report(info(), &histogram, 0, 0, Duration::from_secs(2));
+        let json: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&report).expect("serialize"))
+                .expect("json");
+        assert_eq!(json["label"], "ceiling");
+        assert_eq!(json["scenario"], "events");
+        assert_eq!(json["concurrency"], 4);
+        assert_eq!(json["requests"], 4);
+        assert_eq!(json["throughput_rps"], 2.0);
+        assert_eq!(json["p50_ms"], 0.2);
+        assert_eq!(json["p99_ms"], 0.4);
+        assert_eq!(json["max_ms"], 0.4);
+        assert_eq!(json["mean_ms"], 0.25);
+
+        let table = render_table(&report);
+        assert!(table.contains("label        ceiling\n"), "{table}");
+        assert!(table.contains("throughput   2.0 req/s\n"), "{table}");
+        assert!(
+            table.contains("errors       0 (0 non-2xx, 0 connection)\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains("    0.200     0.400     0.400     0.400     0.400     0.250\n"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let args = |concurrency, duration, warmup| LoadArgs {
+            url: "http://127.0.0.1:1".to_owned(),
+            scenario: Scenario::Events,
+            concurrency,
+            duration,
+            warmup,
+            max_requests: None,
+            sessions: 1,
+            items: None,
+            timeout: 5.0,
+            seed: 0,
+            json: false,
+            label: String::new(),
+        };
+        assert!(args(1, 1.0, 0.0).durations().is_ok());
+        assert!(args(0, 1.0, 0.0).durations().is_err());
+        assert!(args(1, 0.0, 0.0).durations().is_err());
+        assert!(args(1, f64::NAN, 0.0).durations().is_err());
+        assert!(args(1, 1.0, -1.0).durations().is_err());
+    }
+}

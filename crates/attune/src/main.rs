@@ -1,0 +1,99 @@
+//! The `attune` binary: settings, wiring of concrete backends, and subcommands.
+//!
+//! Only this crate reads environment variables, chooses backends (from `sessions.url`) and uses
+//! `anyhow`. Everything it serves goes through `attune_engine::Engine`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod load;
+mod rules_watch;
+mod serve;
+mod settings;
+
+use settings::Settings;
+
+/// Attune: a real-time personalization engine.
+#[derive(Debug, Parser)]
+#[command(name = "attune", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server as the settings say (defaults, `--config` file, `ATTUNE__…` variables).
+    Serve {
+        /// A YAML settings file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `host:port` to listen on (overrides `http.listen`).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run the server with embedded defaults and the built-in demo catalog: no services needed.
+    Demo {
+        /// `host:port` to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: String,
+        /// A rules YAML file to use (and watch) instead of the compiled defaults.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+    },
+    /// Drive a running server with load and report throughput and latency percentiles.
+    Load(load::LoadArgs),
+    /// Print the effective settings (defaults, file, environment) and exit.
+    Config {
+        /// A YAML settings file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a rules file: print the rules it gives, or the line and key it fails on.
+    CheckRules {
+        /// The rules YAML.
+        path: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Serve { config, listen } => {
+            let mut settings = Settings::load(config.as_deref(), std::env::vars())?;
+            if let Some(listen) = listen {
+                settings.http.listen = listen;
+                settings.validate()?;
+            }
+            runtime.block_on(serve::run(settings))
+        }
+        Command::Demo { listen, rules } => {
+            let mut settings = Settings::default();
+            settings.http.listen = listen;
+            settings.catalog.demo = true;
+            settings.rules.path = rules;
+            settings.validate()?;
+            runtime.block_on(serve::run(settings))
+        }
+        Command::Load(args) => runtime.block_on(load::run(args)),
+        Command::Config { config } => {
+            let settings = Settings::load(config.as_deref(), std::env::vars())?;
+            print!("{}", serde_norway::to_string(&settings)?);
+            Ok(())
+        }
+        Command::CheckRules { path } => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let rules = attune_core::Rules::from_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            print!("{}", rules.to_yaml());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `attune serve` and `attune demo`: wire the backends the settings name, load the catalog and the
+//! rules, and serve HTTP until SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use attune_core::Rules;
+use attune_engine::{Clock, Engine, EngineConfig, SystemClock};
+use attune_server::extract::BodyKind;
+use attune_server::{ServerConfig, app};
+use attune_store::SessionStore;
+use attune_store::memory::{MemoryConfig, MemorySessionStore};
+use attune_store::redis::{RedisConfig, RedisSessionStore};
+
+use crate::rules_watch;
+use crate::settings::{SessionSettings, Settings};
+
+/// The built-in demo catalog: grocery products written for Attune.
+pub(crate) const DEMO_CATALOG: &str = include_str!("../demo/catalog.json");
+
+/// How often expired sessions are purged from the embedded store.
+const PURGE_EVERY: Duration = Duration::from_secs(30);
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Opens the session store the URL names.
+pub(crate) async fn open_store(
+    s: &SessionSettings,
+    clock: &dyn Clock,
+) -> anyhow::Result<Arc<dyn SessionStore>> {
+    let url = s.url.as_str();
+    if url == "memory://" {
+        let store = MemorySessionStore::open(
+            MemoryConfig {
+                max_sessions: s.max_sessions,
+                shards: s.shards,
+                snapshot: s.snapshot.clone(),
+            },
+            clock.now(),
+        )?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let store = RedisSessionStore::connect(RedisConfig {
+            url: url.to_owned(),
+            prefix: s.redis_prefix.clone(),
+            l1_capacity: s.l1_capacity,
+            timeout: Duration::from_millis(s.timeout_ms),
+            ..RedisConfig::default()
+        })
+        .await
+        .with_context(|| format!("connecting to the session store at {url}"))?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("setting sessions.url: {url:?}: use memory:// or redis://host:port/db")
+    }
+}
+
+/// Reads a rules file (or the compiled defaults when there is none).
+pub(crate) fn load_rules(path: Option<&Path>) -> anyhow::Result<Rules> {
+    match path {
+        None => Ok(Rules::default()),
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading rules {}", p.display()))?;
+            Rules::from_yaml(&text).map_err(|e| anyhow::anyhow!("rules {}: {e}", p.display()))
+        }
+    }
+}
+
+/// Loads the catalog the settings name into the engine; returns how many items.
+pub(crate) fn load_catalog(engine: &Engine, settings: &Settings) -> anyhow::Result<usize> {
+    let now = engine.now();
+    if settings.catalog.demo {
+        let items = attune_server::parse_items(DEMO_CATALOG.as_bytes(), BodyKind::Json, now)
+            .map_err(|e| anyhow::anyhow!("demo catalog: {} ({:?})", e.message, e.field))?;
+        engine.upsert_items(items)?;
+    }
+    if let Some(path) = &settings.catalog.path {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading catalog {}", path.display()))?;
+        let kind = match path.extension().and_then(|e| e.to_str()) {
+            Some("ndjson" | "jsonl") => BodyKind::Ndjson,
+            _ => BodyKind::Json,
+        };
+        let items = attune_server::parse_items(&bytes, kind, now).map_err(|e| {
+            anyhow::anyhow!("catalog {}: {} ({:?})", path.display(), e.message, e.field)
+        })?;
+        engine.upsert_items(items)?;
+    }
+    Ok(engine.catalog().len())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs the server until a shutdown signal.
+pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
+    init_tracing(&settings.log.filter);
+    let addr = settings.listen_addr()?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&settings.sessions, &*clock).await?;
+    let rules = load_rules(settings.rules.path.as_deref())?;
+    let engine = Arc::new(Engine::new(
+        store,
+        rules,
+        clock,
+        EngineConfig {
+            max_batch: settings.http.max_batch,
+            ..EngineConfig::default()
+        },
+    ));
+    let items = load_catalog(&engine, &settings)?;
+
+    let purger = Arc::clone(&engine);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tick.tick().await;
+            let n = purger.purge_expired();
+            if n > 0 {
+                tracing::debug!(purged = n, "expired sessions purged");
+            }
+        }
+    });
+    let _watcher = match &settings.rules.path {
+        Some(path) => rules_watch::spawn(Arc::clone(&engine), path.clone(), settings.rules.watch)?,
+        None => None,
+    };
+
+    let router = app(
+        Arc::clone(&engine),
+        &ServerConfig {
+            max_body_bytes: settings.http.max_body_bytes,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let rules_source = settings
+        .rules
+        .path
+        .as_ref()
+        .map_or_else(|| "compiled defaults".to_owned(), |p| p.display().to_string());
+    tracing::info!(
+        %addr,
+        sessions = %settings.sessions.url,
+        items,
+        rules = %rules_source,
+        "attune listening on http://{addr}"
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down");
+    engine.shutdown().await?;
+    Ok(())
+}

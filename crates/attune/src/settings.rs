@@ -1,0 +1,322 @@
+//! Deployment settings: built-in defaults, then the `--config` YAML file, then `ATTUNE__SECTION__KEY`
+//! environment variables. Unknown keys are errors naming the key; values are checked once, before
+//! a port is bound.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Every setting. Scoring rules are not here: they live in their own file (`rules.path`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Settings {
+    /// The HTTP listener and request limits.
+    pub(crate) http: HttpSettings,
+    /// Where live sessions are kept.
+    pub(crate) sessions: SessionSettings,
+    /// What catalog to load at start.
+    pub(crate) catalog: CatalogSettings,
+    /// The scoring rules file.
+    pub(crate) rules: RulesSettings,
+    /// Logging.
+    pub(crate) log: LogSettings,
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct HttpSettings {
+    /// `host:port` to listen on.
+    pub(crate) listen: String,
+    /// Largest request body, in bytes.
+    pub(crate) max_body_bytes: usize,
+    /// Most events in one `POST /v1/events`.
+    pub(crate) max_batch: usize,
+}
+
+/// Session store settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SessionSettings {
+    /// `memory://` (embedded) or `redis://host:port/db`.
+    pub(crate) url: String,
+    /// Embedded: most sessions held before the least recently used are evicted.
+    pub(crate) max_sessions: usize,
+    /// Embedded: lock shards.
+    pub(crate) shards: usize,
+    /// Embedded: a file to write sessions to at shutdown and read at start (none by default).
+    pub(crate) snapshot: Option<PathBuf>,
+    /// Redis: key prefix.
+    pub(crate) redis_prefix: String,
+    /// Redis: sessions held in the in-process cache.
+    pub(crate) l1_capacity: usize,
+    /// Redis: connect and response timeout, in milliseconds.
+    pub(crate) timeout_ms: u64,
+}
+
+/// Catalog settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CatalogSettings {
+    /// Load the built-in demo catalog (a few hundred grocery products).
+    pub(crate) demo: bool,
+    /// A catalog file to load at start: a JSON array, or NDJSON (`.ndjson`, `.jsonl`).
+    pub(crate) path: Option<PathBuf>,
+}
+
+/// Rules settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RulesSettings {
+    /// The rules YAML; the compiled defaults (equal to `config/rules.yaml`) when absent.
+    pub(crate) path: Option<PathBuf>,
+    /// Reload the file when it changes (it is always reloaded on SIGHUP).
+    pub(crate) watch: bool,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogSettings {
+    /// A tracing filter, e.g. `info` or `attune=debug,info`. `RUST_LOG` overrides it.
+    pub(crate) filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            http: HttpSettings::default(),
+            sessions: SessionSettings::default(),
+            catalog: CatalogSettings::default(),
+            rules: RulesSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: "127.0.0.1:8787".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            max_batch: 500,
+        }
+    }
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            url: "memory://".into(),
+            max_sessions: 1_000_000,
+            shards: 64,
+            snapshot: None,
+            redis_prefix: "attune:session:".into(),
+            l1_capacity: 100_000,
+            timeout_ms: 2000,
+        }
+    }
+}
+
+impl Default for RulesSettings {
+    fn default() -> Self {
+        RulesSettings {
+            path: None,
+            watch: true,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            filter: "info".into(),
+        }
+    }
+}
+
+/// A setting that cannot be used: which key (or file) and why.
+#[derive(Debug, thiserror::Error)]
+#[error("setting {key}: {message}")]
+pub(crate) struct SettingsError {
+    /// The key (`sessions.url`) or source (`config file`).
+    pub(crate) key: String,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
+/// The environment variable prefix; `__` separates levels: `ATTUNE__SESSIONS__URL`.
+pub(crate) const ENV_PREFIX: &str = "ATTUNE__";
+
+fn err(key: impl Into<String>, message: impl Into<String>) -> SettingsError {
+    SettingsError {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+impl Settings {
+    /// Defaults, then the file, then the environment (`vars` is the process environment in the binary).
+    pub(crate) fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let mut tree = serde_json::to_value(Settings::default())
+            .map_err(|e| err("defaults", e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+            let value: Value = serde_norway::from_str(&text)
+                .map_err(|e| err(path.display().to_string(), e.to_string()))?;
+            match value {
+                Value::Null => {}
+                v @ Value::Object(_) => merge(&mut tree, v),
+                _ => return Err(err(path.display().to_string(), "must be a YAML mapping")),
+            }
+        }
+        let mut overrides: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in vars {
+            if let Some(rest) = k.strip_prefix(ENV_PREFIX) {
+                overrides.insert(rest.to_ascii_lowercase(), v);
+            }
+        }
+        for (path, raw) in overrides {
+            let parts: Vec<&str> = path.split("__").collect();
+            let key = parts.join(".");
+            if parts.iter().any(|p| p.is_empty()) {
+                return Err(err(format!("{ENV_PREFIX}{}", path.to_ascii_uppercase()), "malformed name"));
+            }
+            // Values are read as YAML scalars: 8787 is a number, true a bool, ~ null.
+            let value: Value =
+                serde_norway::from_str(&raw).unwrap_or_else(|_| Value::String(raw.clone()));
+            let mut over = value;
+            for p in parts.iter().rev() {
+                let mut m = serde_json::Map::new();
+                m.insert((*p).to_owned(), over);
+                over = Value::Object(m);
+            }
+            let Value::Object(_) = tree.pointer(&format!("/{}", parts[0])).cloned().unwrap_or(Value::Null) else {
+                return Err(err(key, "unknown setting (from the environment)"));
+            };
+            merge(&mut tree, over);
+        }
+        let settings: Settings = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            let named = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                .map(|f| if path == "." { f.to_owned() } else { format!("{path}.{f}") });
+            err(named.unwrap_or(path), message)
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but cannot work.
+    pub(crate) fn validate(&self) -> Result<(), SettingsError> {
+        self.listen_addr()?;
+        let url = &self.sessions.url;
+        if !(url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(err(
+                "sessions.url",
+                format!("{url:?}: use memory:// or redis://host:port/db"),
+            ));
+        }
+        for (key, v) in [
+            ("http.max_body_bytes", self.http.max_body_bytes),
+            ("http.max_batch", self.http.max_batch),
+            ("sessions.max_sessions", self.sessions.max_sessions),
+            ("sessions.shards", self.sessions.shards),
+            ("sessions.l1_capacity", self.sessions.l1_capacity),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
+        }
+        if self.sessions.timeout_ms == 0 {
+            return Err(err("sessions.timeout_ms", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub(crate) fn listen_addr(&self) -> Result<SocketAddr, SettingsError> {
+        self.http
+            .listen
+            .parse()
+            .map_err(|_| err("http.listen", format!("{:?} is not host:port", self.http.listen)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("attune-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("a.yaml");
+        std::fs::write(&file, "http:\n  listen: 127.0.0.1:9000\n  max_batch: 10\n").unwrap();
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                ("ATTUNE__HTTP__MAX_BATCH", "20"),
+                ("ATTUNE__SESSIONS__URL", "redis://127.0.0.1:6379/0"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.http.listen, "127.0.0.1:9000");
+        assert_eq!(s.http.max_batch, 20);
+        assert_eq!(s.sessions.url, "redis://127.0.0.1:6379/0");
+        assert_eq!(s.sessions.shards, 64);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        let cases = [
+            (env(&[("ATTUNE__SESSIONS__URLL", "x")]), "sessions.urll"),
+            (env(&[("ATTUNE__NOPE__X", "1")]), "nope.x"),
+            (env(&[("ATTUNE__HTTP__MAX_BATCH", "many")]), "http.max_batch"),
+            (env(&[("ATTUNE__HTTP__LISTEN", "nowhere")]), "http.listen"),
+            (env(&[("ATTUNE__SESSIONS__URL", "mongodb://x")]), "sessions.url"),
+            (env(&[("ATTUNE__HTTP__MAX_BATCH", "0")]), "http.max_batch"),
+        ];
+        for (vars, key) in cases {
+            let e = Settings::load(None, vars).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/attune.yaml");
+        Settings::load(Some(&path), Vec::new()).unwrap();
+    }
+}
