@@ -220,13 +220,9 @@ impl Settings {
             merge(&mut tree, over);
         }
         let settings: Settings = serde_path_to_error::deserialize(tree).map_err(|e| {
+            // The path names the offending key, unknown ones included.
             let path = e.path().to_string();
-            let message = e.inner().to_string();
-            let named = message
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-                .map(|f| if path == "." { f.to_owned() } else { format!("{path}.{f}") });
-            err(named.unwrap_or(path), message)
+            err(path, e.inner().to_string())
         })?;
         settings.validate()?;
         Ok(settings)
