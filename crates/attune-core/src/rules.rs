@@ -233,12 +233,21 @@ impl Rules {
         serde_path_to_error::deserialize::<_, Rules>(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            let line = inner.location().map(|l| l.line());
             let mut message = inner.to_string();
-            // The parser appends its own "at line L column C"; the line is reported separately.
+            // The parser appends its own "at line L column C" and may prefix its own path; both
+            // are reported separately.
             if let Some(i) = message.find(" at line ") {
                 message.truncate(i);
             }
+            if let Some((prefix, rest)) = message.split_once(": ")
+                && !prefix.contains(' ')
+                && path.starts_with(prefix)
+            {
+                message = rest.to_owned();
+            }
+            // The parser places errors raised inside a mapping at the mapping's start; find the
+            // key's own line when the path leads to one.
+            let line = locate(text, &path).or_else(|| inner.location().map(|l| l.line()));
             RulesError {
                 line,
                 path,
@@ -251,6 +260,37 @@ impl Rules {
     pub fn to_yaml(&self) -> String {
         serde_norway::to_string(self).unwrap_or_default()
     }
+}
+
+/// The 1-based line of a dotted key path (`caps.total`) in a block-style YAML document.
+fn locate(text: &str, path: &str) -> Option<usize> {
+    let mut parts = path.split('.').filter(|p| !p.is_empty() && *p != "?").peekable();
+    parts.peek()?;
+    let mut min_indent = 0usize;
+    let mut want = parts.next()?;
+    let mut found = None;
+    for (i, line) in text.lines().enumerate() {
+        let body = line.trim_start();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        if indent < min_indent && found.is_some() {
+            return None;
+        }
+        let key = body.split(':').next().unwrap_or("").trim();
+        if indent >= min_indent && key == want && body[key.len()..].starts_with(':') {
+            found = Some(i + 1);
+            match parts.next() {
+                Some(next) => {
+                    want = next;
+                    min_indent = indent + 1;
+                }
+                None => return found,
+            }
+        }
+    }
+    None
 }
 
 fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
@@ -324,6 +364,7 @@ mod tests {
             ("weights:\n  click: 0.2\n  clik: 0.3\n", Some(3), "clik"),
             ("decay:\n  half_life_secs: -5\n", Some(2), "greater than 0"),
             ("caps:\n  brand: 2\n", Some(2), "between 0 and 1"),
+            ("caps:\n  brand: 0.06\n  total: 7\n", Some(3), "caps.total: cap 7"),
             ("weights:\n  view: .nan\n", Some(2), "finite"),
             ("weights: [1, 2\n", None, ""),
             ("session:\n  ttl_secs: 0\n", Some(2), "at least 1"),

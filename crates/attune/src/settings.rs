@@ -205,9 +205,16 @@ impl Settings {
             if parts.iter().any(|p| p.is_empty()) {
                 return Err(err(format!("{ENV_PREFIX}{}", path.to_ascii_uppercase()), "malformed name"));
             }
-            // Values are read as YAML scalars: 8787 is a number, true a bool, ~ null.
-            let value: Value =
-                serde_norway::from_str(&raw).unwrap_or_else(|_| Value::String(raw.clone()));
+            // A string setting takes the value as it is; others read it as a YAML scalar
+            // (8787 is a number, true a bool, ~ null).
+            let pointer = format!("/{}", parts.join("/"));
+            let value = match tree.pointer(&pointer) {
+                Some(Value::String(_)) => Value::String(raw.clone()),
+                _ => match serde_norway::from_str::<Value>(&raw) {
+                    Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
+                    _ => Value::String(raw.clone()),
+                },
+            };
             let mut over = value;
             for p in parts.iter().rev() {
                 let mut m = serde_json::Map::new();

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `attune` binary: real processes, real ports, real Redis.
+
+#![allow(clippy::unwrap_used, unreachable_pub, missing_docs)]
+
+mod cli;
+mod smoke;
+mod support;
