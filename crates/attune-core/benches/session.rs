@@ -2,7 +2,9 @@
 
 use std::hint::black_box;
 
-use attune_core::{Event, EventKind, Item, ItemFeatures, ItemId, Rules, Session, SessionId, Timestamp};
+use attune_core::{
+    Event, EventKind, Item, ItemFeatures, ItemId, Rules, Session, SessionId, Timestamp,
+};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn catalog(n: usize) -> Vec<(ItemId, ItemFeatures)> {
@@ -11,7 +13,10 @@ fn catalog(n: usize) -> Vec<(ItemId, ItemFeatures)> {
             let item = Item::builder(&format!("item-{i}"), &format!("Item {i}"))
                 .brand(&format!("Brand {}", i % 40))
                 .category(&format!("Top {} > Leaf {}", i % 12, i % 50))
-                .attribute("diet", [format!("diet_{}", i % 6), format!("diet_{}", (i + 1) % 6)])
+                .attribute(
+                    "diet",
+                    [format!("diet_{}", i % 6), format!("diet_{}", (i + 1) % 6)],
+                )
                 .attribute("flavor", [format!("flavor_{}", i % 9)])
                 .attribute("size", [format!("{}g", (i % 5) * 100)])
                 .build()
@@ -26,7 +31,12 @@ fn bench(c: &mut Criterion) {
     let items = catalog(300);
     let sid = SessionId::new("bench-session").expect("valid id");
     let t0 = Timestamp::from_millis(1_763_800_000_000);
-    let kinds = [EventKind::View, EventKind::Click, EventKind::AddToCart, EventKind::Skip];
+    let kinds = [
+        EventKind::View,
+        EventKind::Click,
+        EventKind::AddToCart,
+        EventKind::Skip,
+    ];
     let events: Vec<Event> = (0..1024)
         .map(|i| {
             Event::item(

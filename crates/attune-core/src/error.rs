@@ -44,9 +44,9 @@ impl Error {
     /// The field the error is about.
     pub fn field(&self) -> &str {
         match self {
-            Error::Empty { field } | Error::TooLong { field, .. } | Error::Invalid { field, .. } => {
-                field
-            }
+            Error::Empty { field }
+            | Error::TooLong { field, .. }
+            | Error::Invalid { field, .. } => field,
         }
     }
 

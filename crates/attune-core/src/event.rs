@@ -157,7 +157,10 @@ fn check_values(field: &str, values: &[String]) -> Result<()> {
     if values.len() > MAX_FILTER_VALUES {
         return Err(Error::invalid(
             field.to_owned(),
-            format!("has {} values; the limit is {MAX_FILTER_VALUES}", values.len()),
+            format!(
+                "has {} values; the limit is {MAX_FILTER_VALUES}",
+                values.len()
+            ),
         ));
     }
     for v in values {
@@ -262,7 +265,10 @@ impl Event {
                 });
             }
             if search.query.chars().any(char::is_control) {
-                return Err(Error::invalid("query", "must not contain control characters"));
+                return Err(Error::invalid(
+                    "query",
+                    "must not contain control characters",
+                ));
             }
             if search.query.trim().is_empty() && search.filters.is_empty() {
                 return Err(Error::invalid(
@@ -274,7 +280,10 @@ impl Event {
         } else if self.search.is_some() {
             return Err(Error::invalid(
                 "query",
-                format!("only search events carry a query or filters, not {}", self.kind),
+                format!(
+                    "only search events carry a query or filters, not {}",
+                    self.kind
+                ),
             ));
         }
         Ok(())
@@ -305,7 +314,10 @@ mod tests {
         bad_price.filters.price_max = Some(1.0);
         let bad_price = Event::search(sid(), bad_price, at);
         let mut bad_key = SearchRequestEvent::default();
-        bad_key.filters.attributes.insert("Bad Key".into(), vec!["x".into()]);
+        bad_key
+            .filters
+            .attributes
+            .insert("Bad Key".into(), vec!["x".into()]);
         let bad_key = Event::search(sid(), bad_key, at);
         for (event, field) in [
             (no_item, "item_id"),

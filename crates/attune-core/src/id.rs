@@ -1,12 +1,11 @@
-//! Validated identifiers. Ids are cheap to clone (`Arc<str>`) and limited in size and alphabet so
+//! Validated identifiers. Ids are cheap to clone (a thin shared [`Key`]) and limited in size and alphabet so
 //! that nothing a client sends can grow a session or a key without bound.
 
-use std::fmt;
-use std::sync::Arc;
-
 use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::key::Key;
 
 /// The longest id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -38,14 +37,14 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
         #[serde(transparent)]
-        pub struct $name(Arc<str>);
+        pub struct $name(Key);
 
         impl $name {
             /// Validates and wraps `s`: 1 to 128 bytes, no whitespace or control characters.
             pub fn new(s: impl AsRef<str>) -> Result<Self> {
                 let s = s.as_ref();
                 check($field, s)?;
-                Ok($name(Arc::from(s)))
+                Ok($name(Key::new(s)))
             }
 
             /// The id as a string slice.
@@ -54,20 +53,20 @@ macro_rules! id_type {
             }
 
             /// The shared string behind the id.
-            pub fn as_arc(&self) -> &Arc<str> {
+            pub fn as_key(&self) -> &Key {
                 &self.0
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Debug::fmt(&*self.0, f)
+                fmt::Debug::fmt(self.0.as_str(), f)
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.0.as_str())
             }
         }
 
@@ -117,7 +116,11 @@ mod tests {
         );
         assert!(matches!(
             SessionId::new("x".repeat(129)).unwrap_err(),
-            Error::TooLong { len: 129, max: 128, .. }
+            Error::TooLong {
+                len: 129,
+                max: 128,
+                ..
+            }
         ));
         assert!(matches!(
             UserId::new("a b").unwrap_err(),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::id::ItemId;
+use crate::key::Key;
 use crate::time::Timestamp;
 
 /// Longest title, in bytes.
@@ -60,11 +61,11 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ItemFeatures {
     /// The brand, if any.
-    pub brand: Option<Arc<str>>,
+    pub brand: Option<Key>,
     /// Every level of the category path as a path prefix: `Dairy`, `Dairy > Milk`.
-    pub categories: Vec<Arc<str>>,
+    pub categories: Vec<Key>,
     /// Every attribute value as `key:value`.
-    pub attributes: Vec<Arc<str>>,
+    pub attributes: Vec<Key>,
 }
 
 impl Item {
@@ -96,7 +97,10 @@ impl Item {
         if self.category.len() > MAX_CATEGORY_DEPTH {
             return Err(Error::invalid(
                 "category",
-                format!("has {} levels; the limit is {MAX_CATEGORY_DEPTH}", self.category.len()),
+                format!(
+                    "has {} levels; the limit is {MAX_CATEGORY_DEPTH}",
+                    self.category.len()
+                ),
             ));
         }
         for level in &self.category {
@@ -108,7 +112,10 @@ impl Item {
         if self.attributes.len() > MAX_ATTRIBUTES {
             return Err(Error::invalid(
                 "attributes",
-                format!("has {} keys; the limit is {MAX_ATTRIBUTES}", self.attributes.len()),
+                format!(
+                    "has {} keys; the limit is {MAX_ATTRIBUTES}",
+                    self.attributes.len()
+                ),
             ));
         }
         for (key, values) in &self.attributes {
@@ -122,7 +129,10 @@ impl Item {
             if values.len() > MAX_VALUES_PER_ATTRIBUTE {
                 return Err(Error::invalid(
                     format!("attributes.{key}"),
-                    format!("has {} values; the limit is {MAX_VALUES_PER_ATTRIBUTE}", values.len()),
+                    format!(
+                        "has {} values; the limit is {MAX_VALUES_PER_ATTRIBUTE}",
+                        values.len()
+                    ),
                 ));
             }
             for v in values {
@@ -145,15 +155,15 @@ impl Item {
     pub fn features(&self) -> ItemFeatures {
         let mut categories = Vec::with_capacity(self.category.len());
         for depth in 1..=self.category.len() {
-            categories.push(Arc::from(join_path(&self.category[..depth])));
+            categories.push(Key::from(join_path(&self.category[..depth])));
         }
         let attributes = self
             .attributes
             .iter()
-            .flat_map(|(k, vs)| vs.iter().map(move |v| Arc::from(attribute_key(k, v))))
+            .flat_map(|(k, vs)| vs.iter().map(move |v| Key::from(attribute_key(k, v))))
             .collect();
         ItemFeatures {
-            brand: self.brand.clone(),
+            brand: self.brand.as_deref().map(Key::new),
             categories,
             attributes,
         }
@@ -325,7 +335,10 @@ mod tests {
         let f = milk().build().unwrap().features();
         assert_eq!(f.brand.as_deref(), Some("Oatly"));
         let cats: Vec<&str> = f.categories.iter().map(|c| &**c).collect();
-        assert_eq!(cats, ["Dairy & Alternatives", "Dairy & Alternatives > Milk"]);
+        assert_eq!(
+            cats,
+            ["Dairy & Alternatives", "Dairy & Alternatives > Milk"]
+        );
         let attrs: Vec<&str> = f.attributes.iter().map(|c| &**c).collect();
         assert_eq!(attrs, ["diet:plant_based", "diet:vegan"]);
     }
@@ -338,7 +351,10 @@ mod tests {
             (milk().category("A >  > B"), "category"),
             (milk().attribute("Color", ["x"]), "attributes.Color"),
             (milk().attribute("brand", ["x"]), "attributes.brand"),
-            (milk().attribute("size", Vec::<String>::new()), "attributes.size"),
+            (
+                milk().attribute("size", Vec::<String>::new()),
+                "attributes.size",
+            ),
             (milk().attribute("size", ["\u{7}"]), "attributes.size.value"),
             (Item::builder("x", " "), "title"),
             (milk().brand(&"b".repeat(200)), "brand"),

@@ -264,7 +264,10 @@ impl Rules {
 
 /// The 1-based line of a dotted key path (`caps.total`) in a block-style YAML document.
 fn locate(text: &str, path: &str) -> Option<usize> {
-    let mut parts = path.split('.').filter(|p| !p.is_empty() && *p != "?").peekable();
+    let mut parts = path
+        .split('.')
+        .filter(|p| !p.is_empty() && *p != "?")
+        .peekable();
     parts.peek()?;
     let mut min_indent = 0usize;
     let mut want = parts.next()?;
@@ -364,7 +367,11 @@ mod tests {
             ("weights:\n  click: 0.2\n  clik: 0.3\n", Some(3), "clik"),
             ("decay:\n  half_life_secs: -5\n", Some(2), "greater than 0"),
             ("caps:\n  brand: 2\n", Some(2), "between 0 and 1"),
-            ("caps:\n  brand: 0.06\n  total: 7\n", Some(3), "caps.total: cap 7"),
+            (
+                "caps:\n  brand: 0.06\n  total: 7\n",
+                Some(3),
+                "caps.total: cap 7",
+            ),
             ("weights:\n  view: .nan\n", Some(2), "finite"),
             ("weights: [1, 2\n", None, ""),
             ("session:\n  ttl_secs: 0\n", Some(2), "at least 1"),

@@ -13,13 +13,13 @@
 //! outlives 24 days) to keep a session small.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventKind};
 use crate::id::{ItemId, SessionId, UserId};
 use crate::item::ItemFeatures;
+use crate::key::Key;
 use crate::rules::Rules;
 use crate::time::Timestamp;
 
@@ -68,7 +68,7 @@ impl AffinityKind {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Affinity {
-    key: Arc<str>,
+    key: Key,
     value: f32,
     /// Milliseconds from the session epoch of the last update.
     at: u32,
@@ -80,11 +80,11 @@ struct ItemState {
     at: u32,
     seen: u16,
     skips: u16,
-    adds: u16,
+    cart: u16,
     purchases: u16,
-    cart: u32,
-    added_units: u32,
-    purchased_units: u32,
+    /// Quantity samples: purchases once there is one, add-to-carts before that.
+    qty_events: u16,
+    qty_units: u16,
 }
 
 /// One recent event, kept to explain affinities.
@@ -102,7 +102,7 @@ struct TrailEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct SearchNote {
     query: Box<str>,
-    intents: Box<[Arc<str>]>,
+    intents: Box<[Key]>,
 }
 
 /// One visitor's live state. See the module docs.
@@ -125,7 +125,7 @@ pub struct Session {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
     /// The brand, category path, `key:value` attribute, or intent key.
-    pub key: Arc<str>,
+    pub key: Key,
     /// The decayed affinity.
     pub score: f32,
 }
@@ -191,7 +191,7 @@ pub struct ItemSummary {
     /// Times shown and scrolled past.
     pub skips: u16,
     /// Units in the cart now.
-    pub in_cart: u32,
+    pub in_cart: u16,
     /// Purchases.
     pub purchases: u16,
     /// The visitor's usual quantity: mean units per purchase, else per add-to-cart; 0 if neither.
@@ -354,7 +354,7 @@ impl Session {
 
     /// Applies a search: moves each intent by the rules' `search_intent` weight. The caller resolves
     /// the intents from the filters and the query (see [`crate::vocab`]).
-    pub fn apply_search(&mut self, event: &Event, intents: &[Arc<str>], rules: &Rules) -> Applied {
+    pub fn apply_search(&mut self, event: &Event, intents: &[Key], rules: &Rules) -> Applied {
         let (at, late) = self.begin(event, rules);
         let weight = rules.search_intent;
         for key in intents {
@@ -394,13 +394,10 @@ impl Session {
         (at, late)
     }
 
-    fn bump(&mut self, kind: AffinityKind, key: &Arc<str>, w: f32, at: u32, rules: &Rules) {
+    fn bump(&mut self, kind: AffinityKind, key: &Key, w: f32, at: u32, rules: &Rules) {
         let bound = rules.affinity_bound;
         let table = &mut self.affinities[kind.index()];
-        if let Some(a) = table
-            .iter_mut()
-            .find(|a| Arc::ptr_eq(&a.key, key) || a.key == *key)
-        {
+        if let Some(a) = table.iter_mut().find(|a| a.key.same(key)) {
             if at >= a.at {
                 a.value = saturate(a.value * decay(i64::from(at - a.at), rules), w, bound);
                 a.at = at;
@@ -428,7 +425,7 @@ impl Session {
             table.reserve_exact(4);
         }
         table.push(Affinity {
-            key: Arc::clone(key),
+            key: key.clone(),
             value: saturate(0.0, w, bound),
             at,
         });
@@ -457,11 +454,10 @@ impl Session {
                     at,
                     seen: 0,
                     skips: 0,
-                    adds: 0,
-                    purchases: 0,
                     cart: 0,
-                    added_units: 0,
-                    purchased_units: 0,
+                    purchases: 0,
+                    qty_events: 0,
+                    qty_units: 0,
                 });
                 self.items.len() - 1
             }
@@ -471,18 +467,27 @@ impl Session {
         if kind.marks_seen() {
             s.seen = s.seen.saturating_add(1);
         }
+        let q = u16::try_from(quantity).unwrap_or(u16::MAX);
         match kind {
             EventKind::Skip => s.skips = s.skips.saturating_add(1),
             EventKind::AddToCart => {
-                s.adds = s.adds.saturating_add(1);
-                s.added_units = s.added_units.saturating_add(quantity);
-                s.cart = s.cart.saturating_add(quantity);
+                s.cart = s.cart.saturating_add(q);
+                if s.purchases == 0 {
+                    s.qty_events = s.qty_events.saturating_add(1);
+                    s.qty_units = s.qty_units.saturating_add(q);
+                }
             }
-            EventKind::RemoveFromCart => s.cart = s.cart.saturating_sub(quantity),
+            EventKind::RemoveFromCart => s.cart = s.cart.saturating_sub(q),
             EventKind::Purchase => {
+                if s.purchases == 0 {
+                    // Purchases say more about the usual quantity than carts: start over with them.
+                    s.qty_events = 0;
+                    s.qty_units = 0;
+                }
                 s.purchases = s.purchases.saturating_add(1);
-                s.purchased_units = s.purchased_units.saturating_add(quantity);
-                s.cart = s.cart.saturating_sub(quantity);
+                s.qty_events = s.qty_events.saturating_add(1);
+                s.qty_units = s.qty_units.saturating_add(q);
+                s.cart = s.cart.saturating_sub(q);
             }
             _ => {}
         }
@@ -507,16 +512,26 @@ impl Session {
 
     fn record(&mut self, event: TrailEvent, search: Option<SearchNote>, rules: &Rules) {
         let max = rules.session.trail_events as usize;
-        if let Some(note) = search {
-            self.searches.push_back(note);
-        }
-        self.trail.push_back(event);
-        while self.trail.len() > max {
+        // Make room first, so the ring never outgrows its bound (a push past capacity doubles it).
+        while self.trail.len() >= max.max(1) {
             if let Some(old) = self.trail.pop_front()
                 && old.kind == EventKind::Search
             {
                 self.searches.pop_front();
             }
+        }
+        if max == 0 {
+            return;
+        }
+        if self.trail.len() == self.trail.capacity() {
+            self.trail.reserve_exact(4.min(max - self.trail.len()));
+        }
+        self.trail.push_back(event);
+        if let Some(note) = search {
+            if self.searches.len() == self.searches.capacity() {
+                self.searches.reserve_exact(1);
+            }
+            self.searches.push_back(note);
         }
     }
 
@@ -544,7 +559,7 @@ impl Session {
         for kind in AffinityKind::ALL {
             let list = scores.of_mut(kind);
             list.extend(self.affinities[kind.index()].iter().map(|a| Scored {
-                key: Arc::clone(&a.key),
+                key: a.key.clone(),
                 score: self.decayed(a, now, rules),
             }));
             list.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
@@ -620,10 +635,8 @@ impl Session {
             .items
             .iter()
             .map(|s| {
-                let usual_quantity = if s.purchases > 0 {
-                    s.purchased_units as f32 / f32::from(s.purchases)
-                } else if s.adds > 0 {
-                    s.added_units as f32 / f32::from(s.adds)
+                let usual_quantity = if s.qty_events > 0 {
+                    f32::from(s.qty_units) / f32::from(s.qty_events)
                 } else {
                     0.0
                 };
@@ -638,7 +651,11 @@ impl Session {
                 }
             })
             .collect();
-        out.sort_by(|a, b| b.last_at.cmp(&a.last_at).then_with(|| a.item_id.cmp(&b.item_id)));
+        out.sort_by(|a, b| {
+            b.last_at
+                .cmp(&a.last_at)
+                .then_with(|| a.item_id.cmp(&b.item_id))
+        });
         out
     }
 
@@ -666,7 +683,7 @@ impl Session {
         let searches: usize = self
             .searches
             .iter()
-            .map(|s| s.query.len() + s.intents.len() * size_of::<Arc<str>>())
+            .map(|s| s.query.len() + s.intents.len() * size_of::<Key>())
             .sum::<usize>()
             + self.searches.capacity() * size_of::<SearchNote>();
         affinities
@@ -688,7 +705,11 @@ fn decay(dt_ms: i64, rules: &Rules) -> f32 {
 /// Adds `w` to `v` with saturation towards `±bound`: the closer `v` is to the bound in the
 /// direction of `w`, the less it moves. The result always lies in `[-bound, bound]`.
 fn saturate(v: f32, w: f32, bound: f32) -> f32 {
-    let room = if w >= 0.0 { 1.0 - v / bound } else { 1.0 + v / bound };
+    let room = if w >= 0.0 {
+        1.0 - v / bound
+    } else {
+        1.0 + v / bound
+    };
     (v + w * room.max(0.0)).clamp(-bound, bound)
 }
 

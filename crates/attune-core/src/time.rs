@@ -3,7 +3,9 @@ use serde::{Deserialize, Serialize};
 /// A point in time: milliseconds since the Unix epoch, UTC.
 ///
 /// The core never reads a clock; callers pass "now" in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct Timestamp(i64);
 

@@ -9,10 +9,10 @@
 //! never be `brand` or `category`, so the three cannot collide).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use crate::event::SearchFilters;
 use crate::item::{Item, attribute_key, join_path};
+use crate::key::Key;
 
 /// The longest run of query terms matched as one phrase.
 const MAX_PHRASE_TERMS: usize = 3;
@@ -21,7 +21,7 @@ const MAX_PHRASE_TERMS: usize = 3;
 /// come and go (reference counts), so deletes are exact.
 #[derive(Debug, Clone, Default)]
 pub struct Vocabulary {
-    phrases: HashMap<String, BTreeMap<Arc<str>, u32>>,
+    phrases: HashMap<String, BTreeMap<Key, u32>>,
 }
 
 /// The intent key of a brand.
@@ -35,11 +35,11 @@ pub fn category_intent(path: &str) -> String {
 }
 
 /// The intents a set of filters names, in a stable order, without duplicates.
-pub fn filter_intents(filters: &SearchFilters) -> Vec<Arc<str>> {
-    let mut out: Vec<Arc<str>> = Vec::new();
+pub fn filter_intents(filters: &SearchFilters) -> Vec<Key> {
+    let mut out: Vec<Key> = Vec::new();
     let mut push = |s: String| {
         if !out.iter().any(|o| **o == *s) {
-            out.push(Arc::from(s));
+            out.push(Key::from(s));
         }
     };
     for b in &filters.brand {
@@ -128,7 +128,7 @@ impl Vocabulary {
             match intents.get_mut(intent.as_str()) {
                 Some(n) => *n += 1,
                 None => {
-                    intents.insert(Arc::from(intent), 1);
+                    intents.insert(Key::from(intent), 1);
                 }
             }
         }
@@ -161,17 +161,17 @@ impl Vocabulary {
         self.phrases.is_empty()
     }
 
-    fn lookup(&self, phrase: &str) -> Option<&BTreeMap<Arc<str>, u32>> {
+    fn lookup(&self, phrase: &str) -> Option<&BTreeMap<Key, u32>> {
         self.phrases
             .get(phrase)
             .or_else(|| singular(phrase).and_then(|s| self.phrases.get(s)))
     }
 
     /// The intents a query names: the longest known phrases, left to right, without overlap.
-    pub fn match_query(&self, query: &str) -> Vec<Arc<str>> {
+    pub fn match_query(&self, query: &str) -> Vec<Key> {
         let normalized = normalize(query);
         let terms: Vec<&str> = normalized.split(' ').filter(|t| !t.is_empty()).collect();
-        let mut out: Vec<Arc<str>> = Vec::new();
+        let mut out: Vec<Key> = Vec::new();
         let mut i = 0;
         while i < terms.len() {
             let mut matched = 0;
@@ -179,8 +179,8 @@ impl Vocabulary {
                 let phrase = terms[i..i + n].join(" ");
                 if let Some(intents) = self.lookup(&phrase) {
                     for intent in intents.keys() {
-                        if !out.iter().any(|o| Arc::ptr_eq(o, intent)) {
-                            out.push(Arc::clone(intent));
+                        if !out.iter().any(|o| Key::ptr_eq(o, intent)) {
+                            out.push(intent.clone());
                         }
                     }
                     matched = n;
@@ -216,7 +216,7 @@ mod tests {
         (v, milk, shirt)
     }
 
-    fn names(v: &[Arc<str>]) -> Vec<&str> {
+    fn names(v: &[Key]) -> Vec<&str> {
         v.iter().map(|s| &**s).collect()
     }
 
@@ -225,8 +225,14 @@ mod tests {
         let (v, _, _) = vocab();
         let cases: &[(&str, &[&str])] = &[
             ("oat milk", &["category:Dairy & Alternatives > Milk"]),
-            ("Plant-Based MILK", &["diet:plant_based", "category:Dairy & Alternatives > Milk"]),
-            ("navy shirt", &["colour:navy", "category:Apparel > Topwear > Shirts"]),
+            (
+                "Plant-Based MILK",
+                &["diet:plant_based", "category:Dairy & Alternatives > Milk"],
+            ),
+            (
+                "navy shirt",
+                &["colour:navy", "category:Apparel > Topwear > Shirts"],
+            ),
             ("peter england", &["brand:Peter England"]),
             ("shirts", &["category:Apparel > Topwear > Shirts"]),
             ("nothing here", &[]),
@@ -248,7 +254,10 @@ mod tests {
         v.add(&other);
         v.remove(&milk);
         assert!(v.match_query("oatly").is_empty());
-        assert_eq!(names(&v.match_query("milk")), ["category:Dairy & Alternatives > Milk"]);
+        assert_eq!(
+            names(&v.match_query("milk")),
+            ["category:Dairy & Alternatives > Milk"]
+        );
         v.remove(&other);
         assert!(v.match_query("milk").is_empty());
     }

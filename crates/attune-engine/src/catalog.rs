@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use attune_core::{Item, ItemFeatures, ItemId, Vocabulary};
+use attune_core::{Item, ItemFeatures, ItemId, Key, Vocabulary};
 use parking_lot::RwLock;
 
 /// An item with the features it lends to affinities.
@@ -33,16 +33,16 @@ pub struct UpsertOutcome {
 struct Inner {
     items: BTreeMap<ItemId, Arc<CatalogItem>>,
     vocab: Vocabulary,
-    strings: HashSet<Arc<str>>,
+    strings: HashSet<Key>,
 }
 
 impl Inner {
-    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
-        if let Some(existing) = self.strings.get(&**s) {
-            return Arc::clone(existing);
+    fn intern(&mut self, s: &Key) -> Key {
+        if let Some(existing) = self.strings.get(s.as_str()) {
+            return existing.clone();
         }
-        self.strings.insert(Arc::clone(s));
-        Arc::clone(s)
+        self.strings.insert(s.clone());
+        s.clone()
     }
 
     fn interned_features(&mut self, item: &Item) -> ItemFeatures {
@@ -138,18 +138,18 @@ impl Catalog {
     }
 
     /// The intents a search names: its filter values, then the query terms the catalog knows.
-    pub fn search_intents(&self, query: &str, filters: &attune_core::SearchFilters) -> Vec<Arc<str>> {
+    pub fn search_intents(&self, query: &str, filters: &attune_core::SearchFilters) -> Vec<Key> {
         let mut intents = attune_core::vocab::filter_intents(filters);
         let inner = self.inner.read();
         for intent in inner.vocab.match_query(query) {
-            if !intents.iter().any(|i| *i == intent) {
+            if !intents.iter().any(|i| i.same(&intent)) {
                 intents.push(intent);
             }
         }
         // Share the catalog's strings where it has them.
         for i in &mut intents {
-            if let Some(shared) = inner.strings.get(&**i) {
-                *i = Arc::clone(shared);
+            if let Some(shared) = inner.strings.get(i.as_str()) {
+                *i = shared.clone();
             }
         }
         intents

@@ -6,7 +6,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use attune_core::rules::RulesError;
 use attune_core::session::{ItemSummary, Reason, Scores};
-use attune_core::{AffinityKind, Event, EventKind, Item, Rules, Session, SessionId, Timestamp};
+use attune_core::{
+    AffinityKind, Event, EventKind, Item, Key, Rules, Session, SessionId, Timestamp,
+};
 use attune_store::{SessionStore, StoreStats};
 
 use crate::catalog::{Catalog, CatalogItem, UpsertOutcome};
@@ -57,7 +59,7 @@ pub struct AffinityDetail {
     /// Which kind.
     pub kind: AffinityKind,
     /// The key (brand, category path, `key:value`, intent).
-    pub key: Arc<str>,
+    pub key: Key,
     /// The affinity now.
     pub score: f32,
     /// The recent events that moved it, newest first.
@@ -91,7 +93,7 @@ pub struct Engine {
 /// What one event needs from the catalog, resolved before the atomic session update.
 enum Resolved {
     Item(Option<Arc<CatalogItem>>),
-    Search(Vec<Arc<str>>),
+    Search(Vec<Key>),
 }
 
 impl Engine {
@@ -168,7 +170,11 @@ impl Engine {
         let now = self.clock.now();
         let latest = now.plus_millis(self.config.max_future_skew_ms);
         for (i, e) in events.iter().enumerate() {
-            let prefix = if batch { format!("events[{i}]") } else { String::new() };
+            let prefix = if batch {
+                format!("events[{i}]")
+            } else {
+                String::new()
+            };
             e.validate().map_err(|err| Error::invalid(&prefix, err))?;
             if e.timestamp > latest {
                 return Err(Error::invalid(
@@ -267,7 +273,10 @@ impl Engine {
         let known: HashMap<&attune_core::ItemId, Arc<CatalogItem>> = items
             .iter()
             .map(|s| &s.item_id)
-            .zip(self.catalog.get_many(items.iter().map(|s| s.item_id.as_str())))
+            .zip(
+                self.catalog
+                    .get_many(items.iter().map(|s| s.item_id.as_str())),
+            )
             .filter_map(|(id, found)| Some((id, found?)))
             .collect();
         let mut affinities = Vec::new();
@@ -278,7 +287,7 @@ impl Engine {
                 });
                 affinities.push(AffinityDetail {
                     kind,
-                    key: Arc::clone(&scored.key),
+                    key: scored.key.clone(),
                     score: scored.score,
                     reasons,
                 });

@@ -15,5 +15,5 @@ mod error;
 
 pub use catalog::{Catalog, CatalogItem, UpsertOutcome};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{Engine, EngineConfig, IngestOutcome, SessionView};
+pub use engine::{AffinityDetail, Engine, EngineConfig, IngestOutcome, SessionView};
 pub use error::{Error, Result};

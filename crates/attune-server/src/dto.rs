@@ -115,9 +115,9 @@ fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D:
             .filter(|ms| *ms >= 0)
             .map(|ms| Some(Timestamp::from_millis(ms)))
             .ok_or_else(|| serde::de::Error::custom("must be non-negative epoch milliseconds")),
-        Some(Value::String(s)) => parse_time(&s)
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom("must be an RFC 3339 time, e.g. 2026-11-22T09:30:00Z")),
+        Some(Value::String(s)) => parse_time(&s).map(Some).ok_or_else(|| {
+            serde::de::Error::custom("must be an RFC 3339 time, e.g. 2026-11-22T09:30:00Z")
+        }),
         Some(_) => Err(serde::de::Error::custom(
             "must be epoch milliseconds or an RFC 3339 string",
         )),
@@ -148,7 +148,12 @@ impl EventIn {
     pub fn into_event(self, now: Timestamp) -> Result<Event, ApiError> {
         let quantity = match self.quantity {
             None => 1,
-            Some(q) if q.is_finite() && q.fract() == 0.0 && q >= 1.0 && q <= f64::from(MAX_QUANTITY) => {
+            Some(q)
+                if q.is_finite()
+                    && q.fract() == 0.0
+                    && q >= 1.0
+                    && q <= f64::from(MAX_QUANTITY) =>
+            {
                 q as u32
             }
             Some(_) => {
@@ -168,10 +173,17 @@ impl EventIn {
                 },
             })
         } else if self.query.is_some() || self.filters.is_some() {
-            let field = if self.query.is_some() { "query" } else { "filters" };
+            let field = if self.query.is_some() {
+                "query"
+            } else {
+                "filters"
+            };
             return Err(ApiError::invalid(
                 field,
-                format!("only search events carry a query or filters, not {}", kind.as_str()),
+                format!(
+                    "only search events carry a query or filters, not {}",
+                    kind.as_str()
+                ),
             ));
         } else {
             None
@@ -195,10 +207,16 @@ fn string_or_list(field: &str, v: Value) -> Result<Vec<String>, ApiError> {
             .into_iter()
             .map(|i| match i {
                 Value::String(s) => Ok(s),
-                _ => Err(ApiError::invalid(field, "must be a string or a list of strings")),
+                _ => Err(ApiError::invalid(
+                    field,
+                    "must be a string or a list of strings",
+                )),
             })
             .collect(),
-        _ => Err(ApiError::invalid(field, "must be a string or a list of strings")),
+        _ => Err(ApiError::invalid(
+            field,
+            "must be a string or a list of strings",
+        )),
     }
 }
 
@@ -218,7 +236,10 @@ pub fn filters_from_wire(map: serde_json::Map<String, Value>) -> Result<SearchFi
             }
             "price" => {
                 let Value::Object(range) = v else {
-                    return Err(ApiError::invalid(&field, "must be an object {\"min\", \"max\"}"));
+                    return Err(ApiError::invalid(
+                        &field,
+                        "must be an object {\"min\", \"max\"}",
+                    ));
                 };
                 for (bound, n) in range {
                     let value = n.as_f64().ok_or_else(|| {
@@ -557,7 +578,10 @@ impl ItemDto {
         let created_at = match &self.created_at {
             None => now,
             Some(s) => parse_time(s).ok_or_else(|| {
-                ApiError::invalid("created_at", "must be an RFC 3339 time, e.g. 2026-11-22T09:30:00Z")
+                ApiError::invalid(
+                    "created_at",
+                    "must be an RFC 3339 time, e.g. 2026-11-22T09:30:00Z",
+                )
             })?,
         };
         let attributes = self

@@ -44,9 +44,7 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             .to_ascii_lowercase();
         let kind = match essence.as_str() {
             "application/json" => BodyKind::Json,
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
-                BodyKind::Ndjson
-            }
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => BodyKind::Ndjson,
             s if s.ends_with("+json") => BodyKind::Json,
             _ => {
                 return Err(ApiError {
@@ -120,7 +118,10 @@ fn from_path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError
     } else if let Some(name) = named("unknown field `") {
         ("unknown_field", join_field(&path, Cow::Owned(name)))
     } else {
-        ("invalid_value", if path == "." { String::new() } else { path })
+        (
+            "invalid_value",
+            if path == "." { String::new() } else { path },
+        )
     };
     ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,

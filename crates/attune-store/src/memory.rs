@@ -48,7 +48,8 @@ struct Entry {
 }
 
 struct Shard {
-    map: IndexMap<SessionId, Entry>,
+    /// Entries are boxed: the map's spare capacity then costs a pointer, not a whole session.
+    map: IndexMap<SessionId, Box<Entry>>,
     rng: SmallRng,
 }
 
@@ -176,9 +177,13 @@ impl MemorySessionStore {
             }
             let mut shard = self.shard(session.id()).lock();
             self.make_room(&mut shard, now);
-            shard
-                .map
-                .insert(session.id().clone(), Entry { session, expires_at });
+            shard.map.insert(
+                session.id().clone(),
+                Box::new(Entry {
+                    session,
+                    expires_at,
+                }),
+            );
             loaded += 1;
         }
         Ok(loaded)
@@ -233,10 +238,10 @@ impl SessionStore for MemorySessionStore {
                     self.expirations.fetch_add(1, Ordering::Relaxed);
                 }
                 self.make_room(shard, now);
-                let entry = Entry {
+                let entry = Box::new(Entry {
                     session: Session::new(id.clone(), now),
                     expires_at: now,
-                };
+                });
                 shard.map.insert_full(id.clone(), entry).0
             }
         };

@@ -153,12 +153,14 @@ impl RedisSessionStore {
     /// Decodes a stored body; `None` for a body of an older format (treated as absent).
     fn decode(&self, id: &SessionId, bytes: &[u8]) -> Result<Option<Session>> {
         match bytes.split_first() {
-            Some((&FORMAT, body)) => postcard::from_bytes(body)
-                .map(Some)
-                .map_err(|e| Error::Corrupt {
-                    key: self.key(id),
-                    reason: e.to_string(),
-                }),
+            Some((&FORMAT, body)) => {
+                postcard::from_bytes(body)
+                    .map(Some)
+                    .map_err(|e| Error::Corrupt {
+                        key: self.key(id),
+                        reason: e.to_string(),
+                    })
+            }
             Some((other, _)) => {
                 tracing::warn!(session = %id, format = other, "ignoring session of another format");
                 Ok(None)
@@ -235,7 +237,10 @@ impl SessionStore for RedisSessionStore {
             Value::Array(items) => items,
             other => return Err(protocol(&format!("{other:?}"))),
         };
-        let version = items.first().and_then(as_u64).ok_or_else(|| protocol("no version"))?;
+        let version = items
+            .first()
+            .and_then(as_u64)
+            .ok_or_else(|| protocol("no version"))?;
         match (items.get(1), cached) {
             (None, Some((_, session))) if version == known => Ok(Some(session)),
             (Some(Value::BulkString(body)), _) => {
@@ -276,8 +281,14 @@ impl SessionStore for RedisSessionStore {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            let ok = reply.first().and_then(as_u64).ok_or_else(|| protocol("no status"))?;
-            let current = reply.get(1).and_then(as_u64).ok_or_else(|| protocol("no version"))?;
+            let ok = reply
+                .first()
+                .and_then(as_u64)
+                .ok_or_else(|| protocol("no status"))?;
+            let current = reply
+                .get(1)
+                .and_then(as_u64)
+                .ok_or_else(|| protocol("no version"))?;
             if ok == 1 {
                 self.l1_put(id, current, session.clone());
                 return Ok(session);

@@ -71,8 +71,8 @@ pub(crate) fn load_rules(path: Option<&Path>) -> anyhow::Result<Rules> {
     match path {
         None => Ok(Rules::default()),
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading rules {}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading rules {}", p.display()))?;
             Rules::from_yaml(&text).map_err(|e| anyhow::anyhow!("rules {}: {e}", p.display()))
         }
     }
@@ -162,11 +162,10 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    let rules_source = settings
-        .rules
-        .path
-        .as_ref()
-        .map_or_else(|| "compiled defaults".to_owned(), |p| p.display().to_string());
+    let rules_source = settings.rules.path.as_ref().map_or_else(
+        || "compiled defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
     tracing::info!(
         %addr,
         sessions = %settings.sessions.url,

@@ -203,7 +203,10 @@ impl Settings {
             let parts: Vec<&str> = path.split("__").collect();
             let key = parts.join(".");
             if parts.iter().any(|p| p.is_empty()) {
-                return Err(err(format!("{ENV_PREFIX}{}", path.to_ascii_uppercase()), "malformed name"));
+                return Err(err(
+                    format!("{ENV_PREFIX}{}", path.to_ascii_uppercase()),
+                    "malformed name",
+                ));
             }
             // A string setting takes the value as it is; others read it as a YAML scalar
             // (8787 is a number, true a bool, ~ null).
@@ -211,7 +214,9 @@ impl Settings {
             let value = match tree.pointer(&pointer) {
                 Some(Value::String(_)) => Value::String(raw.clone()),
                 _ => match serde_norway::from_str::<Value>(&raw) {
-                    Ok(v @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
+                    Ok(
+                        v @ (Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_)),
+                    ) => v,
                     _ => Value::String(raw.clone()),
                 },
             };
@@ -221,7 +226,11 @@ impl Settings {
                 m.insert((*p).to_owned(), over);
                 over = Value::Object(m);
             }
-            let Value::Object(_) = tree.pointer(&format!("/{}", parts[0])).cloned().unwrap_or(Value::Null) else {
+            let Value::Object(_) = tree
+                .pointer(&format!("/{}", parts[0]))
+                .cloned()
+                .unwrap_or(Value::Null)
+            else {
                 return Err(err(key, "unknown setting (from the environment)"));
             };
             merge(&mut tree, over);
@@ -264,10 +273,12 @@ impl Settings {
 
     /// The listen address.
     pub(crate) fn listen_addr(&self) -> Result<SocketAddr, SettingsError> {
-        self.http
-            .listen
-            .parse()
-            .map_err(|_| err("http.listen", format!("{:?} is not host:port", self.http.listen)))
+        self.http.listen.parse().map_err(|_| {
+            err(
+                "http.listen",
+                format!("{:?} is not host:port", self.http.listen),
+            )
+        })
     }
 }
 
@@ -276,7 +287,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -306,9 +320,15 @@ mod tests {
         let cases = [
             (env(&[("ATTUNE__SESSIONS__URLL", "x")]), "sessions.urll"),
             (env(&[("ATTUNE__NOPE__X", "1")]), "nope.x"),
-            (env(&[("ATTUNE__HTTP__MAX_BATCH", "many")]), "http.max_batch"),
+            (
+                env(&[("ATTUNE__HTTP__MAX_BATCH", "many")]),
+                "http.max_batch",
+            ),
             (env(&[("ATTUNE__HTTP__LISTEN", "nowhere")]), "http.listen"),
-            (env(&[("ATTUNE__SESSIONS__URL", "mongodb://x")]), "sessions.url"),
+            (
+                env(&[("ATTUNE__SESSIONS__URL", "mongodb://x")]),
+                "sessions.url",
+            ),
             (env(&[("ATTUNE__HTTP__MAX_BATCH", "0")]), "http.max_batch"),
         ];
         for (vars, key) in cases {

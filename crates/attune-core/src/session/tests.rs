@@ -53,7 +53,10 @@ fn each_kind_moves_the_item_affinities_by_its_weight() {
             (AffinityKind::Attribute, "diet:plant_based"),
         ] {
             let got = s.affinity(k, key, at(0), &rules);
-            assert!((got - expected).abs() < 1e-6, "{kind} {key}: {got} vs {expected}");
+            assert!(
+                (got - expected).abs() < 1e-6,
+                "{kind} {key}: {got} vs {expected}"
+            );
         }
         assert_eq!(s.event_count(), 1);
     }
@@ -63,7 +66,11 @@ fn each_kind_moves_the_item_affinities_by_its_weight() {
 fn affinities_halve_after_one_half_life() {
     let rules = Rules::default();
     let mut s = Session::new(sid(), at(0));
-    s.apply(&event(EventKind::Purchase, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+    s.apply(
+        &event(EventKind::Purchase, "oat-milk", at(0)),
+        Some(&oat_milk()),
+        &rules,
+    );
     let v0 = s.affinity(AffinityKind::Brand, "Oatly", at(0), &rules);
     let half = (rules.decay.half_life_secs * 1000.0) as i64;
     let v1 = s.affinity(AffinityKind::Brand, "Oatly", at(half), &rules);
@@ -75,7 +82,11 @@ fn skips_are_negative_signal_and_counted() {
     let rules = Rules::default();
     let mut s = Session::new(sid(), at(0));
     for i in 0..3 {
-        s.apply(&event(EventKind::Skip, "hot-chips", at(i * 1000)), Some(&chips()), &rules);
+        s.apply(
+            &event(EventKind::Skip, "hot-chips", at(i * 1000)),
+            Some(&chips()),
+            &rules,
+        );
     }
     assert!(s.affinity(AffinityKind::Attribute, "flavor:spicy", at(3000), &rules) < 0.0);
     assert_eq!(s.skips("hot-chips"), 3);
@@ -123,16 +134,26 @@ fn unknown_items_are_remembered_but_move_nothing() {
 fn searches_move_intents_and_explain_them() {
     let rules = Rules::default();
     let mut s = Session::new(sid(), at(0));
-    let intents: Vec<Arc<str>> = vec![Arc::from("colour:navy")];
+    let intents: Vec<Key> = vec![Key::from("colour:navy")];
     let search = SearchRequestEvent {
         query: "shirt".into(),
         ..Default::default()
     };
-    s.apply_search(&Event::search(sid(), search.clone(), at(0)), &intents, &rules);
+    s.apply_search(
+        &Event::search(sid(), search.clone(), at(0)),
+        &intents,
+        &rules,
+    );
     s.apply_search(&Event::search(sid(), search, at(1000)), &intents, &rules);
     let v = s.affinity(AffinityKind::Intent, "colour:navy", at(1000), &rules);
     assert!(v > rules.search_intent, "{v}");
-    let reasons = s.reasons(AffinityKind::Intent, "colour:navy", at(1000), &rules, |_| None);
+    let reasons = s.reasons(
+        AffinityKind::Intent,
+        "colour:navy",
+        at(1000),
+        &rules,
+        |_| None,
+    );
     assert_eq!(reasons.len(), 2);
     assert_eq!(reasons[0].query.as_deref(), Some("shirt"));
     assert_eq!(reasons[0].at, at(1000));
@@ -144,9 +165,21 @@ fn reasons_name_the_events_that_moved_an_affinity() {
     let milk = oat_milk();
     let hot = chips();
     let mut s = Session::new(sid(), at(0));
-    s.apply(&event(EventKind::View, "oat-milk", at(0)), Some(&milk), &rules);
-    s.apply(&event(EventKind::Click, "hot-chips", at(1000)), Some(&hot), &rules);
-    s.apply(&event(EventKind::AddToCart, "oat-milk", at(2000)), Some(&milk), &rules);
+    s.apply(
+        &event(EventKind::View, "oat-milk", at(0)),
+        Some(&milk),
+        &rules,
+    );
+    s.apply(
+        &event(EventKind::Click, "hot-chips", at(1000)),
+        Some(&hot),
+        &rules,
+    );
+    s.apply(
+        &event(EventKind::AddToCart, "oat-milk", at(2000)),
+        Some(&milk),
+        &rules,
+    );
     let lookup = |id: &ItemId| match id.as_str() {
         "oat-milk" => Some(&milk),
         "hot-chips" => Some(&hot),
@@ -156,17 +189,32 @@ fn reasons_name_the_events_that_moved_an_affinity() {
     let kinds: Vec<EventKind> = reasons.iter().map(|r| r.kind).collect();
     assert_eq!(kinds, [EventKind::AddToCart, EventKind::View]);
     assert_eq!(reasons[0].delta, rules.weights.add_to_cart);
-    assert_eq!(reasons[1].item_id.as_ref().map(ItemId::as_str), Some("oat-milk"));
+    assert_eq!(
+        reasons[1].item_id.as_ref().map(ItemId::as_str),
+        Some("oat-milk")
+    );
 }
 
 #[test]
 fn a_late_event_counts_less_than_a_fresh_one() {
     let rules = Rules::default();
     let mut fresh = Session::new(sid(), at(0));
-    fresh.apply(&event(EventKind::Click, "oat-milk", at(60 * MIN)), Some(&oat_milk()), &rules);
+    fresh.apply(
+        &event(EventKind::Click, "oat-milk", at(60 * MIN)),
+        Some(&oat_milk()),
+        &rules,
+    );
     let mut late = Session::new(sid(), at(0));
-    late.apply(&event(EventKind::View, "oat-milk", at(60 * MIN)), Some(&oat_milk()), &rules);
-    late.apply(&event(EventKind::Click, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+    late.apply(
+        &event(EventKind::View, "oat-milk", at(60 * MIN)),
+        Some(&oat_milk()),
+        &rules,
+    );
+    late.apply(
+        &event(EventKind::Click, "oat-milk", at(0)),
+        Some(&oat_milk()),
+        &rules,
+    );
     let now = at(60 * MIN);
     let click_now = fresh.affinity(AffinityKind::Brand, "Oatly", now, &rules);
     let view_plus_old_click = late.affinity(AffinityKind::Brand, "Oatly", now, &rules);
@@ -184,9 +232,17 @@ fn a_late_event_counts_less_than_a_fresh_one() {
 fn sessions_that_outlive_the_relative_clock_are_rebased() {
     let rules = Rules::default();
     let mut s = Session::new(sid(), at(0));
-    s.apply(&event(EventKind::Purchase, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+    s.apply(
+        &event(EventKind::Purchase, "oat-milk", at(0)),
+        Some(&oat_milk()),
+        &rules,
+    );
     let far = 40 * 24 * 60 * MIN; // 40 days
-    s.apply(&event(EventKind::Click, "hot-chips", at(far)), Some(&chips()), &rules);
+    s.apply(
+        &event(EventKind::Click, "hot-chips", at(far)),
+        Some(&chips()),
+        &rules,
+    );
     assert_eq!(s.updated_at(), at(far));
     let oatly = s.affinity(AffinityKind::Brand, "Oatly", at(far), &rules);
     assert!(oatly >= 0.0 && oatly < 1e-6, "decayed to nothing: {oatly}");
@@ -210,7 +266,11 @@ fn every_part_of_a_session_is_bounded() {
             .build()
             .unwrap()
             .features();
-        s.apply(&event(EventKind::Click, &format!("i{i}"), at(i * 1000)), Some(&f), &rules);
+        s.apply(
+            &event(EventKind::Click, &format!("i{i}"), at(i * 1000)),
+            Some(&f),
+            &rules,
+        );
     }
     let scores = s.scores(at(100_000), &rules);
     assert_eq!(scores.brand.len(), 8);
@@ -231,10 +291,21 @@ fn every_part_of_a_session_is_bounded() {
 fn serde_round_trip_keeps_everything() {
     let rules = Rules::default();
     let mut s = Session::new(sid(), at(0));
-    s.apply(&event(EventKind::Click, "oat-milk", at(0)), Some(&oat_milk()), &rules);
+    s.apply(
+        &event(EventKind::Click, "oat-milk", at(0)),
+        Some(&oat_milk()),
+        &rules,
+    );
     s.apply_search(
-        &Event::search(sid(), SearchRequestEvent { query: "q".into(), ..Default::default() }, at(5)),
-        &[Arc::from("brand:Oatly")],
+        &Event::search(
+            sid(),
+            SearchRequestEvent {
+                query: "q".into(),
+                ..Default::default()
+            },
+            at(5),
+        ),
+        &[Key::from("brand:Oatly")],
         &rules,
     );
     let bytes = serde_json::to_vec(&s).unwrap();
@@ -243,7 +314,13 @@ fn serde_round_trip_keeps_everything() {
 }
 
 fn kinds() -> impl Strategy<Value = EventKind> {
-    prop::sample::select(EventKind::ALL.iter().copied().filter(|k| k.needs_item()).collect::<Vec<_>>())
+    prop::sample::select(
+        EventKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.needs_item())
+            .collect::<Vec<_>>(),
+    )
 }
 
 proptest! {
@@ -290,4 +367,13 @@ proptest! {
             last = v;
         }
     }
+}
+
+#[test]
+fn per_entry_sizes_stay_small() {
+    // Sessions are many: these sizes decide memory per session (see the memory bench).
+    use std::mem::size_of;
+    assert_eq!(size_of::<Affinity>(), 16);
+    assert_eq!(size_of::<ItemState>(), 24);
+    assert_eq!(size_of::<TrailEvent>(), 12);
 }

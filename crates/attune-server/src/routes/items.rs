@@ -24,7 +24,11 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// Parses a catalog body: a JSON array of items (or one item), or NDJSON with one item per line.
 /// All items are checked before any is stored.
-pub fn parse_items(body: &[u8], kind: BodyKind, now: attune_core::Timestamp) -> Result<Vec<Item>, ApiError> {
+pub fn parse_items(
+    body: &[u8],
+    kind: BodyKind,
+    now: attune_core::Timestamp,
+) -> Result<Vec<Item>, ApiError> {
     let dtos: Vec<ItemDto> = match kind {
         BodyKind::Json => match extract::parse::<Value>(body)? {
             v @ Value::Array(_) => extract::from_value(v)?,
@@ -38,7 +42,11 @@ pub fn parse_items(body: &[u8], kind: BodyKind, now: attune_core::Timestamp) -> 
         },
         BodyKind::Ndjson => {
             let text = std::str::from_utf8(body).map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", "the body is not UTF-8")
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    "the body is not UTF-8",
+                )
             })?;
             let mut out = Vec::new();
             for (n, line) in text.lines().enumerate() {
@@ -84,7 +92,12 @@ pub(crate) async fn put_items(
     Ok(Json(UpsertOut::new(outcome, state.engine.catalog().len())))
 }
 
-fn param(params: &HashMap<String, String>, name: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+fn param(
+    params: &HashMap<String, String>,
+    name: &str,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     match params.get(name) {
         None => Ok(default),
         Some(raw) => match raw.parse::<usize>() {
@@ -118,7 +131,10 @@ pub(crate) async fn list_items(
     if let Some(unknown) = params.keys().find(|k| *k != "limit" && *k != "offset") {
         return Err(ApiError {
             code: "unknown_field",
-            ..ApiError::invalid(unknown.clone(), "unknown query parameter; use limit and offset")
+            ..ApiError::invalid(
+                unknown.clone(),
+                "unknown query parameter; use limit and offset",
+            )
         });
     }
     let limit = param(&params, "limit", DEFAULT_LIMIT, MAX_LIMIT)?;

@@ -9,7 +9,10 @@ use crate::dto::SessionOut;
 use crate::error::{ApiError, ErrorBody};
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/sessions/{session_id}", get(get_session).delete(delete_session))
+    Router::new().route(
+        "/v1/sessions/{session_id}",
+        get(get_session).delete(delete_session),
+    )
 }
 
 fn session_id(raw: &str) -> Result<SessionId, ApiError> {

@@ -10,7 +10,13 @@ use attune_store::SessionStore;
 use crate::support::*;
 
 async fn absent_sessions_read_as_none(store: Arc<dyn SessionStore>) {
-    assert!(store.get(&sid("nobody"), now(), TTL).await.unwrap().is_none());
+    assert!(
+        store
+            .get(&sid("nobody"), now(), TTL)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 async fn updates_create_apply_and_read_back(store: Arc<dyn SessionStore>) {
@@ -45,10 +51,19 @@ async fn idle_sessions_expire_and_access_refreshes(store: Arc<dyn SessionStore>)
     store.update(&a, t, ttl, &click(&a, t)).await.unwrap();
     store.update(&b, t, ttl, &click(&b, t)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(store.get(&b, now(), ttl).await.unwrap().is_some(), "refreshes b");
+    assert!(
+        store.get(&b, now(), ttl).await.unwrap().is_some(),
+        "refreshes b"
+    );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(store.get(&a, now(), ttl).await.unwrap().is_none(), "a expired");
-    assert!(store.get(&b, now(), ttl).await.unwrap().is_some(), "b was refreshed");
+    assert!(
+        store.get(&a, now(), ttl).await.unwrap().is_none(),
+        "a expired"
+    );
+    assert!(
+        store.get(&b, now(), ttl).await.unwrap().is_some(),
+        "b was refreshed"
+    );
 }
 
 async fn concurrent_updates_lose_nothing(store: Arc<dyn SessionStore>) {

@@ -35,7 +35,10 @@ async fn expired_sessions_are_purged() {
     let t = now();
     for i in 0..10 {
         let id = sid(&format!("p{i}"));
-        store.update(&id, t, Duration::from_secs(1), &click(&id, t)).await.unwrap();
+        store
+            .update(&id, t, Duration::from_secs(1), &click(&id, t))
+            .await
+            .unwrap();
     }
     assert_eq!(store.purge_expired(t), 0);
     assert_eq!(store.purge_expired(t.plus_millis(1001)), 10);
@@ -55,18 +58,27 @@ async fn snapshots_round_trip_and_drop_expired_sessions() {
     let store = MemorySessionStore::open(config.clone(), t).unwrap();
     let (keep, lapse) = (sid("keep"), sid("lapse"));
     store.update(&keep, t, TTL, &click(&keep, t)).await.unwrap();
-    store.update(&lapse, t, Duration::from_millis(10), &click(&lapse, t)).await.unwrap();
+    store
+        .update(&lapse, t, Duration::from_millis(10), &click(&lapse, t))
+        .await
+        .unwrap();
     let written = store.update(&keep, t, TTL, &click(&keep, t)).await.unwrap();
     assert_eq!(store.save_snapshot(&path, t).unwrap(), 2);
 
     let later = t.plus_millis(1000);
     let reopened = MemorySessionStore::open(config, later).unwrap();
     assert_eq!(reopened.stats().sessions, 1);
-    assert_eq!(reopened.get(&keep, later, TTL).await.unwrap(), Some(written));
+    assert_eq!(
+        reopened.get(&keep, later, TTL).await.unwrap(),
+        Some(written)
+    );
 
     std::fs::write(&path, b"garbage").unwrap();
     let err = MemorySessionStore::open(
-        MemoryConfig { snapshot: Some(path.clone()), ..MemoryConfig::default() },
+        MemoryConfig {
+            snapshot: Some(path.clone()),
+            ..MemoryConfig::default()
+        },
         later,
     )
     .err()
@@ -80,10 +92,22 @@ async fn a_session_past_its_ttl_is_gone_even_before_a_purge() {
     let store = memory_store();
     let id = sid("ttl");
     let t = Timestamp::from_millis(1_000_000);
-    store.update(&id, t, Duration::from_secs(1800), &click(&id, t)).await.unwrap();
+    store
+        .update(&id, t, Duration::from_secs(1800), &click(&id, t))
+        .await
+        .unwrap();
     let later = t.plus_millis(1800 * 1000);
-    assert!(store.get(&id, later, Duration::from_secs(1800)).await.unwrap().is_none());
+    assert!(
+        store
+            .get(&id, later, Duration::from_secs(1800))
+            .await
+            .unwrap()
+            .is_none()
+    );
     // An update after expiry starts over.
-    let s = store.update(&id, later, Duration::from_secs(1800), &click(&id, later)).await.unwrap();
+    let s = store
+        .update(&id, later, Duration::from_secs(1800), &click(&id, later))
+        .await
+        .unwrap();
     assert_eq!(s.event_count(), 1);
 }

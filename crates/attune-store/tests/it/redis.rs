@@ -24,9 +24,18 @@ async fn two_replicas_lose_no_update_to_one_session() {
     for h in handles {
         h.await.unwrap();
     }
-    assert_eq!(a.get(&id, now(), TTL).await.unwrap().unwrap().event_count(), 200);
-    assert_eq!(b.get(&id, now(), TTL).await.unwrap().unwrap().event_count(), 200);
-    assert!(a.stats().conflicts + b.stats().conflicts > 0, "the replicas did race");
+    assert_eq!(
+        a.get(&id, now(), TTL).await.unwrap().unwrap().event_count(),
+        200
+    );
+    assert_eq!(
+        b.get(&id, now(), TTL).await.unwrap().unwrap().event_count(),
+        200
+    );
+    assert!(
+        a.stats().conflicts + b.stats().conflicts > 0,
+        "the replicas did race"
+    );
     redis_cleanup(&prefix).await;
 }
 
@@ -44,7 +53,13 @@ async fn the_l1_cache_never_serves_a_score_another_replica_overwrote() {
     b.delete(&id).await.unwrap();
     assert!(a.get(&id, t, TTL).await.unwrap().is_none());
     // a's next write must not resurrect the deleted state from its cache.
-    assert_eq!(a.update(&id, t, TTL, &click(&id, t)).await.unwrap().event_count(), 1);
+    assert_eq!(
+        a.update(&id, t, TTL, &click(&id, t))
+            .await
+            .unwrap()
+            .event_count(),
+        1
+    );
     redis_cleanup(&prefix).await;
 }
 
@@ -78,5 +93,8 @@ async fn an_unreachable_redis_is_a_clear_error() {
     .await
     .err()
     .expect("port 1 has no Redis");
-    assert!(matches!(err, attune_store::Error::Unavailable { .. }), "{err}");
+    assert!(
+        matches!(err, attune_store::Error::Unavailable { .. }),
+        "{err}"
+    );
 }

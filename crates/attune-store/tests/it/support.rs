@@ -7,7 +7,10 @@ use attune_store::memory::{MemoryConfig, MemorySessionStore};
 use attune_store::redis::{RedisConfig, RedisSessionStore};
 
 pub fn now() -> Timestamp {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis();
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     Timestamp::from_millis(ms as i64)
 }
 
@@ -46,7 +49,11 @@ pub async fn redis_cleanup(prefix: &str) {
         .await
         .unwrap();
     if !keys.is_empty() {
-        let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
     }
 }
 
@@ -75,7 +82,12 @@ pub fn click(
     session: &SessionId,
     at: Timestamp,
 ) -> impl Fn(&mut attune_core::Session) + Send + Sync + use<> {
-    let event = Event::item(EventKind::Click, session.clone(), ItemId::new("oat-milk").unwrap(), at);
+    let event = Event::item(
+        EventKind::Click,
+        session.clone(),
+        ItemId::new("oat-milk").unwrap(),
+        at,
+    );
     let f = features();
     let rules = Rules::default();
     move |s| {
@@ -84,4 +96,3 @@ pub fn click(
 }
 
 pub const TTL: Duration = Duration::from_secs(60);
-

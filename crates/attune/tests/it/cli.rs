@@ -31,16 +31,26 @@ fn an_unreachable_redis_stops_the_start_with_a_clear_error() {
 fn check_rules_accepts_the_shipped_file_and_names_the_line_of_a_bad_one() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rules.yaml");
     let out = attune().args(["check-rules", shipped]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("half_life_secs"));
 
     let dir = temp_dir("check-rules");
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, "caps:\n  brand: 0.06\n  total: 7\n").unwrap();
-    let out = attune().args(["check-rules", bad.to_str().unwrap()]).output().unwrap();
+    let out = attune()
+        .args(["check-rules", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("line 3") && stderr.contains("caps.total"), "{stderr}");
+    assert!(
+        stderr.contains("line 3") && stderr.contains("caps.total"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

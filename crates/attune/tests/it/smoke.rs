@@ -23,7 +23,11 @@ fn the_demo_learns_from_the_first_event_over_real_http() {
     let top = &body["session"]["top"];
     assert_eq!(top["brand"][0]["key"], "Oatly");
     assert!(
-        top["attribute"].as_array().unwrap().iter().any(|a| a["key"] == "diet:plant_based"),
+        top["attribute"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["key"] == "diet:plant_based"),
         "{top}"
     );
 
@@ -94,15 +98,24 @@ fn the_rules_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing
     let config = dir.join("attune.yaml");
     std::fs::write(
         &config,
-        format!("rules:\n  path: {}\n  watch: true\ncatalog:\n  demo: true\n", rules.display()),
+        format!(
+            "rules:\n  path: {}\n  watch: true\ncatalog:\n  demo: true\n",
+            rules.display()
+        ),
     )
     .unwrap();
     let server = Server::start(&["serve", "--config", config.to_str().unwrap()], &[]);
-    let click = |s: &Server| s.http("GET", "/v1/rules", None).1["weights"]["click"].as_f64().unwrap();
+    let click = |s: &Server| {
+        s.http("GET", "/v1/rules", None).1["weights"]["click"]
+            .as_f64()
+            .unwrap()
+    };
     assert!((click(&server) - 0.2).abs() < 1e-6);
 
     std::fs::write(&rules, "weights:\n  click: 0.7\n").unwrap();
-    wait_until("the changed file to be applied", || (click(&server) - 0.7).abs() < 1e-6);
+    wait_until("the changed file to be applied", || {
+        (click(&server) - 0.7).abs() < 1e-6
+    });
     let (_, body) = server.http(
         "POST",
         "/v1/events",
@@ -111,9 +124,18 @@ fn the_rules_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing
     assert_eq!(body["session"]["top"]["brand"][0]["score"], 0.7);
 
     std::fs::write(&rules, "weights:\n  click: 0.9\n  clik: 1\n").unwrap();
-    wait_until("the bad file to be rejected", || server.log_text().contains("rules file rejected"));
-    assert!(server.log_text().contains("line 3"), "{}", server.log_text());
-    assert!((click(&server) - 0.7).abs() < 1e-6, "the previous rules stay");
+    wait_until("the bad file to be rejected", || {
+        server.log_text().contains("rules file rejected")
+    });
+    assert!(
+        server.log_text().contains("line 3"),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        (click(&server) - 0.7).abs() < 1e-6,
+        "the previous rules stay"
+    );
 
     // SIGHUP reloads even when watching is off or an event was missed.
     std::fs::write(&rules, "weights:\n  click: 0.3\n").unwrap();

@@ -108,7 +108,11 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}: {}", self.log.lock().unwrap());
+                assert!(
+                    status.success(),
+                    "exit {status}: {}",
+                    self.log.lock().unwrap()
+                );
                 return;
             }
             assert!(Instant::now() < deadline, "server did not stop");
@@ -142,7 +146,10 @@ pub fn try_http(
     if body.is_some() {
         req.push_str("content-type: application/json\r\n");
     }
-    req.push_str(&format!("content-length: {}\r\n\r\n{payload}", payload.len()));
+    req.push_str(&format!(
+        "content-length: {}\r\n\r\n{payload}",
+        payload.len()
+    ));
     stream.write_all(req.as_bytes())?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
