@@ -514,7 +514,7 @@ impl From<SessionView> for SessionOut {
                 .filter(|i| i.in_cart > 0)
                 .map(|i| CartLineOut {
                     item_id: i.item_id.to_string(),
-                    quantity: i.in_cart,
+                    quantity: u32::from(i.in_cart),
                 })
                 .collect(),
             quantities: items
