@@ -135,9 +135,15 @@ impl Item {
                     ),
                 ));
             }
-            for v in values {
+            for (i, v) in values.iter().enumerate() {
                 check_text("value", v, MAX_NAME_LEN)
                     .map_err(|e| e.within(&format!("attributes.{key}")))?;
+                if values[..i].contains(v) {
+                    return Err(Error::invalid(
+                        format!("attributes.{key}"),
+                        format!("lists the value {v:?} twice"),
+                    ));
+                }
             }
         }
         if let Some(price) = self.price

@@ -265,6 +265,11 @@ impl Session {
     /// returns the extra decay owed by a `t` before the epoch.
     fn rel(&mut self, t: Timestamp, rules: &Rules) -> (u32, f32) {
         let mut d = t.millis_since(self.epoch);
+        if d < 0 && i64::from(self.updated) - d < REBASE_AFTER {
+            // An event before the epoch: move the epoch back to it, so it keeps its own time.
+            self.rebase(t, rules);
+            d = 0;
+        }
         if d >= REBASE_AFTER {
             self.rebase(t.plus_millis(-REBASE_TO), rules);
             d = REBASE_TO;

@@ -71,16 +71,24 @@ impl Catalog {
     pub fn upsert(&self, items: Vec<Item>) -> UpsertOutcome {
         let mut inner = self.inner.write();
         let mut outcome = UpsertOutcome::default();
+        // An id repeated within one upsert counts once: the last copy wins.
+        let mut fresh: HashSet<ItemId> = HashSet::new();
         for item in items {
             let features = inner.interned_features(&item);
             inner.vocab.add(&item);
             let entry = Arc::new(CatalogItem { item, features });
-            match inner.items.insert(entry.item.id.clone(), entry) {
+            let id = entry.item.id.clone();
+            match inner.items.insert(id.clone(), entry) {
                 Some(old) => {
                     inner.vocab.remove(&old.item);
-                    outcome.updated += 1;
+                    if !fresh.contains(&id) {
+                        outcome.updated += 1;
+                    }
                 }
-                None => outcome.inserted += 1,
+                None => {
+                    outcome.inserted += 1;
+                    fresh.insert(id);
+                }
             }
         }
         outcome

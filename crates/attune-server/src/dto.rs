@@ -131,7 +131,7 @@ pub fn parse_time(s: &str) -> Option<Timestamp> {
     i64::try_from(ms).ok().map(Timestamp::from_millis)
 }
 
-/// Formats a time as RFC 3339 UTC with milliseconds.
+/// Formats a time as RFC 3339 UTC (with fractional seconds when they are not zero).
 pub fn format_time(t: Timestamp) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_millis()) * 1_000_000)
         .ok()

@@ -85,6 +85,34 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
+/// Rejects a value that is not a JSON object (serde would read a struct from an array by position).
+pub fn require_object(value: &serde_json::Value, field: &str) -> Result<(), ApiError> {
+    if value.is_object() {
+        return Ok(());
+    }
+    Err(ApiError {
+        field: (!field.is_empty()).then(|| field.to_owned()),
+        ..ApiError::invalid("", "must be a JSON object")
+    })
+}
+
+/// Parses `bytes` as `T`, rejecting duplicate keys (which `value`, the same JSON already parsed,
+/// hides: it keeps the last). Errors are taken from `value` where it fails too, as they name the
+/// field more precisely (serde_json reports some type errors on bytes as syntax errors).
+pub fn typed<T: DeserializeOwned>(bytes: &[u8], value: serde_json::Value) -> Result<T, ApiError> {
+    match parse::<T>(bytes) {
+        Ok(t) => Ok(t),
+        Err(from_bytes) => match from_value::<T>(value) {
+            Err(e) => Err(e),
+            Ok(_) => Err(ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_value",
+                ..from_bytes
+            }),
+        },
+    }
+}
+
 /// Converts an already parsed JSON value; errors name the field.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(from_path_error)
@@ -116,7 +144,13 @@ fn from_path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError
     let (code, field) = if let Some(name) = named("missing field `") {
         ("missing_field", join_field(&path, Cow::Owned(name)))
     } else if let Some(name) = named("unknown field `") {
-        ("unknown_field", join_field(&path, Cow::Owned(name)))
+        // serde_path_to_error has already put the unknown key at the end of the path.
+        let field = if path == name || path.ends_with(&format!(".{name}")) {
+            path
+        } else {
+            join_field(&path, Cow::Owned(name))
+        };
+        ("unknown_field", field)
     } else {
         (
             "invalid_value",

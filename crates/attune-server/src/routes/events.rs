@@ -35,11 +35,17 @@ pub(crate) async fn post_events(
     body: Body,
 ) -> Result<Json<IngestOut>, ApiError> {
     let value: Value = extract::parse(&body.bytes)?;
+    extract::require_object(&value, "")?;
     let is_batch = value.as_object().is_some_and(|o| o.contains_key("events"));
+    if let Some(Value::Array(events)) = value.get("events") {
+        for (i, e) in events.iter().enumerate() {
+            extract::require_object(e, &format!("events[{i}]"))?;
+        }
+    }
     let incoming: Vec<EventIn> = if is_batch {
-        extract::from_value::<EventBatchIn>(value)?.events
+        extract::typed::<EventBatchIn>(&body.bytes, value)?.events
     } else {
-        vec![extract::from_value::<EventIn>(value)?]
+        vec![extract::typed::<EventIn>(&body.bytes, value)?]
     };
     if incoming.len() > state.engine.config().max_batch {
         return Err(attune_engine::Error::TooMany {

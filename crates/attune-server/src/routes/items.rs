@@ -31,7 +31,12 @@ pub fn parse_items(
 ) -> Result<Vec<Item>, ApiError> {
     let dtos: Vec<ItemDto> = match kind {
         BodyKind::Json => match extract::parse::<Value>(body)? {
-            v @ Value::Array(_) => extract::from_value(v)?,
+            v @ Value::Array(_) => {
+                for (i, item) in v.as_array().into_iter().flatten().enumerate() {
+                    extract::require_object(item, &format!("[{i}]"))?;
+                }
+                extract::from_value(v)?
+            }
             v @ Value::Object(_) => vec![extract::from_value(v).map_err(|e| e.within("[0]"))?],
             _ => {
                 return Err(ApiError::invalid(
@@ -54,10 +59,13 @@ pub fn parse_items(
                     continue;
                 }
                 let i = out.len();
-                let dto = extract::parse::<ItemDto>(line.as_bytes()).map_err(|mut e| {
-                    e.message = format!("line {}: {}", n + 1, e.message);
-                    e.within(&format!("[{i}]"))
-                })?;
+                let dto = extract::parse::<Value>(line.as_bytes())
+                    .and_then(|v| extract::require_object(&v, ""))
+                    .and_then(|()| extract::parse::<ItemDto>(line.as_bytes()))
+                    .map_err(|mut e| {
+                        e.message = format!("line {}: {}", n + 1, e.message);
+                        e.within(&format!("[{i}]"))
+                    })?;
                 out.push(dto);
             }
             out
