@@ -561,14 +561,34 @@ impl Session {
     /// The `n` strongest affinities of each kind at `now`.
     pub fn top(&self, now: Timestamp, rules: &Rules, n: usize) -> Scores {
         let mut scores = Scores::default();
+        let mut ranked: Vec<(f32, usize)> = Vec::new();
         for kind in AffinityKind::ALL {
-            let list = scores.of_mut(kind);
-            list.extend(self.affinities[kind.index()].iter().map(|a| Scored {
-                key: a.key.clone(),
-                score: self.decayed(a, now, rules),
-            }));
-            list.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.key.cmp(&b.key)));
-            list.truncate(n);
+            let table = &self.affinities[kind.index()];
+            ranked.clear();
+            ranked.extend(
+                table
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (self.decayed(a, now, rules), i)),
+            );
+            let order = |x: &(f32, usize), y: &(f32, usize)| {
+                y.0.total_cmp(&x.0)
+                    .then_with(|| table[x.1].key.cmp(&table[y.1].key))
+            };
+            if n == 0 {
+                ranked.clear();
+            } else if n < ranked.len() {
+                // Only the best n need ordering, and only their keys are cloned.
+                ranked.select_nth_unstable_by(n - 1, order);
+                ranked.truncate(n);
+            }
+            ranked.sort_by(order);
+            scores
+                .of_mut(kind)
+                .extend(ranked.iter().map(|&(score, i)| Scored {
+                    key: table[i].key.clone(),
+                    score,
+                }));
         }
         scores
     }
@@ -703,8 +723,8 @@ fn decay(dt_ms: i64, rules: &Rules) -> f32 {
     if dt_ms <= 0 {
         return 1.0;
     }
-    let half_life_ms = f64::from(rules.decay.half_life_secs) * 1000.0;
-    (-(dt_ms as f64) / half_life_ms).exp2() as f32
+    let half_life_ms = rules.decay.half_life_secs * 1000.0;
+    (-(dt_ms as f32) / half_life_ms).exp2()
 }
 
 /// Adds `w` to `v` with saturation towards `±bound`: the closer `v` is to the bound in the

@@ -264,8 +264,10 @@ mod tests {
 
     #[test]
     fn filters_name_intents_once() {
-        let mut f = SearchFilters::default();
-        f.brand = vec!["Oatly".into(), "Oatly".into()];
+        let mut f = SearchFilters {
+            brand: vec!["Oatly".into(), "Oatly".into()],
+            ..Default::default()
+        };
         f.attributes.insert("colour".into(), vec!["navy".into()]);
         assert_eq!(names(&filter_intents(&f)), ["brand:Oatly", "colour:navy"]);
     }

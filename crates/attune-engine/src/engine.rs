@@ -47,10 +47,19 @@ pub struct IngestOutcome {
     /// Of those, events naming an item the catalog does not know (applied to the session's item
     /// memory, moving no affinity).
     pub unknown_items: usize,
-    /// When every event belonged to one session: that session as written.
-    pub session: Option<Session>,
-    /// The top affinities of that session at ingest time.
-    pub top: Option<Scores>,
+    /// When every event belonged to one session: that session's state after the ingest.
+    pub session: Option<SessionSummary>,
+}
+
+/// A session's state right after an update.
+#[derive(Debug, Clone)]
+pub struct SessionSummary {
+    /// The session.
+    pub session_id: SessionId,
+    /// Events applied to it so far.
+    pub event_count: u32,
+    /// Its strongest affinities per kind ([`EngineConfig::top_n`]).
+    pub top: Scores,
 }
 
 /// One affinity with the events that explain it.
@@ -189,13 +198,18 @@ impl Engine {
 
         // Group by session, keeping each session's events in order.
         let mut groups: Vec<(SessionId, Vec<Event>)> = Vec::new();
-        let mut index: HashMap<SessionId, usize> = HashMap::new();
-        for e in events {
-            match index.get(&e.session_id) {
-                Some(&g) => groups[g].1.push(e),
-                None => {
-                    index.insert(e.session_id.clone(), groups.len());
-                    groups.push((e.session_id.clone(), vec![e]));
+        if events.iter().all(|e| e.session_id == events[0].session_id) {
+            // The common case (one event, or one visitor's batch): no index needed.
+            groups.push((events[0].session_id.clone(), events));
+        } else {
+            let mut index: HashMap<SessionId, usize> = HashMap::new();
+            for e in events {
+                match index.get(&e.session_id) {
+                    Some(&g) => groups[g].1.push(e),
+                    None => {
+                        index.insert(e.session_id.clone(), groups.len());
+                        groups.push((e.session_id.clone(), vec![e]));
+                    }
                 }
             }
         }
@@ -207,7 +221,6 @@ impl Engine {
             applied: 0,
             unknown_items: 0,
             session: None,
-            top: None,
         };
         for (session_id, events) in groups {
             let resolved = self.resolve(&events);
@@ -229,12 +242,22 @@ impl Engine {
                     }
                 }
             };
-            let written = self.sessions.update(&session_id, now, ttl, &mutate).await?;
+            let top_n = if single { self.config.top_n } else { 0 };
+            let mut summary = None;
+            let mut inspect = |s: &Session| {
+                if single {
+                    summary = Some(SessionSummary {
+                        session_id: s.id().clone(),
+                        event_count: s.event_count(),
+                        top: s.top(now, &rules, top_n),
+                    });
+                }
+            };
+            self.sessions
+                .update(&session_id, now, ttl, &mutate, &mut inspect)
+                .await?;
             outcome.applied += n;
-            if single {
-                outcome.top = Some(written.top(now, &rules, self.config.top_n));
-                outcome.session = Some(written);
-            }
+            outcome.session = summary;
         }
         Ok(outcome)
     }

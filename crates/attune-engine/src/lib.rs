@@ -15,5 +15,7 @@ mod error;
 
 pub use catalog::{Catalog, CatalogItem, UpsertOutcome};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{AffinityDetail, Engine, EngineConfig, IngestOutcome, SessionView};
+pub use engine::{
+    AffinityDetail, Engine, EngineConfig, IngestOutcome, SessionSummary, SessionView,
+};
 pub use error::{Error, Result};

@@ -276,7 +276,8 @@ pub fn filters_from_wire(map: serde_json::Map<String, Value>) -> Result<SearchFi
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ScoreOut {
     /// Brand, category path, `key:value` attribute, or intent (`brand:X`, `category:X`, `key:value`).
-    pub key: String,
+    #[schema(value_type = String)]
+    pub key: attune_core::Key,
     /// The decayed affinity, within the rules' `affinity_bound`.
     pub score: f64,
 }
@@ -284,7 +285,7 @@ pub struct ScoreOut {
 impl From<&Scored> for ScoreOut {
     fn from(s: &Scored) -> Self {
         ScoreOut {
-            key: s.key.to_string(),
+            key: s.key.clone(),
             score: round(s.score),
         }
     }
@@ -340,14 +341,11 @@ pub struct IngestOut {
 
 impl From<IngestOutcome> for IngestOut {
     fn from(o: IngestOutcome) -> Self {
-        let session = match (o.session, o.top) {
-            (Some(s), Some(top)) => Some(SessionTopOut {
-                session_id: s.id().to_string(),
-                event_count: s.event_count(),
-                top: TopOut::from(&top),
-            }),
-            _ => None,
-        };
+        let session = o.session.map(|s| SessionTopOut {
+            session_id: s.session_id.to_string(),
+            event_count: s.event_count,
+            top: TopOut::from(&s.top),
+        });
         IngestOut {
             applied: o.applied,
             unknown_items: o.unknown_items,

@@ -79,6 +79,9 @@ pub struct StoreStats {
     pub conflicts: u64,
 }
 
+/// A function that reads the session as written, once, after a successful update.
+pub type Inspect<'a> = &'a mut (dyn FnMut(&Session) + Send);
+
 /// A function that changes a session. It may run more than once for one update (after a conflict
 /// with a concurrent writer), each time on a fresh copy, so it must depend only on its argument.
 pub type Mutation<'a> = &'a (dyn Fn(&mut Session) + Send + Sync);
@@ -93,14 +96,35 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn get(&self, id: &SessionId, now: Timestamp, ttl: Duration) -> Result<Option<Session>>;
 
     /// Applies `mutate` atomically to the session, creating it (as `Session::new(id, now)`) if absent,
-    /// and returns the session as written. No concurrent update is lost.
+    /// then shows the session as written to `inspect` (once). No concurrent update is lost.
+    ///
+    /// `inspect` lets the caller take what it needs (say, the top affinities) without copying the
+    /// whole session out of the store.
     async fn update(
         &self,
         id: &SessionId,
         now: Timestamp,
         ttl: Duration,
         mutate: Mutation<'_>,
-    ) -> Result<Session>;
+        inspect: Inspect<'_>,
+    ) -> Result<()>;
+
+    /// [`SessionStore::update`], returning a copy of the session as written.
+    async fn update_get(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        ttl: Duration,
+        mutate: Mutation<'_>,
+    ) -> Result<Session> {
+        let mut written = None;
+        self.update(id, now, ttl, mutate, &mut |s| written = Some(s.clone()))
+            .await?;
+        written.ok_or_else(|| Error::Unavailable {
+            backend: "session store",
+            source: "the update did not show the written session".into(),
+        })
+    }
 
     /// Forgets the session at once. Returns whether it existed.
     async fn delete(&self, id: &SessionId) -> Result<bool>;

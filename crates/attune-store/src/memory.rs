@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::{Error, Mutation, Result, SessionStore, StoreStats, expiry};
+use crate::{Error, Inspect, Mutation, Result, SessionStore, StoreStats, expiry};
 
 /// How many entries eviction samples to find a stale one (as Redis's approximated LRU does).
 const EVICTION_SAMPLES: usize = 5;
@@ -227,7 +227,8 @@ impl SessionStore for MemorySessionStore {
         now: Timestamp,
         ttl: Duration,
         mutate: Mutation<'_>,
-    ) -> Result<Session> {
+        inspect: Inspect<'_>,
+    ) -> Result<()> {
         let mut guard = self.shard(id).lock();
         let shard = &mut *guard;
         let idx = match shard.map.get_index_of(id.as_str()) {
@@ -248,7 +249,8 @@ impl SessionStore for MemorySessionStore {
         let entry = &mut shard.map[idx];
         mutate(&mut entry.session);
         entry.expires_at = expiry(now, ttl);
-        Ok(entry.session.clone())
+        inspect(&entry.session);
+        Ok(())
     }
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {

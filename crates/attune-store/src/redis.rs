@@ -29,7 +29,7 @@ use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use crate::{Error, Mutation, Result, SessionStore, StoreStats};
+use crate::{Error, Inspect, Mutation, Result, SessionStore, StoreStats};
 
 /// Encoding version of the stored session body.
 const FORMAT: u8 = 1;
@@ -261,7 +261,8 @@ impl SessionStore for RedisSessionStore {
         now: Timestamp,
         ttl: Duration,
         mutate: Mutation<'_>,
-    ) -> Result<Session> {
+        inspect: Inspect<'_>,
+    ) -> Result<()> {
         let _local = self.stripe(id).lock().await;
         let key = self.key(id);
         let (mut version, mut base) = match self.l1_get(id) {
@@ -290,8 +291,9 @@ impl SessionStore for RedisSessionStore {
                 .and_then(as_u64)
                 .ok_or_else(|| protocol("no version"))?;
             if ok == 1 {
-                self.l1_put(id, current, session.clone());
-                return Ok(session);
+                inspect(&session);
+                self.l1_put(id, current, session);
+                return Ok(());
             }
             // Another replica wrote first: recompute on what it wrote.
             self.conflicts.fetch_add(1, Ordering::Relaxed);

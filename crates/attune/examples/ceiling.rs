@@ -27,6 +27,10 @@ use axum::{Json, Router};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
+/// The same allocator as the `attune` binary, so the ratio measures the engine, not malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Number of map shards; a power of two well above the core count keeps lock contention away.
 const SHARDS: usize = 64;
 /// The most sessions one shard keeps; past it, unknown sessions are counted but not stored, so the

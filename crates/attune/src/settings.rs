@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Every setting. Scoring rules are not here: they live in their own file (`rules.path`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Settings {
     /// The HTTP listener and request limits.
@@ -83,18 +83,6 @@ pub(crate) struct RulesSettings {
 pub(crate) struct LogSettings {
     /// A tracing filter, e.g. `info` or `attune=debug,info`. `RUST_LOG` overrides it.
     pub(crate) filter: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            http: HttpSettings::default(),
-            sessions: SessionSettings::default(),
-            catalog: CatalogSettings::default(),
-            rules: RulesSettings::default(),
-            log: LogSettings::default(),
-        }
-    }
 }
 
 impl Default for HttpSettings {

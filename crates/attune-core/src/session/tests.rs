@@ -245,7 +245,7 @@ fn sessions_that_outlive_the_relative_clock_are_rebased() {
     );
     assert_eq!(s.updated_at(), at(far));
     let oatly = s.affinity(AffinityKind::Brand, "Oatly", at(far), &rules);
-    assert!(oatly >= 0.0 && oatly < 1e-6, "decayed to nothing: {oatly}");
+    assert!((0.0..1e-6).contains(&oatly), "decayed to nothing: {oatly}");
     let crunchy = s.affinity(AffinityKind::Brand, "Crunchy", at(far), &rules);
     assert!((crunchy - rules.weights.click).abs() < 1e-3, "{crunchy}");
     assert_eq!(s.items().len(), 2);

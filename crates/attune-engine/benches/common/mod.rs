@@ -8,7 +8,7 @@ use attune_engine::{Engine, EngineConfig, ManualClock};
 use attune_store::memory::{MemoryConfig, MemorySessionStore};
 
 /// The demo catalog (crates/attune/demo/catalog.json), read without the server's DTOs.
-pub fn demo_items() -> Vec<Item> {
+pub(crate) fn demo_items() -> Vec<Item> {
     let text = include_str!("../../../attune/demo/catalog.json");
     let values: Vec<serde_json::Value> = serde_json::from_str(text).expect("demo catalog parses");
     values
@@ -37,9 +37,9 @@ pub fn demo_items() -> Vec<Item> {
         .collect()
 }
 
-pub const T0: i64 = 1_763_800_000_000;
+pub(crate) const T0: i64 = 1_763_800_000_000;
 
-pub fn engine(store: Arc<MemorySessionStore>) -> (Engine, Arc<ManualClock>) {
+pub(crate) fn engine(store: Arc<MemorySessionStore>) -> (Engine, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
     let engine = Engine::new(
         store,
@@ -53,7 +53,7 @@ pub fn engine(store: Arc<MemorySessionStore>) -> (Engine, Arc<ManualClock>) {
     (engine, clock)
 }
 
-pub fn memory_store(max_sessions: usize) -> Arc<MemorySessionStore> {
+pub(crate) fn memory_store(max_sessions: usize) -> Arc<MemorySessionStore> {
     Arc::new(MemorySessionStore::new(MemoryConfig {
         max_sessions,
         ..MemoryConfig::default()
@@ -62,7 +62,7 @@ pub fn memory_store(max_sessions: usize) -> Arc<MemorySessionStore> {
 
 /// The `n`-th event of visitor `v`: mostly views and clicks on a handful of related items, some
 /// cart activity and skips, and two searches among the first 20 events.
-pub fn event(ids: &[ItemId], v: usize, n: usize, at: Timestamp) -> Event {
+pub(crate) fn event(ids: &[ItemId], v: usize, n: usize, at: Timestamp) -> Event {
     let sid = SessionId::new(format!("visitor-{v}")).expect("valid id");
     if n == 5 || n == 14 {
         let query = if n == 5 { "oat milk" } else { "spicy chips" };

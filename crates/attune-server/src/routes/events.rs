@@ -12,6 +12,36 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/events", post(post_events))
 }
 
+/// Reads one event or a batch. A well-formed single event (the common case) is parsed in one
+/// pass; anything else goes through a parsed `Value` first, so errors can name the field exactly.
+fn read_events(bytes: &[u8]) -> Result<(Vec<EventIn>, bool), ApiError> {
+    let starts_as_object = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'{');
+    let mentions_events = bytes.windows(8).any(|w| w == b"\"events\"");
+    if starts_as_object
+        && !mentions_events
+        && let Ok(event) = extract::parse::<EventIn>(bytes)
+    {
+        return Ok((vec![event], false));
+    }
+    let value: Value = extract::parse(bytes)?;
+    extract::require_object(&value, "")?;
+    let is_batch = value.as_object().is_some_and(|o| o.contains_key("events"));
+    if let Some(Value::Array(events)) = value.get("events") {
+        for (i, e) in events.iter().enumerate() {
+            extract::require_object(e, &format!("events[{i}]"))?;
+        }
+    }
+    let incoming = if is_batch {
+        extract::typed::<EventBatchIn>(bytes, value)?.events
+    } else {
+        vec![extract::typed::<EventIn>(bytes, value)?]
+    };
+    Ok((incoming, is_batch))
+}
+
 /// Record one event, or a batch `{"events": [...]}`.
 ///
 /// Every event is validated before any is applied; each session's events are applied in order, in
@@ -34,19 +64,7 @@ pub(crate) async fn post_events(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Json<IngestOut>, ApiError> {
-    let value: Value = extract::parse(&body.bytes)?;
-    extract::require_object(&value, "")?;
-    let is_batch = value.as_object().is_some_and(|o| o.contains_key("events"));
-    if let Some(Value::Array(events)) = value.get("events") {
-        for (i, e) in events.iter().enumerate() {
-            extract::require_object(e, &format!("events[{i}]"))?;
-        }
-    }
-    let incoming: Vec<EventIn> = if is_batch {
-        extract::typed::<EventBatchIn>(&body.bytes, value)?.events
-    } else {
-        vec![extract::typed::<EventIn>(&body.bytes, value)?]
-    };
+    let (incoming, is_batch) = read_events(&body.bytes)?;
     if incoming.len() > state.engine.config().max_batch {
         return Err(attune_engine::Error::TooMany {
             field: "events",

@@ -22,25 +22,25 @@ async fn absent_sessions_read_as_none(store: Arc<dyn SessionStore>) {
 async fn updates_create_apply_and_read_back(store: Arc<dyn SessionStore>) {
     let id = sid("s-create");
     let t = now();
-    let written = store.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+    let written = store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
     assert_eq!(written.event_count(), 1);
     let read = store.get(&id, t, TTL).await.unwrap().expect("present");
     assert_eq!(read, written);
     let oatly = read.affinity(AffinityKind::Brand, "Oatly", t, &Rules::default());
     assert!((oatly - Rules::default().weights.click).abs() < 1e-3);
-    let again = store.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+    let again = store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
     assert_eq!(again.event_count(), 2);
 }
 
 async fn delete_forgets_at_once(store: Arc<dyn SessionStore>) {
     let id = sid("s-delete");
     let t = now();
-    store.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+    store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
     assert!(store.delete(&id).await.unwrap());
     assert!(store.get(&id, t, TTL).await.unwrap().is_none());
     assert!(!store.delete(&id).await.unwrap());
     // A new event after a delete starts a fresh session.
-    let fresh = store.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+    let fresh = store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
     assert_eq!(fresh.event_count(), 1);
 }
 
@@ -48,8 +48,8 @@ async fn idle_sessions_expire_and_access_refreshes(store: Arc<dyn SessionStore>)
     let ttl = Duration::from_millis(600);
     let (a, b) = (sid("s-idle"), sid("s-busy"));
     let t = now();
-    store.update(&a, t, ttl, &click(&a, t)).await.unwrap();
-    store.update(&b, t, ttl, &click(&b, t)).await.unwrap();
+    store.update_get(&a, t, ttl, &click(&a, t)).await.unwrap();
+    store.update_get(&b, t, ttl, &click(&b, t)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         store.get(&b, now(), ttl).await.unwrap().is_some(),
@@ -77,7 +77,7 @@ async fn concurrent_updates_lose_nothing(store: Arc<dyn SessionStore>) {
         handles.push(tokio::spawn(async move {
             for _ in 0..per_task {
                 let t = now();
-                store.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+                store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
             }
         }));
     }

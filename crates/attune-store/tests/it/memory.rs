@@ -19,7 +19,7 @@ async fn the_number_of_sessions_is_bounded_and_the_stalest_go_first() {
     for i in 0..1000 {
         let id = sid(&format!("s{i}"));
         let t = t0.plus_millis(i);
-        store.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+        store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
     }
     let stats = store.stats();
     assert!(stats.sessions <= 100, "{stats:?}");
@@ -36,7 +36,7 @@ async fn expired_sessions_are_purged() {
     for i in 0..10 {
         let id = sid(&format!("p{i}"));
         store
-            .update(&id, t, Duration::from_secs(1), &click(&id, t))
+            .update_get(&id, t, Duration::from_secs(1), &click(&id, t))
             .await
             .unwrap();
     }
@@ -57,12 +57,18 @@ async fn snapshots_round_trip_and_drop_expired_sessions() {
     let t = now();
     let store = MemorySessionStore::open(config.clone(), t).unwrap();
     let (keep, lapse) = (sid("keep"), sid("lapse"));
-    store.update(&keep, t, TTL, &click(&keep, t)).await.unwrap();
     store
-        .update(&lapse, t, Duration::from_millis(10), &click(&lapse, t))
+        .update_get(&keep, t, TTL, &click(&keep, t))
         .await
         .unwrap();
-    let written = store.update(&keep, t, TTL, &click(&keep, t)).await.unwrap();
+    store
+        .update_get(&lapse, t, Duration::from_millis(10), &click(&lapse, t))
+        .await
+        .unwrap();
+    let written = store
+        .update_get(&keep, t, TTL, &click(&keep, t))
+        .await
+        .unwrap();
     assert_eq!(store.save_snapshot(&path, t).unwrap(), 2);
 
     let later = t.plus_millis(1000);
@@ -93,7 +99,7 @@ async fn a_session_past_its_ttl_is_gone_even_before_a_purge() {
     let id = sid("ttl");
     let t = Timestamp::from_millis(1_000_000);
     store
-        .update(&id, t, Duration::from_secs(1800), &click(&id, t))
+        .update_get(&id, t, Duration::from_secs(1800), &click(&id, t))
         .await
         .unwrap();
     let later = t.plus_millis(1800 * 1000);
@@ -106,7 +112,7 @@ async fn a_session_past_its_ttl_is_gone_even_before_a_purge() {
     );
     // An update after expiry starts over.
     let s = store
-        .update(&id, later, Duration::from_secs(1800), &click(&id, later))
+        .update_get(&id, later, Duration::from_secs(1800), &click(&id, later))
         .await
         .unwrap();
     assert_eq!(s.event_count(), 1);

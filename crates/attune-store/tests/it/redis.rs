@@ -18,7 +18,7 @@ async fn two_replicas_lose_no_update_to_one_session() {
         let id = id.clone();
         handles.push(tokio::spawn(async move {
             let t = now();
-            store.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+            store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
         }));
     }
     for h in handles {
@@ -46,15 +46,15 @@ async fn the_l1_cache_never_serves_a_score_another_replica_overwrote() {
     let b = redis_store(&prefix).await;
     let id = sid("l1");
     let t = now();
-    a.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+    a.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
     assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 1);
-    b.update(&id, t, TTL, &click(&id, t)).await.unwrap();
+    b.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
     assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 2);
     b.delete(&id).await.unwrap();
     assert!(a.get(&id, t, TTL).await.unwrap().is_none());
     // a's next write must not resurrect the deleted state from its cache.
     assert_eq!(
-        a.update(&id, t, TTL, &click(&id, t))
+        a.update_get(&id, t, TTL, &click(&id, t))
             .await
             .unwrap()
             .event_count(),
