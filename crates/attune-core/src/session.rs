@@ -23,6 +23,11 @@ use crate::key::Key;
 use crate::rules::Rules;
 use crate::time::Timestamp;
 
+/// The version of a session's stored layout (field order and types, as serde sees them). Stores
+/// write it next to every encoded session and treat another version as absent; bump it with any
+/// change to the fields of `Session` or the types inside it. A golden test pins the layout.
+pub const LAYOUT_VERSION: u8 = 2;
+
 /// Relative times are rebased once they pass this many milliseconds (about 24.8 days).
 const REBASE_AFTER: i64 = 1 << 31;
 /// After a rebase the newest event sits this far from the epoch (about 12.4 days).

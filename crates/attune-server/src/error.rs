@@ -128,7 +128,7 @@ impl From<attune_engine::Error> for ApiError {
                         "the session store is unavailable; retry shortly",
                     )
                 }
-                S::Corrupt { .. } | S::Snapshot { .. } | S::BadUrl { .. } => {
+                S::Snapshot { .. } | S::BadUrl { .. } => {
                     tracing::error!(error = %s, "session store error");
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,

@@ -29,14 +29,6 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Stored bytes could not be decoded (a corrupt or foreign value).
-    #[error("stored session {key} could not be decoded: {reason}")]
-    Corrupt {
-        /// The storage key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
     /// An optimistic update kept conflicting with concurrent writers.
     #[error("session {session_id} is too contended: gave up after {attempts} attempts")]
     Contended {
@@ -77,6 +69,9 @@ pub struct StoreStats {
     pub expirations: u64,
     /// Optimistic-update retries after a concurrent write (Redis).
     pub conflicts: u64,
+    /// Stored sessions that could not be decoded (corrupt, or of an older layout) and were
+    /// treated as absent.
+    pub unreadable: u64,
 }
 
 /// A function that reads the session as written, once, after a successful update.

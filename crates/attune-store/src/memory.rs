@@ -18,8 +18,8 @@ use crate::{Error, Inspect, Mutation, Result, SessionStore, StoreStats, expiry};
 
 /// How many entries eviction samples to find a stale one (as Redis's approximated LRU does).
 const EVICTION_SAMPLES: usize = 5;
-/// Snapshot file header: magic and format version.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"ATSNAP01";
+/// Snapshot file header: magic, then the session layout version.
+const SNAPSHOT_MAGIC: &[u8; 7] = b"ATSNAP:";
 
 /// Settings of the embedded store.
 #[derive(Debug, Clone)]
@@ -92,8 +92,21 @@ impl MemorySessionStore {
         if let Some(path) = &store.snapshot
             && path.exists()
         {
-            let loaded = store.load_snapshot(path, now)?;
-            tracing::info!(path = %path.display(), sessions = loaded, "loaded session snapshot");
+            match store.load_snapshot(path, now) {
+                Ok(loaded) => {
+                    tracing::info!(path = %path.display(), sessions = loaded, "loaded session snapshot");
+                }
+                Err(e) => {
+                    // Keep the file for inspection, out of the way of the next snapshot, and start
+                    // empty: refusing to start would keep the service down for stale sessions.
+                    let aside = path.with_extension("unreadable");
+                    std::fs::rename(path, &aside).map_err(|io| Error::Snapshot {
+                        path: path.display().to_string(),
+                        reason: format!("{e}; and it could not be moved aside: {io}"),
+                    })?;
+                    tracing::error!(error = %e, moved_to = %aside.display(), "unreadable session snapshot; starting empty");
+                }
+            }
         }
         Ok(store)
     }
@@ -151,6 +164,7 @@ impl MemorySessionStore {
         }
         let mut file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
         file.write_all(SNAPSHOT_MAGIC)
+            .and_then(|()| file.write_all(&[attune_core::session::LAYOUT_VERSION]))
             .and_then(|()| file.write_all(&body))
             .and_then(|()| file.sync_all())
             .map_err(|e| err(e.to_string()))?;
@@ -165,9 +179,19 @@ impl MemorySessionStore {
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let body = bytes
+        let rest = bytes
             .strip_prefix(SNAPSHOT_MAGIC.as_slice())
             .ok_or_else(|| err("not an Attune session snapshot (bad header)".into()))?;
+        let body = match rest.split_first() {
+            Some((&attune_core::session::LAYOUT_VERSION, body)) => body,
+            Some((v, _)) => {
+                return Err(err(format!(
+                    "written with session layout {v}; this build reads {}",
+                    attune_core::session::LAYOUT_VERSION
+                )));
+            }
+            None => return Err(err("truncated".into())),
+        };
         let entries: Vec<(Session, Timestamp)> =
             postcard::from_bytes(body).map_err(|e| err(e.to_string()))?;
         let mut loaded = 0;
@@ -279,6 +303,7 @@ impl SessionStore for MemorySessionStore {
             evictions: self.evictions.load(Ordering::Relaxed),
             expirations: self.expirations.load(Ordering::Relaxed),
             conflicts: 0,
+            unreadable: 0,
         }
     }
 

@@ -31,8 +31,8 @@ use redis::{Script, Value};
 
 use crate::{Error, Inspect, Mutation, Result, SessionStore, StoreStats};
 
-/// Encoding version of the stored session body.
-const FORMAT: u8 = 1;
+/// Encoding version of the stored session body: the session layout version.
+const FORMAT: u8 = attune_core::session::LAYOUT_VERSION;
 /// Local lock stripes: updates of sessions in one stripe are serialized within the process.
 const STRIPES: usize = 512;
 
@@ -98,6 +98,7 @@ pub struct RedisSessionStore {
     max_attempts: u32,
     conflicts: AtomicU64,
     evictions: AtomicU64,
+    unreadable: AtomicU64,
 }
 
 fn unavailable(e: redis::RedisError) -> Error {
@@ -133,6 +134,7 @@ impl RedisSessionStore {
             max_attempts: config.max_attempts.max(1),
             conflicts: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
+            unreadable: AtomicU64::new(0),
         })
     }
 
@@ -150,26 +152,22 @@ impl RedisSessionStore {
         out
     }
 
-    /// Decodes a stored body; `None` for a body of an older format (treated as absent).
-    fn decode(&self, id: &SessionId, bytes: &[u8]) -> Result<Option<Session>> {
-        match bytes.split_first() {
-            Some((&FORMAT, body)) => {
-                postcard::from_bytes(body)
-                    .map(Some)
-                    .map_err(|e| Error::Corrupt {
-                        key: self.key(id),
-                        reason: e.to_string(),
-                    })
-            }
-            Some((other, _)) => {
-                tracing::warn!(session = %id, format = other, "ignoring session of another format");
-                Ok(None)
-            }
-            None => Err(Error::Corrupt {
-                key: self.key(id),
-                reason: "empty body".into(),
-            }),
-        }
+    /// Decodes a stored body. A body that cannot be read (of an older layout, or corrupt) is, for
+    /// the visitor, a session we do not have: it is logged, counted and treated as absent, and the
+    /// next write replaces it. Failing every request of that visitor until the key expires would
+    /// help no one.
+    fn decode(&self, id: &SessionId, bytes: &[u8]) -> Option<Session> {
+        let reason = match bytes.split_first() {
+            Some((&FORMAT, body)) => match postcard::from_bytes(body) {
+                Ok(session) => return Some(session),
+                Err(e) => e.to_string(),
+            },
+            Some((other, _)) => format!("layout version {other}, this build reads {FORMAT}"),
+            None => "empty body".to_owned(),
+        };
+        self.unreadable.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(key = %self.key(id), %reason, "unreadable stored session; treating it as absent");
+        None
     }
 
     fn l1_get(&self, id: &SessionId) -> Option<(u64, Session)> {
@@ -244,7 +242,7 @@ impl SessionStore for RedisSessionStore {
         match (items.get(1), cached) {
             (None, Some((_, session))) if version == known => Ok(Some(session)),
             (Some(Value::BulkString(body)), _) => {
-                let session = self.decode(id, body)?;
+                let session = self.decode(id, body);
                 match &session {
                     Some(s) => self.l1_put(id, version, s.clone()),
                     None => self.l1_forget(id),
@@ -299,7 +297,7 @@ impl SessionStore for RedisSessionStore {
             self.conflicts.fetch_add(1, Ordering::Relaxed);
             version = current;
             base = match reply.get(2) {
-                Some(Value::BulkString(body)) => self.decode(id, body)?,
+                Some(Value::BulkString(body)) => self.decode(id, body),
                 _ => None,
             };
             if base.is_none() {
@@ -347,6 +345,7 @@ impl SessionStore for RedisSessionStore {
             evictions: self.evictions.load(Ordering::Relaxed),
             expirations: 0,
             conflicts: self.conflicts.load(Ordering::Relaxed),
+            unreadable: self.unreadable.load(Ordering::Relaxed),
         }
     }
 }

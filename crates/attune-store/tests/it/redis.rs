@@ -64,22 +64,42 @@ async fn the_l1_cache_never_serves_a_score_another_replica_overwrote() {
 }
 
 #[tokio::test]
-async fn corrupt_values_are_reported_not_served() {
-    let prefix = unique_prefix("corrupt");
+async fn unreadable_values_count_as_absent_and_the_next_write_replaces_them() {
+    let prefix = unique_prefix("unreadable");
     let store = redis_store(&prefix).await;
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(format!("{prefix}bad"))
-        .arg("v")
-        .arg(3)
-        .arg("d")
-        .arg(b"\x01\xff\xff\xff".as_slice())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let err = store.get(&sid("bad"), now(), TTL).await.unwrap_err();
-    assert!(matches!(err, attune_store::Error::Corrupt { .. }), "{err}");
+    // A corrupt body of this layout, and a body of an older layout.
+    for (key, body) in [
+        ("bad", b"\x02\xff\xff\xff".as_slice()),
+        ("old", b"\x01\x00".as_slice()),
+    ] {
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{prefix}{key}"))
+            .arg("v")
+            .arg(3)
+            .arg("d")
+            .arg(body)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let id = sid(key);
+        assert!(store.get(&id, now(), TTL).await.unwrap().is_none());
+        let t = now();
+        let s = store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
+        assert_eq!(s.event_count(), 1);
+        assert_eq!(
+            store
+                .get(&id, now(), TTL)
+                .await
+                .unwrap()
+                .unwrap()
+                .event_count(),
+            1
+        );
+    }
+    // Each is met twice: by the read, and by the write's first compare-and-set.
+    assert_eq!(store.stats().unreadable, 4);
     redis_cleanup(&prefix).await;
 }
 
