@@ -16,13 +16,7 @@ fn bench(c: &mut Criterion) {
         .expect("runtime");
     let store = common::memory_store(1_000_000);
     let (engine, _clock) = common::engine(store);
-    let ids: Vec<_> = engine
-        .catalog()
-        .list(0, usize::MAX)
-        .0
-        .iter()
-        .map(|c| c.item.id.clone())
-        .collect();
+    let ids = common::item_ids(&engine);
     let visitors = 10_000;
     // Every visitor already has 20 events.
     rt.block_on(async {

@@ -19,13 +19,7 @@ fn main() {
         .expect("runtime");
     let store = common::memory_store(visitors * 2);
     let (engine, clock) = common::engine(store.clone());
-    let ids: Vec<_> = engine
-        .catalog()
-        .list(0, usize::MAX)
-        .0
-        .iter()
-        .map(|c| c.item.id.clone())
-        .collect();
+    let ids = common::item_ids(&engine);
 
     let before = dhat::HeapStats::get().curr_bytes;
     rt.block_on(async {

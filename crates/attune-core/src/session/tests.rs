@@ -287,27 +287,30 @@ fn every_part_of_a_session_is_bounded() {
     }
 }
 
-#[test]
-fn serde_round_trip_keeps_everything() {
+/// A session with one add-to-cart at 1 s and one search at 2 s.
+fn sample() -> Session {
     let rules = Rules::default();
     let mut s = Session::new(sid(), at(0));
     s.apply(
-        &event(EventKind::Click, "oat-milk", at(0)),
+        &event(EventKind::AddToCart, "oat-milk", at(1000)),
         Some(&oat_milk()),
         &rules,
     );
+    let search = SearchRequestEvent {
+        query: "q".into(),
+        ..Default::default()
+    };
     s.apply_search(
-        &Event::search(
-            sid(),
-            SearchRequestEvent {
-                query: "q".into(),
-                ..Default::default()
-            },
-            at(5),
-        ),
+        &Event::search(sid(), search, at(2000)),
         &[Key::from("brand:Oatly")],
         &rules,
     );
+    s
+}
+
+#[test]
+fn serde_round_trip_keeps_everything() {
+    let s = sample();
     let bytes = serde_json::to_vec(&s).unwrap();
     let back: Session = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(back, s);
@@ -383,25 +386,7 @@ fn the_stored_layout_is_pinned_to_its_version() {
     // If this fails, the serialized layout of `Session` changed: bump `LAYOUT_VERSION` (stores then
     // treat sessions written by older versions as absent instead of failing to decode them) and
     // update the expected text.
-    let rules = Rules::default();
-    let mut s = Session::new(sid(), at(0));
-    s.apply(
-        &event(EventKind::AddToCart, "oat-milk", at(1000)),
-        Some(&oat_milk()),
-        &rules,
-    );
-    s.apply_search(
-        &Event::search(
-            sid(),
-            SearchRequestEvent {
-                query: "q".into(),
-                ..Default::default()
-            },
-            at(2000),
-        ),
-        &[Key::from("brand:Oatly")],
-        &rules,
-    );
+    let s = sample();
     let json = serde_json::to_string(&s).unwrap();
     let expected = r#"{"id":"s-1","user_id":null,"created_at":1763800000000,"epoch":1763800000000,"updated":2000,"event_count":2,"unknown_item_events":0,"affinities":[[{"key":"Oatly","value":0.5,"at":1000}],[{"key":"Dairy & Alternatives","value":0.5,"at":1000},{"key":"Dairy & Alternatives > Milk","value":0.5,"at":1000}],[{"key":"diet:plant_based","value":0.5,"at":1000},{"key":"diet:vegan","value":0.5,"at":1000}],[{"key":"brand:Oatly","value":0.3,"at":2000}]],"items":[{"id":"oat-milk","at":1000,"seen":1,"skips":0,"cart":1,"purchases":0,"qty_events":1,"qty_units":1}],"trail":[{"at":1000,"weight":0.5,"kind":"add_to_cart","item":0},{"at":2000,"weight":0.3,"kind":"search","item":65535}],"searches":[{"query":"q","intents":["brand:Oatly"]}]}"#;
     assert_eq!(json, expected, "layout version {LAYOUT_VERSION}");

@@ -53,6 +53,17 @@ pub(crate) fn engine(store: Arc<MemorySessionStore>) -> (Engine, Arc<ManualClock
     (engine, clock)
 }
 
+/// The ids of every item in the engine's catalog.
+pub(crate) fn item_ids(engine: &Engine) -> Vec<ItemId> {
+    engine
+        .catalog()
+        .list(0, usize::MAX)
+        .0
+        .iter()
+        .map(|c| c.item.id.clone())
+        .collect()
+}
+
 pub(crate) fn memory_store(max_sessions: usize) -> Arc<MemorySessionStore> {
     Arc::new(MemorySessionStore::new(MemoryConfig {
         max_sessions,
