@@ -117,6 +117,56 @@ impl SearchFilters {
             && self.in_stock.is_none()
     }
 
+    /// Whether an item passes every filter (all keys must hold; any value within a key). A category
+    /// filter matches the item's path or any prefix of it; a price filter fails items without a
+    /// price.
+    pub fn matches(&self, item: &crate::item::Item) -> bool {
+        if !self.brand.is_empty()
+            && !item
+                .brand
+                .as_deref()
+                .is_some_and(|b| self.brand.iter().any(|f| f == b))
+        {
+            return false;
+        }
+        if !self.category.is_empty() {
+            let path = item.category_path();
+            let under = |f: &String| {
+                path == *f
+                    || path
+                        .strip_prefix(f.as_str())
+                        .is_some_and(|rest| rest.starts_with(crate::item::CATEGORY_SEPARATOR))
+            };
+            if !self.category.iter().any(under) {
+                return false;
+            }
+        }
+        for (key, wanted) in &self.attributes {
+            let Some(values) = item.attributes.get(key) else {
+                return false;
+            };
+            if !wanted.iter().any(|w| values.contains(w)) {
+                return false;
+            }
+        }
+        if self.price_min.is_some() || self.price_max.is_some() {
+            let Some(price) = item.price else {
+                return false;
+            };
+            if self.price_min.is_some_and(|lo| price < lo)
+                || self.price_max.is_some_and(|hi| price > hi)
+            {
+                return false;
+            }
+        }
+        if let Some(in_stock) = self.in_stock
+            && item.in_stock != in_stock
+        {
+            return false;
+        }
+        true
+    }
+
     /// Checks keys, value counts and lengths, and the price range.
     pub fn validate(&self) -> Result<()> {
         let keys = usize::from(!self.brand.is_empty())
@@ -328,6 +378,38 @@ mod tests {
         ] {
             assert_eq!(event.validate().unwrap_err().field(), field);
         }
+    }
+
+    #[test]
+    fn filters_match_items() {
+        let item = crate::item::Item::builder("x", "Navy Shirt")
+            .brand("Peter England")
+            .category("Apparel > Topwear > Shirts")
+            .attribute("color", ["navy_blue"])
+            .price(20.0)
+            .build()
+            .unwrap();
+        let f = |edit: &dyn Fn(&mut SearchFilters)| {
+            let mut f = SearchFilters::default();
+            edit(&mut f);
+            f.matches(&item)
+        };
+        assert!(f(&|_| {}));
+        assert!(f(&|f| f.brand = vec!["Nike".into(), "Peter England".into()]));
+        assert!(!f(&|f| f.brand = vec!["Nike".into()]));
+        assert!(f(&|f| f.category = vec!["Apparel".into()]));
+        assert!(f(&|f| f.category = vec!["Apparel > Topwear".into()]));
+        assert!(!f(&|f| f.category = vec!["Appar".into()]));
+        assert!(f(&|f| {
+            f.attributes
+                .insert("color".into(), vec!["navy_blue".into()]);
+        }));
+        assert!(!f(&|f| {
+            f.attributes.insert("size".into(), vec!["m".into()]);
+        }));
+        assert!(f(&|f| f.price_max = Some(20.0)));
+        assert!(!f(&|f| f.price_min = Some(20.01)));
+        assert!(!f(&|f| f.in_stock = Some(false)));
     }
 
     #[test]

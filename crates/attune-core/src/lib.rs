@@ -34,6 +34,7 @@ pub mod event;
 pub mod id;
 pub mod item;
 mod key;
+pub mod rerank;
 pub mod rules;
 pub mod session;
 mod time;

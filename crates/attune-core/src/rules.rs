@@ -28,8 +28,48 @@ pub struct Rules {
     pub caps: Caps,
     /// Diversity limits in a page of results.
     pub diversity: Diversity,
+    /// The reranking steps applied to retrieved results, in order.
+    pub rerank: RerankRules,
     /// Session lifetime and the limits that bound a session's memory.
     pub session: SessionRules,
+}
+
+/// The reranker's steps (each can be switched off) and how affinities become boosts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RerankRules {
+    /// Drop items the visitor has already engaged with, when the request asks for it.
+    pub drop_seen: bool,
+    /// Collapse near-duplicates: same brand and the same normalized title.
+    pub dedupe: bool,
+    /// Apply the long-term profile boosts of a known user.
+    pub profile_boosts: bool,
+    /// Apply the live session boosts (brand, category, attribute, intent, skip penalty).
+    pub session_boosts: bool,
+    /// Apply the brand-diversity cap.
+    pub brand_diversity: bool,
+    /// A boost is `cap × tanh(affinity / affinity_scale)`: an affinity of this size gives 76% of
+    /// the cap, a single click (0.2 by default) about 38%.
+    #[serde(deserialize_with = "positive")]
+    pub affinity_scale: f32,
+    /// Within a relevance tier, the retrieval score counts for at most this much (the boosts are
+    /// capped at `caps.total`): lower lets personalization reorder equally relevant results more.
+    #[serde(deserialize_with = "unit")]
+    pub fused_weight: f32,
+}
+
+impl Default for RerankRules {
+    fn default() -> Self {
+        RerankRules {
+            drop_seen: true,
+            dedupe: true,
+            profile_boosts: true,
+            session_boosts: true,
+            brand_diversity: true,
+            affinity_scale: 0.5,
+            fused_weight: 0.1,
+        }
+    }
 }
 
 /// Signal weight per event kind (a search moves intents instead: [`Rules::search_intent`]).
@@ -123,6 +163,7 @@ impl Default for Rules {
             affinity_bound: 5.0,
             caps: Caps::default(),
             diversity: Diversity::default(),
+            rerank: RerankRules::default(),
             session: SessionRules::default(),
         }
     }

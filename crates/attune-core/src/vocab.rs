@@ -84,6 +84,93 @@ fn singular(phrase: &str) -> Option<&str> {
         .filter(|s| s.rsplit(' ').next().is_some_and(|w| w.len() >= 3))
 }
 
+/// The share of a query's terms that an item's text matches, in `[0, 1]` (1 for an empty query):
+/// the relevance tier the reranker orders by before personal boosts. A term matches a word of
+/// the title, brand, category levels or attribute values exactly, as singular and plural, or
+/// with one typo when it is at least 5 characters long (two from 9), as the keyword index allows.
+pub fn query_coverage(query_terms: &[String], item: &Item) -> f32 {
+    if query_terms.is_empty() {
+        return 1.0;
+    }
+    let mut words: Vec<String> = Vec::new();
+    let mut add = |text: &str| {
+        for w in normalize(text).split(' ').filter(|w| !w.is_empty()) {
+            words.push(w.to_owned());
+        }
+    };
+    add(&item.title);
+    if let Some(b) = &item.brand {
+        add(b);
+    }
+    for level in &item.category {
+        add(level);
+    }
+    for values in item.attributes.values() {
+        for v in values {
+            add(v);
+        }
+    }
+    let matched = query_terms
+        .iter()
+        .filter(|t| words.iter().any(|w| term_matches(t, w)))
+        .count();
+    matched as f32 / query_terms.len() as f32
+}
+
+/// The normalized terms of a query, as [`query_coverage`] takes them.
+pub fn query_terms(query: &str) -> Vec<String> {
+    normalize(query)
+        .split(' ')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn term_matches(term: &str, word: &str) -> bool {
+    if term == word {
+        return true;
+    }
+    let (t, w) = (
+        singular(term).unwrap_or(term),
+        singular(word).unwrap_or(word),
+    );
+    if t == w {
+        return true;
+    }
+    let allowed = match t.chars().count() {
+        0..=4 => 0,
+        5..=8 => 1,
+        _ => 2,
+    };
+    allowed > 0 && within_edits(t, w, allowed)
+}
+
+/// Whether `a` and `b` are within `max` edits (insertions, deletions, substitutions, adjacent
+/// transpositions) of each other.
+fn within_edits(a: &str, b: &str, max: usize) -> bool {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > max {
+        return false;
+    }
+    // Optimal string alignment distance, two rows back for transpositions.
+    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(prev2[j - 2] + 1);
+            }
+            cur[j] = d;
+        }
+        prev2 = std::mem::replace(&mut prev, cur);
+    }
+    prev[b.len()] <= max
+}
+
 impl Vocabulary {
     /// An empty vocabulary.
     pub fn new() -> Self {
@@ -260,6 +347,28 @@ mod tests {
         );
         v.remove(&other);
         assert!(v.match_query("milk").is_empty());
+    }
+
+    #[test]
+    fn coverage_is_the_share_of_query_terms_an_item_matches() {
+        let (_, milk, shirt) = vocab();
+        let cases: &[(&str, &Item, f32)] = &[
+            ("oat drink", &milk, 1.0),
+            ("oat milk", &milk, 1.0), // "milk" is its category level
+            ("oat yogurt", &milk, 0.5),
+            ("oatly", &milk, 1.0),
+            ("plant based", &milk, 1.0),  // attribute value plant_based
+            ("shirts", &shirt, 1.0),      // plural
+            ("navvy shrit", &shirt, 1.0), // 5 letters: one typo each (a deletion, a transposition)
+            ("navy jeans", &shirt, 0.5),
+            ("nvy", &shirt, 0.0), // under 5 letters: no typo allowed
+            ("", &shirt, 1.0),
+        ];
+        for (q, item, want) in cases {
+            assert_eq!(query_coverage(&query_terms(q), item), *want, "{q}");
+        }
+        assert!(within_edits("yougurt", "yogurt", 1));
+        assert!(!within_edits("yogurt", "yog", 2));
     }
 
     #[test]

@@ -34,6 +34,8 @@ struct Inner {
     items: BTreeMap<ItemId, Arc<CatalogItem>>,
     vocab: Vocabulary,
     strings: HashSet<Key>,
+    /// How many items carry each attribute key (filters on other keys are errors).
+    attribute_keys: std::collections::HashMap<String, usize>,
 }
 
 impl Inner {
@@ -43,6 +45,17 @@ impl Inner {
         }
         self.strings.insert(s.clone());
         s.clone()
+    }
+
+    fn forget_attribute_keys(&mut self, item: &Item) {
+        for k in item.attributes.keys() {
+            if let Some(n) = self.attribute_keys.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.attribute_keys.remove(k);
+                }
+            }
+        }
     }
 
     fn interned_features(&mut self, item: &Item) -> ItemFeatures {
@@ -76,11 +89,15 @@ impl Catalog {
         for item in items {
             let features = inner.interned_features(&item);
             inner.vocab.add(&item);
+            for k in item.attributes.keys() {
+                *inner.attribute_keys.entry(k.clone()).or_insert(0) += 1;
+            }
             let entry = Arc::new(CatalogItem { item, features });
             let id = entry.item.id.clone();
             match inner.items.insert(id.clone(), entry) {
                 Some(old) => {
                     inner.vocab.remove(&old.item);
+                    inner.forget_attribute_keys(&old.item);
                     if !fresh.contains(&id) {
                         outcome.updated += 1;
                     }
@@ -100,6 +117,7 @@ impl Catalog {
         match inner.items.remove(id) {
             Some(old) => {
                 inner.vocab.remove(&old.item);
+                inner.forget_attribute_keys(&old.item);
                 true
             }
             None => false,
@@ -133,6 +151,16 @@ impl Catalog {
             .cloned()
             .collect();
         (page, inner.items.len())
+    }
+
+    /// Whether any item carries the attribute key.
+    pub fn has_attribute_key(&self, key: &str) -> bool {
+        self.inner.read().attribute_keys.contains_key(key)
+    }
+
+    /// Every item, in id order (for rebuilding indexes).
+    pub fn all(&self) -> Vec<Arc<CatalogItem>> {
+        self.inner.read().items.values().cloned().collect()
     }
 
     /// How many items.

@@ -11,9 +11,13 @@ use attune_core::{
 };
 use attune_store::{SessionStore, StoreStats};
 
+use attune_search::keyword::KeywordIndex;
+use attune_search::vector::VectorIndex;
+
 use crate::catalog::{Catalog, CatalogItem, UpsertOutcome};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::search::{SearchConfig, SearchIndex, TextEncoder};
 
 /// Limits the engine enforces on requests.
 #[derive(Debug, Clone)]
@@ -94,6 +98,7 @@ pub struct SessionView {
 pub struct Engine {
     sessions: Arc<dyn SessionStore>,
     catalog: Catalog,
+    search: Option<SearchIndex>,
     rules: ArcSwap<Rules>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
@@ -113,13 +118,88 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Self {
+        let search = match KeywordIndex::open(None) {
+            Ok(keyword) => Some(SearchIndex::new(keyword, SearchConfig::default())),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the in-memory search index; search is off");
+                None
+            }
+        };
         Engine {
             sessions,
             catalog: Catalog::new(),
+            search,
             rules: ArcSwap::from_pointee(rules),
             clock,
             config,
         }
+    }
+
+    /// Uses this keyword index (e.g. one on disk) and these search settings instead of the
+    /// default in-memory index. Call before loading the catalog.
+    pub fn with_search(mut self, keyword: KeywordIndex, config: SearchConfig) -> Self {
+        self.search = Some(SearchIndex::new(keyword, config));
+        self
+    }
+
+    /// Adds vector retrieval with this index and encoder. Items already in the catalog that the
+    /// index lacks are embedded in the background.
+    pub fn with_vectors(mut self, index: Arc<VectorIndex>, encoder: Arc<dyn TextEncoder>) -> Self {
+        if let Some(s) = self.search.as_mut() {
+            s.set_vectors(index, encoder);
+            s.embed_missing(&self.catalog.all());
+        }
+        self
+    }
+
+    pub(crate) fn search_index(&self) -> Result<&SearchIndex> {
+        self.search
+            .as_ref()
+            .ok_or_else(|| Error::Search("no search index".into()))
+    }
+
+    /// The search settings in force.
+    pub fn search_config(&self) -> SearchConfig {
+        self.search
+            .as_ref()
+            .map(SearchIndex::config)
+            .unwrap_or_default()
+    }
+
+    /// Items in the keyword index, and vectors held (if vector search is on).
+    pub fn index_sizes(&self) -> (usize, Option<usize>) {
+        self.search
+            .as_ref()
+            .map_or((0, None), |s| (s.keyword_len(), s.vector_count()))
+    }
+
+    /// Rebuilds the keyword index from the catalog (after a crash, or when it and the catalog
+    /// disagree) and embeds items the vector index lacks.
+    pub fn rebuild_index(&self) -> Result<()> {
+        let all = self.catalog.all();
+        let items: Vec<Item> = all.iter().map(|c| c.item.clone()).collect();
+        let s = self.search_index()?;
+        s.rebuild(&items)?;
+        s.embed_missing(&all);
+        Ok(())
+    }
+
+    /// Writes the vector index to `path` (embedded mode keeps embeddings across restarts).
+    pub fn save_vectors(&self, path: &std::path::Path) -> Result<()> {
+        match &self.search {
+            Some(s) => s.save_vectors(path),
+            None => Ok(()),
+        }
+    }
+
+    /// The session for ranking a result list (refreshes its expiry), if it exists.
+    pub(crate) async fn session_for_ranking(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> Result<Option<Session>> {
+        Ok(self.sessions.get(id, now, Self::ttl(rules)).await?)
     }
 
     /// The engine's clock reading.
@@ -344,6 +424,9 @@ impl Engine {
             item.validate()
                 .map_err(|e| Error::invalid(&format!("[{i}]"), e))?;
         }
+        if let Some(s) = &self.search {
+            s.upsert(&items)?;
+        }
         Ok(self.catalog.upsert(items))
     }
 
@@ -357,6 +440,9 @@ impl Engine {
     /// Removes an item.
     pub fn delete_item(&self, id: &str) -> Result<()> {
         if self.catalog.delete(id) {
+            if let Some(s) = &self.search {
+                s.delete(id)?;
+            }
             Ok(())
         } else {
             Err(Error::ItemNotFound(id.to_owned()))

@@ -30,6 +30,9 @@ pub enum Error {
     /// The session store failed.
     #[error(transparent)]
     Store(#[from] attune_store::Error),
+    /// The search index failed.
+    #[error("search index: {0}")]
+    Search(String),
 }
 
 impl Error {

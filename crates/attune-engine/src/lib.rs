@@ -12,6 +12,7 @@ mod catalog;
 mod clock;
 mod engine;
 mod error;
+mod search;
 
 pub use catalog::{Catalog, CatalogItem, UpsertOutcome};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -19,3 +20,4 @@ pub use engine::{
     AffinityDetail, Engine, EngineConfig, IngestOutcome, SessionSummary, SessionView,
 };
 pub use error::{Error, Result};
+pub use search::{SearchConfig, SearchHit, SearchOutcome, SearchRequest, TextEncoder, item_text};

@@ -1,7 +1,18 @@
-//! Attune's models. Candle types never appear in a public signature: callers get plain vectors.
+//! Attune's models. Candle types never appear in a public signature: callers get plain vectors
+//! and this crate's [`Error`].
 //!
-//! - [`text`]: a sentence embedder (all-MiniLM-L6-v2, a 6-layer BERT) with its WordPiece tokenizer
-//!   ([`wordpiece`]), loaded from local files, run on CPU with candle.
+//! - [`text`]: a sentence embedder (all-MiniLM-L6-v2, a 6-layer BERT written here with candle ops)
+//!   loaded from local files and run on CPU; 384-dimensional unit vectors for hybrid search.
+//! - [`wordpiece`]: its BERT uncased WordPiece tokenizer, token-for-token what Hugging Face's
+//!   tokenizer.json produces.
+//!
+//! It does not download anything (`scripts/fetch-model` does, ahead of time), read the
+//! environment, or know about catalogs and indexes: the search crate decides what text to embed.
 
+mod bert;
+mod error;
+mod kernels;
 pub mod text;
 pub mod wordpiece;
+
+pub use error::{BackendError, Error, Result};

@@ -675,3 +675,255 @@ pub struct HealthOut {
     /// `ok`, or `unavailable`.
     pub status: &'static str,
 }
+
+/// `POST /v1/search`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchIn {
+    /// The query text; may be empty when filters are set (browsing).
+    #[serde(default)]
+    pub query: String,
+    /// The visitor's session: personalizes the results, and the search is recorded in it.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The signed-in user.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Filters: `brand`, `category` (a string or a list; any level of the path), `price`
+    /// (`{"min", "max"}`), `in_stock` (bool), and any attribute key (a string or a list).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub filters: Option<serde_json::Map<String, Value>>,
+    /// Page size, 1 to 100 (default 20).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Results to skip (default 0).
+    #[serde(default)]
+    pub offset: Option<usize>,
+    /// Explain each result: retrieval ranks, fused score, every boost and its signal.
+    #[serde(default)]
+    pub explain: bool,
+    /// Leave out items the visitor already engaged with.
+    #[serde(default)]
+    pub exclude_seen: bool,
+}
+
+impl SearchIn {
+    /// The engine's request.
+    pub fn into_request(self) -> Result<attune_engine::SearchRequest, ApiError> {
+        Ok(attune_engine::SearchRequest {
+            query: self.query,
+            filters: match self.filters {
+                Some(f) => filters_from_wire(f)?,
+                None => SearchFilters::default(),
+            },
+            session_id: self.session_id.as_deref().map(SessionId::new).transpose()?,
+            user_id: self.user_id.as_deref().map(UserId::new).transpose()?,
+            limit: self.limit.unwrap_or(20),
+            offset: self.offset.unwrap_or(0),
+            explain: self.explain,
+            exclude_seen: self.exclude_seen,
+        })
+    }
+}
+
+/// One affinity behind a boost.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignalOut {
+    /// The affinity key.
+    pub key: String,
+    /// Its value now (for a skip: how many times the item was skipped).
+    pub affinity: f64,
+}
+
+/// A boost that applied to a result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BoostOut {
+    /// `session` or `profile`.
+    pub source: &'static str,
+    /// `brand`, `category`, `attribute`, `intent` or `skip`.
+    pub kind: &'static str,
+    /// The affinities that caused it.
+    pub signals: Vec<SignalOut>,
+    /// The boost added to the score.
+    pub boost: f64,
+    /// Its cap.
+    pub cap: f64,
+}
+
+/// Why a result sits where it does.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplanationOut {
+    /// Rank in the keyword (BM25) list, 1-based.
+    pub keyword_rank: Option<u32>,
+    /// Rank in the vector list, 1-based.
+    pub vector_rank: Option<u32>,
+    /// Reciprocal-rank-fusion score.
+    pub fused: f64,
+    /// Share of the query's terms the item matches: results of a higher tier stay above.
+    pub tier: f64,
+    /// Tier plus the weighted fused score.
+    pub relevance: f64,
+    /// Position before personalization, 1-based.
+    pub retrieval_position: u32,
+    /// How many places personalization moved it (positive: up).
+    pub moved: i64,
+    /// Every boost that applied.
+    pub boosts: Vec<BoostOut>,
+    /// All boosts together, after the total cap.
+    pub adjustment: f64,
+    /// Whether the total cap cut the sum.
+    pub capped: bool,
+    /// Whether the brand-diversity cap pushed it to a later page.
+    pub diversity_demoted: bool,
+}
+
+impl ExplanationOut {
+    fn new(e: &attune_core::rerank::Explanation, position: usize) -> Self {
+        use attune_core::rerank::{BoostKind, Source};
+        ExplanationOut {
+            keyword_rank: e.keyword_rank,
+            vector_rank: e.vector_rank,
+            fused: f64::from(e.fused),
+            tier: round(e.tier),
+            relevance: round(e.relevance),
+            retrieval_position: e.retrieval_position,
+            moved: i64::from(e.retrieval_position) - position as i64,
+            boosts: e
+                .boosts
+                .iter()
+                .map(|b| BoostOut {
+                    source: match b.source {
+                        Source::Session => "session",
+                        Source::Profile => "profile",
+                    },
+                    kind: match b.kind {
+                        BoostKind::Brand => "brand",
+                        BoostKind::Category => "category",
+                        BoostKind::Attribute => "attribute",
+                        BoostKind::Intent => "intent",
+                        BoostKind::Skip => "skip",
+                    },
+                    signals: b
+                        .signals
+                        .iter()
+                        .map(|(key, a)| SignalOut {
+                            key: key.clone(),
+                            affinity: round(*a),
+                        })
+                        .collect(),
+                    boost: round(b.boost),
+                    cap: round(b.cap),
+                })
+                .collect(),
+            adjustment: round(e.adjustment),
+            capped: e.capped,
+            diversity_demoted: e.diversity_demoted,
+        }
+    }
+}
+
+/// One search result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResultOut {
+    /// The item.
+    pub item: ItemDto,
+    /// Relevance plus personal boosts.
+    pub score: f64,
+    /// Why, when `explain` was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<ExplanationOut>,
+}
+
+/// A facet value and how many matching items have it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FacetValueOut {
+    /// The value.
+    pub value: String,
+    /// Matching items with it.
+    pub count: u64,
+}
+
+/// Price range among matches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceRangeOut {
+    /// Lowest.
+    pub min: f64,
+    /// Highest.
+    pub max: f64,
+}
+
+/// Facet counts over all keyword matches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FacetsOut {
+    /// Brands.
+    pub brand: Vec<FacetValueOut>,
+    /// Category paths (every level).
+    pub category: Vec<FacetValueOut>,
+    /// Each attribute key's values.
+    pub attributes: BTreeMap<String, Vec<FacetValueOut>>,
+    /// In stock or not.
+    pub in_stock: Vec<FacetValueOut>,
+    /// Price range.
+    pub price: Option<PriceRangeOut>,
+}
+
+fn facet_values(v: &[attune_search::keyword::FacetValue]) -> Vec<FacetValueOut> {
+    v.iter()
+        .map(|f| FacetValueOut {
+            value: f.value.clone(),
+            count: f.count,
+        })
+        .collect()
+}
+
+/// The answer to `POST /v1/search`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchOut {
+    /// The page of results.
+    pub results: Vec<SearchResultOut>,
+    /// Matches in all.
+    pub total: usize,
+    /// Facet counts.
+    pub facets: FacetsOut,
+    /// Whether the visitor's session shaped this page.
+    pub personalized: bool,
+}
+
+impl SearchOut {
+    /// From the engine's outcome; `offset` numbers the positions for `moved`.
+    pub fn new(o: attune_engine::SearchOutcome, offset: usize) -> Self {
+        let f = &o.facets;
+        SearchOut {
+            results: o
+                .results
+                .iter()
+                .enumerate()
+                .map(|(i, r)| SearchResultOut {
+                    item: ItemDto::from(&*r.item),
+                    score: round(r.score),
+                    explanation: r
+                        .explanation
+                        .as_ref()
+                        .map(|e| ExplanationOut::new(e, offset + i + 1)),
+                })
+                .collect(),
+            total: o.total,
+            facets: FacetsOut {
+                brand: facet_values(&f.brand),
+                category: facet_values(&f.category),
+                attributes: f
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), facet_values(v)))
+                    .collect(),
+                in_stock: facet_values(&f.in_stock),
+                price: f.price.map(|p| PriceRangeOut {
+                    min: p.min,
+                    max: p.max,
+                }),
+            },
+            personalized: o.personalized,
+        }
+    }
+}

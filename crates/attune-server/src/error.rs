@@ -119,6 +119,14 @@ impl From<attune_engine::Error> for ApiError {
                 message: format!("no item {id:?} in the catalog"),
                 field: Some("id".into()),
             },
+            E::Search(message) => {
+                tracing::error!(%message, "search failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the search index failed",
+                )
+            }
             E::Store(s) => match s {
                 S::Unavailable { .. } | S::Contended { .. } => {
                     tracing::warn!(error = %s, "session store unavailable");

@@ -51,6 +51,7 @@ pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
         .merge(routes::sessions::router())
         .merge(routes::items::router())
         .merge(routes::rules::router())
+        .merge(routes::search::router())
         .merge(openapi::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

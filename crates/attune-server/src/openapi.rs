@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 use crate::dto::*;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{events, health, items, rules, sessions};
+use crate::routes::{events, health, items, rules, search, sessions};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -20,6 +20,7 @@ use crate::routes::{events, health, items, rules, sessions};
     ),
     paths(
         events::post_events,
+        search::search,
         sessions::get_session,
         sessions::delete_session,
         items::put_items,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod import;
 mod load;
 mod rules_watch;
 mod serve;
@@ -50,6 +51,8 @@ enum Command {
     },
     /// Drive a running server with load and report throughput and latency percentiles.
     Load(load::LoadArgs),
+    /// Convert an external catalog (e.g. `--format fashion styles.csv`) to Attune's NDJSON items.
+    Import(import::ImportArgs),
     /// Print the effective settings (defaults, file, environment) and exit.
     Config {
         /// A YAML settings file.
@@ -87,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve::run(settings))
         }
         Command::Load(args) => runtime.block_on(load::run(args)),
+        Command::Import(args) => import::run(args),
         Command::Config { config } => {
             let settings = Settings::load(config.as_deref(), std::env::vars())?;
             print!("{}", serde_norway::to_string(&settings)?);

@@ -14,8 +14,12 @@ use attune_store::SessionStore;
 use attune_store::memory::{MemoryConfig, MemorySessionStore};
 use attune_store::redis::{RedisConfig, RedisSessionStore};
 
+use attune_engine::{SearchConfig, TextEncoder};
+use attune_search::keyword::KeywordIndex;
+use attune_search::vector::{VectorConfig, VectorIndex};
+
 use crate::rules_watch;
-use crate::settings::{SessionSettings, Settings};
+use crate::settings::{SearchSettings, SessionSettings, Settings};
 
 /// The built-in demo catalog: grocery products written for Attune.
 pub(crate) const DEMO_CATALOG: &str = include_str!("../demo/catalog.json");
@@ -64,6 +68,105 @@ pub(crate) async fn open_store(
     } else {
         anyhow::bail!("setting sessions.url: {url:?}: use memory:// or redis://host:port/db")
     }
+}
+
+/// all-MiniLM-L6-v2 through `attune-model`, as the engine's text encoder.
+struct MiniLm(attune_model::text::TextEmbedder);
+
+impl TextEncoder for MiniLm {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
+        self.0.embed(texts).map_err(|e| e.to_string())
+    }
+    fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    fn name(&self) -> &str {
+        "all-MiniLM-L6-v2"
+    }
+}
+
+/// Where `scripts/fetch-model` puts the embedding model.
+fn default_model_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("HOME")
+        .map(|h| std::path::Path::new(&h).join(".cache/attune/models/all-MiniLM-L6-v2"))
+}
+
+/// The embedding model the settings name, if any.
+fn load_encoder(s: &SearchSettings) -> anyhow::Result<Option<Arc<dyn TextEncoder>>> {
+    let dir = match s.model.as_str() {
+        "off" => return Ok(None),
+        "auto" => match default_model_dir() {
+            Some(d) if d.join("model.safetensors").exists() => d,
+            _ => {
+                tracing::info!(
+                    "no embedding model found: searching by keyword only (run scripts/fetch-model for vector search)"
+                );
+                return Ok(None);
+            }
+        },
+        path => std::path::PathBuf::from(path),
+    };
+    let started = std::time::Instant::now();
+    let model = attune_model::text::TextEmbedder::load(&dir)
+        .with_context(|| format!("loading the embedding model from {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded");
+    Ok(Some(Arc::new(MiniLm(model))))
+}
+
+fn search_config(s: &SearchSettings) -> SearchConfig {
+    SearchConfig {
+        candidates: s.candidates,
+        rrf_k: s.rrf_k,
+        cache_ttl_ms: i64::try_from(s.cache_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+        cache_capacity: s.cache_capacity,
+        vector: VectorConfig {
+            exact_below: s.exact_below,
+            ..VectorConfig::default()
+        },
+        ..SearchConfig::default()
+    }
+}
+
+/// Builds the engine with its search side and catalog: the keyword index (on disk when
+/// `search.dir` is set), the catalog, then vectors (loaded from disk where saved, the rest
+/// embedded in the background).
+pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&settings.sessions, &*clock).await?;
+    let rules = load_rules(settings.rules.path.as_deref())?;
+    let s = &settings.search;
+    let keyword = KeywordIndex::open(s.dir.as_ref().map(|d| d.join("keyword")).as_deref())
+        .context("opening the keyword index")?;
+    let mut engine = Engine::new(
+        store,
+        rules,
+        clock,
+        EngineConfig {
+            max_batch: settings.http.max_batch,
+            ..EngineConfig::default()
+        },
+    )
+    .with_search(keyword, search_config(s));
+    let items = load_catalog(&engine, settings)?;
+    if engine.index_sizes().0 != items {
+        engine.rebuild_index()?;
+    }
+    if let Some(encoder) = load_encoder(s)? {
+        let config = search_config(s).vector;
+        let saved = s.dir.as_ref().map(|d| d.join("vectors.bin"));
+        let index = match &saved {
+            Some(p) if p.exists() => match VectorIndex::load(p, config) {
+                Ok(i) if i.dim() == encoder.dim() => i,
+                Ok(_) | Err(_) => {
+                    tracing::warn!(path = %p.display(), "saved vectors unusable; embedding again");
+                    VectorIndex::new(encoder.dim(), config)
+                }
+            },
+            _ => VectorIndex::new(encoder.dim(), config),
+        };
+        engine = engine.with_vectors(Arc::new(index), encoder);
+    }
+    Ok(Arc::new(engine))
 }
 
 /// Reads a rules file (or the compiled defaults when there is none).
@@ -123,19 +226,8 @@ async fn shutdown_signal() {
 pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     init_tracing(&settings.log.filter);
     let addr = settings.listen_addr()?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let store = open_store(&settings.sessions, &*clock).await?;
-    let rules = load_rules(settings.rules.path.as_deref())?;
-    let engine = Arc::new(Engine::new(
-        store,
-        rules,
-        clock,
-        EngineConfig {
-            max_batch: settings.http.max_batch,
-            ..EngineConfig::default()
-        },
-    ));
-    let items = load_catalog(&engine, &settings)?;
+    let engine = build_engine(&settings).await?;
+    let items = engine.catalog().len();
 
     let purger = Arc::clone(&engine);
     tokio::spawn(async move {
@@ -178,6 +270,9 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")?;
     tracing::info!("shutting down");
+    if let Some(dir) = &settings.search.dir {
+        engine.save_vectors(&dir.join("vectors.bin"))?;
+    }
     engine.shutdown().await?;
     Ok(())
 }

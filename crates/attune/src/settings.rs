@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     pub(crate) catalog: CatalogSettings,
     /// The scoring rules file.
     pub(crate) rules: RulesSettings,
+    /// Search: where the index lives, the embedding model, retrieval sizes.
+    pub(crate) search: SearchSettings,
     /// Logging.
     pub(crate) log: LogSettings,
 }
@@ -65,6 +67,43 @@ pub(crate) struct CatalogSettings {
     pub(crate) demo: bool,
     /// A catalog file to load at start: a JSON array, or NDJSON (`.ndjson`, `.jsonl`).
     pub(crate) path: Option<PathBuf>,
+}
+
+/// Search settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SearchSettings {
+    /// A directory for the keyword index and the saved item vectors (kept across restarts); in
+    /// memory when absent.
+    pub(crate) dir: Option<PathBuf>,
+    /// The sentence-embedding model directory (all-MiniLM-L6-v2: `scripts/fetch-model` puts it in
+    /// `~/.cache/attune/models/all-MiniLM-L6-v2`). `auto` uses that directory if it is there;
+    /// `off` searches by keyword only.
+    pub(crate) model: String,
+    /// Candidates each retriever returns, and the reranker sees.
+    pub(crate) candidates: usize,
+    /// The `k` of reciprocal rank fusion.
+    pub(crate) rrf_k: f32,
+    /// How long unpersonalized candidates of a (query, filters) stay cached, in seconds.
+    pub(crate) cache_ttl_secs: u64,
+    /// Most cached (query, filters) pairs.
+    pub(crate) cache_capacity: usize,
+    /// Vector search is exact below this many items, HNSW above.
+    pub(crate) exact_below: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            dir: None,
+            model: "auto".into(),
+            candidates: 200,
+            rrf_k: 60.0,
+            cache_ttl_secs: 300,
+            cache_capacity: 10_000,
+            exact_below: 20_000,
+        }
+    }
 }
 
 /// Rules settings.
@@ -252,6 +291,17 @@ impl Settings {
             if v == 0 {
                 return Err(err(key, "must be at least 1"));
             }
+        }
+        for (key, v) in [
+            ("search.candidates", self.search.candidates),
+            ("search.cache_capacity", self.search.cache_capacity),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
+        }
+        if !(self.search.rrf_k.is_finite() && self.search.rrf_k >= 0.0) {
+            return Err(err("search.rrf_k", "must be a finite number >= 0"));
         }
         if self.sessions.timeout_ms == 0 {
             return Err(err("sessions.timeout_ms", "must be at least 1"));

@@ -8,6 +8,7 @@ pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod items;
 pub(crate) mod rules;
+pub(crate) mod search;
 pub(crate) mod sessions;
 
 pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {

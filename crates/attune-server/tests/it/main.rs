@@ -11,5 +11,6 @@ mod health;
 mod items;
 mod openapi;
 mod redis;
+mod search;
 mod sessions;
 mod support;

@@ -67,6 +67,7 @@ fn the_document_lists_every_route_and_method() {
             "get /v1/rules",
             "get /v1/sessions/{session_id}",
             "post /v1/events",
+            "post /v1/search",
             "put /v1/items",
         ]
     );

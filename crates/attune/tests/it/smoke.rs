@@ -166,3 +166,88 @@ fn the_embedded_store_survives_a_restart_through_its_snapshot() {
     again.stop();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The search-intent demonstration on the real fashion catalog (44,446 products, imported with
+/// `attune import`): a visitor who searched "shirt" filtered to navy twice sees navy items boosted
+/// in a later, unfiltered "jacket" search.
+#[test]
+fn searching_navy_shirts_boosts_navy_jackets_on_the_fashion_catalog() {
+    let dir = temp_dir("fashion");
+    let catalog = dir.join("fashion.ndjson");
+    let styles = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/fashion-catalog/styles.csv"
+    );
+    let out = attune()
+        .args([
+            "import",
+            "--format",
+            "fashion",
+            styles,
+            "--out",
+            catalog.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = [
+        ("ATTUNE__CATALOG__PATH", catalog.to_str().unwrap()),
+        ("ATTUNE__SEARCH__MODEL", "off"),
+    ];
+    let server = Server::start(&["serve"], &env);
+    let jackets = |session: Option<&str>| {
+        let mut body = json!({"query": "jacket", "limit": 10, "explain": true});
+        if let Some(s) = session {
+            body["session_id"] = json!(s);
+        }
+        let (status, out) = server.http("POST", "/v1/search", Some(&body));
+        assert_eq!(status, 200, "{out}");
+        out
+    };
+    let navy_count = |out: &serde_json::Value| {
+        out["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["item"]["attributes"]["color"] == "navy_blue")
+            .count()
+    };
+    let fresh = jackets(None);
+    for _ in 0..2 {
+        let body =
+            json!({"query": "shirt", "session_id": "navy", "filters": {"color": "navy_blue"}});
+        assert_eq!(server.http("POST", "/v1/search", Some(&body)).0, 200);
+    }
+    let personal = jackets(Some("navy"));
+    assert!(
+        navy_count(&personal) > navy_count(&fresh) && navy_count(&personal) >= 3,
+        "navy in the top 10: {} fresh, {} after",
+        navy_count(&fresh),
+        navy_count(&personal)
+    );
+    let navy = personal["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["item"]["attributes"]["color"] == "navy_blue")
+        .unwrap();
+    let cites_intent = navy["explanation"]["boosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| {
+            b["kind"] == "intent"
+                && b["signals"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["key"] == "color:navy_blue")
+        });
+    assert!(cites_intent, "{navy}");
+    server.stop();
+    std::fs::remove_dir_all(&dir).ok();
+}

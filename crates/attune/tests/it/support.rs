@@ -74,7 +74,8 @@ impl Server {
             }
         });
         let server = Server { addr, child, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: a debug build indexing the 44k-item fashion catalog takes about half a minute.
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok((200, _)) = try_http(addr, "GET", "/healthz", None) {
                 return server;

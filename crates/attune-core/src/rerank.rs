@@ -1,0 +1,459 @@
+//! The personal reranker: retrieved results in, a page that is relevant first and personal second
+//! out, each result able to say why it moved.
+//!
+//! Steps, in order, each switchable in the rules (`rerank:`):
+//! 1. drop items the visitor already engaged with (when the request asks),
+//! 2. collapse near-duplicates (same brand and normalized title; the better-retrieved one stays),
+//! 3. long-term profile boosts (when a signed-in user's profile is known),
+//! 4. live session boosts: brand, category, attribute and search intent, each
+//!    `cap × tanh(affinity / affinity_scale)`, plus the skip penalty; their sum is capped again,
+//! 5. re-sort by relevance + boosts,
+//! 6. the brand-diversity cap: at most `max_per_brand` results of one brand in each page; the rest
+//!    move to later pages in order.
+//!
+//! Relevance comes in tiers, as in tie-breaking ranking formulas: the caller grades each result
+//! (`tier`, e.g. the share of query terms it matches), and within a tier the fused retrieval score
+//! counts for at most `rerank.fused_weight`:
+//! `relevance = tier + fused_weight × fused / best_fused`. Rank fusion spreads results that are
+//! textually equal (every "yogurt" matches "yogurt") by a few percent per position; within a tier
+//! the personal boosts (at most ±`caps.total`) can reorder them, while a result of a lower tier
+//! cannot climb over a higher one once tiers are further apart than the caps.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::item::{Item, ItemFeatures};
+use crate::key::Key;
+use crate::rules::Rules;
+use crate::session::{AffinityKind, Session};
+use crate::time::Timestamp;
+
+/// One retrieved result, in retrieval order.
+#[derive(Debug, Clone, Copy)]
+pub struct Retrieved<'a> {
+    /// The item.
+    pub item: &'a Item,
+    /// Its affinity keys.
+    pub features: &'a ItemFeatures,
+    /// The fused retrieval score (reciprocal rank fusion).
+    pub fused: f32,
+    /// The relevance tier, in `[0, 1]`: e.g. the share of the query's terms the item matches.
+    pub tier: f32,
+    /// 1-based rank in the keyword list, if it was there.
+    pub keyword_rank: Option<u32>,
+    /// 1-based rank in the vector list, if it was there.
+    pub vector_rank: Option<u32>,
+}
+
+/// Affinities decayed to one time and indexed for constant-time lookups while ranking: built once
+/// per request from a session (or a long-term profile).
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    brand: HashMap<Key, f32>,
+    category: HashMap<Key, f32>,
+    attribute: HashMap<Key, f32>,
+    intent_brand: HashMap<String, f32>,
+    intent_category: HashMap<String, f32>,
+    intent_attribute: HashMap<String, f32>,
+    seen: HashSet<String>,
+    skipped: HashMap<String, u16>,
+}
+
+impl Signals {
+    /// The signals of a live session at `now`.
+    pub fn from_session(session: &Session, now: Timestamp, rules: &Rules) -> Self {
+        let scores = session.scores(now, rules);
+        let mut s = Signals::default();
+        let table = |kind| -> HashMap<Key, f32> {
+            scores
+                .of(kind)
+                .iter()
+                .map(|a| (a.key.clone(), a.score))
+                .collect()
+        };
+        s.brand = table(AffinityKind::Brand);
+        s.category = table(AffinityKind::Category);
+        s.attribute = table(AffinityKind::Attribute);
+        for a in scores.of(AffinityKind::Intent) {
+            if let Some(brand) = a.key.strip_prefix("brand:") {
+                s.intent_brand.insert(brand.to_owned(), a.score);
+            } else if let Some(path) = a.key.strip_prefix("category:") {
+                s.intent_category.insert(path.to_owned(), a.score);
+            } else {
+                s.intent_attribute.insert(a.key.to_string(), a.score);
+            }
+        }
+        for item in session.items() {
+            if item.seen > 0 {
+                s.seen.insert(item.item_id.to_string());
+            }
+            if item.skips > 0 {
+                s.skipped.insert(item.item_id.to_string(), item.skips);
+            }
+        }
+        s
+    }
+
+    /// Whether there is nothing to personalize with.
+    pub fn is_empty(&self) -> bool {
+        self.brand.is_empty()
+            && self.category.is_empty()
+            && self.attribute.is_empty()
+            && self.intent_brand.is_empty()
+            && self.intent_category.is_empty()
+            && self.intent_attribute.is_empty()
+            && self.skipped.is_empty()
+    }
+}
+
+/// Where a boost came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The live session.
+    Session,
+    /// The signed-in user's long-term profile.
+    Profile,
+}
+
+/// What a boost is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoostKind {
+    /// The item's brand.
+    Brand,
+    /// The item's category levels.
+    Category,
+    /// The item's attributes.
+    Attribute,
+    /// What the visitor searched for.
+    Intent,
+    /// The visitor scrolled past this item.
+    Skip,
+}
+
+/// One boost that applied to a result, with the signal behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Boost {
+    /// Session or profile.
+    pub source: Source,
+    /// What it is about.
+    pub kind: BoostKind,
+    /// The affinities that caused it (key and value), strongest first.
+    pub signals: Vec<(String, f32)>,
+    /// The boost applied (after its cap).
+    pub boost: f32,
+    /// The cap of this kind of boost.
+    pub cap: f32,
+}
+
+/// Why a result sits where it does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// 1-based rank in the keyword list.
+    pub keyword_rank: Option<u32>,
+    /// 1-based rank in the vector list.
+    pub vector_rank: Option<u32>,
+    /// The fused retrieval score.
+    pub fused: f32,
+    /// The relevance tier given by retrieval.
+    pub tier: f32,
+    /// Relevance: the tier plus `fused_weight` × the fused score over the best fused score.
+    pub relevance: f32,
+    /// 1-based position before reranking.
+    pub retrieval_position: u32,
+    /// Every boost that applied.
+    pub boosts: Vec<Boost>,
+    /// The sum of all boosts after the total cap.
+    pub adjustment: f32,
+    /// Whether the total cap cut the sum.
+    pub capped: bool,
+    /// Whether the brand-diversity cap moved this result to a later page.
+    pub diversity_demoted: bool,
+}
+
+/// One reranked result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// Index of the result in the retrieved list.
+    pub index: usize,
+    /// Relevance plus boosts.
+    pub score: f32,
+    /// Why, when asked for.
+    pub explanation: Option<Explanation>,
+}
+
+/// What the request asks of the reranker.
+#[derive(Debug, Clone, Copy)]
+pub struct RerankRequest {
+    /// Drop items the visitor has already engaged with (if the rules allow the step).
+    pub exclude_seen: bool,
+    /// The page size the diversity cap applies to.
+    pub page_size: usize,
+    /// Build explanations.
+    pub explain: bool,
+}
+
+/// Lower-cases and keeps only letters and digits, single-spaced: the near-duplicate key.
+fn normalize_title(title: &str) -> String {
+    crate::vocab::normalize(title)
+}
+
+fn boost(cap: f32, affinity: f32, scale: f32) -> f32 {
+    if affinity == 0.0 || !affinity.is_finite() {
+        return 0.0;
+    }
+    cap * (affinity / scale).tanh()
+}
+
+/// The personal boosts for one item from one set of signals.
+fn boosts_for(
+    r: &Retrieved<'_>,
+    s: &Signals,
+    source: Source,
+    rules: &Rules,
+    explain: bool,
+    out: &mut Vec<Boost>,
+) -> f32 {
+    let caps = &rules.caps;
+    let scale = rules.rerank.affinity_scale;
+    let f = r.features;
+    let mut total = 0.0;
+    let mut add =
+        |kind, cap: f32, signals: Vec<(String, f32)>, affinity: f32, out: &mut Vec<Boost>| {
+            let b = boost(cap, affinity, scale);
+            if b != 0.0 {
+                total += b;
+                if explain {
+                    out.push(Boost {
+                        source,
+                        kind,
+                        signals,
+                        boost: b,
+                        cap,
+                    });
+                }
+            }
+        };
+    let named = |k: &str, v: f32| {
+        if explain {
+            vec![(k.to_owned(), v)]
+        } else {
+            Vec::new()
+        }
+    };
+
+    if let Some(brand) = &f.brand
+        && let Some(&a) = s.brand.get(brand.as_str())
+    {
+        add(BoostKind::Brand, caps.brand, named(brand, a), a, out);
+    }
+
+    if !f.categories.is_empty() {
+        let mut sum = 0.0;
+        let mut signals = Vec::new();
+        for c in &f.categories {
+            if let Some(&a) = s.category.get(c.as_str()) {
+                sum += a;
+                if explain {
+                    signals.push((c.to_string(), a));
+                }
+            }
+        }
+        // The mean over the item's levels: liking the whole path counts fully.
+        let mean = sum / f.categories.len() as f32;
+        add(BoostKind::Category, caps.category, signals, mean, out);
+    }
+
+    let mut sum = 0.0;
+    let mut signals = Vec::new();
+    for a in &f.attributes {
+        if let Some(&v) = s.attribute.get(a.as_str()) {
+            sum += v;
+            if explain {
+                signals.push((a.to_string(), v));
+            }
+        }
+    }
+    add(BoostKind::Attribute, caps.attribute, signals, sum, out);
+
+    let mut sum = 0.0;
+    let mut signals = Vec::new();
+    let mut hit = |v: Option<&f32>, label: &dyn Fn() -> String| {
+        if let Some(&v) = v {
+            sum += v;
+            if explain {
+                signals.push((label(), v));
+            }
+        }
+    };
+    if let Some(brand) = &f.brand {
+        hit(s.intent_brand.get(brand.as_str()), &|| {
+            format!("brand:{brand}")
+        });
+    }
+    for c in &f.categories {
+        hit(s.intent_category.get(c.as_str()), &|| {
+            format!("category:{c}")
+        });
+    }
+    for a in &f.attributes {
+        hit(s.intent_attribute.get(a.as_str()), &|| a.to_string());
+    }
+    add(BoostKind::Intent, caps.intent, signals, sum, out);
+
+    if let Some(&skips) = s.skipped.get(r.item.id.as_str()) {
+        let b = caps.skip_penalty;
+        total += b;
+        if explain {
+            out.push(Boost {
+                source,
+                kind: BoostKind::Skip,
+                signals: vec![(r.item.id.to_string(), f32::from(skips))],
+                boost: b,
+                cap: caps.skip_penalty,
+            });
+        }
+    }
+    total
+}
+
+/// Reranks retrieved results (in retrieval order) for one visitor. See the module docs.
+pub fn rerank(
+    retrieved: &[Retrieved<'_>],
+    session: Option<&Signals>,
+    profile: Option<&Signals>,
+    rules: &Rules,
+    request: &RerankRequest,
+) -> Vec<Ranked> {
+    let steps = &rules.rerank;
+    let best = retrieved
+        .iter()
+        .map(|r| r.fused)
+        .filter(|f| f.is_finite())
+        .fold(0.0f32, f32::max);
+    let mut seen_titles: HashSet<(Option<&str>, String)> = HashSet::new();
+    let mut ranked: Vec<Ranked> = Vec::with_capacity(retrieved.len());
+    for (index, r) in retrieved.iter().enumerate() {
+        if request.exclude_seen
+            && steps.drop_seen
+            && session.is_some_and(|s| s.seen.contains(r.item.id.as_str()))
+        {
+            continue;
+        }
+        if steps.dedupe
+            && !seen_titles.insert((r.item.brand.as_deref(), normalize_title(&r.item.title)))
+        {
+            continue;
+        }
+        let share = if best > 0.0 && r.fused.is_finite() {
+            (r.fused / best).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let tier = if r.tier.is_finite() {
+            r.tier.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let relevance = tier + steps.fused_weight * share;
+        let mut boosts = Vec::new();
+        let mut sum = 0.0;
+        if steps.profile_boosts
+            && let Some(p) = profile
+        {
+            sum += boosts_for(r, p, Source::Profile, rules, request.explain, &mut boosts);
+        }
+        if steps.session_boosts
+            && let Some(s) = session
+        {
+            sum += boosts_for(r, s, Source::Session, rules, request.explain, &mut boosts);
+        }
+        let total_cap = rules.caps.total;
+        let adjustment = sum.clamp(-total_cap, total_cap);
+        let explanation = request.explain.then(|| Explanation {
+            keyword_rank: r.keyword_rank,
+            vector_rank: r.vector_rank,
+            fused: r.fused,
+            tier,
+            relevance,
+            retrieval_position: u32::try_from(index + 1).unwrap_or(u32::MAX),
+            boosts,
+            adjustment,
+            capped: adjustment != sum,
+            diversity_demoted: false,
+        });
+        ranked.push(Ranked {
+            index,
+            score: relevance + adjustment,
+            explanation,
+        });
+    }
+    // Stable: equal scores keep retrieval order.
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    if steps.brand_diversity {
+        ranked = diversify(
+            ranked,
+            retrieved,
+            rules.diversity.max_per_brand as usize,
+            request.page_size,
+        );
+    }
+    ranked
+}
+
+/// Fills pages of `page_size` greedily in score order with at most `max_per_brand` results of one
+/// brand each; a result that does not fit waits for the next page (items without a brand are never
+/// held back). Keeps everything, only moves.
+fn diversify(
+    ranked: Vec<Ranked>,
+    retrieved: &[Retrieved<'_>],
+    max_per_brand: usize,
+    page_size: usize,
+) -> Vec<Ranked> {
+    let page_size = page_size.max(1);
+    let max_per_brand = max_per_brand.max(1);
+    let mut pending: std::collections::VecDeque<Ranked> = ranked.into();
+    let mut out = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        let mut page = 0;
+        let mut waiting = std::collections::VecDeque::new();
+        while page < page_size {
+            let Some(mut r) = pending.pop_front() else {
+                break;
+            };
+            let brand = retrieved[r.index].item.brand.as_deref();
+            let fits = match brand {
+                Some(b) => {
+                    let n = counts.entry(b).or_insert(0);
+                    if *n < max_per_brand {
+                        *n += 1;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => true,
+            };
+            if fits {
+                out.push(r);
+                page += 1;
+            } else {
+                if let Some(e) = r.explanation.as_mut() {
+                    e.diversity_demoted = true;
+                }
+                waiting.push_back(r);
+            }
+        }
+        // Held-back results go first in line for the next page, in score order.
+        waiting.extend(pending);
+        pending = waiting;
+        if page == 0 {
+            // Every remaining result is of a brand already full on this page: cannot happen
+            // with an empty page, but never loop forever.
+            out.extend(pending.drain(..));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

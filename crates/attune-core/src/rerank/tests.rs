@@ -1,0 +1,420 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::event::{Event, EventKind, SearchRequestEvent};
+use crate::id::{ItemId, SessionId};
+
+const T0: i64 = 1_763_800_000_000;
+
+fn now() -> Timestamp {
+    Timestamp::from_millis(T0)
+}
+
+fn item(id: &str, title: &str, brand: &str, category: &str, attrs: &[(&str, &str)]) -> Item {
+    let mut b = Item::builder(id, title).brand(brand).category(category);
+    for (k, v) in attrs {
+        b = b.attribute(k, [*v]);
+    }
+    b.build().unwrap()
+}
+
+struct Catalog {
+    items: Vec<Item>,
+    features: Vec<ItemFeatures>,
+}
+
+impl Catalog {
+    fn new(items: Vec<Item>) -> Self {
+        let features = items.iter().map(Item::features).collect();
+        Catalog { items, features }
+    }
+
+    /// Retrieved in catalog order, with fused scores falling gently (as RRF does).
+    fn retrieved(&self) -> Vec<Retrieved<'_>> {
+        self.items
+            .iter()
+            .zip(&self.features)
+            .enumerate()
+            .map(|(i, (item, features))| Retrieved {
+                item,
+                features,
+                fused: 1.0 / (60.0 + i as f32 + 1.0),
+                tier: 1.0,
+                keyword_rank: Some(i as u32 + 1),
+                vector_rank: None,
+            })
+            .collect()
+    }
+
+    fn features_of(&self, id: &str) -> &ItemFeatures {
+        let i = self.items.iter().position(|x| x.id.as_str() == id).unwrap();
+        &self.features[i]
+    }
+}
+
+fn yogurts() -> Catalog {
+    Catalog::new(vec![
+        item(
+            "dairy-1",
+            "Greek Yogurt",
+            "Sunny Acres",
+            "Dairy > Yogurt",
+            &[("diet", "high_protein")],
+        ),
+        item(
+            "dairy-2",
+            "Vanilla Yogurt",
+            "Meadow",
+            "Dairy > Yogurt",
+            &[("flavor", "vanilla")],
+        ),
+        item(
+            "oat-yog",
+            "Oat Yogurt",
+            "Oatly",
+            "Dairy > Yogurt",
+            &[("diet", "plant_based")],
+        ),
+        item(
+            "coco-yog",
+            "Coconut Yogurt",
+            "Coco",
+            "Dairy > Yogurt",
+            &[("diet", "plant_based")],
+        ),
+        item(
+            "oat-milk",
+            "Oat Drink",
+            "Oatly",
+            "Dairy > Milk",
+            &[("diet", "plant_based")],
+        ),
+    ])
+}
+
+fn request(explain: bool) -> RerankRequest {
+    RerankRequest {
+        exclude_seen: false,
+        page_size: 10,
+        explain,
+    }
+}
+
+fn session_after(catalog: &Catalog, events: &[(EventKind, &str)]) -> Session {
+    let rules = Rules::default();
+    let sid = SessionId::new("s").unwrap();
+    let mut s = Session::new(sid.clone(), now());
+    for (kind, id) in events {
+        let e = Event::item(*kind, sid.clone(), ItemId::new(id).unwrap(), now());
+        s.apply(&e, Some(catalog.features_of(id)), &rules);
+    }
+    s
+}
+
+fn ids<'a>(catalog: &'a Catalog, ranked: &[Ranked]) -> Vec<&'a str> {
+    ranked
+        .iter()
+        .map(|r| catalog.items[r.index].id.as_str())
+        .collect()
+}
+
+#[test]
+fn without_a_session_the_order_is_the_retrieval_order() {
+    let c = yogurts();
+    let ranked = rerank(
+        &c.retrieved(),
+        None,
+        None,
+        &Rules::default(),
+        &request(false),
+    );
+    assert_eq!(
+        ids(&c, &ranked),
+        ["dairy-1", "dairy-2", "oat-yog", "coco-yog", "oat-milk"]
+    );
+    assert!(
+        (ranked[0].score - 1.1).abs() < 1e-6,
+        "tier 1 + 0.1 x the best fused share"
+    );
+}
+
+#[test]
+fn one_click_on_oat_milk_lifts_plant_based_yogurts() {
+    let c = yogurts();
+    let rules = Rules::default();
+    let s = session_after(&c, &[(EventKind::Click, "oat-milk")]);
+    let signals = Signals::from_session(&s, now(), &rules);
+    let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
+    let order = ids(&c, &ranked);
+    let pos = |id| order.iter().position(|x| *x == id).unwrap();
+    assert!(
+        pos("oat-yog") < pos("dairy-1") && pos("coco-yog") < pos("dairy-1"),
+        "{order:?}"
+    );
+    // The explanation names the signals.
+    let oat = ranked
+        .iter()
+        .find(|r| c.items[r.index].id.as_str() == "oat-yog")
+        .unwrap();
+    let e = oat.explanation.as_ref().unwrap();
+    assert_eq!(e.retrieval_position, 3);
+    let kinds: Vec<BoostKind> = e.boosts.iter().map(|b| b.kind).collect();
+    assert!(
+        kinds.contains(&BoostKind::Brand) && kinds.contains(&BoostKind::Attribute),
+        "{kinds:?}"
+    );
+    let brand = e
+        .boosts
+        .iter()
+        .find(|b| b.kind == BoostKind::Brand)
+        .unwrap();
+    assert_eq!(brand.signals, vec![("Oatly".to_owned(), 0.2)]);
+    assert!(brand.boost > 0.0 && brand.boost <= rules.caps.brand);
+}
+
+#[test]
+fn skipped_items_and_what_they_stand_for_go_down() {
+    let c = Catalog::new(vec![
+        item(
+            "hot-1",
+            "Flamin Hot Chips",
+            "Fiery",
+            "Snacks > Chips",
+            &[("flavor", "spicy")],
+        ),
+        item(
+            "hot-2",
+            "Chili Chips",
+            "Blaze",
+            "Snacks > Chips",
+            &[("flavor", "spicy")],
+        ),
+        item(
+            "salt-1",
+            "Sea Salt Chips",
+            "Crisp",
+            "Snacks > Chips",
+            &[("flavor", "sea_salt")],
+        ),
+    ]);
+    let rules = Rules::default();
+    let s = session_after(
+        &c,
+        &[
+            (EventKind::Skip, "hot-1"),
+            (EventKind::Skip, "hot-1"),
+            (EventKind::Skip, "hot-1"),
+        ],
+    );
+    let signals = Signals::from_session(&s, now(), &rules);
+    let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
+    assert_eq!(ids(&c, &ranked), ["salt-1", "hot-2", "hot-1"]);
+    let hot = ranked.last().unwrap().explanation.as_ref().unwrap();
+    assert!(
+        hot.boosts
+            .iter()
+            .any(|b| b.kind == BoostKind::Skip && b.boost == rules.caps.skip_penalty)
+    );
+}
+
+#[test]
+fn search_intents_boost_matching_items() {
+    let c = Catalog::new(vec![
+        item(
+            "j-black",
+            "Black Jacket",
+            "A",
+            "Apparel > Jackets",
+            &[("colour", "black")],
+        ),
+        item(
+            "j-navy",
+            "Navy Jacket",
+            "B",
+            "Apparel > Jackets",
+            &[("colour", "navy")],
+        ),
+    ]);
+    let rules = Rules::default();
+    let sid = SessionId::new("s").unwrap();
+    let mut s = Session::new(sid.clone(), now());
+    let search = SearchRequestEvent {
+        query: "shirt".into(),
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        s.apply_search(
+            &Event::search(sid.clone(), search.clone(), now()),
+            &[Key::from("colour:navy")],
+            &rules,
+        );
+    }
+    let signals = Signals::from_session(&s, now(), &rules);
+    let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
+    assert_eq!(ids(&c, &ranked), ["j-navy", "j-black"]);
+    let e = ranked[0].explanation.as_ref().unwrap();
+    assert_eq!(e.boosts[0].kind, BoostKind::Intent);
+    assert_eq!(e.boosts[0].signals[0].0, "colour:navy");
+}
+
+#[test]
+fn near_duplicates_collapse_and_seen_items_drop_only_when_asked() {
+    let c = Catalog::new(vec![
+        item("a1", "Oat Drink 1 L", "Oatly", "Milk", &[]),
+        item("a2", "oat drink, 1L", "Oatly", "Milk", &[]),
+        item("a3", "Oat Drink 1 L", "Other", "Milk", &[]),
+        item("b", "Soy Drink", "Alpro", "Milk", &[]),
+    ]);
+    let rules = Rules::default();
+    let ranked = rerank(&c.retrieved(), None, None, &rules, &request(false));
+    // "oat drink, 1L" normalizes to "oat drink 1l", not "oat drink 1 l": both stay; a3 is another brand.
+    assert_eq!(ids(&c, &ranked), ["a1", "a2", "a3", "b"]);
+    let dup = Catalog::new(vec![
+        item("a1", "Oat Drink 1 L", "Oatly", "Milk", &[]),
+        item("a2", "OAT DRINK - 1 L", "Oatly", "Milk", &[]),
+        item("b", "Soy Drink", "Alpro", "Milk", &[]),
+    ]);
+    let ranked = rerank(&dup.retrieved(), None, None, &rules, &request(false));
+    assert_eq!(ids(&dup, &ranked), ["a1", "b"]);
+
+    let s = session_after(&dup, &[(EventKind::View, "b")]);
+    let signals = Signals::from_session(&s, now(), &rules);
+    let keep = rerank(
+        &dup.retrieved(),
+        Some(&signals),
+        None,
+        &rules,
+        &request(false),
+    );
+    assert!(ids(&dup, &keep).contains(&"b"));
+    let drop = rerank(
+        &dup.retrieved(),
+        Some(&signals),
+        None,
+        &rules,
+        &RerankRequest {
+            exclude_seen: true,
+            ..request(false)
+        },
+    );
+    assert_eq!(ids(&dup, &drop), ["a1"]);
+}
+
+#[test]
+fn at_most_max_per_brand_per_page_and_nothing_is_lost() {
+    let items: Vec<Item> = (0..12)
+        .map(|i| {
+            let brand = if i < 8 { "Big" } else { "Small" };
+            item(&format!("i{i}"), &format!("Item {i}"), brand, "Cat", &[])
+        })
+        .collect();
+    let c = Catalog::new(items);
+    let rules = Rules::default();
+    let ranked = rerank(
+        &c.retrieved(),
+        None,
+        None,
+        &rules,
+        &RerankRequest {
+            page_size: 6,
+            ..request(true)
+        },
+    );
+    let order = ids(&c, &ranked);
+    assert_eq!(
+        order,
+        [
+            "i0", "i1", "i2", "i3", "i8", "i9", "i4", "i5", "i6", "i7", "i10", "i11"
+        ]
+    );
+    assert!(ranked[6].explanation.as_ref().unwrap().diversity_demoted);
+    let mut off = rules.clone();
+    off.rerank.brand_diversity = false;
+    let plain = rerank(&c.retrieved(), None, None, &off, &request(false));
+    assert_eq!(ids(&c, &plain)[..6], ["i0", "i1", "i2", "i3", "i4", "i5"]);
+}
+
+#[test]
+fn a_lower_tier_never_climbs_over_a_higher_one() {
+    let c = yogurts();
+    let rules = Rules::default();
+    let s = session_after(
+        &c,
+        &[
+            (EventKind::Purchase, "oat-milk"),
+            (EventKind::Purchase, "oat-milk"),
+        ],
+    );
+    let signals = Signals::from_session(&s, now(), &rules);
+    let mut retrieved = c.retrieved();
+    // Only the dairy yogurts match every query term; the rest match half.
+    for r in &mut retrieved {
+        r.tier = if r.item.id.as_str().starts_with("dairy") {
+            1.0
+        } else {
+            0.5
+        };
+    }
+    let ranked = rerank(&retrieved, Some(&signals), None, &rules, &request(false));
+    assert_eq!(&ids(&c, &ranked)[..2], ["dairy-1", "dairy-2"]);
+}
+
+#[test]
+fn steps_switched_off_in_the_rules_do_nothing() {
+    let c = yogurts();
+    let mut rules = Rules::default();
+    rules.rerank.session_boosts = false;
+    let s = session_after(&c, &[(EventKind::Purchase, "oat-milk")]);
+    let signals = Signals::from_session(&s, now(), &rules);
+    let ranked = rerank(
+        &c.retrieved(),
+        Some(&signals),
+        None,
+        &rules,
+        &request(false),
+    );
+    assert_eq!(ids(&c, &ranked)[0], "dairy-1");
+}
+
+fn kinds() -> impl Strategy<Value = EventKind> {
+    prop::sample::select(
+        EventKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| k.needs_item())
+            .collect::<Vec<_>>(),
+    )
+}
+
+proptest! {
+    #[test]
+    fn caps_hold_and_scores_are_finite(
+        events in prop::collection::vec((kinds(), 0usize..5), 0..60),
+        fused in prop::collection::vec(0.0f32..1.0, 5),
+    ) {
+        let c = yogurts();
+        let rules = Rules::default();
+        let ids_: Vec<&str> = c.items.iter().map(|i| i.id.as_str()).collect();
+        let evs: Vec<(EventKind, &str)> = events.iter().map(|(k, i)| (*k, ids_[*i])).collect();
+        let s = session_after(&c, &evs);
+        let signals = Signals::from_session(&s, now(), &rules);
+        let mut retrieved = c.retrieved();
+        for (r, f) in retrieved.iter_mut().zip(&fused) {
+            r.fused = *f;
+        }
+        let ranked = rerank(&retrieved, Some(&signals), Some(&signals), &rules, &request(true));
+        prop_assert_eq!(ranked.len(), 5);
+        for r in &ranked {
+            prop_assert!(r.score.is_finite());
+            let e = r.explanation.as_ref().unwrap();
+            prop_assert!(e.adjustment.abs() <= rules.caps.total + 1e-6);
+            prop_assert!((0.0..=1.0 + rules.rerank.fused_weight).contains(&e.relevance));
+            for b in &e.boosts {
+                prop_assert!(b.boost.abs() <= b.cap.abs() + 1e-6, "{:?}", b);
+            }
+        }
+        // Same input, same output.
+        let again = rerank(&retrieved, Some(&signals), Some(&signals), &rules, &request(true));
+        prop_assert_eq!(ranked, again);
+    }
+}

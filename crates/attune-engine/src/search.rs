@@ -1,0 +1,469 @@
+//! Personalized search: retrieval (keyword + vectors, fused, cached), then the personal reranker,
+//! then the search itself becomes a signal of the visitor's session.
+//!
+//! Retrieval is unpersonalized and cached per (query, filters); the cache is invalidated by every
+//! catalog change. Personalization runs on top of it per request, so a cached query is still
+//! personal.
+
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use attune_core::event::{MAX_QUERY_LEN, SearchFilters, SearchRequestEvent};
+use attune_core::rerank::{self, Explanation, RerankRequest, Retrieved, Signals};
+use attune_core::{Event, Item, SessionId, UserId};
+use attune_search::cache::{CacheKey, RetrievalCache};
+use attune_search::fusion::{self, Fused};
+use attune_search::keyword::{Facets, KeywordIndex};
+use attune_search::vector::{VectorConfig, VectorIndex};
+
+use crate::catalog::CatalogItem;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Turns text into unit vectors (a sentence-embedding model). Implemented by the binary's wiring
+/// over `attune-model`; tests may use anything deterministic.
+pub trait TextEncoder: Send + Sync + 'static {
+    /// One vector per text.
+    fn embed(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, String>;
+    /// The vectors' dimension.
+    fn dim(&self) -> usize;
+    /// A short name for logs and the README (`all-MiniLM-L6-v2`).
+    fn name(&self) -> &str;
+}
+
+/// Search settings.
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// How many candidates each retriever returns and the reranker sees.
+    pub candidates: usize,
+    /// The `k` of reciprocal rank fusion.
+    pub rrf_k: f32,
+    /// How long unpersonalized candidates stay cached, in milliseconds.
+    pub cache_ttl_ms: i64,
+    /// Most cached (query, filters) pairs.
+    pub cache_capacity: usize,
+    /// Largest page.
+    pub max_limit: usize,
+    /// Vector index settings.
+    pub vector: VectorConfig,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            candidates: 200,
+            rrf_k: fusion::DEFAULT_K,
+            cache_ttl_ms: 5 * 60 * 1000,
+            cache_capacity: 10_000,
+            max_limit: 100,
+            vector: VectorConfig::default(),
+        }
+    }
+}
+
+/// A search, as the API asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    /// The query text (may be empty with filters: browsing).
+    pub query: String,
+    /// Filters on item fields and attribute keys.
+    pub filters: SearchFilters,
+    /// The visitor's session, for personalization (and to record the search in).
+    pub session_id: Option<SessionId>,
+    /// The signed-in user, for the long-term profile.
+    pub user_id: Option<UserId>,
+    /// Page size.
+    pub limit: usize,
+    /// Results to skip.
+    pub offset: usize,
+    /// Attach an explanation to each result.
+    pub explain: bool,
+    /// Leave out items the visitor already engaged with.
+    pub exclude_seen: bool,
+}
+
+/// One result.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    /// The item.
+    pub item: Arc<CatalogItem>,
+    /// Relevance plus personal boosts.
+    pub score: f32,
+    /// Why it sits here, when asked for.
+    pub explanation: Option<Explanation>,
+}
+
+/// The answer to a search.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    /// The page.
+    pub results: Vec<SearchHit>,
+    /// Matches in all: keyword matches plus items only the vector side found.
+    pub total: usize,
+    /// Facet counts over the keyword matches.
+    pub facets: Facets,
+    /// Whether session signals took part.
+    pub personalized: bool,
+    /// Whether retrieval came from the cache.
+    pub cached: bool,
+}
+
+/// Unpersonalized candidates of one (query, filters).
+#[derive(Debug)]
+pub(crate) struct Retrieval {
+    fused: Vec<Fused>,
+    total: usize,
+    facets: Facets,
+}
+
+struct Vectors {
+    index: Arc<VectorIndex>,
+    encoder: Arc<dyn TextEncoder>,
+    queue: mpsc::Sender<Vec<(String, String)>>,
+}
+
+/// The engine's search side: indexes, cache, and the worker that embeds new items.
+pub(crate) struct SearchIndex {
+    keyword: KeywordIndex,
+    vectors: Option<Vectors>,
+    cache: Arc<RetrievalCache<Arc<Retrieval>>>,
+    config: SearchConfig,
+}
+
+/// The text of an item the vector side embeds: title, brand, category path, attribute values.
+pub fn item_text(item: &Item) -> String {
+    let mut text = item.title.clone();
+    if let Some(b) = &item.brand {
+        text.push_str(". ");
+        text.push_str(b);
+    }
+    if !item.category.is_empty() {
+        text.push_str(". ");
+        text.push_str(&item.category_path());
+    }
+    let values: Vec<String> = item
+        .attributes
+        .values()
+        .flatten()
+        .map(|v| v.replace('_', " "))
+        .collect();
+    if !values.is_empty() {
+        text.push_str(". ");
+        text.push_str(&values.join(", "));
+    }
+    text
+}
+
+/// How many texts the embedding worker encodes at once.
+const EMBED_BATCH: usize = 32;
+
+impl SearchIndex {
+    pub(crate) fn new(keyword: KeywordIndex, config: SearchConfig) -> Self {
+        SearchIndex {
+            keyword,
+            vectors: None,
+            cache: Arc::new(RetrievalCache::new(
+                config.cache_capacity,
+                config.cache_ttl_ms,
+            )),
+            config,
+        }
+    }
+
+    /// Adds vector retrieval; new and changed items are embedded by a background thread, so a
+    /// large upsert does not hold the request (keyword search sees them at once, vectors when
+    /// embedded).
+    pub(crate) fn set_vectors(&mut self, index: Arc<VectorIndex>, encoder: Arc<dyn TextEncoder>) {
+        let (tx, rx) = mpsc::channel::<Vec<(String, String)>>();
+        let worker_index = Arc::clone(&index);
+        let worker_encoder = Arc::clone(&encoder);
+        let cache = Arc::clone(&self.cache);
+        let spawned = std::thread::Builder::new()
+            .name("attune-embed".into())
+            .spawn(move || {
+                while let Ok(batch) = rx.recv() {
+                    for chunk in batch.chunks(EMBED_BATCH) {
+                        let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+                        match worker_encoder.embed(&texts) {
+                            Ok(vectors) => {
+                                for ((id, _), v) in chunk.iter().zip(vectors) {
+                                    if let Err(e) = worker_index.upsert(id, &v) {
+                                        tracing::error!(item = %id, error = %e, "vector not stored");
+                                    }
+                                }
+                            }
+                            Err(e) => tracing::error!(error = %e, "embedding failed"),
+                        }
+                    }
+                    cache.invalidate_all();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the embedding worker; vector search is off");
+            return;
+        }
+        self.vectors = Some(Vectors {
+            index,
+            encoder,
+            queue: tx,
+        });
+    }
+
+    pub(crate) fn config(&self) -> SearchConfig {
+        self.config.clone()
+    }
+
+    pub(crate) fn vector_count(&self) -> Option<usize> {
+        self.vectors.as_ref().map(|v| v.index.len())
+    }
+
+    /// Indexes items (keyword now, vectors in the background) and drops cached retrievals.
+    pub(crate) fn upsert(&self, items: &[Item]) -> Result<()> {
+        self.keyword
+            .upsert(items)
+            .and_then(|()| self.keyword.commit())
+            .map_err(|e| Error::Search(e.to_string()))?;
+        if let Some(v) = &self.vectors {
+            let missing: Vec<(String, String)> = items
+                .iter()
+                .map(|i| (i.id.to_string(), item_text(i)))
+                .collect();
+            let _ = v.queue.send(missing);
+        }
+        self.cache.invalidate_all();
+        Ok(())
+    }
+
+    /// Embeds only items the vector index does not hold yet (after loading a saved index).
+    pub(crate) fn embed_missing(&self, items: &[Arc<CatalogItem>]) {
+        if let Some(v) = &self.vectors {
+            let missing: Vec<(String, String)> = items
+                .iter()
+                .filter(|c| v.index.get(c.item.id.as_str()).is_none())
+                .map(|c| (c.item.id.to_string(), item_text(&c.item)))
+                .collect();
+            if !missing.is_empty() {
+                tracing::info!(items = missing.len(), "embedding items in the background");
+                let _ = v.queue.send(missing);
+            }
+        }
+    }
+
+    pub(crate) fn delete(&self, id: &str) -> Result<()> {
+        self.keyword
+            .delete(&[id])
+            .and_then(|()| self.keyword.commit())
+            .map_err(|e| Error::Search(e.to_string()))?;
+        if let Some(v) = &self.vectors {
+            v.index.remove(id);
+        }
+        self.cache.invalidate_all();
+        Ok(())
+    }
+
+    pub(crate) fn rebuild(&self, items: &[Item]) -> Result<()> {
+        self.keyword
+            .rebuild(items)
+            .map_err(|e| Error::Search(e.to_string()))?;
+        self.cache.invalidate_all();
+        Ok(())
+    }
+
+    pub(crate) fn keyword_len(&self) -> usize {
+        self.keyword.len()
+    }
+
+    pub(crate) fn save_vectors(&self, path: &std::path::Path) -> Result<()> {
+        if let Some(v) = &self.vectors {
+            v.index
+                .save(path)
+                .map_err(|e| Error::Search(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Retrieves unpersonalized candidates (from the cache when it has them).
+    fn retrieve(
+        &self,
+        engine: &Engine,
+        query: &str,
+        filters: &SearchFilters,
+        now_ms: i64,
+    ) -> Result<(Arc<Retrieval>, bool)> {
+        let n = self.config.candidates;
+        let key = CacheKey::new(query, filters, n);
+        if let Some(hit) = self.cache.get(&key, now_ms) {
+            return Ok((hit, true));
+        }
+        let kw = self
+            .keyword
+            .search(query, filters, n, 0)
+            .map_err(|e| Error::Search(e.to_string()))?;
+        let keyword: Vec<(String, f32)> =
+            kw.hits.into_iter().map(|h| (h.item_id, h.score)).collect();
+        let mut vector: Vec<(String, f32)> = Vec::new();
+        if let Some(v) = &self.vectors
+            && !query.trim().is_empty()
+            && !v.index.is_empty()
+        {
+            let embedded = v
+                .encoder
+                .embed(&[query])
+                .map_err(|e| Error::Search(format!("embedding the query: {e}")))?;
+            if let Some(q) = embedded.first() {
+                let catalog = engine.catalog();
+                let accept = |id: &str| catalog.get(id).is_some_and(|c| filters.matches(&c.item));
+                let hits = v
+                    .index
+                    .search(q, n, &accept)
+                    .map_err(|e| Error::Search(e.to_string()))?;
+                vector = hits.into_iter().map(|h| (h.item_id, h.score)).collect();
+            }
+        }
+        let fused = fusion::rrf(&keyword, &vector, self.config.rrf_k, n);
+        let vector_only = fused.iter().filter(|f| f.keyword_rank.is_none()).count();
+        let retrieval = Arc::new(Retrieval {
+            fused,
+            total: kw.total + vector_only,
+            facets: kw.facets,
+        });
+        self.cache.put(key, Arc::clone(&retrieval), now_ms);
+        Ok((retrieval, false))
+    }
+}
+
+impl Engine {
+    /// Checks a search request against the limits and the catalog.
+    fn check_search(&self, req: &SearchRequest) -> Result<()> {
+        let invalid = |field: &str, message: String| Error::Invalid {
+            field: field.to_owned().into(),
+            message,
+        };
+        if req.query.len() > MAX_QUERY_LEN {
+            return Err(invalid(
+                "query",
+                format!(
+                    "is {} bytes long; the limit is {MAX_QUERY_LEN}",
+                    req.query.len()
+                ),
+            ));
+        }
+        if req.query.chars().any(char::is_control) {
+            return Err(invalid(
+                "query",
+                "must not contain control characters".into(),
+            ));
+        }
+        let max = self.search_config().max_limit;
+        if req.limit == 0 || req.limit > max {
+            return Err(invalid("limit", format!("must be from 1 to {max}")));
+        }
+        let candidates = self.search_config().candidates;
+        if req.offset >= candidates {
+            return Err(invalid(
+                "offset",
+                format!(
+                    "must be below {candidates} (results are reranked from the best {candidates})"
+                ),
+            ));
+        }
+        req.filters.validate().map_err(|e| Error::invalid("", e))?;
+        for key in req.filters.attributes.keys() {
+            if !self.catalog().has_attribute_key(key) {
+                return Err(invalid(
+                    &format!("filters.{key}"),
+                    "no item in the catalog has this attribute".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Searches: retrieval (cached), the personal reranker, the page; then records the search in
+    /// the visitor's session.
+    pub async fn search(&self, req: SearchRequest) -> Result<SearchOutcome> {
+        self.check_search(&req)?;
+        let now = self.now();
+        let rules = self.rules();
+        let (retrieval, cached) =
+            self.search_index()?
+                .retrieve(self, &req.query, &req.filters, now.as_millis())?;
+
+        let items = self
+            .catalog()
+            .get_many(retrieval.fused.iter().map(|f| f.item_id.as_str()));
+        let terms = attune_core::vocab::query_terms(&req.query);
+        let mut found: Vec<(&Fused, Arc<CatalogItem>)> = Vec::with_capacity(items.len());
+        for (f, item) in retrieval.fused.iter().zip(items) {
+            if let Some(item) = item {
+                found.push((f, item));
+            }
+        }
+        let retrieved: Vec<Retrieved<'_>> = found
+            .iter()
+            .map(|(f, c)| Retrieved {
+                item: &c.item,
+                features: &c.features,
+                fused: f.fused,
+                tier: attune_core::vocab::query_coverage(&terms, &c.item),
+                keyword_rank: f.keyword_rank,
+                vector_rank: f.vector_rank,
+            })
+            .collect();
+
+        let session = match &req.session_id {
+            Some(id) => self.session_for_ranking(id, now, &rules).await?,
+            None => None,
+        };
+        let signals = session
+            .as_ref()
+            .map(|s| Signals::from_session(s, now, &rules))
+            .filter(|s| !s.is_empty());
+        let ranked = rerank::rerank(
+            &retrieved,
+            signals.as_ref(),
+            None,
+            &rules,
+            &RerankRequest {
+                exclude_seen: req.exclude_seen,
+                page_size: req.limit,
+                explain: req.explain,
+            },
+        );
+        let results = ranked
+            .into_iter()
+            .skip(req.offset)
+            .take(req.limit)
+            .map(|r| SearchHit {
+                item: Arc::clone(&found[r.index].1),
+                score: r.score,
+                explanation: r.explanation,
+            })
+            .collect();
+        let outcome = SearchOutcome {
+            results,
+            total: retrieval.total,
+            facets: retrieval.facets.clone(),
+            personalized: signals.is_some(),
+            cached,
+        };
+
+        // The search itself is a signal: applied after the results are computed, at the cost of
+        // one event.
+        if let Some(id) = req.session_id {
+            let mut event = Event::search(
+                id,
+                SearchRequestEvent {
+                    query: req.query,
+                    filters: req.filters,
+                },
+                now,
+            );
+            event.user_id = req.user_id;
+            if event.validate().is_ok() {
+                self.ingest(vec![event], false).await?;
+            }
+        }
+        Ok(outcome)
+    }
+}
