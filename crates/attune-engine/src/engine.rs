@@ -243,6 +243,16 @@ impl Engine {
     ///
     /// `batch` says whether the caller sent a list (errors then name `events[i].field`).
     pub async fn ingest(&self, events: Vec<Event>, batch: bool) -> Result<IngestOutcome> {
+        self.ingest_with(events, batch, true).await
+    }
+
+    /// [`Engine::ingest`], computing the answer's top affinities only when `want_top`.
+    pub(crate) async fn ingest_with(
+        &self,
+        events: Vec<Event>,
+        batch: bool,
+        want_top: bool,
+    ) -> Result<IngestOutcome> {
         if events.is_empty() {
             return Err(Error::Invalid {
                 field: Cow::Borrowed("events"),
@@ -296,7 +306,7 @@ impl Engine {
 
         let rules = self.rules();
         let ttl = Self::ttl(&rules);
-        let single = groups.len() == 1;
+        let single = want_top && groups.len() == 1;
         let mut outcome = IngestOutcome {
             applied: 0,
             unknown_items: 0,

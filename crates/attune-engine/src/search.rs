@@ -108,12 +108,20 @@ pub struct SearchOutcome {
     pub cached: bool,
 }
 
-/// Unpersonalized candidates of one (query, filters).
+/// Unpersonalized candidates of one (query, filters): fused, resolved to catalog items and graded
+/// (everything that does not depend on the visitor is computed once and cached).
 #[derive(Debug)]
 pub(crate) struct Retrieval {
-    fused: Vec<Fused>,
+    candidates: Vec<Candidate>,
     total: usize,
     facets: Facets,
+}
+
+#[derive(Debug)]
+struct Candidate {
+    fused: Fused,
+    item: Arc<CatalogItem>,
+    tier: f32,
 }
 
 struct Vectors {
@@ -295,6 +303,8 @@ impl SearchIndex {
         if let Some(hit) = self.cache.get(&key, now_ms) {
             return Ok((hit, true));
         }
+        // Read before retrieving: if the catalog changes meanwhile, this result is not cached.
+        let generation = self.cache.generation();
         let kw = self
             .keyword
             .search(query, filters, n, 0)
@@ -322,12 +332,26 @@ impl SearchIndex {
         }
         let fused = fusion::rrf(&keyword, &vector, self.config.rrf_k, n);
         let vector_only = fused.iter().filter(|f| f.keyword_rank.is_none()).count();
+        let items = engine
+            .catalog()
+            .get_many(fused.iter().map(|f| f.item_id.as_str()));
+        let terms = attune_core::vocab::query_terms(query);
+        let candidates = fused
+            .into_iter()
+            .zip(items)
+            .filter_map(|(fused, item)| {
+                let item = item?;
+                let tier = attune_core::vocab::query_coverage(&terms, &item.item);
+                Some(Candidate { fused, item, tier })
+            })
+            .collect();
         let retrieval = Arc::new(Retrieval {
-            fused,
+            candidates,
             total: kw.total + vector_only,
             facets: kw.facets,
         });
-        self.cache.put(key, Arc::clone(&retrieval), now_ms);
+        self.cache
+            .put_at(key, Arc::clone(&retrieval), now_ms, generation);
         Ok((retrieval, false))
     }
 }
@@ -389,25 +413,16 @@ impl Engine {
             self.search_index()?
                 .retrieve(self, &req.query, &req.filters, now.as_millis())?;
 
-        let items = self
-            .catalog()
-            .get_many(retrieval.fused.iter().map(|f| f.item_id.as_str()));
-        let terms = attune_core::vocab::query_terms(&req.query);
-        let mut found: Vec<(&Fused, Arc<CatalogItem>)> = Vec::with_capacity(items.len());
-        for (f, item) in retrieval.fused.iter().zip(items) {
-            if let Some(item) = item {
-                found.push((f, item));
-            }
-        }
-        let retrieved: Vec<Retrieved<'_>> = found
+        let retrieved: Vec<Retrieved<'_>> = retrieval
+            .candidates
             .iter()
-            .map(|(f, c)| Retrieved {
-                item: &c.item,
-                features: &c.features,
-                fused: f.fused,
-                tier: attune_core::vocab::query_coverage(&terms, &c.item),
-                keyword_rank: f.keyword_rank,
-                vector_rank: f.vector_rank,
+            .map(|c| Retrieved {
+                item: &c.item.item,
+                features: &c.item.features,
+                fused: c.fused.fused,
+                tier: c.tier,
+                keyword_rank: c.fused.keyword_rank,
+                vector_rank: c.fused.vector_rank,
             })
             .collect();
 
@@ -435,7 +450,7 @@ impl Engine {
             .skip(req.offset)
             .take(req.limit)
             .map(|r| SearchHit {
-                item: Arc::clone(&found[r.index].1),
+                item: Arc::clone(&retrieval.candidates[r.index].item),
                 score: r.score,
                 explanation: r.explanation,
             })
@@ -461,7 +476,7 @@ impl Engine {
             );
             event.user_id = req.user_id;
             if event.validate().is_ok() {
-                self.ingest(vec![event], false).await?;
+                self.ingest_with(vec![event], false, false).await?;
             }
         }
         Ok(outcome)

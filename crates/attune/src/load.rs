@@ -73,6 +73,10 @@ pub(crate) struct LoadArgs {
     /// Default: the first 1000 ids from `GET {url}/v1/items?limit=1000`, else `item-0` … `item-999`.
     #[arg(long)]
     items: Option<String>,
+    /// Search queries for the search scenarios: a file with one query per line. Default: a
+    /// built-in mix of product searches.
+    #[arg(long)]
+    queries: Option<std::path::PathBuf>,
     /// Seconds one request may take before it counts as a connection error.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
@@ -119,6 +123,12 @@ impl LoadArgs {
 enum Scenario {
     /// `POST /v1/events` with a realistic mix of view, click, add_to_cart and skip events.
     Events,
+    /// `POST /v1/search` with queries from `--queries` (or a built-in product-search mix), no
+    /// session: the unpersonalized path.
+    Search,
+    /// The same searches with a `session_id` rotating over `--sessions`: personalized, and each
+    /// search recorded in its session (so sessions gain history as the run goes).
+    SearchPersonal,
 }
 
 impl Scenario {
@@ -126,6 +136,8 @@ impl Scenario {
     const fn as_str(self) -> &'static str {
         match self {
             Scenario::Events => "events",
+            Scenario::Search => "search",
+            Scenario::SearchPersonal => "search-personal",
         }
     }
 }
@@ -172,6 +184,59 @@ impl EventType {
             }
         }
         EventType::View
+    }
+}
+
+/// The built-in search mix: common product searches, one and several words, a typo, a filter-like
+/// word, over the fashion and grocery catalogs.
+const DEFAULT_QUERIES: &[&str] = &[
+    "shirt",
+    "navy shirt",
+    "jeans",
+    "black jeans",
+    "watch",
+    "women watch",
+    "running shoes",
+    "sports shoes",
+    "black dress",
+    "jacket",
+    "leather jacket",
+    "t-shirt",
+    "kurta",
+    "socks",
+    "sunglasses",
+    "sandals",
+    "belt",
+    "handbag",
+    "white sneakers",
+    "casual shoes",
+    "formal shirt",
+    "blue tshirt",
+    "track pants",
+    "shorts",
+    "cap",
+    "wallet",
+    "perfume",
+    "heels",
+    "flip flops",
+    "backpack",
+    "shrit",
+    "sweatshirt",
+    "tops",
+    "skirt",
+    "saree",
+    "yogurt",
+    "oat milk",
+    "chips",
+    "spicy snacks",
+    "coffee",
+];
+
+/// The JSON body of one search.
+fn search_body(query_json: &str, session: Option<u64>) -> String {
+    match session {
+        Some(s) => format!(r#"{{"query":{query_json},"session_id":"load-{s}","limit":20}}"#),
+        None => format!(r#"{{"query":{query_json},"limit":20}}"#),
     }
 }
 
@@ -468,6 +533,10 @@ struct Workload {
     items_json: Arc<[String]>,
     /// `POST` target of the events scenario.
     events_uri: Uri,
+    /// `POST` target of the search scenarios.
+    search_uri: Uri,
+    /// Search queries, each already encoded as a JSON string.
+    queries_json: Arc<[String]>,
     /// The `Host` header.
     host: HeaderValue,
 }
@@ -475,23 +544,32 @@ struct Workload {
 impl Workload {
     /// The next request of the scenario.
     fn next_request(&mut self) -> Request<Full<Bytes>> {
-        match self.scenario {
+        let (uri, body) = match self.scenario {
             Scenario::Events => {
                 let kind = EventType::from_roll(self.rng.random_range(0..100));
                 let session = self.rng.random_range(0..self.sessions);
                 let item = &self.items_json[self.rng.random_range(0..self.items_json.len())];
                 let quantity =
                     (kind == EventType::AddToCart).then(|| self.rng.random_range(1..=3u32));
-                let body = event_body(kind, session, item, quantity);
-                let mut request = Request::new(Full::new(Bytes::from(body)));
-                *request.method_mut() = Method::POST;
-                *request.uri_mut() = self.events_uri.clone();
-                let headers = request.headers_mut();
-                headers.insert(HOST, self.host.clone());
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                request
+                (
+                    self.events_uri.clone(),
+                    event_body(kind, session, item, quantity),
+                )
             }
-        }
+            Scenario::Search | Scenario::SearchPersonal => {
+                let query = &self.queries_json[self.rng.random_range(0..self.queries_json.len())];
+                let session = (self.scenario == Scenario::SearchPersonal)
+                    .then(|| self.rng.random_range(0..self.sessions));
+                (self.search_uri.clone(), search_body(query, session))
+            }
+        };
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(HOST, self.host.clone());
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        request
     }
 }
 
@@ -803,6 +881,26 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         .context("cannot encode an item id")?
         .into();
     let events_uri = target.uri("/v1/events")?;
+    let search_uri = target.uri("/v1/search")?;
+    let queries: Vec<String> = match &args.queries {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => DEFAULT_QUERIES.iter().map(|q| (*q).to_owned()).collect(),
+    };
+    if queries.is_empty() {
+        bail!("--queries names a file with no queries");
+    }
+    let queries_json: Arc<[String]> = queries
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot encode a query")?
+        .into();
     let host = HeaderValue::from_str(&target.authority).context("invalid host in --url")?;
 
     eprintln!(
@@ -836,6 +934,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             sessions: args.sessions,
             items_json: Arc::clone(&items_json),
             events_uri: events_uri.clone(),
+            search_uri: search_uri.clone(),
+            queries_json: Arc::clone(&queries_json),
             host: host.clone(),
         };
         workers.spawn(worker(Arc::clone(&plan), workload));
@@ -907,8 +1007,30 @@ mod tests {
             sessions: 100,
             items_json: vec![r#""a""#.to_owned(), r#""b\"q""#.to_owned()].into(),
             events_uri: Uri::from_static("/v1/events"),
+            search_uri: Uri::from_static("/v1/search"),
+            queries_json: vec![r#""navy shirt""#.to_owned()].into(),
             host: HeaderValue::from_static("127.0.0.1:8787"),
         }
+    }
+
+    #[test]
+    fn search_bodies_are_valid_json_with_and_without_a_session() {
+        let mut w = workload(7);
+        w.scenario = Scenario::Search;
+        let plain = body_json(w.next_request());
+        assert_eq!(
+            plain,
+            serde_json::json!({"query": "navy shirt", "limit": 20})
+        );
+        w.scenario = Scenario::SearchPersonal;
+        let personal = body_json(w.next_request());
+        assert_eq!(personal["query"], "navy shirt");
+        assert!(
+            personal["session_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("load-")
+        );
     }
 
     fn body_json(request: Request<Full<Bytes>>) -> serde_json::Value {
@@ -1180,6 +1302,7 @@ mod tests {
             max_requests: None,
             sessions: 1,
             items: None,
+            queries: None,
             timeout: 5.0,
             seed: 0,
             json: false,
