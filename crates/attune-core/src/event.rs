@@ -57,6 +57,18 @@ impl EventKind {
         EventKind::Search,
     ];
 
+    /// Every kind that names an item (all but `search`).
+    pub const ITEM_KINDS: [EventKind; 8] = [
+        EventKind::View,
+        EventKind::Click,
+        EventKind::AddToCart,
+        EventKind::RemoveFromCart,
+        EventKind::Purchase,
+        EventKind::Wishlist,
+        EventKind::RecommendationClick,
+        EventKind::Skip,
+    ];
+
     /// The wire name, `add_to_cart`.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -410,6 +422,15 @@ mod tests {
         assert!(f(&|f| f.price_max = Some(20.0)));
         assert!(!f(&|f| f.price_min = Some(20.01)));
         assert!(!f(&|f| f.in_stock = Some(false)));
+    }
+
+    #[test]
+    fn item_kinds_are_every_kind_that_needs_an_item() {
+        let needing: Vec<EventKind> = EventKind::ALL
+            .into_iter()
+            .filter(|k| k.needs_item())
+            .collect();
+        assert_eq!(needing, EventKind::ITEM_KINDS);
     }
 
     #[test]

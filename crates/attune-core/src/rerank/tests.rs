@@ -377,13 +377,7 @@ fn steps_switched_off_in_the_rules_do_nothing() {
 }
 
 fn kinds() -> impl Strategy<Value = EventKind> {
-    prop::sample::select(
-        EventKind::ALL
-            .iter()
-            .copied()
-            .filter(|k| k.needs_item())
-            .collect::<Vec<_>>(),
-    )
+    prop::sample::select(EventKind::ITEM_KINDS.to_vec())
 }
 
 proptest! {

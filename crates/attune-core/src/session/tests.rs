@@ -42,7 +42,7 @@ fn event(kind: EventKind, item: &str, t: Timestamp) -> Event {
 #[test]
 fn each_kind_moves_the_item_affinities_by_its_weight() {
     let rules = Rules::default();
-    for kind in EventKind::ALL.into_iter().filter(|k| k.needs_item()) {
+    for kind in EventKind::ITEM_KINDS {
         let mut s = Session::new(sid(), at(0));
         s.apply(&event(kind, "oat-milk", at(0)), Some(&oat_milk()), &rules);
         let expected = saturate(0.0, rules.weights.of(kind), rules.affinity_bound);
@@ -317,13 +317,7 @@ fn serde_round_trip_keeps_everything() {
 }
 
 fn kinds() -> impl Strategy<Value = EventKind> {
-    prop::sample::select(
-        EventKind::ALL
-            .iter()
-            .copied()
-            .filter(|k| k.needs_item())
-            .collect::<Vec<_>>(),
-    )
+    prop::sample::select(EventKind::ITEM_KINDS.to_vec())
 }
 
 proptest! {
