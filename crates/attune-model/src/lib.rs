@@ -12,6 +12,8 @@
 mod bert;
 mod error;
 mod kernels;
+pub mod manifest;
+pub mod scorer;
 pub mod text;
 pub mod wordpiece;
 
