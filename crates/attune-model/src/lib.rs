@@ -10,9 +10,14 @@
 //! environment, or know about catalogs and indexes: the search crate decides what text to embed.
 
 mod bert;
+pub mod cooccurrence;
+pub mod data;
 mod error;
+pub mod eval;
 mod kernels;
 pub mod manifest;
+pub mod popularity;
+pub mod sasrec;
 pub mod scorer;
 pub mod text;
 pub mod wordpiece;

@@ -4,7 +4,9 @@
 //! `~/.cache/attune/models/all-MiniLM-L6-v2` (CI runs it first). A missing model fails the run.
 #![allow(clippy::unwrap_used, unreachable_pub, missing_docs)]
 
+mod data;
 mod reference;
+mod sasrec;
 mod semantic;
 
 use std::path::PathBuf;

@@ -1,0 +1,1 @@
+//! The co-occurrence model: item-to-item counts within a session window.

@@ -1,0 +1,1 @@
+//! The popularity model: item counts with exponential time decay.

@@ -1,0 +1,1 @@
+//! Dataset loaders, evaluation protocols and the baselines on slices of the real data.

@@ -1,0 +1,1 @@
+//! SASRec on small slices of the real data.
