@@ -3,7 +3,8 @@
 //! This crate owns what Attune *means*: ids ([`id`]), catalog items and the features an item lends to
 //! a visitor's affinities ([`item`]), behavioural events ([`event`]), the live session scores and how
 //! one event changes them ([`session`]), the vocabulary that turns a search query into intents
-//! ([`vocab`]) and the operator-tunable scoring rules ([`rules`]).
+//! ([`vocab`]), the operator-tunable scoring rules ([`rules`]) and the ranking metrics of offline
+//! evaluation ([`metrics`]).
 //!
 //! It deliberately does not own storage, networking, clocks or randomness: every function that needs
 //! "now" takes a [`Timestamp`], so the whole crate is deterministic and can be tested and benchmarked
@@ -34,6 +35,7 @@ pub mod event;
 pub mod id;
 pub mod item;
 mod key;
+pub mod metrics;
 pub mod rerank;
 pub mod rules;
 pub mod session;
