@@ -32,6 +32,46 @@ pub struct Rules {
     pub rerank: RerankRules,
     /// Session lifetime and the limits that bound a session's memory.
     pub session: SessionRules,
+    /// The long-term profile of signed-in users.
+    pub profile: ProfileRules,
+}
+
+/// The long-term profile of a signed-in user: the same affinities as a session, fed by every event
+/// that carries the `user_id` and by stated (onboarding) preferences, decaying over weeks instead
+/// of minutes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileRules {
+    /// A profile affinity halves after this many days without new signal.
+    #[serde(deserialize_with = "positive")]
+    pub half_life_days: f32,
+    /// A profile with no activity for this many days is forgotten.
+    #[serde(deserialize_with = "at_least_one")]
+    pub retention_days: u32,
+    /// How far one stated preference (onboarding) moves its affinity: a purchase is 1.0.
+    #[serde(deserialize_with = "weight")]
+    pub preference_weight: f32,
+}
+
+impl Default for ProfileRules {
+    fn default() -> Self {
+        ProfileRules {
+            half_life_days: 30.0,
+            retention_days: 365,
+            preference_weight: 0.6,
+        }
+    }
+}
+
+impl Rules {
+    /// The rules a profile is updated and read with: these rules with the profile's half-life and
+    /// retention in place of the session's.
+    pub fn for_profile(&self) -> Rules {
+        let mut r = self.clone();
+        r.decay.half_life_secs = self.profile.half_life_days * 86_400.0;
+        r.session.ttl_secs = self.profile.retention_days.saturating_mul(86_400);
+        r
+    }
 }
 
 /// The reranker's steps (each can be switched off) and how affinities become boosts.
@@ -165,6 +205,7 @@ impl Default for Rules {
             diversity: Diversity::default(),
             rerank: RerankRules::default(),
             session: SessionRules::default(),
+            profile: ProfileRules::default(),
         }
     }
 }

@@ -394,6 +394,27 @@ impl Session {
         }
     }
 
+    /// Applies stated preferences (a signed-in user's onboarding answers): each named brand,
+    /// category level or `key:value` attribute moves by `rules.profile.preference_weight`, as of
+    /// `now`. Nothing goes to the trail or the event count: a preference is not behaviour.
+    pub fn apply_preferences(
+        &mut self,
+        preferences: &[(AffinityKind, Key)],
+        now: Timestamp,
+        rules: &Rules,
+    ) -> Applied {
+        let (at, late) = self.rel(now, rules);
+        self.updated = self.updated.max(at);
+        let weight = rules.profile.preference_weight * late;
+        for (kind, key) in preferences {
+            self.bump(*kind, key, weight, at, rules);
+        }
+        Applied {
+            moved: preferences.len(),
+            unknown_item: false,
+        }
+    }
+
     fn begin(&mut self, event: &Event, rules: &Rules) -> (u32, f32) {
         if let Some(user) = &event.user_id {
             self.user_id = Some(user.clone());

@@ -173,6 +173,12 @@ impl Catalog {
         self.len() == 0
     }
 
+    /// The catalog's shared copy of a feature key (a brand, a category path prefix, or an
+    /// attribute `key:value`), if some item has it.
+    pub fn feature_key(&self, key: &str) -> Option<Key> {
+        self.inner.read().strings.get(key).cloned()
+    }
+
     /// The intents a search names: its filter values, then the query terms the catalog knows.
     pub fn search_intents(&self, query: &str, filters: &attune_core::SearchFilters) -> Vec<Key> {
         let mut intents = attune_core::vocab::filter_intents(filters);

@@ -97,15 +97,19 @@ pub struct SessionView {
 /// The engine: see the crate docs.
 pub struct Engine {
     sessions: Arc<dyn SessionStore>,
+    pub(crate) profiles: Option<Arc<dyn SessionStore>>,
     catalog: Catalog,
     search: Option<SearchIndex>,
     rules: ArcSwap<Rules>,
+    /// `rules.for_profile()`, kept in step with `rules`.
+    profile_rules: ArcSwap<Rules>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
 }
 
 /// What one event needs from the catalog, resolved before the atomic session update.
-enum Resolved {
+#[derive(Clone)]
+pub(crate) enum Resolved {
     Item(Option<Arc<CatalogItem>>),
     Search(Vec<Key>),
 }
@@ -127,12 +131,20 @@ impl Engine {
         };
         Engine {
             sessions,
+            profiles: None,
             catalog: Catalog::new(),
             search,
+            profile_rules: ArcSwap::from_pointee(rules.for_profile()),
             rules: ArcSwap::from_pointee(rules),
             clock,
             config,
         }
+    }
+
+    /// Keeps long-term profiles of signed-in users in this store (see [`crate::Preferences`]).
+    pub fn with_profiles(mut self, profiles: Arc<dyn SessionStore>) -> Self {
+        self.profiles = Some(profiles);
+        self
     }
 
     /// Uses this keyword index (e.g. one on disk) and these search settings instead of the
@@ -219,6 +231,7 @@ impl Engine {
 
     /// Replaces the rules; requests already running finish with the old ones.
     pub fn set_rules(&self, rules: Rules) {
+        self.profile_rules.store(Arc::new(rules.for_profile()));
         self.rules.store(Arc::new(rules));
     }
 
@@ -229,7 +242,12 @@ impl Engine {
         Ok(())
     }
 
-    fn ttl(rules: &Rules) -> Duration {
+    /// The rules profiles are updated and read with ([`Rules::for_profile`] of the rules in force).
+    pub fn profile_rules(&self) -> Arc<Rules> {
+        self.profile_rules.load_full()
+    }
+
+    pub(crate) fn ttl(rules: &Rules) -> Duration {
         Duration::from_secs(u64::from(rules.session.ttl_secs))
     }
 
@@ -312,8 +330,12 @@ impl Engine {
             unknown_items: 0,
             session: None,
         };
+        let mut for_profiles: Vec<(SessionId, Vec<(Event, Resolved)>)> = Vec::new();
         for (session_id, events) in groups {
             let resolved = self.resolve(&events);
+            if self.profiles.is_some() {
+                crate::profile::collect(&events, &resolved, &mut for_profiles);
+            }
             outcome.unknown_items += resolved
                 .iter()
                 .filter(|r| matches!(r, Resolved::Item(None)))
@@ -349,6 +371,9 @@ impl Engine {
             outcome.applied += n;
             outcome.session = summary;
         }
+        if !for_profiles.is_empty() {
+            self.update_profiles(for_profiles, now).await;
+        }
         Ok(outcome)
     }
 
@@ -381,7 +406,13 @@ impl Engine {
             .get(id, now, ttl)
             .await?
             .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
-        let scores = session.scores(now, &rules);
+        Ok(self.view(session, now, &rules))
+    }
+
+    /// A session (or profile) with every affinity explained, as of `now`.
+    pub(crate) fn view(&self, session: Session, now: Timestamp, rules: &Rules) -> SessionView {
+        let ttl = Self::ttl(rules);
+        let scores = session.scores(now, rules);
         let items = session.items();
         let known: HashMap<&attune_core::ItemId, Arc<CatalogItem>> = items
             .iter()
@@ -395,7 +426,7 @@ impl Engine {
         let mut affinities = Vec::new();
         for kind in AffinityKind::ALL {
             for scored in scores.of(kind) {
-                let reasons = session.reasons(kind, &scored.key, now, &rules, |id| {
+                let reasons = session.reasons(kind, &scored.key, now, rules, |id| {
                     known.get(id).map(|c| &c.features)
                 });
                 affinities.push(AffinityDetail {
@@ -407,13 +438,13 @@ impl Engine {
             }
         }
         drop(known);
-        Ok(SessionView {
+        SessionView {
             items,
             expires_at: now.plus_millis(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
             now,
             session,
             affinities,
-        })
+        }
     }
 
     /// Forgets a session everywhere, at once. Returns whether it existed.
@@ -461,12 +492,18 @@ impl Engine {
 
     /// Whether the backends answer.
     pub async fn ready(&self) -> Result<()> {
-        Ok(self.sessions.ping().await?)
+        self.sessions.ping().await?;
+        if let Some(p) = &self.profiles {
+            p.ping().await?;
+        }
+        Ok(())
     }
 
     /// Drops expired sessions held in process.
     pub fn purge_expired(&self) -> usize {
-        self.sessions.purge_expired(self.clock.now())
+        let now = self.clock.now();
+        let profiles = self.profiles.as_ref().map_or(0, |p| p.purge_expired(now));
+        self.sessions.purge_expired(now) + profiles
     }
 
     /// Session store counters.
@@ -476,6 +513,10 @@ impl Engine {
 
     /// Flushes what must survive a restart (the embedded store's snapshot, if configured).
     pub async fn shutdown(&self) -> Result<()> {
-        Ok(self.sessions.close().await?)
+        let sessions = self.sessions.close().await;
+        if let Some(p) = &self.profiles {
+            p.close().await?;
+        }
+        Ok(sessions?)
     }
 }

@@ -24,6 +24,12 @@ pub enum Error {
     /// No such session (never seen, expired, or forgotten).
     #[error("session {0} not found")]
     SessionNotFound(String),
+    /// No profile for this user (never signed in with events, forgotten, or past retention).
+    #[error("profile of user {0} not found")]
+    ProfileNotFound(String),
+    /// The deployment does not offer this (e.g. profiles without a profile store).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// No such item in the catalog.
     #[error("item {0} not found")]
     ItemNotFound(String),

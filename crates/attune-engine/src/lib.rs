@@ -12,6 +12,7 @@ mod catalog;
 mod clock;
 mod engine;
 mod error;
+mod profile;
 mod search;
 
 pub use catalog::{Catalog, CatalogItem, UpsertOutcome};
@@ -20,4 +21,5 @@ pub use engine::{
     AffinityDetail, Engine, EngineConfig, IngestOutcome, SessionSummary, SessionView,
 };
 pub use error::{Error, Result};
+pub use profile::{MAX_PREFERENCES, Preferences};
 pub use search::{SearchConfig, SearchHit, SearchOutcome, SearchRequest, TextEncoder, item_text};

@@ -434,10 +434,18 @@ impl Engine {
             .as_ref()
             .map(|s| Signals::from_session(s, now, &rules))
             .filter(|s| !s.is_empty());
+        let profile = match &req.user_id {
+            Some(user) => self.profile_for_ranking(user, now).await?,
+            None => None,
+        };
+        let profile_signals = profile
+            .as_ref()
+            .map(|(p, profile_rules)| Signals::from_session(p, now, profile_rules))
+            .filter(|s| !s.is_empty());
         let ranked = rerank::rerank(
             &retrieved,
             signals.as_ref(),
-            None,
+            profile_signals.as_ref(),
             &rules,
             &RerankRequest {
                 exclude_seen: req.exclude_seen,
@@ -459,7 +467,7 @@ impl Engine {
             results,
             total: retrieval.total,
             facets: retrieval.facets.clone(),
-            personalized: signals.is_some(),
+            personalized: signals.is_some() || profile_signals.is_some(),
             cached,
         };
 

@@ -927,3 +927,66 @@ impl SearchOut {
         }
     }
 }
+
+/// `PUT /v1/users/{user_id}/preferences`: what a signed-in user says they like (onboarding). Each
+/// value must be known to the catalog; each moves its profile affinity like
+/// `profile.preference_weight` of a purchase, and fades with the profile half-life.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreferencesIn {
+    /// Brand names, as items carry them.
+    #[serde(default)]
+    pub brands: Vec<String>,
+    /// Category paths at any level, levels joined by ` > ` (`Dairy & Alternatives > Milk`).
+    #[serde(default)]
+    pub categories: Vec<String>,
+    /// Attribute values by attribute key (`{"diet": ["vegan"]}`).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+impl From<PreferencesIn> for attune_engine::Preferences {
+    fn from(p: PreferencesIn) -> Self {
+        attune_engine::Preferences {
+            brands: p.brands,
+            categories: p.categories,
+            attributes: p.attributes,
+        }
+    }
+}
+
+/// A signed-in user's long-term profile, as `GET /v1/users/{id}/profile` shows it: the same
+/// affinities as a session, fed by every event that carried the user id and by stated
+/// preferences, decaying over weeks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProfileOut {
+    /// The user.
+    pub user_id: String,
+    /// Latest event or preference.
+    pub updated_at: String,
+    /// When the profile will be forgotten if the user stays away.
+    pub expires_at: String,
+    /// Events applied.
+    pub event_count: u32,
+    /// Affinities with their reasons (recent events; stated preferences have none).
+    pub affinities: AffinitiesOut,
+    /// Items the user engaged with, most recent first.
+    pub seen: Vec<String>,
+    /// Items the user scrolled past.
+    pub skipped: Vec<SkippedOut>,
+}
+
+impl From<SessionView> for ProfileOut {
+    fn from(v: SessionView) -> Self {
+        let s = SessionOut::from(v);
+        ProfileOut {
+            user_id: s.session_id,
+            updated_at: s.updated_at,
+            expires_at: s.expires_at,
+            event_count: s.event_count,
+            affinities: s.affinities,
+            seen: s.seen,
+            skipped: s.skipped,
+        }
+    }
+}

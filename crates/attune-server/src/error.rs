@@ -113,6 +113,15 @@ impl From<attune_engine::Error> for ApiError {
                 message: format!("no session {id:?} (never seen, expired or forgotten)"),
                 field: Some("session_id".into()),
             },
+            E::ProfileNotFound(id) => ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: format!(
+                    "no profile for user {id:?} (no events with this user_id, forgotten, or past retention)"
+                ),
+                field: Some("user_id".into()),
+            },
+            E::Unsupported(what) => ApiError::new(StatusCode::NOT_IMPLEMENTED, "unsupported", what),
             E::ItemNotFound(id) => ApiError {
                 status: StatusCode::NOT_FOUND,
                 code: "not_found",

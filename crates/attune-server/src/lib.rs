@@ -49,6 +49,7 @@ pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
         .merge(routes::health::router())
         .merge(routes::events::router())
         .merge(routes::sessions::router())
+        .merge(routes::users::router())
         .merge(routes::items::router())
         .merge(routes::rules::router())
         .merge(routes::search::router())

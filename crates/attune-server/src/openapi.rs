@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 use crate::dto::*;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{events, health, items, rules, search, sessions};
+use crate::routes::{events, health, items, rules, search, sessions, users};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -23,6 +23,9 @@ use crate::routes::{events, health, items, rules, search, sessions};
         search::search,
         sessions::get_session,
         sessions::delete_session,
+        users::put_preferences,
+        users::get_profile,
+        users::delete_user,
         items::put_items,
         items::list_items,
         items::get_item,
@@ -40,6 +43,8 @@ use crate::routes::{events, health, items, rules, search, sessions};
         TopOut,
         ScoreOut,
         SessionOut,
+        PreferencesIn,
+        ProfileOut,
         AffinitiesOut,
         AffinityOut,
         ReasonOut,

@@ -66,7 +66,7 @@ pub(crate) async fn open_store(
         .with_context(|| format!("connecting to the session store at {url}"))?;
         Ok(Arc::new(store))
     } else {
-        anyhow::bail!("setting sessions.url: {url:?}: use memory:// or redis://host:port/db")
+        anyhow::bail!("store url {url:?}: use memory:// or redis://host:port/db")
     }
 }
 
@@ -133,6 +133,9 @@ fn search_config(s: &SearchSettings) -> SearchConfig {
 pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&settings.sessions, &*clock).await?;
+    let profiles = open_store(&settings.profiles.store(&settings.sessions), &*clock)
+        .await
+        .context("opening the profile store")?;
     let rules = load_rules(settings.rules.path.as_deref())?;
     let s = &settings.search;
     let keyword = KeywordIndex::open(s.dir.as_ref().map(|d| d.join("keyword")).as_deref())
@@ -146,6 +149,7 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
             ..EngineConfig::default()
         },
     )
+    .with_profiles(profiles)
     .with_search(keyword, search_config(s));
     let items = load_catalog(&engine, settings)?;
     if engine.index_sizes().0 != items {

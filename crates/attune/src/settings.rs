@@ -17,6 +17,8 @@ pub(crate) struct Settings {
     pub(crate) http: HttpSettings,
     /// Where live sessions are kept.
     pub(crate) sessions: SessionSettings,
+    /// Where long-term profiles of signed-in users are kept.
+    pub(crate) profiles: ProfileSettings,
     /// What catalog to load at start.
     pub(crate) catalog: CatalogSettings,
     /// The scoring rules file.
@@ -57,6 +59,49 @@ pub(crate) struct SessionSettings {
     pub(crate) l1_capacity: usize,
     /// Redis: connect and response timeout, in milliseconds.
     pub(crate) timeout_ms: u64,
+}
+
+/// Profile store settings: the same backends as sessions, with their own keys and bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ProfileSettings {
+    /// `memory://` (embedded) or `redis://host:port/db`.
+    pub(crate) url: String,
+    /// Embedded: most profiles held before the least recently used are evicted.
+    pub(crate) max_profiles: usize,
+    /// Embedded: a file to write profiles to at shutdown and read at start (none by default).
+    pub(crate) snapshot: Option<PathBuf>,
+    /// Redis: key prefix.
+    pub(crate) redis_prefix: String,
+    /// Redis: profiles held in the in-process cache.
+    pub(crate) l1_capacity: usize,
+}
+
+impl Default for ProfileSettings {
+    fn default() -> Self {
+        ProfileSettings {
+            url: "memory://".into(),
+            max_profiles: 1_000_000,
+            snapshot: None,
+            redis_prefix: "attune:profile:".into(),
+            l1_capacity: 100_000,
+        }
+    }
+}
+
+impl ProfileSettings {
+    /// The store settings these give (profiles are stored like sessions).
+    pub(crate) fn store(&self, sessions: &SessionSettings) -> SessionSettings {
+        SessionSettings {
+            url: self.url.clone(),
+            max_sessions: self.max_profiles,
+            shards: sessions.shards,
+            snapshot: self.snapshot.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            l1_capacity: self.l1_capacity,
+            timeout_ms: sessions.timeout_ms,
+        }
+    }
 }
 
 /// Catalog settings.
@@ -274,12 +319,17 @@ impl Settings {
     /// Checks values that parse but cannot work.
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         self.listen_addr()?;
-        let url = &self.sessions.url;
-        if !(url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(err(
-                "sessions.url",
-                format!("{url:?}: use memory:// or redis://host:port/db"),
-            ));
+        for (key, url) in [
+            ("sessions.url", &self.sessions.url),
+            ("profiles.url", &self.profiles.url),
+        ] {
+            if !(url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://"))
+            {
+                return Err(err(
+                    key,
+                    format!("{url:?}: use memory:// or redis://host:port/db"),
+                ));
+            }
         }
         for (key, v) in [
             ("http.max_body_bytes", self.http.max_body_bytes),
@@ -287,6 +337,8 @@ impl Settings {
             ("sessions.max_sessions", self.sessions.max_sessions),
             ("sessions.shards", self.sessions.shards),
             ("sessions.l1_capacity", self.sessions.l1_capacity),
+            ("profiles.max_profiles", self.profiles.max_profiles),
+            ("profiles.l1_capacity", self.profiles.l1_capacity),
         ] {
             if v == 0 {
                 return Err(err(key, "must be at least 1"));

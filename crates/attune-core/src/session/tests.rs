@@ -385,3 +385,51 @@ fn the_stored_layout_is_pinned_to_its_version() {
     let expected = r#"{"id":"s-1","user_id":null,"created_at":1763800000000,"epoch":1763800000000,"updated":2000,"event_count":2,"unknown_item_events":0,"affinities":[[{"key":"Oatly","value":0.5,"at":1000}],[{"key":"Dairy & Alternatives","value":0.5,"at":1000},{"key":"Dairy & Alternatives > Milk","value":0.5,"at":1000}],[{"key":"diet:plant_based","value":0.5,"at":1000},{"key":"diet:vegan","value":0.5,"at":1000}],[{"key":"brand:Oatly","value":0.3,"at":2000}]],"items":[{"id":"oat-milk","at":1000,"seen":1,"skips":0,"cart":1,"purchases":0,"qty_events":1,"qty_units":1}],"trail":[{"at":1000,"weight":0.5,"kind":"add_to_cart","item":0},{"at":2000,"weight":0.3,"kind":"search","item":65535}],"searches":[{"query":"q","intents":["brand:Oatly"]}]}"#;
     assert_eq!(json, expected, "layout version {LAYOUT_VERSION}");
 }
+
+#[test]
+fn stated_preferences_move_affinities_without_counting_as_events() {
+    let rules = Rules::default().for_profile();
+    let mut s = Session::new(sid(), at(0));
+    let prefs = [
+        (AffinityKind::Brand, Key::new("Oatly")),
+        (AffinityKind::Attribute, Key::new("diet:vegan")),
+    ];
+    let applied = s.apply_preferences(&prefs, at(0), &rules);
+    assert_eq!(applied.moved, 2);
+    assert_eq!(s.event_count(), 0);
+    let expected = saturate(0.0, rules.profile.preference_weight, rules.affinity_bound);
+    assert!((s.affinity(AffinityKind::Brand, "Oatly", at(0), &rules) - expected).abs() < 1e-6);
+    assert!(
+        (s.affinity(AffinityKind::Attribute, "diet:vegan", at(0), &rules) - expected).abs() < 1e-6
+    );
+    assert_eq!(
+        s.affinity(AffinityKind::Brand, "Crunchy", at(0), &rules),
+        0.0
+    );
+}
+
+#[test]
+fn profile_rules_decay_over_weeks_not_minutes() {
+    let session_rules = Rules::default();
+    let profile_rules = session_rules.for_profile();
+    assert_eq!(
+        profile_rules.decay.half_life_secs,
+        session_rules.profile.half_life_days * 86_400.0
+    );
+    assert_eq!(profile_rules.session.ttl_secs, 365 * 86_400);
+    let mut session = Session::new(sid(), at(0));
+    let mut profile = Session::new(sid(), at(0));
+    let click = event(EventKind::Click, "oat-milk", at(0));
+    session.apply(&click, Some(&oat_milk()), &session_rules);
+    profile.apply(&click, Some(&oat_milk()), &profile_rules);
+    let day = 24 * 60 * MIN;
+    // A day later the session has all but forgotten; the profile keeps 97.7 % (30-day half-life).
+    let s = session.affinity(AffinityKind::Brand, "Oatly", at(day), &session_rules);
+    let p = profile.affinity(AffinityKind::Brand, "Oatly", at(day), &profile_rules);
+    let fresh = profile.affinity(AffinityKind::Brand, "Oatly", at(0), &profile_rules);
+    assert!(s < 1e-6, "{s}");
+    assert!(
+        (p / fresh - 0.5f32.powf(1.0 / 30.0)).abs() < 1e-3,
+        "{p} {fresh}"
+    );
+}

@@ -10,6 +10,7 @@ pub(crate) mod items;
 pub(crate) mod rules;
 pub(crate) mod search;
 pub(crate) mod sessions;
+pub(crate) mod users;
 
 pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(

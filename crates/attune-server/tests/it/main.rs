@@ -10,6 +10,7 @@ mod events;
 mod health;
 mod items;
 mod openapi;
+mod profiles;
 mod redis;
 mod search;
 mod sessions;

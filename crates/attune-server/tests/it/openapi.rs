@@ -60,15 +60,18 @@ fn the_document_lists_every_route_and_method() {
         [
             "delete /v1/items/{id}",
             "delete /v1/sessions/{session_id}",
+            "delete /v1/users/{user_id}",
             "get /healthz",
             "get /readyz",
             "get /v1/items",
             "get /v1/items/{id}",
             "get /v1/rules",
             "get /v1/sessions/{session_id}",
+            "get /v1/users/{user_id}/profile",
             "post /v1/events",
             "post /v1/search",
             "put /v1/items",
+            "put /v1/users/{user_id}/preferences",
         ]
     );
 }

@@ -8,7 +8,7 @@ use crate::support::*;
 
 const DEMO: &str = include_str!("../../../attune/demo/catalog.json");
 
-async fn demo_app() -> TestApp {
+pub(crate) async fn demo_app() -> TestApp {
     let app = app();
     let items: Value = serde_json::from_str(DEMO).unwrap();
     let (status, out) = app.put_json("/v1/items", &items).await;
@@ -16,13 +16,13 @@ async fn demo_app() -> TestApp {
     app
 }
 
-async fn search(app: &TestApp, body: Value) -> Value {
+pub(crate) async fn search(app: &TestApp, body: Value) -> Value {
     let (status, out) = app.post_json("/v1/search", &body).await;
     assert_eq!(status, StatusCode::OK, "{out}");
     out
 }
 
-fn ids(out: &Value) -> Vec<String> {
+pub(crate) fn ids(out: &Value) -> Vec<String> {
     out["results"]
         .as_array()
         .unwrap()
@@ -31,7 +31,7 @@ fn ids(out: &Value) -> Vec<String> {
         .collect()
 }
 
-fn has_diet(result: &Value, diet: &str) -> bool {
+pub(crate) fn has_diet(result: &Value, diet: &str) -> bool {
     match &result["item"]["attributes"]["diet"] {
         Value::String(s) => s == diet,
         Value::Array(a) => a.iter().any(|v| v == diet),
@@ -46,7 +46,7 @@ fn flavor(result: &Value) -> &str {
 }
 
 /// Whether every result that satisfies `first` comes before every one that does not.
-fn all_before(out: &Value, first: impl Fn(&Value) -> bool) -> bool {
+pub(crate) fn all_before(out: &Value, first: impl Fn(&Value) -> bool) -> bool {
     let flags: Vec<bool> = out["results"]
         .as_array()
         .unwrap()

@@ -135,7 +135,8 @@ pub fn app() -> TestApp {
 /// An app over the embedded store with the given limits.
 pub fn app_with(config: EngineConfig, server: &ServerConfig) -> TestApp {
     let store = MemorySessionStore::new(MemoryConfig::default());
-    build(Arc::new(store), config, server)
+    let profiles = MemorySessionStore::new(MemoryConfig::default());
+    build(Arc::new(store), Arc::new(profiles), config, server)
 }
 
 /// An app over the real Redis on 127.0.0.1:6379, under a key prefix of its own.
@@ -147,16 +148,30 @@ pub async fn redis_app(name: &str) -> TestApp {
     })
     .await
     .expect("Redis must be running on 127.0.0.1:6379 for these tests");
+    let profiles = RedisSessionStore::connect(RedisConfig {
+        url: "redis://127.0.0.1:6379/0".into(),
+        prefix: unique_prefix(&format!("{name}:profiles")),
+        ..RedisConfig::default()
+    })
+    .await
+    .expect("Redis must be running on 127.0.0.1:6379 for these tests");
     build(
         Arc::new(store),
+        Arc::new(profiles),
         EngineConfig::default(),
         &ServerConfig::default(),
     )
 }
 
-fn build(store: Arc<dyn SessionStore>, config: EngineConfig, server: &ServerConfig) -> TestApp {
+fn build(
+    store: Arc<dyn SessionStore>,
+    profiles: Arc<dyn SessionStore>,
+    config: EngineConfig,
+    server: &ServerConfig,
+) -> TestApp {
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0_MS)));
-    let engine = Engine::new(store, Rules::default(), clock.clone(), config);
+    let engine =
+        Engine::new(store, Rules::default(), clock.clone(), config).with_profiles(profiles);
     TestApp {
         router: attune_server::app(Arc::new(engine), server),
         clock,

@@ -1,0 +1,194 @@
+//! Long-term profiles of signed-in users.
+//!
+//! A profile is a [`Session`] kept in its own store (embedded or Redis, the same trait as live
+//! sessions), keyed by the user id and updated with [`Rules::for_profile`]: affinities that halve
+//! over weeks, not minutes, and a retention of months. It is fed by every event that carries a
+//! `user_id` (in the same ingest call, after the live session) and by stated preferences
+//! (onboarding). Search reads it next to the session; the reranker applies its boosts under the
+//! same caps.
+
+use std::collections::BTreeMap;
+
+use attune_core::{AffinityKind, Event, Key, Session, SessionId, Timestamp, UserId};
+
+use crate::engine::{Engine, Resolved, SessionView};
+use crate::error::{Error, Result};
+
+/// Most stated preferences in one call (all kinds together).
+pub const MAX_PREFERENCES: usize = 64;
+
+/// What a user says they like (onboarding): brands, category paths (any level, `Dairy > Milk`),
+/// and attribute values by key. Each must be known to the catalog.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preferences {
+    /// Brand names, as items carry them.
+    pub brands: Vec<String>,
+    /// Category paths, levels joined by ` > `.
+    pub categories: Vec<String>,
+    /// Attribute values by attribute key.
+    pub attributes: BTreeMap<String, Vec<String>>,
+}
+
+fn profile_key(user: &UserId) -> Result<SessionId> {
+    SessionId::new(user.as_str()).map_err(|e| Error::invalid("user_id", e))
+}
+
+/// Adds the events of one session group that carry a user id to the per-user work list.
+pub(crate) fn collect(
+    events: &[Event],
+    resolved: &[Resolved],
+    out: &mut Vec<(SessionId, Vec<(Event, Resolved)>)>,
+) {
+    for (e, r) in events.iter().zip(resolved) {
+        let Some(user) = &e.user_id else { continue };
+        let Ok(key) = profile_key(user) else { continue };
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, list)) => list.push((e.clone(), r.clone())),
+            None => out.push((key, vec![(e.clone(), r.clone())])),
+        }
+    }
+}
+
+impl Engine {
+    /// Applies events to their users' profiles. A failing profile store does not fail the
+    /// ingest (the live session is already updated, and a retry would count the events twice
+    /// there): the error is logged.
+    pub(crate) async fn update_profiles(
+        &self,
+        work: Vec<(SessionId, Vec<(Event, Resolved)>)>,
+        now: Timestamp,
+    ) {
+        let Some(store) = &self.profiles else { return };
+        let rules = self.profile_rules();
+        let ttl = Self::ttl(&rules);
+        for (key, events) in work {
+            let rules = &rules;
+            let mutate = move |s: &mut Session| {
+                for (e, r) in &events {
+                    match r {
+                        Resolved::Item(item) => {
+                            s.apply(e, item.as_deref().map(|c| &c.features), rules);
+                        }
+                        Resolved::Search(intents) => {
+                            s.apply_search(e, intents, rules);
+                        }
+                    }
+                }
+            };
+            if let Err(e) = store.update(&key, now, ttl, &mutate, &mut |_| {}).await {
+                tracing::error!(user = %key, error = %e, "profile not updated");
+            }
+        }
+    }
+
+    fn profile_store(&self) -> Result<&dyn attune_store::SessionStore> {
+        self.profiles
+            .as_deref()
+            .ok_or(Error::Unsupported("profiles are not enabled"))
+    }
+
+    /// A user's profile, for ranking, if profiles are enabled and the user has one.
+    pub(crate) async fn profile_for_ranking(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+    ) -> Result<Option<(Session, std::sync::Arc<attune_core::Rules>)>> {
+        let Some(store) = &self.profiles else {
+            return Ok(None);
+        };
+        let rules = self.profile_rules();
+        let found = store
+            .get(&profile_key(user)?, now, Self::ttl(&rules))
+            .await?;
+        Ok(found.map(|p| (p, rules)))
+    }
+
+    /// Records stated preferences in a user's profile (creating it) and returns the profile.
+    pub async fn set_preferences(
+        &self,
+        user: &UserId,
+        preferences: &Preferences,
+    ) -> Result<SessionView> {
+        let store = self.profile_store()?;
+        let keys = self.preference_keys(preferences)?;
+        let now = self.now();
+        let rules = self.profile_rules();
+        let ttl = Self::ttl(&rules);
+        let mutate = |s: &mut Session| {
+            s.apply_preferences(&keys, now, &rules);
+        };
+        let written = store
+            .update_get(&profile_key(user)?, now, ttl, &mutate)
+            .await?;
+        Ok(self.view(written, now, &rules))
+    }
+
+    /// Checks each preference against the catalog and turns it into the affinity it moves.
+    fn preference_keys(&self, p: &Preferences) -> Result<Vec<(AffinityKind, Key)>> {
+        let count = p.brands.len()
+            + p.categories.len()
+            + p.attributes.values().map(Vec::len).sum::<usize>();
+        if count == 0 {
+            return Err(Error::invalid(
+                "",
+                attune_core::Error::invalid("preferences", "name at least one preference"),
+            ));
+        }
+        if count > MAX_PREFERENCES {
+            return Err(Error::TooMany {
+                field: "preferences",
+                len: count,
+                max: MAX_PREFERENCES,
+            });
+        }
+        let catalog = self.catalog();
+        let unknown = |field: String, what: &str| Error::Invalid {
+            field: field.into(),
+            message: format!("no item in the catalog has this {what}"),
+        };
+        let mut keys = Vec::with_capacity(count);
+        for (i, b) in p.brands.iter().enumerate() {
+            let key = catalog
+                .feature_key(b)
+                .filter(|_| !b.contains(':') && !b.contains(" > "))
+                .ok_or_else(|| unknown(format!("brands[{i}]"), "brand"))?;
+            keys.push((AffinityKind::Brand, key));
+        }
+        for (i, c) in p.categories.iter().enumerate() {
+            let key = catalog
+                .feature_key(c)
+                .filter(|_| !c.contains(':'))
+                .ok_or_else(|| unknown(format!("categories[{i}]"), "category"))?;
+            keys.push((AffinityKind::Category, key));
+        }
+        for (name, values) in &p.attributes {
+            if !catalog.has_attribute_key(name) {
+                return Err(unknown(format!("attributes.{name}"), "attribute"));
+            }
+            for (i, v) in values.iter().enumerate() {
+                let key = catalog
+                    .feature_key(&format!("{name}:{v}"))
+                    .ok_or_else(|| unknown(format!("attributes.{name}[{i}]"), "value"))?;
+                keys.push((AffinityKind::Attribute, key));
+            }
+        }
+        Ok(keys)
+    }
+
+    /// A user's profile with every affinity explained.
+    pub async fn profile(&self, user: &UserId) -> Result<SessionView> {
+        let store = self.profile_store()?;
+        let now = self.now();
+        let rules = self.profile_rules();
+        let profile = store
+            .get(&profile_key(user)?, now, Self::ttl(&rules))
+            .await?
+            .ok_or_else(|| Error::ProfileNotFound(user.to_string()))?;
+        Ok(self.view(profile, now, &rules))
+    }
+
+    /// Forgets a user's profile at once. Returns whether it existed.
+    pub async fn forget_user(&self, user: &UserId) -> Result<bool> {
+        Ok(self.profile_store()?.delete(&profile_key(user)?).await?)
+    }
+}

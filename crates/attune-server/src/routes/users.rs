@@ -1,0 +1,96 @@
+use attune_core::UserId;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, put};
+use axum::{Json, Router};
+
+use crate::AppState;
+use crate::dto::{PreferencesIn, ProfileOut};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{self, Body};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users/{user_id}/preferences", put(put_preferences))
+        .route("/v1/users/{user_id}/profile", get(get_profile))
+        .route("/v1/users/{user_id}", delete(delete_user))
+}
+
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    UserId::new(raw).map_err(|e| ApiError::invalid("user_id", e.to_string()))
+}
+
+/// Record what a signed-in user says they like (onboarding): brands, categories, attribute
+/// values, each known to the catalog. Creates the profile if needed and returns it. Searches with
+/// this `user_id` then apply the profile's boosts (capped like the session's).
+#[utoipa::path(
+    put,
+    path = "/v1/users/{user_id}/preferences",
+    tag = "users",
+    params(("user_id" = String, Path, description = "The signed-in user")),
+    request_body = PreferencesIn,
+    responses(
+        (status = 200, description = "The profile after the update", body = ProfileOut),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "More than 64 preferences", body = ErrorBody),
+        (status = 422, description = "Unknown brand, category, attribute or value; `field` names it", body = ErrorBody),
+    )
+)]
+pub(crate) async fn put_preferences(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    body: Body,
+) -> Result<Json<ProfileOut>, ApiError> {
+    let id = user_id(&raw)?;
+    let value: serde_json::Value = extract::parse(&body.bytes)?;
+    extract::require_object(&value, "")?;
+    let prefs: PreferencesIn = extract::typed(&body.bytes, value)?;
+    let view = state.engine.set_preferences(&id, &prefs.into()).await?;
+    Ok(Json(view.into()))
+}
+
+/// A signed-in user's long-term profile: affinities from every event that carried this
+/// `user_id` and from stated preferences, decaying over weeks (`profile` in the rules).
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/profile",
+    tag = "users",
+    params(("user_id" = String, Path, description = "The signed-in user")),
+    responses(
+        (status = 200, description = "The profile", body = ProfileOut),
+        (status = 404, description = "No profile for this user", body = ErrorBody),
+        (status = 422, description = "Invalid user id", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_profile(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<ProfileOut>, ApiError> {
+    let id = user_id(&raw)?;
+    Ok(Json(state.engine.profile(&id).await?.into()))
+}
+
+/// Forget a user's long-term profile at once (privacy). Live sessions are forgotten with
+/// `DELETE /v1/sessions/{id}` or expire on their own.
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{user_id}",
+    tag = "users",
+    params(("user_id" = String, Path, description = "The signed-in user")),
+    responses(
+        (status = 204, description = "Forgotten"),
+        (status = 404, description = "No profile for this user", body = ErrorBody),
+        (status = 422, description = "Invalid user id", body = ErrorBody),
+    )
+)]
+pub(crate) async fn delete_user(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = user_id(&raw)?;
+    if state.engine.forget_user(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(attune_engine::Error::ProfileNotFound(id.to_string()).into())
+    }
+}
