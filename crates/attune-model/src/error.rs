@@ -83,6 +83,66 @@ pub enum Error {
     /// The forward pass failed (a bug or resource exhaustion, not bad input).
     #[error("inference failed: {0}")]
     Inference(#[source] BackendError),
+    /// A line of a data file does not have the expected shape.
+    #[error("{}, line {line}: {reason}: `{found}`", path.display())]
+    BadLine {
+        /// The data file.
+        path: PathBuf,
+        /// The 1-based line number.
+        line: usize,
+        /// What was expected there.
+        reason: String,
+        /// The line as found (cut to 80 characters).
+        found: String,
+    },
+    /// A data file parses but cannot be used as a whole (no sequences, no items, …).
+    #[error("{}: {reason}", path.display())]
+    BadData {
+        /// The data file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model data file could not be encoded or decoded.
+    #[error("{}: not a valid model data file: {source}", path.display())]
+    Encoding {
+        /// The model data file.
+        path: PathBuf,
+        /// The codec error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// A model's manifest disagrees with its data file (or with the data it is used on).
+    #[error("{}: the manifest says {field} = {manifest}, but {found}", path.display())]
+    ManifestMismatch {
+        /// The model directory.
+        path: PathBuf,
+        /// The disagreeing field.
+        field: &'static str,
+        /// The manifest's value.
+        manifest: String,
+        /// What was found instead, as a phrase (`the data file has 12 items`).
+        found: String,
+    },
+    /// An argument (hyper-parameter, protocol option) is out of range.
+    #[error("{name} = {value}: {reason}")]
+    InvalidArgument {
+        /// The argument's name.
+        name: &'static str,
+        /// Its value, as given.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }
 
 /// An error of the tensor backend, kept opaque so that no candle type is part of the public API.
