@@ -1,0 +1,149 @@
+//! SASRec speed on the real amazon-games sequences (`../shared/data/amazon-games/sequences.txt`
+//! beside the repository; `SASREC_DATA` overrides the path):
+//!
+//! - `sasrec_train_step/b128_l200_h50`: one forward + backward + Adam step, batch 128 × length
+//!   200, hidden 50, 2 blocks, 1 head, dropout 0.2, the paper's BCE with one negative (the shape
+//!   `bench/sasrec_torch.py` times in PyTorch; batches are built before the clock, as there).
+//! - `sasrec_forward/serve_len50_items{12k,43k}`: one sequence of 50 scored against every item.
+//!
+//! `cargo bench -p attune-model --bench sasrec`. Threads: `SASREC_THREADS` (default: all cores).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use attune_model::sasrec::{SasRec, SasRecConfig, SasRecLoss, Trainer};
+use attune_model::scorer::SequenceScorer;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn data_path() -> PathBuf {
+    match std::env::var_os("SASREC_DATA") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/amazon-games/sequences.txt"),
+    }
+}
+
+/// Item sequences per user in file order (`user item` lines grouped by user), and the item count.
+fn sequences() -> (Vec<Vec<u32>>, usize) {
+    let path = data_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set SASREC_DATA)", path.display()));
+    let mut seqs: Vec<Vec<u32>> = Vec::new();
+    let mut last_user = None;
+    let mut max_item = 0;
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(u), Some(i)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let i: u32 = i.parse().unwrap();
+        max_item = max_item.max(i as usize);
+        if last_user != Some(u) {
+            seqs.push(Vec::new());
+            last_user = Some(u);
+        }
+        seqs.last_mut().unwrap().push(i);
+    }
+    (seqs, max_item)
+}
+
+fn threads() -> usize {
+    std::env::var("SASREC_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A deterministic permutation (users drawn without replacement, as the PyTorch script does).
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = seed;
+    for i in (1..n).rev() {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let j = (state >> 33) as usize % (i + 1);
+        order.swap(i, j);
+    }
+    order
+}
+
+fn train_step(c: &mut Criterion) {
+    let (seqs, num_items) = sequences();
+    let config = SasRecConfig {
+        max_len: 200,
+        hidden: 50,
+        blocks: 2,
+        heads: 1,
+        dropout: 0.2,
+        batch: 128,
+        loss: SasRecLoss::Bce,
+        negatives: 1,
+        threads: threads(),
+        ..SasRecConfig::default()
+    };
+    let mut trainer = Trainer::new(&config, num_items).unwrap();
+    let order = shuffled(seqs.len(), 42);
+    let batches: Vec<_> = order
+        .chunks(config.batch)
+        .take(16)
+        .map(|users| {
+            let batch: Vec<&[u32]> = users.iter().map(|&u| seqs[u].as_slice()).collect();
+            trainer.prepare(&batch)
+        })
+        .collect();
+    let mut group = c.benchmark_group("sasrec_train_step");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(3))
+        .measurement_time(Duration::from_secs(15));
+    let mut i = 0u64;
+    group.bench_function("b128_l200_h50", |b| {
+        b.iter(|| {
+            i += 1;
+            let batch = &batches[i as usize % batches.len()];
+            black_box(trainer.step(batch, i).unwrap())
+        })
+    });
+    group.finish();
+}
+
+fn forward(c: &mut Criterion) {
+    let (seqs, _) = sequences();
+    let history: Vec<u32> = seqs
+        .iter()
+        .find(|s| s.len() >= 50)
+        .map(|s| s[s.len() - 50..].to_vec())
+        .unwrap();
+    let mut group = c.benchmark_group("sasrec_forward");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for (name, items) in [
+        ("serve_len50_items12k", 12_101),
+        ("serve_len50_items43k", 43_097),
+    ] {
+        let config = SasRecConfig {
+            threads: threads(),
+            ..SasRecConfig::default()
+        };
+        let model = SasRec::new(&config, items).unwrap();
+        let seq: Vec<u32> = history
+            .iter()
+            .map(|&i| 1 + (i - 1) % items as u32)
+            .collect();
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(model.score_all(&[seq.as_slice()]).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, train_step, forward);
+criterion_main!(benches);

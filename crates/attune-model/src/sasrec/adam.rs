@@ -1,0 +1,124 @@
+//! Adam (Kingma & Ba), as `torch.optim.Adam` computes it, updating the weights in place.
+
+use std::cell::RefCell;
+
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, InplaceOp2, Layout, Var, bail};
+use rayon::prelude::*;
+
+/// Elements per parallel chunk of the update (fixed: the result does not depend on threads).
+const CHUNK: usize = 1 << 14;
+
+/// Adam's moments for every parameter and the step count.
+#[derive(Debug, Clone)]
+pub(crate) struct Adam {
+    pub(crate) lr: f64,
+    pub(crate) beta1: f64,
+    pub(crate) beta2: f64,
+    pub(crate) eps: f64,
+    /// L2 penalty added to the gradient of the first parameter (the item embeddings).
+    pub(crate) l2_first: f64,
+    /// Steps taken.
+    pub(crate) t: u64,
+    pub(crate) m: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
+}
+
+struct Update<'a> {
+    m: RefCell<&'a mut [f32]>,
+    v: RefCell<&'a mut [f32]>,
+    beta1: f32,
+    beta2: f32,
+    /// `lr / (1 - β₁ᵗ)`.
+    step: f32,
+    /// `1 / sqrt(1 - β₂ᵗ)`.
+    inv_bc2: f32,
+    eps: f32,
+    l2: f32,
+}
+
+impl InplaceOp2 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "attune-adam"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (CpuStorage::F32(p), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
+            bail!("adam: parameter must be contiguous f32")
+        };
+        let p = &mut p[a..b];
+        let (CpuStorage::F32(g), Some((ga, gb))) = (s2, l2.contiguous_offsets()) else {
+            bail!("adam: gradient must be contiguous f32")
+        };
+        let g = &g[ga..gb];
+        let mut m = self.m.borrow_mut();
+        let mut v = self.v.borrow_mut();
+        let (m, v): (&mut [f32], &mut [f32]) = (&mut m, &mut v);
+        if g.len() != p.len() || m.len() != p.len() || v.len() != p.len() {
+            bail!("adam: sizes differ")
+        }
+        let (b1, b2, l2) = (self.beta1, self.beta2, self.l2);
+        let (step, inv_bc2, eps) = (self.step, self.inv_bc2, self.eps);
+        p.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks_mut(CHUNK))
+            .zip(v.par_chunks_mut(CHUNK))
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| {
+                for i in 0..p.len() {
+                    let gi = g[i] + l2 * p[i];
+                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                    p[i] -= step * m[i] / (v[i].sqrt() * inv_bc2 + eps);
+                }
+            });
+        Ok(())
+    }
+}
+
+impl Adam {
+    pub(crate) fn new(vars: &[Var], lr: f64, beta1: f64, beta2: f64, l2_first: f64) -> Adam {
+        Adam {
+            lr,
+            beta1,
+            beta2,
+            eps: 1e-8,
+            l2_first,
+            t: 0,
+            m: vars.iter().map(|v| vec![0.0; v.elem_count()]).collect(),
+            v: vars.iter().map(|v| vec![0.0; v.elem_count()]).collect(),
+        }
+    }
+
+    /// One step over every variable that has a gradient.
+    #[allow(clippy::cast_possible_truncation)]
+    pub(crate) fn step(&mut self, vars: &[Var], grads: &GradStore) -> candle_core::Result<()> {
+        self.t += 1;
+        let t = i32::try_from(self.t).unwrap_or(i32::MAX);
+        let bc1 = 1.0 - self.beta1.powi(t);
+        let bc2 = 1.0 - self.beta2.powi(t);
+        for (i, var) in vars.iter().enumerate() {
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let grad = grad.contiguous()?;
+            let update = Update {
+                m: RefCell::new(&mut self.m[i]),
+                v: RefCell::new(&mut self.v[i]),
+                beta1: self.beta1 as f32,
+                beta2: self.beta2 as f32,
+                step: (self.lr / bc1) as f32,
+                inv_bc2: (1.0 / bc2.sqrt()) as f32,
+                eps: self.eps as f32,
+                l2: if i == 0 { self.l2_first as f32 } else { 0.0 },
+            };
+            var.as_tensor().inplace_op2(&grad, &update)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1155 @@
+//! SASRec's fused CPU ops, each with its own backward pass (candle-nn's fast softmax and layer
+//! norm have none and silently cut the gradient).
+//!
+//! - [`Embed`]: item embedding gather × √d + positional embedding, dropout.
+//! - [`LayerNorm`]: row-wise layer norm with affine weight and bias.
+//! - [`Attention`]: causal multi-head attention over packed sequences (softmax and attention
+//!   dropout fused), exact for the reference's left padding without computing padded rows.
+//! - [`BiasAct`]: `+ bias`, optionally then ReLU and dropout (the feed-forward's inner layer).
+//! - [`BiasResidual`]: `(h + bias)` with dropout, `+ residual`.
+//! - [`RowLoss`]: positive and per-position negative logits gathered from the item embeddings and
+//!   the BCE loss over them, in one pass (gradients scattered only to the rows used).
+//! - [`SharedLoss`]: sampled softmax or gBCE over the positive logit (gathered) and the logits of
+//!   negatives shared by the batch (computed by a matmul outside).
+//!
+//! Dropout masks are a hash of (seed, element index), never a stream: the backward pass
+//! regenerates them instead of storing them, and they do not depend on how rows are split
+//! between threads. Reductions (bias and norm gradients) sum fixed-size row chunks in order, so
+//! results do not depend on the thread count either.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{
+    CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor, bail,
+};
+use rayon::prelude::*;
+
+/// Rows per parallel chunk in row-wise kernels (fixed, so sums do not depend on threads).
+const ROW_CHUNK: usize = 256;
+
+/// SplitMix64's finalizer: a good 64-bit mix of a counter.
+#[inline]
+pub(crate) fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An inverted-dropout mask defined by a seed: element `i` is kept with probability `1 - p`
+/// and then scaled by `1 / (1 - p)`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dropout {
+    /// Keep an element when its 16-bit lane is at least this (0: keep everything).
+    threshold: u32,
+    /// `1 / (1 - p)`.
+    scale: f32,
+    seed: u64,
+}
+
+impl Dropout {
+    /// No dropout.
+    pub(crate) const NONE: Dropout = Dropout {
+        threshold: 0,
+        scale: 1.0,
+        seed: 0,
+    };
+
+    /// Dropout with rate `p` (0 disables it) and a seed.
+    pub(crate) fn new(p: f64, seed: u64) -> Dropout {
+        if p <= 0.0 {
+            return Dropout::NONE;
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let threshold = (p * 65536.0).round().clamp(1.0, 65535.0) as u32;
+        #[allow(clippy::cast_possible_truncation)]
+        let scale = (65536.0 / (65536.0 - f64::from(threshold))) as f32;
+        Dropout {
+            threshold,
+            scale,
+            seed: mix(seed),
+        }
+    }
+
+    pub(crate) fn active(&self) -> bool {
+        self.threshold > 0
+    }
+
+    /// The factor of element `i`: `0` (dropped) or `1 / (1 - p)`.
+    #[inline]
+    fn factor(&self, i: usize) -> f32 {
+        if self.threshold == 0 {
+            return 1.0;
+        }
+        let h = mix(self.seed ^ (i as u64 >> 2));
+        let lane = ((h >> ((i & 3) * 16)) & 0xFFFF) as u32;
+        if lane >= self.threshold {
+            self.scale
+        } else {
+            0.0
+        }
+    }
+}
+
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => bail!("{op}: needs a contiguous f32 tensor"),
+    }
+}
+
+/// Runs `f` on the f32 values of a CPU tensor (made contiguous first if needed).
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => f(cpu_f32(cpu, layout, "read")?),
+        _ => bail!("attune sasrec ops run on the CPU only"),
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Tensor::from_vec(values, shape, &Device::Cpu)
+}
+
+/// Sums per-chunk partial vectors in chunk order.
+fn sum_partials(parts: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+    let mut total = vec![0f32; n];
+    for part in parts {
+        total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
+    }
+    total
+}
+
+/// `x = drop(item_emb[item] · scale + pos_emb[position])` for each (item, position) row:
+/// `[rows, d]` from `item_emb` `[n + 1, d]` and `pos_emb` `[len, d]`.
+pub(crate) struct Embed {
+    pub(crate) items: Arc<[u32]>,
+    pub(crate) positions: Arc<[u32]>,
+    pub(crate) scale: f32,
+    pub(crate) dropout: Dropout,
+}
+
+impl CustomOp2 for Embed {
+    fn name(&self) -> &'static str {
+        "attune-sasrec-embed"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let emb = cpu_f32(s1, l1, self.name())?;
+        let pos = cpu_f32(s2, l2, self.name())?;
+        let (n_rows, d) = l1.shape().dims2()?;
+        let (n_pos, _) = l2.shape().dims2()?;
+        if self.positions.len() != self.items.len() {
+            bail!("{}: positions do not match", self.name())
+        }
+        if self.items.iter().any(|&i| i as usize >= n_rows)
+            || self.positions.iter().any(|&p| p as usize >= n_pos)
+        {
+            bail!("{}: item or position out of range", self.name())
+        }
+        let rows = self.items.len();
+        let mut out = vec![0f32; rows * d];
+        out.par_chunks_mut(ROW_CHUNK * d)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                for (r, row) in chunk.chunks_exact_mut(d).enumerate() {
+                    let r = c * ROW_CHUNK + r;
+                    let item = self.items[r] as usize;
+                    let t = self.positions[r] as usize;
+                    let e = &emb[item * d..(item + 1) * d];
+                    let p = &pos[t * d..(t + 1) * d];
+                    for j in 0..d {
+                        row[j] = (e[j] * self.scale + p[j]) * self.dropout.factor(r * d + j);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((rows, d))))
+    }
+
+    fn bwd(
+        &self,
+        emb: &Tensor,
+        pos: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n_rows, d) = emb.dims2()?;
+        let (n_pos, _) = pos.dims2()?;
+        let (g_emb, g_pos) = with_f32(grad, |g| {
+            let mut g_emb = vec![0f32; n_rows * d];
+            let mut g_pos = vec![0f32; n_pos * d];
+            for (r, (&item, &t)) in self.items.iter().zip(self.positions.iter()).enumerate() {
+                if item == 0 {
+                    continue;
+                }
+                let t = t as usize;
+                let ge = &mut g_emb[item as usize * d..(item as usize + 1) * d];
+                let gp = &mut g_pos[t * d..(t + 1) * d];
+                let gr = &g[r * d..(r + 1) * d];
+                for j in 0..d {
+                    let v = gr[j] * self.dropout.factor(r * d + j);
+                    ge[j] += v * self.scale;
+                    gp[j] += v;
+                }
+            }
+            Ok((g_emb, g_pos))
+        })?;
+        Ok((
+            Some(tensor(g_emb, (n_rows, d))?),
+            Some(tensor(g_pos, (n_pos, d))?),
+        ))
+    }
+}
+
+/// Layer norm over the last dimension of a `[rows, d]` tensor, with weight and bias `[d]`.
+pub(crate) struct LayerNorm {
+    pub(crate) eps: f32,
+}
+
+#[inline]
+fn moments(x: &[f32], eps: f32) -> (f32, f32) {
+    #[allow(clippy::cast_precision_loss)]
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "attune-sasrec-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = cpu_f32(s1, l1, self.name())?;
+        let w = cpu_f32(s2, l2, self.name())?;
+        let b = cpu_f32(s3, l3, self.name())?;
+        let d = w.len();
+        if d == 0 || b.len() != d || !x.len().is_multiple_of(d) {
+            bail!("{}: shapes do not match", self.name())
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(ROW_CHUNK * d)
+            .zip(x.par_chunks(ROW_CHUNK * d))
+            .for_each(|(o, x)| {
+                for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                    let (mean, rstd) = moments(x, self.eps);
+                    for j in 0..d {
+                        o[j] = (x[j] - mean) * rstd * w[j] + b[j];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = w.dim(0)?;
+        let (gx, gw, gb) = with_f32(x, |x| {
+            with_f32(w, |w| {
+                with_f32(grad, |g| {
+                    let mut gx = vec![0f32; x.len()];
+                    #[allow(clippy::cast_precision_loss)]
+                    let inv_d = 1.0 / d as f32;
+                    let parts: Vec<(Vec<f32>, Vec<f32>)> = gx
+                        .par_chunks_mut(ROW_CHUNK * d)
+                        .zip(x.par_chunks(ROW_CHUNK * d))
+                        .zip(g.par_chunks(ROW_CHUNK * d))
+                        .map(|((gx, x), g)| {
+                            let mut gw = vec![0f32; d];
+                            let mut gb = vec![0f32; d];
+                            let mut xhat = vec![0f32; d];
+                            for ((gx, x), g) in gx
+                                .chunks_exact_mut(d)
+                                .zip(x.chunks_exact(d))
+                                .zip(g.chunks_exact(d))
+                            {
+                                let (mean, rstd) = moments(x, self.eps);
+                                let (mut s1, mut s2) = (0f32, 0f32);
+                                for j in 0..d {
+                                    xhat[j] = (x[j] - mean) * rstd;
+                                    gw[j] += g[j] * xhat[j];
+                                    gb[j] += g[j];
+                                    let gh = g[j] * w[j];
+                                    s1 += gh;
+                                    s2 += gh * xhat[j];
+                                }
+                                s1 *= inv_d;
+                                s2 *= inv_d;
+                                for j in 0..d {
+                                    gx[j] = rstd * (g[j] * w[j] - s1 - xhat[j] * s2);
+                                }
+                            }
+                            (gw, gb)
+                        })
+                        .collect();
+                    let (gws, gbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+                    Ok((gx, sum_partials(gws, d), sum_partials(gbs, d)))
+                })
+            })
+        })?;
+        Ok((
+            Some(tensor(gx, x.shape().clone())?),
+            Some(tensor(gw, d)?),
+            Some(tensor(gb, d)?),
+        ))
+    }
+}
+
+/// How the rows of a packed batch split into sequences: sequence `s` has the rows
+/// `offsets[s]..offsets[s + 1]` (its real items, oldest first) and `pads[s]` padding positions
+/// before them in the reference's left-padded layout.
+#[derive(Debug, Clone)]
+pub(crate) struct Packing {
+    pub(crate) offsets: Vec<usize>,
+    pub(crate) pads: Vec<usize>,
+}
+
+impl Packing {
+    pub(crate) fn sequences(&self) -> usize {
+        self.pads.len()
+    }
+
+    /// Start of sequence `s`'s block in the saved probabilities (`heads · n²` each).
+    fn prob_offsets(&self, heads: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.pads.len() + 1);
+        let mut at = 0;
+        out.push(0);
+        for w in self.offsets.windows(2) {
+            let n = w[1] - w[0];
+            at += heads * n * n;
+            out.push(at);
+        }
+        out
+    }
+}
+
+/// Splits `v` into consecutive mutable pieces of the given lengths.
+fn split_by(mut v: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+    let mut out = Vec::new();
+    for len in lens {
+        let (head, tail) = v.split_at_mut(len);
+        out.push(head);
+        v = tail;
+    }
+    out
+}
+
+/// Causal multi-head attention over packed sequences, softmax and attention dropout fused:
+/// inputs `q` `[rows, d]`, `kv` `[rows, 2d]` (keys then values, biases included) and the
+/// key/value bias `[2d]`; output `[rows, d]`.
+///
+/// Exact for the reference's left-padded layout without computing it: a padding position's
+/// block input is zero (timeline mask), so its key is the key bias and its value the value
+/// bias. The `p` padding keys before a sequence are one logit `q·b_k` counted `p` times in the
+/// softmax (each with its own dropout draw), and padding queries are never computed: the
+/// reference masks their outputs to zero.
+pub(crate) struct Attention {
+    pub(crate) packing: Arc<Packing>,
+    pub(crate) heads: usize,
+    pub(crate) scale: f32,
+    pub(crate) dropout: Dropout,
+    /// Per row and head: the softmax weights of the real keys (`n × n` per sequence and head),
+    /// the weight of one padding key and the sum of the padding keys' dropout factors.
+    saved: Mutex<Option<AttentionSaved>>,
+}
+
+/// What the attention's forward pass keeps for the backward one: real-key weights, one
+/// padding key's weight and the padding keys' dropout sum.
+type AttentionSaved = (Vec<f32>, Vec<f32>, Vec<f32>);
+
+impl Attention {
+    pub(crate) fn new(packing: Arc<Packing>, heads: usize, scale: f32, dropout: Dropout) -> Self {
+        Attention {
+            packing,
+            heads,
+            scale,
+            dropout,
+            saved: Mutex::new(None),
+        }
+    }
+
+    /// The dropout factor of real key `j` for query `i` of head `h` of the sequence whose
+    /// probabilities start at `base`.
+    #[inline]
+    fn real_factor(&self, base: usize, n: usize, h: usize, i: usize, j: usize) -> f32 {
+        self.dropout.factor(2 * (base + (h * n + i) * n + j))
+    }
+
+    /// The sum of the dropout factors of the `pads` padding keys of `row`, head `h`.
+    fn pad_weight(&self, row: usize, h: usize, pads: usize) -> f32 {
+        if !self.dropout.active() {
+            #[allow(clippy::cast_precision_loss)]
+            return pads as f32;
+        }
+        (0..pads)
+            .map(|k| {
+                self.dropout
+                    .factor(2 * ((row * self.heads + h) * MAX_POSITIONS + k) + 1)
+            })
+            .sum()
+    }
+}
+
+/// Positions a sequence can have (`max_len` is validated against it).
+pub(crate) const MAX_POSITIONS: usize = 4096;
+
+impl CustomOp3 for Attention {
+    fn name(&self) -> &'static str {
+        "attune-sasrec-attention"
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let q = cpu_f32(s1, l1, self.name())?;
+        let kv = cpu_f32(s2, l2, self.name())?;
+        let bkv = cpu_f32(s3, l3, self.name())?;
+        let (rows, d) = l1.shape().dims2()?;
+        let pk = &self.packing;
+        if l2.shape().dims2()? != (rows, 2 * d)
+            || bkv.len() != 2 * d
+            || pk.offsets.last() != Some(&rows)
+            || !d.is_multiple_of(self.heads)
+        {
+            bail!("{}: shapes do not match", self.name())
+        }
+        let (heads, dh) = (self.heads, d / self.heads);
+        let prob_off = pk.prob_offsets(heads);
+        let mut out = vec![0f32; rows * d];
+        let mut probs = vec![0f32; prob_off[pk.sequences()]];
+        let mut pad_prob = vec![0f32; rows * heads];
+        let mut pad_w = vec![0f32; rows * heads];
+        let lens = || pk.offsets.windows(2).map(|w| w[1] - w[0]);
+        let outs = split_by(&mut out, lens().map(|n| n * d));
+        let ps = split_by(&mut probs, lens().map(|n| heads * n * n));
+        let pps = split_by(&mut pad_prob, lens().map(|n| n * heads));
+        let pws = split_by(&mut pad_w, lens().map(|n| n * heads));
+        outs.into_par_iter()
+            .zip(ps)
+            .zip(pps)
+            .zip(pws)
+            .enumerate()
+            .for_each(|(s, (((out, probs), pad_prob), pad_w))| {
+                let r0 = pk.offsets[s];
+                let n = pk.offsets[s + 1] - r0;
+                let pads = pk.pads[s];
+                let mut e = vec![0f32; n];
+                for h in 0..heads {
+                    let bk = &bkv[h * dh..(h + 1) * dh];
+                    let bv = &bkv[d + h * dh..d + (h + 1) * dh];
+                    for i in 0..n {
+                        let qi = &q[(r0 + i) * d + h * dh..(r0 + i) * d + (h + 1) * dh];
+                        let mut max = f32::NEG_INFINITY;
+                        for (j, e) in e[..=i].iter_mut().enumerate() {
+                            let kj = &kv[(r0 + j) * 2 * d + h * dh..][..dh];
+                            *e = self.scale * dot(qi, kj);
+                            max = max.max(*e);
+                        }
+                        let a = self.scale * dot(qi, bk);
+                        if pads > 0 {
+                            max = max.max(a);
+                        }
+                        let mut z = 0f32;
+                        for e in &mut e[..=i] {
+                            *e = (*e - max).exp();
+                            z += *e;
+                        }
+                        let ea = if pads > 0 { (a - max).exp() } else { 0.0 };
+                        #[allow(clippy::cast_precision_loss)]
+                        let z = z + pads as f32 * ea;
+                        let inv = 1.0 / z;
+                        let ppad = ea * inv;
+                        let w = self.pad_weight(r0 + i, h, pads);
+                        pad_prob[i * heads + h] = ppad;
+                        pad_w[i * heads + h] = w;
+                        let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
+                        let c = w * ppad;
+                        o.iter_mut().zip(bv).for_each(|(o, b)| *o = c * b);
+                        let prow = &mut probs[(h * n + i) * n..(h * n + i) * n + n];
+                        for j in 0..=i {
+                            let p = e[j] * inv;
+                            prow[j] = p;
+                            let c = p * self.real_factor(prob_off[s], n, h, i, j);
+                            if c != 0.0 {
+                                let vj = &kv[(r0 + j) * 2 * d + d + h * dh..][..dh];
+                                o.iter_mut().zip(vj).for_each(|(o, v)| *o += c * v);
+                            }
+                        }
+                    }
+                }
+            });
+        if let Ok(mut saved) = self.saved.lock() {
+            *saved = Some((probs, pad_prob, pad_w));
+        }
+        Ok((CpuStorage::F32(out), Shape::from((rows, d))))
+    }
+
+    #[allow(clippy::too_many_lines)]
+    fn bwd(
+        &self,
+        q: &Tensor,
+        kv: &Tensor,
+        bkv: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (rows, d) = q.dims2()?;
+        let (heads, dh) = (self.heads, d / self.heads);
+        let pk = &self.packing;
+        let prob_off = pk.prob_offsets(heads);
+        let Some((probs, pad_prob, pad_w)) = self.saved.lock().ok().and_then(|mut s| s.take())
+        else {
+            bail!("{}: backward without forward", self.name())
+        };
+        let mut dq = vec![0f32; rows * d];
+        let mut dkv = vec![0f32; rows * 2 * d];
+        let partials: Vec<Vec<f32>> = with_f32(q, |q| {
+            with_f32(kv, |kv| {
+                with_f32(bkv, |bkv| {
+                    with_f32(grad, |g| {
+                        let lens = || pk.offsets.windows(2).map(|w| w[1] - w[0]);
+                        let dqs = split_by(&mut dq, lens().map(|n| n * d));
+                        let dkvs = split_by(&mut dkv, lens().map(|n| n * 2 * d));
+                        Ok(dqs
+                            .into_par_iter()
+                            .zip(dkvs)
+                            .enumerate()
+                            .map(|(s, (dq, dkv))| {
+                                let r0 = pk.offsets[s];
+                                let n = pk.offsets[s + 1] - r0;
+                                #[allow(clippy::cast_precision_loss)]
+                                let pads = pk.pads[s] as f32;
+                                let mut dbkv = vec![0f32; 2 * d];
+                                let mut ds = vec![0f32; n];
+                                for h in 0..heads {
+                                    let bk = &bkv[h * dh..(h + 1) * dh];
+                                    let bv = &bkv[d + h * dh..d + (h + 1) * dh];
+                                    for i in 0..n {
+                                        let row = r0 + i;
+                                        let go = &g[row * d + h * dh..][..dh];
+                                        let qi = &q[row * d + h * dh..][..dh];
+                                        let prow = &probs[prob_off[s] + (h * n + i) * n..][..n];
+                                        let ppad = pad_prob[row * heads + h];
+                                        let w = pad_w[row * heads + h];
+                                        let dpad = dot(go, bv);
+                                        let mut sum = w * dpad * ppad;
+                                        for j in 0..=i {
+                                            let vj = &kv[(r0 + j) * 2 * d + d + h * dh..][..dh];
+                                            let f = self.real_factor(prob_off[s], n, h, i, j);
+                                            ds[j] = if f == 0.0 { 0.0 } else { f * dot(go, vj) };
+                                            sum += ds[j] * prow[j];
+                                        }
+                                        // d loss / d logit, times the score scale.
+                                        for j in 0..=i {
+                                            ds[j] = self.scale * prow[j] * (ds[j] - sum);
+                                        }
+                                        let da = self.scale * ppad * (w * dpad - pads * sum);
+                                        {
+                                            let dqi = &mut dq[i * d + h * dh..][..dh];
+                                            dqi.iter_mut().zip(bk).for_each(|(x, b)| *x += da * b);
+                                            for j in 0..=i {
+                                                let kj = &kv[(r0 + j) * 2 * d + h * dh..][..dh];
+                                                let c = ds[j];
+                                                dqi.iter_mut()
+                                                    .zip(kj)
+                                                    .for_each(|(x, k)| *x += c * k);
+                                            }
+                                        }
+                                        dbkv[h * dh..(h + 1) * dh]
+                                            .iter_mut()
+                                            .zip(qi)
+                                            .for_each(|(x, q)| *x += da * q);
+                                        let cv = w * ppad;
+                                        dbkv[d + h * dh..d + (h + 1) * dh]
+                                            .iter_mut()
+                                            .zip(go)
+                                            .for_each(|(x, g)| *x += cv * g);
+                                        for j in 0..=i {
+                                            let dkj = &mut dkv[j * 2 * d + h * dh..][..dh];
+                                            let c = ds[j];
+                                            dkj.iter_mut().zip(qi).for_each(|(x, q)| *x += c * q);
+                                            let c =
+                                                prow[j] * self.real_factor(prob_off[s], n, h, i, j);
+                                            if c != 0.0 {
+                                                let dvj = &mut dkv[j * 2 * d + d + h * dh..][..dh];
+                                                dvj.iter_mut()
+                                                    .zip(go)
+                                                    .for_each(|(x, g)| *x += c * g);
+                                            }
+                                        }
+                                    }
+                                }
+                                dbkv
+                            })
+                            .collect())
+                    })
+                })
+            })
+        })?;
+        let dbkv = sum_partials(partials, 2 * d);
+        Ok((
+            Some(tensor(dq, (rows, d))?),
+            Some(tensor(dkv, (rows, 2 * d))?),
+            Some(tensor(dbkv, 2 * d)?),
+        ))
+    }
+}
+
+/// `h + bias` over rows, then (if `relu`) ReLU and dropout: `[rows, n]` and `[n]`.
+pub(crate) struct BiasAct {
+    pub(crate) relu: bool,
+    pub(crate) dropout: Dropout,
+}
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "attune-sasrec-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let h = cpu_f32(s1, l1, self.name())?;
+        let b = cpu_f32(s2, l2, self.name())?;
+        let n = b.len();
+        if n == 0 || !h.len().is_multiple_of(n) {
+            bail!("{}: shapes do not match", self.name())
+        }
+        let mut out = vec![0f32; h.len()];
+        out.par_chunks_mut(ROW_CHUNK * n)
+            .zip(h.par_chunks(ROW_CHUNK * n))
+            .enumerate()
+            .for_each(|(c, (o, h))| {
+                let base = c * ROW_CHUNK * n;
+                for (r, (o, h)) in o.chunks_exact_mut(n).zip(h.chunks_exact(n)).enumerate() {
+                    for j in 0..n {
+                        let v = h[j] + b[j];
+                        o[j] = if self.relu {
+                            v.max(0.0) * self.dropout.factor(base + r * n + j)
+                        } else {
+                            v
+                        };
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = b.dim(0)?;
+        let (gh, gb) = with_f32(res, |y| {
+            with_f32(grad, |g| {
+                let mut gh = vec![0f32; g.len()];
+                let parts: Vec<Vec<f32>> = gh
+                    .par_chunks_mut(ROW_CHUNK * n)
+                    .zip(g.par_chunks(ROW_CHUNK * n))
+                    .zip(y.par_chunks(ROW_CHUNK * n))
+                    .map(|((gh, g), y)| {
+                        let mut gb = vec![0f32; n];
+                        for ((gh, g), y) in gh
+                            .chunks_exact_mut(n)
+                            .zip(g.chunks_exact(n))
+                            .zip(y.chunks_exact(n))
+                        {
+                            for j in 0..n {
+                                gh[j] = if !self.relu {
+                                    g[j]
+                                } else if y[j] > 0.0 {
+                                    g[j] * self.dropout.scale
+                                } else {
+                                    0.0
+                                };
+                                gb[j] += gh[j];
+                            }
+                        }
+                        gb
+                    })
+                    .collect();
+                Ok((gh, sum_partials(parts, n)))
+            })
+        })?;
+        Ok((Some(tensor(gh, h.shape().clone())?), Some(tensor(gb, n)?)))
+    }
+}
+
+/// `(h + bias) · dropout + residual`: `h` and `residual` `[rows, n]`, bias `[n]`.
+pub(crate) struct BiasResidual {
+    pub(crate) dropout: Dropout,
+}
+
+impl CustomOp3 for BiasResidual {
+    fn name(&self) -> &'static str {
+        "attune-sasrec-bias-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let h = cpu_f32(s1, l1, self.name())?;
+        let b = cpu_f32(s2, l2, self.name())?;
+        let res = cpu_f32(s3, l3, self.name())?;
+        let n = b.len();
+        if n == 0 || !h.len().is_multiple_of(n) || res.len() != h.len() {
+            bail!("{}: shapes do not match", self.name())
+        }
+        let mut out = vec![0f32; h.len()];
+        out.par_chunks_mut(ROW_CHUNK * n)
+            .zip(h.par_chunks(ROW_CHUNK * n))
+            .zip(res.par_chunks(ROW_CHUNK * n))
+            .enumerate()
+            .for_each(|(c, ((o, h), res))| {
+                for (r, ((o, h), res)) in o
+                    .chunks_exact_mut(n)
+                    .zip(h.chunks_exact(n))
+                    .zip(res.chunks_exact(n))
+                    .enumerate()
+                {
+                    let row = c * ROW_CHUNK + r;
+                    for j in 0..n {
+                        o[j] = (h[j] + b[j]) * self.dropout.factor(row * n + j) + res[j];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        b: &Tensor,
+        _res_in: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let n = b.dim(0)?;
+        let (gh, gb, gr) = with_f32(grad, |g| {
+            let mut gh = vec![0f32; g.len()];
+            let mut gr = vec![0f32; g.len()];
+            let parts: Vec<Vec<f32>> = gh
+                .par_chunks_mut(ROW_CHUNK * n)
+                .zip(gr.par_chunks_mut(ROW_CHUNK * n))
+                .zip(g.par_chunks(ROW_CHUNK * n))
+                .enumerate()
+                .map(|(c, ((gh, gr), g))| {
+                    let mut gb = vec![0f32; n];
+                    for (r, ((gh, gr), g)) in gh
+                        .chunks_exact_mut(n)
+                        .zip(gr.chunks_exact_mut(n))
+                        .zip(g.chunks_exact(n))
+                        .enumerate()
+                    {
+                        let row = c * ROW_CHUNK + r;
+                        gr.copy_from_slice(g);
+                        for j in 0..n {
+                            gh[j] = g[j] * self.dropout.factor(row * n + j);
+                            gb[j] += gh[j];
+                        }
+                    }
+                    gb
+                })
+                .collect();
+            Ok((gh, sum_partials(parts, n), gr))
+        })?;
+        Ok((
+            Some(tensor(gh, h.shape().clone())?),
+            Some(tensor(gb, n)?),
+            Some(tensor(gr, h.shape().clone())?),
+        ))
+    }
+}
+
+/// `log(1 + e^x)`, stable.
+#[inline]
+fn softplus(x: f32) -> f32 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The paper's BCE: at each row with a target (non-zero), `softplus(-h·e_target)` plus
+/// `softplus(h·e_neg)` for each of the row's `k` negatives, averaged over those rows. Inputs:
+/// the final hidden states `[rows, d]` and the item embeddings `[n + 1, d]`; output: a scalar.
+pub(crate) struct RowLoss {
+    pub(crate) targets: Arc<[u32]>,
+    /// `rows × k` negatives.
+    pub(crate) negatives: Arc<[u32]>,
+    pub(crate) k: usize,
+    /// `d loss / d logit` for each row's `1 + k` logits, kept for the backward pass.
+    pub(crate) coef: Mutex<Vec<f32>>,
+}
+
+impl RowLoss {
+    pub(crate) fn new(targets: Arc<[u32]>, negatives: Arc<[u32]>, k: usize) -> RowLoss {
+        RowLoss {
+            targets,
+            negatives,
+            k,
+            coef: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl CustomOp2 for RowLoss {
+    fn name(&self) -> &'static str {
+        "attune-sasrec-row-loss"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let h = cpu_f32(s1, l1, self.name())?;
+        let emb = cpu_f32(s2, l2, self.name())?;
+        let (rows, d) = l1.shape().dims2()?;
+        let n_items = l2.shape().dims2()?.0;
+        let k = self.k;
+        if self.targets.len() != rows || self.negatives.len() != rows * k {
+            bail!("{}: targets do not match the rows", self.name())
+        }
+        if self
+            .targets
+            .iter()
+            .chain(self.negatives.iter())
+            .any(|&i| i as usize >= n_items)
+        {
+            bail!("{}: item out of range", self.name())
+        }
+        let valid = self.targets.iter().filter(|&&t| t != 0).count().max(1);
+        #[allow(clippy::cast_precision_loss)]
+        let inv = 1.0 / valid as f32;
+        let mut coef = vec![0f32; rows * (1 + k)];
+        let losses: Vec<f64> = coef
+            .par_chunks_mut(ROW_CHUNK * (1 + k))
+            .enumerate()
+            .map(|(c, coef)| {
+                let mut total = 0f64;
+                for (r, coef) in coef.chunks_exact_mut(1 + k).enumerate() {
+                    let row = c * ROW_CHUNK + r;
+                    let t = self.targets[row] as usize;
+                    if t == 0 {
+                        continue;
+                    }
+                    let hr = &h[row * d..(row + 1) * d];
+                    let s = dot(hr, &emb[t * d..(t + 1) * d]);
+                    let mut loss = softplus(-s);
+                    coef[0] = (sigmoid(s) - 1.0) * inv;
+                    for (j, &neg) in self.negatives[row * k..(row + 1) * k].iter().enumerate() {
+                        let neg = neg as usize;
+                        let s = dot(hr, &emb[neg * d..(neg + 1) * d]);
+                        loss += softplus(s);
+                        coef[1 + j] = sigmoid(s) * inv;
+                    }
+                    total += f64::from(loss);
+                }
+                total
+            })
+            .collect();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        let loss = (losses.iter().sum::<f64>() / valid as f64) as f32;
+        if let Ok(mut saved) = self.coef.lock() {
+            *saved = coef;
+        }
+        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        emb: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (rows, d) = h.dims2()?;
+        let (n_items, _) = emb.dims2()?;
+        let go = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        let coef = self.coef.lock().map(|c| c.clone()).unwrap_or_default();
+        let k = self.k;
+        if coef.len() != rows * (1 + k) {
+            bail!("{}: backward without forward", self.name())
+        }
+        let (gh, ge) = with_f32(h, |hv| {
+            with_f32(emb, |ev| {
+                let mut gh = vec![0f32; rows * d];
+                gh.par_chunks_mut(d).enumerate().for_each(|(row, gh)| {
+                    let t = self.targets[row] as usize;
+                    if t == 0 {
+                        return;
+                    }
+                    let c = &coef[row * (1 + k)..(row + 1) * (1 + k)];
+                    let items = std::iter::once(t).chain(
+                        self.negatives[row * k..(row + 1) * k]
+                            .iter()
+                            .map(|&i| i as usize),
+                    );
+                    for (item, &c) in items.zip(c) {
+                        let e = &ev[item * d..(item + 1) * d];
+                        gh.iter_mut().zip(e).for_each(|(g, e)| *g += go * c * e);
+                    }
+                });
+                let mut ge = vec![0f32; n_items * d];
+                for row in 0..rows {
+                    let t = self.targets[row] as usize;
+                    if t == 0 {
+                        continue;
+                    }
+                    let hr = &hv[row * d..(row + 1) * d];
+                    let c = &coef[row * (1 + k)..(row + 1) * (1 + k)];
+                    let items = std::iter::once(t).chain(
+                        self.negatives[row * k..(row + 1) * k]
+                            .iter()
+                            .map(|&i| i as usize),
+                    );
+                    for (item, &c) in items.zip(c) {
+                        let ge = &mut ge[item * d..(item + 1) * d];
+                        ge.iter_mut().zip(hr).for_each(|(g, h)| *g += go * c * h);
+                    }
+                }
+                Ok((gh, ge))
+            })
+        })?;
+        Ok((
+            Some(tensor(gh, (rows, d))?),
+            Some(tensor(ge, (n_items, d))?),
+        ))
+    }
+}
+
+/// Which loss [`SharedLoss`] computes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SharedKind {
+    /// Cross-entropy of the positive among positive + negatives.
+    Softmax,
+    /// gBCE with this β: `β · softplus(-s⁺) + Σ softplus(s⁻)`.
+    Gbce(f32),
+}
+
+/// A loss over each row's positive logit (gathered here from `h` and the item embeddings) and
+/// the logits `[rows, N]` of `N` negatives shared by the batch; a negative equal to the row's
+/// target is ignored. Averaged over rows with a target. Inputs: `h` `[rows, d]`, item embeddings
+/// `[n + 1, d]`, negative logits `[rows, N]`; output: a scalar.
+pub(crate) struct SharedLoss {
+    pub(crate) targets: Arc<[u32]>,
+    pub(crate) negatives: Arc<[u32]>,
+    pub(crate) kind: SharedKind,
+    /// `d loss / d logit`: the positive's per row, then the negatives' `[rows, N]`.
+    pub(crate) coef: Mutex<(Vec<f32>, Vec<f32>)>,
+}
+
+impl SharedLoss {
+    pub(crate) fn new(targets: Arc<[u32]>, negatives: Arc<[u32]>, kind: SharedKind) -> SharedLoss {
+        SharedLoss {
+            targets,
+            negatives,
+            kind,
+            coef: Mutex::new((Vec::new(), Vec::new())),
+        }
+    }
+}
+
+impl CustomOp3 for SharedLoss {
+    fn name(&self) -> &'static str {
+        "attune-sasrec-shared-loss"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let h = cpu_f32(s1, l1, self.name())?;
+        let emb = cpu_f32(s2, l2, self.name())?;
+        let neg = cpu_f32(s3, l3, self.name())?;
+        let (rows, d) = l1.shape().dims2()?;
+        let n_items = l2.shape().dims2()?.0;
+        let n = self.negatives.len();
+        if self.targets.len() != rows || l3.shape().dims2()? != (rows, n) {
+            bail!("{}: shapes do not match", self.name())
+        }
+        if self.targets.iter().any(|&i| i as usize >= n_items) {
+            bail!("{}: item out of range", self.name())
+        }
+        let valid = self.targets.iter().filter(|&&t| t != 0).count().max(1);
+        #[allow(clippy::cast_precision_loss)]
+        let inv = 1.0 / valid as f32;
+        let mut pos_coef = vec![0f32; rows];
+        let mut neg_coef = vec![0f32; rows * n];
+        let kind = self.kind;
+        let losses: Vec<f64> = pos_coef
+            .par_chunks_mut(ROW_CHUNK)
+            .zip(neg_coef.par_chunks_mut(ROW_CHUNK * n))
+            .enumerate()
+            .map(|(c, (pc, nc))| {
+                let mut total = 0f64;
+                for (r, (pc, nc)) in pc.iter_mut().zip(nc.chunks_exact_mut(n)).enumerate() {
+                    let row = c * ROW_CHUNK + r;
+                    let t = self.targets[row];
+                    if t == 0 {
+                        continue;
+                    }
+                    let tu = t as usize;
+                    let s = dot(&h[row * d..(row + 1) * d], &emb[tu * d..(tu + 1) * d]);
+                    let logits = &neg[row * n..(row + 1) * n];
+                    match kind {
+                        SharedKind::Softmax => {
+                            let mut max = s;
+                            for (&l, &item) in logits.iter().zip(self.negatives.iter()) {
+                                if item != t {
+                                    max = max.max(l);
+                                }
+                            }
+                            let e0 = (s - max).exp();
+                            let mut sum = e0;
+                            for ((&l, &item), c) in
+                                logits.iter().zip(self.negatives.iter()).zip(nc.iter_mut())
+                            {
+                                if item != t {
+                                    *c = (l - max).exp();
+                                    sum += *c;
+                                }
+                            }
+                            let isum = 1.0 / sum;
+                            nc.iter_mut().for_each(|c| *c *= isum * inv);
+                            *pc = (e0 * isum - 1.0) * inv;
+                            total += f64::from(max + sum.ln() - s);
+                        }
+                        SharedKind::Gbce(beta) => {
+                            let mut loss = beta * softplus(-s);
+                            *pc = beta * (sigmoid(s) - 1.0) * inv;
+                            for ((&l, &item), c) in
+                                logits.iter().zip(self.negatives.iter()).zip(nc.iter_mut())
+                            {
+                                if item != t {
+                                    loss += softplus(l);
+                                    *c = sigmoid(l) * inv;
+                                }
+                            }
+                            total += f64::from(loss);
+                        }
+                    }
+                }
+                total
+            })
+            .collect();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+        let loss = (losses.iter().sum::<f64>() / valid as f64) as f32;
+        if let Ok(mut saved) = self.coef.lock() {
+            *saved = (pos_coef, neg_coef);
+        }
+        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        emb: &Tensor,
+        neg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (rows, d) = h.dims2()?;
+        let (n_items, _) = emb.dims2()?;
+        let go = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        let (pos_coef, mut neg_coef) = self
+            .coef
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        if pos_coef.len() != rows {
+            bail!("{}: backward without forward", self.name())
+        }
+        let (gh, ge) = with_f32(h, |hv| {
+            with_f32(emb, |ev| {
+                let mut gh = vec![0f32; rows * d];
+                gh.par_chunks_mut(d).enumerate().for_each(|(row, gh)| {
+                    let t = self.targets[row] as usize;
+                    if t != 0 {
+                        let c = go * pos_coef[row];
+                        let e = &ev[t * d..(t + 1) * d];
+                        gh.iter_mut().zip(e).for_each(|(g, e)| *g = c * e);
+                    }
+                });
+                let mut ge = vec![0f32; n_items * d];
+                for row in 0..rows {
+                    let t = self.targets[row] as usize;
+                    if t == 0 {
+                        continue;
+                    }
+                    let c = go * pos_coef[row];
+                    let ge = &mut ge[t * d..(t + 1) * d];
+                    ge.iter_mut()
+                        .zip(&hv[row * d..(row + 1) * d])
+                        .for_each(|(g, h)| *g += c * h);
+                }
+                Ok((gh, ge))
+            })
+        })?;
+        if go != 1.0 {
+            neg_coef.par_iter_mut().for_each(|c| *c *= go);
+        }
+        Ok((
+            Some(tensor(gh, (rows, d))?),
+            Some(tensor(ge, (n_items, d))?),
+            Some(tensor(neg_coef, neg.shape().clone())?),
+        ))
+    }
+}
