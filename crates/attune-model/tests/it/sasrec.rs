@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use attune_model::Error;
+use attune_model::data::split::Case;
+use attune_model::eval::{self, EvalOptions, Protocol};
 use attune_model::manifest::{DatasetInfo, Manifest, ModelKind};
 use attune_model::sasrec::{
     ModelInfo, Progress, SasRec, SasRecConfig, SasRecLoss, TrainOptions, train,
 };
 use attune_model::scorer::SequenceScorer;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 const GAMES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -91,42 +91,33 @@ fn train_part(s: &Slice) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// HR@10 of the target among it and 100 sampled items the user never had, for each sequence
-/// `history` (what the model sees) → `target`.
+/// HR@10 of each case's target among it and 100 sampled items the user never had (the
+/// crate's evaluation, `Protocol::Sampled`), for cases `history` (what the model sees) →
+/// `target` of users `all`.
 fn hit_rate_at_10(
     scorer: &dyn SequenceScorer,
     cases: &[(Vec<u32>, u32)],
     all: &[Vec<u32>],
     seed: u64,
 ) -> f64 {
-    let n = u32::try_from(scorer.num_items()).unwrap();
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut hits = 0;
-    let histories: Vec<&[u32]> = cases.iter().map(|(h, _)| h.as_slice()).collect();
-    let candidates: Vec<Vec<u32>> = cases
+    let cases: Vec<Case<'_>> = cases
         .iter()
         .zip(all)
-        .map(|((_, target), full)| {
-            let had: HashSet<u32> = full.iter().copied().collect();
-            let mut c = vec![*target];
-            while c.len() < 101 {
-                let i = rng.random_range(1..=n);
-                if !had.contains(&i) {
-                    c.push(i);
-                }
-            }
-            c
+        .enumerate()
+        .map(|(user, ((input, target), full))| Case {
+            user,
+            input,
+            target: *target,
+            interacted: full,
         })
         .collect();
-    let refs: Vec<&[u32]> = candidates.iter().map(Vec::as_slice).collect();
-    let scores = scorer.score_candidates(&histories, &refs).unwrap();
-    for s in &scores {
-        let better = s[1..].iter().filter(|&&x| x >= s[0]).count();
-        if better < 10 {
-            hits += 1;
-        }
-    }
-    f64::from(hits) / cases.len() as f64
+    let options = EvalOptions {
+        seed,
+        ..EvalOptions::default()
+    };
+    let protocol = Protocol::Sampled { negatives: 100 };
+    let report = eval::evaluate(scorer, &cases, scorer.num_items(), &protocol, &options).unwrap();
+    report.metrics["hr@10"]
 }
 
 /// Item counts in the training part, as a scorer.
