@@ -59,13 +59,15 @@ pub struct CooccurrenceConfig {
 
 impl Default for CooccurrenceConfig {
     fn default() -> Self {
+        // Chosen on the validation split of amazon-games and amazon-beauty (sampled protocol):
+        // wide windows and long histories helped most (valid HR@10 0.59 → 0.64 on games).
         CooccurrenceConfig {
-            window: 3,
+            window: 10,
             distance_weighted: true,
-            backward_weight: 0.5,
-            normalization: 0.5,
-            max_neighbors: 200,
-            history: 3,
+            backward_weight: 0.25,
+            normalization: 0.3,
+            max_neighbors: 500,
+            history: 10,
             recency_decay: 0.5,
             popularity_weight: 1e-3,
             popularity: PopularityConfig::default(),

@@ -262,15 +262,18 @@ pub fn ranks(
 }
 
 /// The rank of the target among items `1..=num_items` by `scores`, leaving out the input's items
-/// (other than the target) when `exclude`.
+/// (other than the target) when `exclude`. Ties and NaN count against the target.
 fn full_rank(case: &Case<'_>, scores: &[f32], num_items: usize, exclude: bool) -> usize {
     let target = case.target as usize;
+    let items = scores.get(1..=num_items).unwrap_or(&[]);
     let t = scores.get(target).copied().unwrap_or(f32::NAN);
-    let at_least = |s: f32| s.partial_cmp(&t) != Some(std::cmp::Ordering::Less);
-    let all = (1..=num_items)
-        .filter(|&i| i != target)
-        .filter(|&i| at_least(scores.get(i).copied().unwrap_or(f32::NAN)))
-        .count();
+    let at_least = |s: f32| s >= t || s.is_nan() || t.is_nan();
+    // One tight pass over every score (the target counts itself once: taken off below).
+    let all = items
+        .iter()
+        .map(|&s| usize::from(at_least(s)))
+        .sum::<usize>();
+    let all = all.saturating_sub(usize::from(target <= items.len()));
     if !exclude {
         return all;
     }

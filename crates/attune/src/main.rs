@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod evaluate;
 mod import;
 mod load;
 mod rules_watch;
 mod serve;
 mod settings;
+mod train;
 
 use settings::Settings;
 
@@ -53,6 +55,10 @@ enum Command {
     Load(load::LoadArgs),
     /// Convert an external catalog (e.g. `--format fashion styles.csv`) to Attune's NDJSON items.
     Import(import::ImportArgs),
+    /// Train a next-item model (popularity, co-occurrence) on a dataset into a model directory.
+    Train(train::TrainArgs),
+    /// Evaluate a model directory on a dataset (sampled, full or SR-GNN protocol).
+    Eval(evaluate::EvalArgs),
     /// Print the effective settings (defaults, file, environment) and exit.
     Config {
         /// A YAML settings file.
@@ -91,6 +97,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Load(args) => runtime.block_on(load::run(args)),
         Command::Import(args) => import::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => evaluate::run(args),
         Command::Config { config } => {
             let settings = Settings::load(config.as_deref(), std::env::vars())?;
             print!("{}", serde_norway::to_string(&settings)?);

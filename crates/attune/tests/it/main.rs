@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used, unreachable_pub, missing_docs)]
 
 mod cli;
+mod models;
 mod smoke;
 mod support;
