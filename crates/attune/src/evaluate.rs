@@ -13,6 +13,7 @@ use attune_model::data::split::Split;
 use attune_model::eval::{self, EvalOptions, EvalReport, Protocol};
 use attune_model::manifest::{MANIFEST_FILE, Manifest, ModelKind};
 use attune_model::popularity::Popularity;
+use attune_model::sasrec::SasRec;
 use attune_model::scorer::SequenceScorer;
 use serde::Serialize;
 
@@ -118,10 +119,7 @@ pub(crate) fn load_model(dir: &Path) -> anyhow::Result<(Manifest, Box<dyn Sequen
     let model: Box<dyn SequenceScorer> = match manifest.kind {
         ModelKind::Popularity => Box::new(Popularity::load(dir)?),
         ModelKind::Cooccurrence => Box::new(Cooccurrence::load(dir)?),
-        ModelKind::Sasrec => bail!(
-            "{}: SASRec models cannot be evaluated by this build yet",
-            dir.display()
-        ),
+        ModelKind::Sasrec => Box::new(SasRec::load(dir, None)?.0),
     };
     Ok((manifest, model))
 }

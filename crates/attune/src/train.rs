@@ -11,8 +11,17 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use attune_model::cooccurrence::{Cooccurrence, CooccurrenceConfig};
-use attune_model::data::{self, Dataset, Source, events::Grouping, split};
+use attune_model::data::split::{self, Case, Split};
+use attune_model::data::{self, Dataset, Source, events::Grouping};
+use attune_model::eval::{self, EvalOptions, Protocol};
 use attune_model::popularity::{Popularity, PopularityConfig};
+use attune_model::sasrec::{self, ModelInfo, Progress, SasRec, SasRecConfig, TrainOptions};
+
+use crate::evaluate::ProtocolArg;
+
+/// DIGINETICA sessions held out of SASRec's training to validate on (the test prefixes are never
+/// used to pick a model).
+const DIGINETICA_VALID_SESSIONS: usize = 3_000;
 
 /// The manifest metric that marks a model trained with `--include-held-out`.
 pub(crate) const HELD_OUT_KEY: &str = "trained_on_held_out";
@@ -56,9 +65,22 @@ pub(crate) struct TrainArgs {
     /// interactions); the manifest records it and `attune eval` warns that its figures leak.
     #[arg(long)]
     include_held_out: bool,
-    /// Seed of the training run (models that sample).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    /// SASRec: training epochs (overrides the config).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// SASRec: worker threads, 0 for one per core (overrides the config).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// SASRec: write a checkpoint here after every epoch, and resume from one found there.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// SASRec: the protocol of the validation that picks the best epoch (default: sampled with
+    /// the dataset's negatives; srgnn on held-out sessions for diginetica).
+    #[arg(long, value_enum)]
+    valid_protocol: Option<ProtocolArg>,
+    /// Seed of the training run (SASRec; overrides the config).
+    #[arg(long)]
+    seed: Option<u64>,
     /// The model directory to write (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -80,6 +102,8 @@ pub(crate) enum ModelArg {
     Popularity,
     /// Item-to-item co-occurrence within a window, popularity as fallback.
     Cooccurrence,
+    /// The SASRec transformer.
+    Sasrec,
 }
 
 /// The dataset named on the command line, loaded.
@@ -133,12 +157,18 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         bail!("--out {} exists and is not a directory", args.out.display());
     }
     let (source, dataset) = load_dataset(&args.dataset, &args.data_dir, args.group_by)?;
+    if args.model == ModelArg::Sasrec {
+        if args.include_held_out {
+            bail!("--include-held-out is for the baselines only");
+        }
+        return train_sasrec(&args, &source, &dataset);
+    }
+    let leaky = args.include_held_out && source.is_leave_one_out();
     let train = if source.is_leave_one_out() && !args.include_held_out {
         split::training(&dataset)
     } else {
         dataset
     };
-    let leaky = args.include_held_out && source.is_leave_one_out();
     let started = Instant::now();
     let flags_popularity = |p: &mut PopularityConfig| {
         if args.half_life_positions.is_some() {
@@ -182,11 +212,123 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
             model.save(&args.out)?;
             format!("cooccurrence ({} pairs) {config:?}", model.pairs())
         }
+        ModelArg::Sasrec => unreachable!("trained above"),
     };
     eprintln!(
         "trained {summary} on {} training sequences in {:.2} s; wrote {}",
         train.sequences.len(),
         started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Trains SASRec with validation (early stopping on NDCG@10 of the validation split, or MRR@20
+/// for the SR-GNN protocol) and saves it.
+fn train_sasrec(args: &TrainArgs, source: &Source, dataset: &Dataset) -> anyhow::Result<()> {
+    let mut config: SasRecConfig = read_config(args.config.as_deref())?;
+    if let Some(e) = args.epochs {
+        config.epochs = e;
+    }
+    if let Some(t) = args.threads {
+        config.threads = t;
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    config.validate()?;
+
+    // Training data and validation cases: leave-one-out's, or held-out sessions.
+    let (train, held_out) = if source.is_leave_one_out() {
+        (split::training(dataset), Vec::new())
+    } else {
+        split::hold_out_last(dataset, DIGINETICA_VALID_SESSIONS)
+    };
+    let cases: Vec<Case<'_>> = if source.is_leave_one_out() {
+        split::cases(dataset, Split::Validation)
+    } else {
+        split::prefix_cases(&held_out)
+    };
+    let default_protocol = if source.is_leave_one_out() {
+        ProtocolArg::Sampled
+    } else {
+        ProtocolArg::Srgnn
+    };
+    let protocol = match args.valid_protocol.unwrap_or(default_protocol) {
+        ProtocolArg::Sampled => Protocol::Sampled {
+            negatives: source.sampled_negatives(),
+        },
+        ProtocolArg::Full => Protocol::Full,
+        ProtocolArg::Srgnn => Protocol::SrGnn,
+    };
+    let metric = if protocol == Protocol::SrGnn {
+        "srgnn_mrr@20"
+    } else {
+        "ndcg@10"
+    };
+    let options = EvalOptions {
+        seed: config.seed,
+        batch_size: 512,
+        parallel: true,
+    };
+    eprintln!(
+        "SASRec on {} training sequences; validating on {} cases by {protocol} ({metric}) every {} epochs",
+        train.sequences.len(),
+        cases.len(),
+        config.eval_every
+    );
+    let started = Instant::now();
+    let train_options = TrainOptions {
+        checkpoint_dir: args.checkpoint.clone(),
+        progress: Progress::Auto,
+        max_epochs_this_run: None,
+    };
+    let num_items = train.num_items;
+    let (model, report) = sasrec::train(
+        &config,
+        num_items,
+        &train.sequences,
+        &train_options,
+        &mut |m: &SasRec| {
+            let r = eval::evaluate(m, &cases, num_items, &protocol, &options)?;
+            eprintln!(
+                "  valid HR@10 {:.4} NDCG@10 {:.4} MRR {:.4}",
+                r.metrics["hr@10"], r.metrics["ndcg@10"], r.metrics["mrr"]
+            );
+            Ok(r.metrics[metric])
+        },
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut metrics = std::collections::BTreeMap::new();
+    if let Some(best) = report.best_metric {
+        metrics.insert(format!("valid.{metric}"), best);
+    }
+    if let Some(epoch) = report.best_epoch {
+        metrics.insert("best_epoch".to_owned(), epoch as f64);
+    }
+    metrics.insert("epochs".to_owned(), report.epochs_completed as f64);
+    metrics.insert(
+        "sequences_per_second".to_owned(),
+        report.sequences_per_second,
+    );
+    metrics.insert("train_seconds".to_owned(), seconds);
+    let info = ModelInfo {
+        item_ids: train.item_ids.clone(),
+        dataset: train.info(),
+        metrics,
+    };
+    model.save(&args.out, &info)?;
+    eprintln!(
+        "trained SASRec: {} epochs{}, best epoch {:?} ({metric} {:?}), {:.0} sequences/s, {seconds:.1} s; wrote {}",
+        report.epochs_completed,
+        if report.stopped_early {
+            " (stopped early)"
+        } else {
+            ""
+        },
+        report.best_epoch,
+        report.best_metric,
+        report.sequences_per_second,
         args.out.display()
     );
     Ok(())

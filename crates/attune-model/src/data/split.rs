@@ -8,6 +8,9 @@
 //! PyTorch re-run; 112 of amazon-games' 31,013 users, none of amazon-beauty's). Every other user
 //! is evaluated: nothing is subsampled.
 //!
+//! [`hold_out_last`] gives data that comes with its own test cases (DIGINETICA) a validation
+//! split for model selection.
+//!
 //! ```
 //! use attune_model::data::split::{self, Split};
 //! # use attune_model::data::Dataset;
@@ -117,4 +120,21 @@ pub fn prefix_cases(prefixes: &[Prefix]) -> Vec<Case<'_>> {
             interacted: &p.input,
         })
         .collect()
+}
+
+/// For data evaluated on test cases of its own (DIGINETICA), a validation split for model
+/// selection: the last `n` sequences are taken out of training and every prefix of them
+/// ([`Dataset::expanded_prefixes`]) becomes a validation case, so the test cases are never used
+/// to pick a model.
+pub fn hold_out_last(data: &Dataset, n: usize) -> (Dataset, Vec<Prefix>) {
+    let keep = data.sequences.len().saturating_sub(n);
+    let mut train = data.head(keep);
+    train.test = Vec::new();
+    let held = Dataset {
+        sequences: data.sequences[keep..].to_vec(),
+        timestamps: None,
+        test: Vec::new(),
+        ..train.clone()
+    };
+    (train, held.expanded_prefixes())
 }

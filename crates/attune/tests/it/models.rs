@@ -377,3 +377,67 @@ fn train_and_evaluate_on_an_event_log() {
     assert_eq!(manifest["item_ids"][0], "sku-0");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn train_and_evaluate_sasrec_on_a_small_slice() {
+    let data = slice("sasrec", &[("amazon-beauty/sequences.txt", 400)]);
+    let model = data.join("sasrec");
+    let config = data.join("sasrec.yaml");
+    std::fs::write(
+        &config,
+        "max_len: 20\nhidden: 16\nbatch: 64\nnegatives: 32\neval_every: 1\nthreads: 1\n",
+    )
+    .unwrap();
+    let common = ["--dataset", "amazon-beauty", "--data-dir", s(&data)];
+    let out = run(&[
+        &[
+            "train",
+            "--model",
+            "sasrec",
+            "--config",
+            s(&config),
+            "--epochs",
+            "2",
+        ],
+        &common[..],
+        &["--out", s(&model)],
+    ]
+    .concat());
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("valid HR@10"), "{stderr}");
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["kind"], "sasrec");
+    assert_eq!(manifest["hyper_parameters"]["hidden"], 16);
+    assert_eq!(manifest["metrics"]["epochs"], 2.0);
+    assert!(
+        manifest["metrics"]["valid.ndcg@10"].as_f64().is_some(),
+        "{manifest}"
+    );
+    assert_eq!(manifest["dataset"]["sequences"], 400);
+
+    let json = data.join("out.json");
+    ok(&run(&[
+        &["eval", "--model", s(&model), "--json", s(&json)],
+        &common[..],
+    ]
+    .concat()));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["kind"], "sasrec");
+    assert_eq!(report["cases"], 400);
+    let hr10 = report["metrics"]["hr@10"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&hr10), "{report}");
+
+    // Bad SASRec settings are named.
+    std::fs::write(&config, "hidden: 16\nheads: 3\n").unwrap();
+    let err = fails(&run(&[
+        &["train", "--model", "sasrec", "--config", s(&config)],
+        &common[..],
+        &["--out", s(&model)],
+    ]
+    .concat()));
+    assert!(err.contains("heads"), "{err}");
+    std::fs::remove_dir_all(&data).ok();
+}
