@@ -31,6 +31,13 @@ impl Key {
         Arc::ptr_eq(&a.0, &b.0)
     }
 
+    /// The address of the shared allocation: equal for clones of one key, and distinct between
+    /// live keys. Only meaningful while the key is alive (a memo keyed by it must not outlive the
+    /// keys it was filled from).
+    pub fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// Equal strings, checking the pointer first.
     pub fn same(&self, other: &Key) -> bool {
         Key::ptr_eq(self, other) || self.0 == other.0

@@ -19,7 +19,7 @@
 //! the personal boosts (at most ±`caps.total`) can reorder them, while a result of a lower tier
 //! cannot climb over a higher one once tiers are further apart than the caps.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::item::{Item, ItemFeatures};
 use crate::key::Key;
@@ -42,20 +42,27 @@ pub struct Retrieved<'a> {
     pub keyword_rank: Option<u32>,
     /// 1-based rank in the vector list, if it was there.
     pub vector_rank: Option<u32>,
+    /// The near-duplicate key of the title ([`normalize_title`]), computed once per item by the
+    /// caller (retrievals are cached; this runs per request).
+    pub title_key: &'a str,
 }
 
 /// Affinities decayed to one time and indexed for constant-time lookups while ranking: built once
 /// per request from a session (or a long-term profile).
 #[derive(Debug, Clone, Default)]
+///
+/// The maps use the Fx hash: a result page looks up every key of every candidate (a few thousand
+/// short strings per request), and the keys are catalog strings, not attacker-chosen map keys
+/// that could be made to collide (a client can only name keys the catalog has).
 pub struct Signals {
-    brand: HashMap<Key, f32>,
-    category: HashMap<Key, f32>,
-    attribute: HashMap<Key, f32>,
-    intent_brand: HashMap<String, f32>,
-    intent_category: HashMap<String, f32>,
-    intent_attribute: HashMap<String, f32>,
-    seen: HashSet<String>,
-    skipped: HashMap<String, u16>,
+    brand: FxHashMap<Key, f32>,
+    category: FxHashMap<Key, f32>,
+    attribute: FxHashMap<Key, f32>,
+    intent_brand: FxHashMap<String, f32>,
+    intent_category: FxHashMap<String, f32>,
+    intent_attribute: FxHashMap<String, f32>,
+    seen: FxHashSet<Key>,
+    skipped: FxHashMap<Key, u16>,
 }
 
 impl Signals {
@@ -63,7 +70,7 @@ impl Signals {
     pub fn from_session(session: &Session, now: Timestamp, rules: &Rules) -> Self {
         let scores = session.scores(now, rules);
         let mut s = Signals::default();
-        let table = |kind| -> HashMap<Key, f32> {
+        let table = |kind| -> FxHashMap<Key, f32> {
             scores
                 .of(kind)
                 .iter()
@@ -84,10 +91,10 @@ impl Signals {
         }
         for item in session.items() {
             if item.seen > 0 {
-                s.seen.insert(item.item_id.to_string());
+                s.seen.insert(item.item_id.as_key().clone());
             }
             if item.skips > 0 {
-                s.skipped.insert(item.item_id.to_string(), item.skips);
+                s.skipped.insert(item.item_id.as_key().clone(), item.skips);
             }
         }
         s
@@ -187,12 +194,16 @@ pub struct RerankRequest {
     pub exclude_seen: bool,
     /// The page size the diversity cap applies to.
     pub page_size: usize,
+    /// How many leading results the caller will use (offset + limit): diversity fills the pages
+    /// that cover them, and the results after them stay in score order (work saved per request).
+    pub needed: usize,
     /// Build explanations.
     pub explain: bool,
 }
 
-/// Lower-cases and keeps only letters and digits, single-spaced: the near-duplicate key.
-fn normalize_title(title: &str) -> String {
+/// Lower-cases and keeps only letters and digits, single-spaced: the near-duplicate key
+/// ([`Retrieved::title_key`]).
+pub fn normalize_title(title: &str) -> String {
     crate::vocab::normalize(title)
 }
 
@@ -200,13 +211,55 @@ fn boost(cap: f32, affinity: f32, scale: f32) -> f32 {
     if affinity == 0.0 || !affinity.is_finite() {
         return 0.0;
     }
-    cap * (affinity / scale).tanh()
+    cap * tanh(affinity / scale)
+}
+
+/// `tanh` through one `exp` (libm's `tanhf` goes through `expm1f`, a fifth of reranking's time).
+/// Absolute error below 1e-7, and exactly ±1 from |x| = 9 on; odd and monotone.
+fn tanh(x: f32) -> f32 {
+    if x.abs() >= 9.0 {
+        return x.signum();
+    }
+    let e = (2.0 * x).exp();
+    (e - 1.0) / (e + 1.0)
+}
+
+/// Per-request memo of [`Signals`] lookups by key allocation.
+///
+/// A page of 200 candidates names a few thousand feature keys but only a few hundred distinct
+/// ones (brands, category levels and attribute values repeat), and the catalog shares one
+/// allocation per distinct string. So each distinct key is looked up by string (and its boost's
+/// `tanh` computed) once, and every repeat costs one integer hash. Correctness never depends on
+/// the sharing: two allocations of one string are two entries with the same value.
+struct Memo {
+    /// Brand key → (brand boost, intent affinity).
+    brand: FxHashMap<usize, (f32, f32)>,
+    /// Category level → (affinity, intent affinity).
+    category: FxHashMap<usize, (f32, f32)>,
+    /// Deepest category level → (category boost, intent affinity) of the whole path.
+    path: FxHashMap<usize, (f32, f32)>,
+    /// Attribute `key:value` → (affinity, intent affinity).
+    attribute: FxHashMap<usize, (f32, f32)>,
+}
+
+impl Memo {
+    fn new() -> Self {
+        // Sized for a typical page of candidates: no rehash on the hot path.
+        let map = || FxHashMap::with_capacity_and_hasher(128, Default::default());
+        Memo {
+            brand: map(),
+            category: map(),
+            path: FxHashMap::with_capacity_and_hasher(64, Default::default()),
+            attribute: map(),
+        }
+    }
 }
 
 /// The personal boosts for one item from one set of signals.
 fn boosts_for(
     r: &Retrieved<'_>,
     s: &Signals,
+    memo: &mut Memo,
     source: Source,
     rules: &Rules,
     explain: bool,
@@ -216,90 +269,130 @@ fn boosts_for(
     let scale = rules.rerank.affinity_scale;
     let f = r.features;
     let mut total = 0.0;
-    let mut add =
-        |kind, cap: f32, signals: Vec<(String, f32)>, affinity: f32, out: &mut Vec<Boost>| {
-            let b = boost(cap, affinity, scale);
-            if b != 0.0 {
-                total += b;
-                if explain {
-                    out.push(Boost {
-                        source,
-                        kind,
-                        signals,
-                        boost: b,
-                        cap,
-                    });
-                }
+    let mut push = |kind, cap: f32, signals: Vec<(String, f32)>, b: f32, out: &mut Vec<Boost>| {
+        if b != 0.0 {
+            total += b;
+            if explain {
+                out.push(Boost {
+                    source,
+                    kind,
+                    signals,
+                    boost: b,
+                    cap,
+                });
             }
-        };
-    let named = |k: &str, v: f32| {
-        if explain {
-            vec![(k.to_owned(), v)]
-        } else {
-            Vec::new()
         }
     };
+    let mut intent = 0.0;
+    let mut intent_signals = Vec::new();
 
-    if let Some(brand) = &f.brand
-        && let Some(&a) = s.brand.get(brand.as_str())
-    {
-        add(BoostKind::Brand, caps.brand, named(brand, a), a, out);
+    if let Some(brand) = &f.brand {
+        let (b, i) = *memo.brand.entry(brand.addr()).or_insert_with(|| {
+            let a = s.brand.get(brand.as_str()).copied().unwrap_or(0.0);
+            let i = s.intent_brand.get(brand.as_str()).copied().unwrap_or(0.0);
+            (boost(caps.brand, a, scale), i)
+        });
+        let signals = if explain && b != 0.0 {
+            vec![(
+                brand.to_string(),
+                s.brand.get(brand.as_str()).copied().unwrap_or(0.0),
+            )]
+        } else {
+            Vec::new()
+        };
+        push(BoostKind::Brand, caps.brand, signals, b, out);
+        if i != 0.0 {
+            intent += i;
+            if explain {
+                intent_signals.push((format!("brand:{brand}"), i));
+            }
+        }
     }
 
-    if !f.categories.is_empty() {
-        let mut sum = 0.0;
+    if let Some(leaf) = f.categories.last() {
+        let mut level = |c: &Key| {
+            *memo.category.entry(c.addr()).or_insert_with(|| {
+                (
+                    s.category.get(c.as_str()).copied().unwrap_or(0.0),
+                    s.intent_category.get(c.as_str()).copied().unwrap_or(0.0),
+                )
+            })
+        };
+        // The mean over the item's levels: liking the whole path counts fully. The levels are
+        // the prefixes of the deepest one, so the path's boost and intent are memoized by it.
+        let (b, path_intent) = match memo.path.get(&leaf.addr()) {
+            Some(&found) => found,
+            None => {
+                let (mut sum, mut intents) = (0.0, 0.0);
+                for c in &f.categories {
+                    let (a, i) = level(c);
+                    sum += a;
+                    intents += i;
+                }
+                let found = (
+                    boost(caps.category, sum / f.categories.len() as f32, scale),
+                    intents,
+                );
+                memo.path.insert(leaf.addr(), found);
+                found
+            }
+        };
+        intent += path_intent;
         let mut signals = Vec::new();
-        for c in &f.categories {
-            if let Some(&a) = s.category.get(c.as_str()) {
-                sum += a;
-                if explain {
+        if explain {
+            for c in &f.categories {
+                let (a, i) = level(c);
+                if a != 0.0 {
                     signals.push((c.to_string(), a));
+                }
+                if i != 0.0 {
+                    intent_signals.push((format!("category:{c}"), i));
                 }
             }
         }
-        // The mean over the item's levels: liking the whole path counts fully.
-        let mean = sum / f.categories.len() as f32;
-        add(BoostKind::Category, caps.category, signals, mean, out);
+        push(BoostKind::Category, caps.category, signals, b, out);
     }
 
     let mut sum = 0.0;
     let mut signals = Vec::new();
     for a in &f.attributes {
-        if let Some(&v) = s.attribute.get(a.as_str()) {
+        let (v, i) = *memo.attribute.entry(a.addr()).or_insert_with(|| {
+            (
+                s.attribute.get(a.as_str()).copied().unwrap_or(0.0),
+                s.intent_attribute.get(a.as_str()).copied().unwrap_or(0.0),
+            )
+        });
+        if v != 0.0 {
             sum += v;
             if explain {
                 signals.push((a.to_string(), v));
             }
         }
-    }
-    add(BoostKind::Attribute, caps.attribute, signals, sum, out);
-
-    let mut sum = 0.0;
-    let mut signals = Vec::new();
-    let mut hit = |v: Option<&f32>, label: &dyn Fn() -> String| {
-        if let Some(&v) = v {
-            sum += v;
+        if i != 0.0 {
+            intent += i;
             if explain {
-                signals.push((label(), v));
+                intent_signals.push((a.to_string(), i));
             }
         }
-    };
-    if let Some(brand) = &f.brand {
-        hit(s.intent_brand.get(brand.as_str()), &|| {
-            format!("brand:{brand}")
-        });
     }
-    for c in &f.categories {
-        hit(s.intent_category.get(c.as_str()), &|| {
-            format!("category:{c}")
-        });
-    }
-    for a in &f.attributes {
-        hit(s.intent_attribute.get(a.as_str()), &|| a.to_string());
-    }
-    add(BoostKind::Intent, caps.intent, signals, sum, out);
+    push(
+        BoostKind::Attribute,
+        caps.attribute,
+        signals,
+        boost(caps.attribute, sum, scale),
+        out,
+    );
+    push(
+        BoostKind::Intent,
+        caps.intent,
+        intent_signals,
+        boost(caps.intent, intent, scale),
+        out,
+    );
 
-    if let Some(&skips) = s.skipped.get(r.item.id.as_str()) {
+    if !s.skipped.is_empty()
+        && let Some(&skips) = s.skipped.get(r.item.id.as_str())
+    {
         let b = caps.skip_penalty;
         total += b;
         if explain {
@@ -329,7 +422,10 @@ pub fn rerank(
         .map(|r| r.fused)
         .filter(|f| f.is_finite())
         .fold(0.0f32, f32::max);
-    let mut seen_titles: HashSet<(Option<&str>, String)> = HashSet::new();
+    let mut seen_titles: FxHashSet<(Option<&str>, &str)> =
+        FxHashSet::with_capacity_and_hasher(retrieved.len(), Default::default());
+    let mut session_memo = session.map(|_| Memo::new());
+    let mut profile_memo = profile.map(|_| Memo::new());
     let mut ranked: Vec<Ranked> = Vec::with_capacity(retrieved.len());
     for (index, r) in retrieved.iter().enumerate() {
         if request.exclude_seen
@@ -338,9 +434,7 @@ pub fn rerank(
         {
             continue;
         }
-        if steps.dedupe
-            && !seen_titles.insert((r.item.brand.as_deref(), normalize_title(&r.item.title)))
-        {
+        if steps.dedupe && !seen_titles.insert((r.item.brand.as_deref(), r.title_key)) {
             continue;
         }
         let share = if best > 0.0 && r.fused.is_finite() {
@@ -358,13 +452,31 @@ pub fn rerank(
         let mut sum = 0.0;
         if steps.profile_boosts
             && let Some(p) = profile
+            && let Some(profile_memo) = profile_memo.as_mut()
         {
-            sum += boosts_for(r, p, Source::Profile, rules, request.explain, &mut boosts);
+            sum += boosts_for(
+                r,
+                p,
+                profile_memo,
+                Source::Profile,
+                rules,
+                request.explain,
+                &mut boosts,
+            );
         }
         if steps.session_boosts
             && let Some(s) = session
+            && let Some(session_memo) = session_memo.as_mut()
         {
-            sum += boosts_for(r, s, Source::Session, rules, request.explain, &mut boosts);
+            sum += boosts_for(
+                r,
+                s,
+                session_memo,
+                Source::Session,
+                rules,
+                request.explain,
+                &mut boosts,
+            );
         }
         let total_cap = rules.caps.total;
         let adjustment = sum.clamp(-total_cap, total_cap);
@@ -394,6 +506,7 @@ pub fn rerank(
             retrieved,
             rules.diversity.max_per_brand as usize,
             request.page_size,
+            request.needed,
         );
     }
     ranked
@@ -401,19 +514,21 @@ pub fn rerank(
 
 /// Fills pages of `page_size` greedily in score order with at most `max_per_brand` results of one
 /// brand each; a result that does not fit waits for the next page (items without a brand are never
-/// held back). Keeps everything, only moves.
+/// held back). Keeps everything, only moves. Pages past the one that reaches `needed` results are
+/// left in score order.
 fn diversify(
     ranked: Vec<Ranked>,
     retrieved: &[Retrieved<'_>],
     max_per_brand: usize,
     page_size: usize,
+    needed: usize,
 ) -> Vec<Ranked> {
     let page_size = page_size.max(1);
     let max_per_brand = max_per_brand.max(1);
     let mut pending: std::collections::VecDeque<Ranked> = ranked.into();
     let mut out = Vec::with_capacity(pending.len());
-    while !pending.is_empty() {
-        let mut counts: HashMap<&str, usize> = HashMap::new();
+    while !pending.is_empty() && out.len() < needed {
+        let mut counts: FxHashMap<&str, usize> = FxHashMap::default();
         let mut page = 0;
         let mut waiting = std::collections::VecDeque::new();
         while page < page_size {
@@ -452,6 +567,7 @@ fn diversify(
             out.extend(pending.drain(..));
         }
     }
+    out.extend(pending);
     out
 }
 

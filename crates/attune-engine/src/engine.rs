@@ -155,10 +155,16 @@ impl Engine {
     }
 
     /// Adds vector retrieval with this index and encoder. Items already in the catalog that the
-    /// index lacks are embedded in the background.
-    pub fn with_vectors(mut self, index: Arc<VectorIndex>, encoder: Arc<dyn TextEncoder>) -> Self {
+    /// index lacks are embedded in the background; with `save_to`, the vectors are written there
+    /// after each bulk of new ones (and by [`Engine::save_vectors`] at shutdown).
+    pub fn with_vectors(
+        mut self,
+        index: Arc<VectorIndex>,
+        encoder: Arc<dyn TextEncoder>,
+        save_to: Option<std::path::PathBuf>,
+    ) -> Self {
         if let Some(s) = self.search.as_mut() {
-            s.set_vectors(index, encoder);
+            s.set_vectors(index, encoder, save_to);
             s.embed_missing(&self.catalog.all());
         }
         self

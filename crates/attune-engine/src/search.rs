@@ -5,6 +5,7 @@
 //! catalog change. Personalization runs on top of it per request, so a cached query is still
 //! personal.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 
@@ -122,6 +123,7 @@ struct Candidate {
     fused: Fused,
     item: Arc<CatalogItem>,
     tier: f32,
+    title_key: String,
 }
 
 struct Vectors {
@@ -165,6 +167,33 @@ pub fn item_text(item: &Item) -> String {
 /// How many texts the embedding worker encodes at once.
 const EMBED_BATCH: usize = 32;
 
+/// The embedding worker saves the vectors (when a path is set) once this many are new.
+const SAVE_AFTER: usize = 1000;
+
+/// Embeds and stores one queued batch; returns how many vectors were stored.
+fn embed_batch(
+    encoder: &dyn TextEncoder,
+    index: &VectorIndex,
+    items: &[(String, String)],
+) -> usize {
+    let mut stored = 0;
+    for chunk in items.chunks(EMBED_BATCH) {
+        let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
+        match encoder.embed(&texts) {
+            Ok(vectors) => {
+                for ((id, _), v) in chunk.iter().zip(vectors) {
+                    match index.upsert(id, &v) {
+                        Ok(()) => stored += 1,
+                        Err(e) => tracing::error!(item = %id, error = %e, "vector not stored"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "embedding failed"),
+        }
+    }
+    stored
+}
+
 impl SearchIndex {
     pub(crate) fn new(keyword: KeywordIndex, config: SearchConfig) -> Self {
         SearchIndex {
@@ -181,7 +210,12 @@ impl SearchIndex {
     /// Adds vector retrieval; new and changed items are embedded by a background thread, so a
     /// large upsert does not hold the request (keyword search sees them at once, vectors when
     /// embedded).
-    pub(crate) fn set_vectors(&mut self, index: Arc<VectorIndex>, encoder: Arc<dyn TextEncoder>) {
+    pub(crate) fn set_vectors(
+        &mut self,
+        index: Arc<VectorIndex>,
+        encoder: Arc<dyn TextEncoder>,
+        save_to: Option<PathBuf>,
+    ) {
         let (tx, rx) = mpsc::channel::<Vec<(String, String)>>();
         let worker_index = Arc::clone(&index);
         let worker_encoder = Arc::clone(&encoder);
@@ -189,21 +223,25 @@ impl SearchIndex {
         let spawned = std::thread::Builder::new()
             .name("attune-embed".into())
             .spawn(move || {
-                while let Ok(batch) = rx.recv() {
-                    for chunk in batch.chunks(EMBED_BATCH) {
-                        let texts: Vec<&str> = chunk.iter().map(|(_, t)| t.as_str()).collect();
-                        match worker_encoder.embed(&texts) {
-                            Ok(vectors) => {
-                                for ((id, _), v) in chunk.iter().zip(vectors) {
-                                    if let Err(e) = worker_index.upsert(id, &v) {
-                                        tracing::error!(item = %id, error = %e, "vector not stored");
-                                    }
-                                }
-                            }
-                            Err(e) => tracing::error!(error = %e, "embedding failed"),
-                        }
+                let mut unsaved = 0usize;
+                while let Ok(first) = rx.recv() {
+                    let mut batch = Some(first);
+                    while let Some(items) = batch.take() {
+                        unsaved += embed_batch(&*worker_encoder, &worker_index, &items);
+                        // Take whatever queued meanwhile before invalidating and saving.
+                        batch = rx.try_recv().ok();
                     }
                     cache.invalidate_all();
+                    // A bulk load is saved once embedded, so a crash does not cost the
+                    // embedding again; small changes wait for the next bulk or the shutdown.
+                    if let Some(path) = &save_to
+                        && unsaved >= SAVE_AFTER
+                    {
+                        match worker_index.save(path) {
+                            Ok(()) => unsaved = 0,
+                            Err(e) => tracing::error!(path = %path.display(), error = %e, "vectors not saved"),
+                        }
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -342,7 +380,13 @@ impl SearchIndex {
             .filter_map(|(fused, item)| {
                 let item = item?;
                 let tier = attune_core::vocab::query_coverage(&terms, &item.item);
-                Some(Candidate { fused, item, tier })
+                let title_key = rerank::normalize_title(&item.item.title);
+                Some(Candidate {
+                    fused,
+                    item,
+                    tier,
+                    title_key,
+                })
             })
             .collect();
         let retrieval = Arc::new(Retrieval {
@@ -423,6 +467,7 @@ impl Engine {
                 tier: c.tier,
                 keyword_rank: c.fused.keyword_rank,
                 vector_rank: c.fused.vector_rank,
+                title_key: &c.title_key,
             })
             .collect();
 
@@ -450,6 +495,7 @@ impl Engine {
             &RerankRequest {
                 exclude_seen: req.exclude_seen,
                 page_size: req.limit,
+                needed: req.offset + req.limit,
                 explain: req.explain,
             },
         );

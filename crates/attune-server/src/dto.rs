@@ -674,6 +674,33 @@ impl UpsertOut {
 pub struct HealthOut {
     /// `ok`, or `unavailable`.
     pub status: &'static str,
+    /// What the search side holds (`/readyz` only): shows when background embedding is done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexOut>,
+}
+
+/// Sizes of the catalog and its search indexes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IndexOut {
+    /// Items in the catalog.
+    pub catalog_items: usize,
+    /// Items in the keyword index.
+    pub keyword_items: usize,
+    /// Item vectors held (absent when vector search is off); below `catalog_items` while new
+    /// items are being embedded in the background.
+    pub vectors: Option<usize>,
+}
+
+impl IndexOut {
+    /// The engine's current sizes.
+    pub fn of(engine: &attune_engine::Engine) -> Self {
+        let (keyword_items, vectors) = engine.index_sizes();
+        IndexOut {
+            catalog_items: engine.catalog().len(),
+            keyword_items,
+            vectors,
+        }
+    }
 }
 
 /// `POST /v1/search`.

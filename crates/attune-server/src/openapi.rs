@@ -56,6 +56,7 @@ use crate::routes::{events, health, items, rules, search, sessions, users};
         ItemsPage,
         UpsertOut,
         HealthOut,
+        IndexOut,
         ErrorBody,
         ErrorDetail,
     ))

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod evaluate;
 mod import;
 mod load;
+mod reindex;
 mod rules_watch;
 mod serve;
 mod settings;
@@ -59,6 +60,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a model directory on a dataset (sampled, full or SR-GNN protocol).
     Eval(evaluate::EvalArgs),
+    /// Rebuild the search indexes (keyword and vectors) of a catalog file from scratch into a
+    /// directory, and report the time and memory it took.
+    Reindex(reindex::ReindexArgs),
     /// Print the effective settings (defaults, file, environment) and exit.
     Config {
         /// A YAML settings file.
@@ -97,6 +101,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Load(args) => runtime.block_on(load::run(args)),
         Command::Import(args) => import::run(args),
+        Command::Reindex(args) => reindex::run(args, &runtime),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => evaluate::run(args),
         Command::Config { config } => {

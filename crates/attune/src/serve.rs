@@ -27,7 +27,7 @@ pub(crate) const DEMO_CATALOG: &str = include_str!("../demo/catalog.json");
 /// How often expired sessions are purged from the embedded store.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
 
-fn init_tracing(filter: &str) {
+pub(crate) fn init_tracing(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -168,7 +168,7 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
             },
             _ => VectorIndex::new(encoder.dim(), config),
         };
-        engine = engine.with_vectors(Arc::new(index), encoder);
+        engine = engine.with_vectors(Arc::new(index), encoder, saved);
     }
     Ok(Arc::new(engine))
 }

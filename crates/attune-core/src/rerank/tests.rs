@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::event::{Event, EventKind, SearchRequestEvent};
 use crate::id::{ItemId, SessionId};
@@ -21,12 +23,18 @@ fn item(id: &str, title: &str, brand: &str, category: &str, attrs: &[(&str, &str
 struct Catalog {
     items: Vec<Item>,
     features: Vec<ItemFeatures>,
+    title_keys: Vec<String>,
 }
 
 impl Catalog {
     fn new(items: Vec<Item>) -> Self {
         let features = items.iter().map(Item::features).collect();
-        Catalog { items, features }
+        let title_keys = items.iter().map(|i| normalize_title(&i.title)).collect();
+        Catalog {
+            items,
+            features,
+            title_keys,
+        }
     }
 
     /// Retrieved in catalog order, with fused scores falling gently (as RRF does).
@@ -34,8 +42,10 @@ impl Catalog {
         self.items
             .iter()
             .zip(&self.features)
+            .zip(&self.title_keys)
             .enumerate()
-            .map(|(i, (item, features))| Retrieved {
+            .map(|(i, ((item, features), title_key))| Retrieved {
+                title_key,
                 item,
                 features,
                 fused: 1.0 / (60.0 + i as f32 + 1.0),
@@ -96,6 +106,7 @@ fn request(explain: bool) -> RerankRequest {
     RerankRequest {
         exclude_seen: false,
         page_size: 10,
+        needed: usize::MAX,
         explain,
     }
 }
@@ -411,4 +422,100 @@ proptest! {
         let again = rerank(&retrieved, Some(&signals), Some(&signals), &rules, &request(true));
         prop_assert_eq!(ranked, again);
     }
+}
+
+#[test]
+fn fast_tanh_matches_libm() {
+    let mut x = -12.0f32;
+    while x <= 12.0 {
+        let want = f64::from(x).tanh();
+        let got = f64::from(super::tanh(x));
+        assert!((got - want).abs() < 2e-7, "tanh({x}) = {got}, want {want}");
+        x += 0.0007;
+    }
+    assert_eq!(super::tanh(0.0), 0.0);
+    assert_eq!(super::tanh(f32::MAX), 1.0);
+}
+
+#[test]
+fn the_memo_gives_the_same_ranking_whether_keys_are_shared_or_not() {
+    let c = yogurts();
+    let rules = Rules::default();
+    let s = session_after(
+        &c,
+        &[
+            (EventKind::Click, "oat-milk"),
+            (EventKind::Skip, "dairy-1"),
+            (EventKind::AddToCart, "coco-yog"),
+        ],
+    );
+    let signals = Signals::from_session(&s, now(), &rules);
+    // The test catalog's features are separate allocations; intern them as the engine does.
+    let mut strings: HashMap<String, Key> = HashMap::new();
+    let mut shared = Catalog::new(c.items.clone());
+    for f in &mut shared.features {
+        for k in f
+            .brand
+            .iter_mut()
+            .chain(f.categories.iter_mut())
+            .chain(f.attributes.iter_mut())
+        {
+            *k = strings
+                .entry(k.as_str().to_owned())
+                .or_insert_with(|| k.clone())
+                .clone();
+        }
+    }
+    let a = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
+    let b = rerank(
+        &shared.retrieved(),
+        Some(&signals),
+        None,
+        &rules,
+        &request(true),
+    );
+    assert_eq!(ids(&c, &a), ids(&shared, &b));
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.score, y.score);
+        assert_eq!(x.explanation, y.explanation);
+    }
+}
+
+#[test]
+fn diversity_fills_only_the_pages_asked_for_and_keeps_the_rest() {
+    let items: Vec<Item> = (0..30)
+        .map(|i| {
+            let brand = if i % 3 == 0 { "Small" } else { "Big" };
+            item(&format!("i{i}"), &format!("Item {i}"), brand, "Cat", &[])
+        })
+        .collect();
+    let c = Catalog::new(items);
+    let rules = Rules::default();
+    let all = rerank(
+        &c.retrieved(),
+        None,
+        None,
+        &rules,
+        &RerankRequest {
+            page_size: 6,
+            ..request(false)
+        },
+    );
+    let first_two_pages = rerank(
+        &c.retrieved(),
+        None,
+        None,
+        &rules,
+        &RerankRequest {
+            page_size: 6,
+            needed: 12,
+            ..request(false)
+        },
+    );
+    assert_eq!(ids(&c, &all)[..12], ids(&c, &first_two_pages)[..12]);
+    let mut rest = ids(&c, &first_two_pages);
+    rest.sort_unstable();
+    let mut every = ids(&c, &all);
+    every.sort_unstable();
+    assert_eq!(rest, every, "nothing lost past the pages asked for");
 }

@@ -4,7 +4,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::AppState;
-use crate::dto::HealthOut;
+use crate::dto::{HealthOut, IndexOut};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -16,10 +16,13 @@ pub(crate) fn router() -> Router<AppState> {
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "Up", body = HealthOut)))]
 pub(crate) async fn healthz() -> Json<HealthOut> {
-    Json(HealthOut { status: "ok" })
+    Json(HealthOut {
+        status: "ok",
+        index: None,
+    })
 }
 
-/// The backends (session store) answer.
+/// The backends (session and profile stores) answer; the body also gives the index sizes.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = HealthOut),
@@ -27,13 +30,20 @@ pub(crate) async fn healthz() -> Json<HealthOut> {
     ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<HealthOut>) {
     match state.engine.ready().await {
-        Ok(()) => (StatusCode::OK, Json(HealthOut { status: "ok" })),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(HealthOut {
+                status: "ok",
+                index: Some(IndexOut::of(&state.engine)),
+            }),
+        ),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(HealthOut {
                     status: "unavailable",
+                    index: None,
                 }),
             )
         }

@@ -4,5 +4,6 @@
 
 mod cli;
 mod models;
+mod reindex;
 mod smoke;
 mod support;

@@ -1,0 +1,121 @@
+//! Hot path of every search: reranking one retrieval (200 candidates) for a visitor, and building
+//! the visitor's signals from a session. The personalization cost of search is the difference
+//! between `rerank/200_personal` (+ `rerank/signals_from_session`) and `rerank/200_anonymous`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use attune_core::rerank::{self, RerankRequest, Retrieved, Signals};
+use attune_core::{
+    Event, EventKind, Item, ItemFeatures, Key, Rules, Session, SessionId, Timestamp,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+/// Fashion-like items: 40 brands, 3-level categories, colour/season/usage/gender attributes.
+/// Feature strings are interned as the engine's catalog does (one allocation per string).
+fn catalog(n: usize) -> Vec<(Item, ItemFeatures, String)> {
+    let mut strings: HashMap<String, Key> = HashMap::new();
+    let mut intern = |k: &mut Key| {
+        *k = strings
+            .entry(k.as_str().to_owned())
+            .or_insert_with(|| k.clone())
+            .clone();
+    };
+    (0..n)
+        .map(|i| {
+            let item = Item::builder(
+                &format!("item-{i}"),
+                &format!("Brand {} Men Solid Jacket {}", i % 40, i % 70),
+            )
+            .brand(&format!("Brand {}", i % 40))
+            .category(&format!("Apparel > Topwear {} > Jackets {}", i % 3, i % 7))
+            .attribute("color", [format!("color_{}", i % 12)])
+            .attribute("season", [format!("season_{}", i % 4)])
+            .attribute("usage", [format!("usage_{}", i % 5)])
+            .attribute("gender", [format!("gender_{}", i % 2)])
+            .build()
+            .expect("valid item");
+            let mut features = item.features();
+            features.brand.iter_mut().for_each(&mut intern);
+            features.categories.iter_mut().for_each(&mut intern);
+            features.attributes.iter_mut().for_each(&mut intern);
+            let title_key = rerank::normalize_title(&item.title);
+            (item, features, title_key)
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let rules = Rules::default();
+    let items = catalog(400);
+    let retrieved: Vec<Retrieved<'_>> = items
+        .iter()
+        .take(200)
+        .enumerate()
+        .map(|(i, (item, features, title_key))| Retrieved {
+            item,
+            features,
+            fused: 1.0 / (61.0 + i as f32),
+            tier: 1.0,
+            keyword_rank: Some(i as u32 + 1),
+            vector_rank: Some((i as u32 * 7) % 200 + 1),
+            title_key,
+        })
+        .collect();
+
+    // A visitor with 20 events (views, clicks, a cart, skips) and two searches.
+    let sid = SessionId::new("bench").expect("valid id");
+    let t0 = Timestamp::from_millis(1_763_800_000_000);
+    let mut session = Session::new(sid.clone(), t0);
+    let kinds = [
+        EventKind::View,
+        EventKind::Click,
+        EventKind::AddToCart,
+        EventKind::Skip,
+    ];
+    for i in 0..20 {
+        let (item, features, _) = &items[(i * 37) % items.len()];
+        let e = Event::item(
+            kinds[i % kinds.len()],
+            sid.clone(),
+            item.id.clone(),
+            t0.plus_millis(i as i64 * 5_000),
+        );
+        session.apply(&e, Some(features), &rules);
+    }
+    let search = Event::item(EventKind::View, sid.clone(), items[0].0.id.clone(), t0);
+    let intents = [
+        Key::new("color:color_3"),
+        Key::new("category:Apparel > Topwear 1"),
+    ];
+    session.apply_search(&search, &intents, &rules);
+    let now = t0.plus_millis(120_000);
+    let signals = Signals::from_session(&session, now, &rules);
+    let request = RerankRequest {
+        exclude_seen: false,
+        page_size: 10,
+        needed: 10,
+        explain: false,
+    };
+
+    c.bench_function("rerank/200_anonymous", |b| {
+        b.iter(|| rerank::rerank(black_box(&retrieved), None, None, &rules, &request))
+    });
+    c.bench_function("rerank/200_personal", |b| {
+        b.iter(|| {
+            rerank::rerank(
+                black_box(&retrieved),
+                Some(&signals),
+                None,
+                &rules,
+                &request,
+            )
+        })
+    });
+    c.bench_function("rerank/signals_from_session", |b| {
+        b.iter(|| Signals::from_session(black_box(&session), now, &rules))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
