@@ -128,6 +128,14 @@ pub(crate) fn load_model(dir: &Path) -> anyhow::Result<(Manifest, Box<dyn Sequen
 pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
     let (manifest, model) = load_model(&args.model)?;
     let (source, dataset) = load_dataset(&args.dataset, &args.data_dir, args.group_by)?;
+    if manifest.dataset.name != dataset.name {
+        bail!(
+            "{} was trained on {}, not on {}",
+            args.model.display(),
+            manifest.dataset.name,
+            dataset.name
+        );
+    }
     if manifest.dataset.checksum != dataset.checksum {
         bail!(
             "{} was trained on {} (checksum {}), not on this {} (checksum {}): its evaluation would not be honest",
