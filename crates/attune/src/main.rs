@@ -56,7 +56,7 @@ enum Command {
     Load(load::LoadArgs),
     /// Convert an external catalog (e.g. `--format fashion styles.csv`) to Attune's NDJSON items.
     Import(import::ImportArgs),
-    /// Train a next-item model (popularity, co-occurrence) on a dataset into a model directory.
+    /// Train a next-item model (popularity, co-occurrence, SASRec) into a model directory.
     Train(train::TrainArgs),
     /// Evaluate a model directory on a dataset (sampled, full or SR-GNN protocol).
     Eval(evaluate::EvalArgs),
