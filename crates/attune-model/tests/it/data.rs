@@ -714,3 +714,22 @@ fn event_logs_group_item_events_by_session_in_time_order() {
     ));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn diginetica_validation_holds_out_the_last_sessions() {
+    let d = diginetica();
+    let (train, valid) = split::hold_out_last(d, 3_000);
+    assert_eq!(train.sequences.len(), 186_670 - 3_000);
+    assert_eq!(&train.sequences[..], &d.sequences[..186_670 - 3_000]);
+    assert!(
+        train.test.is_empty(),
+        "test prefixes never reach training or validation"
+    );
+    let held = &d.sequences[186_670 - 3_000..];
+    assert_eq!(valid.len(), held.iter().map(|s| s.len() - 1).sum::<usize>());
+    assert_eq!(valid[0].input, held[0][..1]);
+    assert_eq!(valid[0].target, held[0][1]);
+    assert_eq!(Source::Diginetica.sampled_negatives(), 100);
+    assert_eq!(Source::AmazonBeauty.sampled_negatives(), 99);
+    assert!(!Source::Diginetica.is_leave_one_out());
+}
