@@ -4,6 +4,12 @@
 //! - `sasrec_train_step/b128_l200_h50`: one forward + backward + Adam step, batch 128 × length
 //!   200, hidden 50, 2 blocks, 1 head, dropout 0.2, the paper's BCE with one negative (the shape
 //!   `bench/sasrec_torch.py` times in PyTorch; batches are built before the clock, as there).
+//!   amazon-games users have ~9 items, so this batch is ~96% padding, which Attune never
+//!   computes (packed rows) while the PyTorch script computes the padded layout in full.
+//! - `sasrec_train_step/b128_l200_h50_full`: the same step on rows with no padding at all, so
+//!   both do the same arithmetic: every user's sequence concatenated in file order and cut into
+//!   consecutive windows of 201 real items (200 inputs, 200 targets); batch `b` is windows
+//!   `128·b .. 128·b + 128` (`sasrec_torch.py --full-rows` builds the same rows).
 //! - `sasrec_forward/serve_len50_items{12k,43k}`: one sequence of 50 scored against every item.
 //!
 //! `cargo bench -p attune-model --bench sasrec`. Threads: `SASREC_THREADS` (default: all cores).
@@ -73,9 +79,9 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
-fn train_step(c: &mut Criterion) {
-    let (seqs, num_items) = sequences();
-    let config = SasRecConfig {
+/// The benchmark's train-step config: batch 128 × length 200, hidden 50, 2 blocks, BCE.
+fn step_config() -> SasRecConfig {
+    SasRecConfig {
         max_len: 200,
         hidden: 50,
         blocks: 2,
@@ -86,7 +92,19 @@ fn train_step(c: &mut Criterion) {
         negatives: 1,
         threads: threads(),
         ..SasRecConfig::default()
-    };
+    }
+}
+
+/// Rows of `len + 1` real consecutive items: every sequence concatenated in file order, cut
+/// into windows (the last partial window dropped).
+fn full_rows(seqs: &[Vec<u32>], len: usize) -> Vec<Vec<u32>> {
+    let stream: Vec<u32> = seqs.iter().flatten().copied().collect();
+    stream.chunks_exact(len + 1).map(<[u32]>::to_vec).collect()
+}
+
+fn train_step(c: &mut Criterion) {
+    let (seqs, num_items) = sequences();
+    let config = step_config();
     let mut trainer = Trainer::new(&config, num_items).unwrap();
     let order = shuffled(seqs.len(), 42);
     let batches: Vec<_> = order
@@ -107,6 +125,26 @@ fn train_step(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let batch = &batches[i as usize % batches.len()];
+            black_box(trainer.step(batch, i).unwrap())
+        })
+    });
+    // No padding: the same step on 128 rows of 200 real positions each.
+    let mut trainer = Trainer::new(&config, num_items).unwrap();
+    let rows = full_rows(&seqs, config.max_len);
+    let full: Vec<_> = rows
+        .chunks_exact(config.batch)
+        .take(8)
+        .map(|rows| {
+            let batch: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+            trainer.prepare(&batch)
+        })
+        .collect();
+    assert_eq!(full.len(), 8, "too few items for 8 unpadded batches");
+    let mut i = 0u64;
+    group.bench_function("b128_l200_h50_full", |b| {
+        b.iter(|| {
+            i += 1;
+            let batch = &full[i as usize % full.len()];
             black_box(trainer.step(batch, i).unwrap())
         })
     });

@@ -327,11 +327,8 @@ pub(crate) struct Packing {
 }
 
 impl Packing {
-    pub(crate) fn sequences(&self) -> usize {
-        self.pads.len()
-    }
-
-    /// Start of sequence `s`'s block in the saved probabilities (`heads · n²` each).
+    /// Start of sequence `s`'s block of attention weights (`heads · n²` each) in the index space
+    /// of the attention dropout mask.
     fn prob_offsets(&self, heads: usize) -> Vec<usize> {
         let mut out = Vec::with_capacity(self.pads.len() + 1);
         let mut at = 0;
@@ -370,14 +367,15 @@ pub(crate) struct Attention {
     pub(crate) heads: usize,
     pub(crate) scale: f32,
     pub(crate) dropout: Dropout,
-    /// Per row and head: the softmax weights of the real keys (`n × n` per sequence and head),
-    /// the weight of one padding key and the sum of the padding keys' dropout factors.
-    saved: Mutex<Option<AttentionSaved>>,
+    /// Per row and head, [`ROW_STATS`] values: the softmax's max logit and `1 / Σ`, one
+    /// padding key's weight and the sum of the padding keys' dropout factors. The backward pass
+    /// recomputes the real keys' weights from them instead of keeping `n²` of them per sequence
+    /// (exactly: the same operations in the same order).
+    saved: Mutex<Option<Vec<f32>>>,
 }
 
-/// What the attention's forward pass keeps for the backward one: real-key weights, one
-/// padding key's weight and the padding keys' dropout sum.
-type AttentionSaved = (Vec<f32>, Vec<f32>, Vec<f32>);
+/// Values kept per row and head by [`Attention`]'s forward pass.
+const ROW_STATS: usize = 4;
 
 impl Attention {
     pub(crate) fn new(packing: Arc<Packing>, heads: usize, scale: f32, dropout: Dropout) -> Self {
@@ -445,20 +443,14 @@ impl CustomOp3 for Attention {
         let (heads, dh) = (self.heads, d / self.heads);
         let prob_off = pk.prob_offsets(heads);
         let mut out = vec![0f32; rows * d];
-        let mut probs = vec![0f32; prob_off[pk.sequences()]];
-        let mut pad_prob = vec![0f32; rows * heads];
-        let mut pad_w = vec![0f32; rows * heads];
+        let mut stats = vec![0f32; rows * heads * ROW_STATS];
         let lens = || pk.offsets.windows(2).map(|w| w[1] - w[0]);
         let outs = split_by(&mut out, lens().map(|n| n * d));
-        let ps = split_by(&mut probs, lens().map(|n| heads * n * n));
-        let pps = split_by(&mut pad_prob, lens().map(|n| n * heads));
-        let pws = split_by(&mut pad_w, lens().map(|n| n * heads));
+        let sts = split_by(&mut stats, lens().map(|n| n * heads * ROW_STATS));
         outs.into_par_iter()
-            .zip(ps)
-            .zip(pps)
-            .zip(pws)
+            .zip(sts)
             .enumerate()
-            .for_each(|(s, (((out, probs), pad_prob), pad_w))| {
+            .for_each(|(s, (out, stats))| {
                 let r0 = pk.offsets[s];
                 let n = pk.offsets[s + 1] - r0;
                 let pads = pk.pads[s];
@@ -489,16 +481,13 @@ impl CustomOp3 for Attention {
                         let inv = 1.0 / z;
                         let ppad = ea * inv;
                         let w = self.pad_weight(r0 + i, h, pads);
-                        pad_prob[i * heads + h] = ppad;
-                        pad_w[i * heads + h] = w;
+                        let st = &mut stats[(i * heads + h) * ROW_STATS..][..ROW_STATS];
+                        st.copy_from_slice(&[max, inv, ppad, w]);
                         let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
                         let c = w * ppad;
                         o.iter_mut().zip(bv).for_each(|(o, b)| *o = c * b);
-                        let prow = &mut probs[(h * n + i) * n..(h * n + i) * n + n];
-                        for j in 0..=i {
-                            let p = e[j] * inv;
-                            prow[j] = p;
-                            let c = p * self.real_factor(prob_off[s], n, h, i, j);
+                        for (j, &e) in e[..=i].iter().enumerate() {
+                            let c = e * inv * self.real_factor(prob_off[s], n, h, i, j);
                             if c != 0.0 {
                                 let vj = &kv[(r0 + j) * 2 * d + d + h * dh..][..dh];
                                 o.iter_mut().zip(vj).for_each(|(o, v)| *o += c * v);
@@ -508,7 +497,7 @@ impl CustomOp3 for Attention {
                 }
             });
         if let Ok(mut saved) = self.saved.lock() {
-            *saved = Some((probs, pad_prob, pad_w));
+            *saved = Some(stats);
         }
         Ok((CpuStorage::F32(out), Shape::from((rows, d))))
     }
@@ -526,8 +515,7 @@ impl CustomOp3 for Attention {
         let (heads, dh) = (self.heads, d / self.heads);
         let pk = &self.packing;
         let prob_off = pk.prob_offsets(heads);
-        let Some((probs, pad_prob, pad_w)) = self.saved.lock().ok().and_then(|mut s| s.take())
-        else {
+        let Some(stats) = self.saved.lock().ok().and_then(|mut s| s.take()) else {
             bail!("{}: backward without forward", self.name())
         };
         let mut dq = vec![0f32; rows * d];
@@ -550,6 +538,10 @@ impl CustomOp3 for Attention {
                                 let pads = pk.pads[s] as f32;
                                 let mut dbkv = vec![0f32; 2 * d];
                                 let mut ds = vec![0f32; n];
+                                // The probabilities (recomputed exactly as the forward pass
+                                // did) and the dropout factors of the current query's keys.
+                                let mut p = vec![0f32; n];
+                                let mut f = vec![0f32; n];
                                 for h in 0..heads {
                                     let bk = &bkv[h * dh..(h + 1) * dh];
                                     let bv = &bkv[d + h * dh..d + (h + 1) * dh];
@@ -557,20 +549,23 @@ impl CustomOp3 for Attention {
                                         let row = r0 + i;
                                         let go = &g[row * d + h * dh..][..dh];
                                         let qi = &q[row * d + h * dh..][..dh];
-                                        let prow = &probs[prob_off[s] + (h * n + i) * n..][..n];
-                                        let ppad = pad_prob[row * heads + h];
-                                        let w = pad_w[row * heads + h];
+                                        let st =
+                                            &stats[(row * heads + h) * ROW_STATS..][..ROW_STATS];
+                                        let (max, inv, ppad, w) = (st[0], st[1], st[2], st[3]);
                                         let dpad = dot(go, bv);
                                         let mut sum = w * dpad * ppad;
                                         for j in 0..=i {
+                                            let kj = &kv[(r0 + j) * 2 * d + h * dh..][..dh];
+                                            p[j] = (self.scale * dot(qi, kj) - max).exp() * inv;
+                                            f[j] = self.real_factor(prob_off[s], n, h, i, j);
                                             let vj = &kv[(r0 + j) * 2 * d + d + h * dh..][..dh];
-                                            let f = self.real_factor(prob_off[s], n, h, i, j);
-                                            ds[j] = if f == 0.0 { 0.0 } else { f * dot(go, vj) };
-                                            sum += ds[j] * prow[j];
+                                            ds[j] =
+                                                if f[j] == 0.0 { 0.0 } else { f[j] * dot(go, vj) };
+                                            sum += ds[j] * p[j];
                                         }
                                         // d loss / d logit, times the score scale.
                                         for j in 0..=i {
-                                            ds[j] = self.scale * prow[j] * (ds[j] - sum);
+                                            ds[j] = self.scale * p[j] * (ds[j] - sum);
                                         }
                                         let da = self.scale * ppad * (w * dpad - pads * sum);
                                         {
@@ -597,8 +592,7 @@ impl CustomOp3 for Attention {
                                             let dkj = &mut dkv[j * 2 * d + h * dh..][..dh];
                                             let c = ds[j];
                                             dkj.iter_mut().zip(qi).for_each(|(x, q)| *x += c * q);
-                                            let c =
-                                                prow[j] * self.real_factor(prob_off[s], n, h, i, j);
+                                            let c = p[j] * f[j];
                                             if c != 0.0 {
                                                 let dvj = &mut dkv[j * 2 * d + d + h * dh..][..dh];
                                                 dvj.iter_mut()
@@ -814,9 +808,25 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+/// A dot product with eight independent partial sums, so the compiler vectorizes it (a single
+/// running sum is a serial chain of float additions it may not reorder).
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut tail = 0f32;
+    for (x, y) in ta.iter().zip(tb) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// The paper's BCE: at each row with a target (non-zero), `softplus(-h·e_target)` plus

@@ -5,10 +5,11 @@ use candle_core::Tensor;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::adam::Adam;
 use super::config::{SasRecConfig, SasRecLoss};
 use super::model::SasRec;
 use super::ops::with_f32;
-use super::train::{StepInput, loss_graph, make_step};
+use super::train::{StepInput, loss_graph, make_step, train_step};
 
 fn tiny(loss: SasRecLoss, dropout: f64, heads: usize) -> SasRecConfig {
     SasRecConfig {
@@ -173,4 +174,40 @@ fn dropout_masks_are_fixed_by_the_seed() {
         .and_then(|l| l.to_scalar::<f32>())
         .expect("loss");
     assert_ne!(a, f64::from(other));
+}
+
+#[test]
+fn the_compact_embedding_step_equals_the_dense_one() {
+    for loss in ALL_LOSSES {
+        for l2 in [0.0, 0.01] {
+            let config = tiny(loss, 0.2, 2);
+            let dense = SasRec::new(&config, 15).expect("model");
+            let sparse = SasRec::new(&config, 15).expect("model");
+            let mut adam_d = Adam::new(&dense.vars, 0.01, 0.9, 0.98, l2);
+            let mut adam_s = Adam::new(&sparse.vars, 0.01, 0.9, 0.98, l2);
+            for step in 0..3u64 {
+                let input = input(&config, 15);
+                let w = dense.weights(true);
+                let l = loss_graph(&dense, &w, &input, Some(step)).expect("loss");
+                adam_d
+                    .step(&dense.vars, &l.backward().expect("backward"))
+                    .expect("adam");
+                let ld = l.to_scalar::<f32>().expect("scalar");
+                let ls = train_step(&sparse, &mut adam_s, &input, step).expect("step");
+                assert!(
+                    (ld - ls).abs() <= 1e-6 * ld.abs().max(1.0),
+                    "{loss:?}: {ld} vs {ls}"
+                );
+            }
+            for ((name, a), b) in dense.names.iter().zip(&dense.vars).zip(&sparse.vars) {
+                let (a, b) = (values(a.as_tensor()), values(b.as_tensor()));
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                assert!(worst <= 1e-5, "{loss:?} l2 {l2}: {name} differs by {worst}");
+            }
+        }
+    }
 }

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::adam::Adam;
+use super::adam::{Adam, NO_SLOT};
 use super::checkpoint::{self, TrainState};
 use super::config::{SasRecConfig, SasRecLoss};
 use super::model::{Batch, SasRec, backend};
@@ -177,17 +177,75 @@ fn gbce_beta(c: &SasRecConfig, num_items: usize) -> f32 {
     (alpha * (c.gbce_t * (1.0 - 1.0 / alpha) + 1.0 / alpha)) as f32
 }
 
+/// The item-embedding rows a step touches (inputs, targets, negatives; padding first), and the
+/// step's input with every item renumbered to its row in that compact table.
+pub(crate) struct CompactStep {
+    /// `items[k]` is the item of the compact table's row `k` (`items[0] == 0`).
+    pub(crate) items: Vec<u32>,
+    /// `slot[i]`: item `i`'s row in the compact table, [`NO_SLOT`] if the step does not use it.
+    pub(crate) slot: Vec<u32>,
+    pub(crate) input: StepInput,
+}
+
+/// Renumbers a step's items into a compact embedding table (see [`CompactStep`]).
+pub(crate) fn compact_step(input: &StepInput, num_items: usize) -> CompactStep {
+    let mut slot = vec![NO_SLOT; num_items + 1];
+    let mut items = vec![0u32];
+    slot[0] = 0;
+    let mut local = |ids: &[u32]| -> Arc<[u32]> {
+        ids.iter()
+            .map(|&i| {
+                let s = &mut slot[i as usize];
+                if *s == NO_SLOT {
+                    *s = u32::try_from(items.len()).unwrap_or(NO_SLOT);
+                    items.push(i);
+                }
+                *s
+            })
+            .collect()
+    };
+    let batch = Batch {
+        items: local(&input.batch.items),
+        positions: input.batch.positions.clone(),
+        packing: input.batch.packing.clone(),
+    };
+    let targets = local(&input.targets);
+    let negatives = local(&input.negatives);
+    CompactStep {
+        items,
+        slot,
+        input: StepInput {
+            batch,
+            targets,
+            negatives,
+        },
+    }
+}
+
 /// One forward + backward + Adam step; returns the loss.
+///
+/// The item embeddings enter the graph as a compact table of the rows the step uses (a few
+/// hundred to a few thousand of the catalog's rows), so their gradient is built, summed and
+/// read at that size instead of as several dense `[items, d]` tensors; Adam then updates the
+/// whole table from it, exactly as with the dense gradient.
 pub(crate) fn train_step(
     model: &SasRec,
     adam: &mut Adam,
     input: &StepInput,
     dropout_seed: u64,
 ) -> candle_core::Result<f32> {
-    let w = model.weights(true);
-    let loss = loss_graph(model, &w, input, Some(dropout_seed))?;
+    let mut w = model.weights(true);
+    let compact = compact_step(input, model.num_items);
+    let ids = Tensor::from_slice(&compact.items, compact.items.len(), &Device::Cpu)?;
+    let table = Var::from_tensor(&model.vars[0].as_detached_tensor().index_select(&ids, 0)?)?;
+    w[0] = table.as_tensor().clone();
+    let loss = loss_graph(model, &w, &compact.input, Some(dropout_seed))?;
     let grads = loss.backward()?;
-    adam.step(&model.vars, &grads)?;
+    adam.step_with_sparse_first(
+        &model.vars,
+        &grads,
+        Some((table.as_tensor(), &compact.slot)),
+    )?;
     loss.to_scalar::<f32>()
 }
 
