@@ -2,7 +2,7 @@
 # SASRec training speed: Attune (candle) next to PyTorch, measured in the same run on the same cores.
 # A benchmark, not a test: never run it from CI. See bench/README.md, "SASRec training speed".
 #
-#   bench/train-speed.sh                 # criterion bench, then PyTorch at 1 and 2 threads, a table
+#   bench/train-speed.sh                 # criterion bench and PyTorch, each at 1 and 2 threads, a table
 #   RUST=0 bench/train-speed.sh          # PyTorch only
 #   TORCH_STEPS=40 THREADS="1 2" bench/train-speed.sh
 #   EPOCH=1 bench/train-speed.sh         # PyTorch also times one whole epoch (243 steps) per thread count
@@ -53,18 +53,22 @@ bench_started="$OUT_DIR/.bench-started"
 criterion_s() {
     local f="$CARGO_TARGET_DIR/criterion/sasrec_train_step/$1/new/estimates.json"
     [[ -f "$f" && "$f" -nt "$bench_started" ]] || return 0
-    cp "$f" "$OUT_DIR/criterion-$1.json"
+    cp "$f" "$OUT_DIR/criterion-$1-$2t.json"
     "$VENV/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["mean"]["point_estimate"] / 1e9)' "$f"
 }
 declare -A attune_s
 if [[ "$RUST" == 1 ]]; then
     if [[ -f "$repo/crates/attune-model/benches/sasrec.rs" ]]; then
-        touch "$bench_started"  # an estimate older than this is not this run's
-        (cd "$repo" && cargo bench -p attune-model --bench sasrec -- sasrec_train_step) \
-            2>&1 | tee "$OUT_DIR/criterion.log" >&2
-        attune_s[users]="$(criterion_s b128_l200_h50)"
-        attune_s[full]="$(criterion_s b128_l200_h50_full)"
-        [[ -n "${attune_s[users]}" ]] || echo "the bench wrote no sasrec_train_step/b128_l200_h50 estimate" >&2
+        # The bench once per thread count (SASREC_THREADS), like PyTorch below.
+        for t in $THREADS; do
+            touch "$bench_started"  # an estimate older than this is not this run's
+            echo "Attune, $t thread(s) (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+            (cd "$repo" && SASREC_THREADS="$t" cargo bench -p attune-model --bench sasrec -- sasrec_train_step) \
+                2>&1 | tee "$OUT_DIR/criterion-$t.log" >&2
+            attune_s[users,$t]="$(criterion_s b128_l200_h50 "$t")"
+            attune_s[full,$t]="$(criterion_s b128_l200_h50_full "$t")"
+            [[ -n "${attune_s[users,$t]}" ]] || echo "the bench wrote no sasrec_train_step/b128_l200_h50 estimate" >&2
+        done
     else
         echo "no crates/attune-model/benches/sasrec.rs yet: Attune skipped" >&2
     fi
@@ -101,32 +105,40 @@ torch_version="$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
 echo
 echo "SASRec train step, batch 128 × 200, hidden 50, 2 blocks, 1 head (torch $torch_version; $(nproc) cores)"
 echo
-header="| rows | Attune s/step |"
-sep="| --- | ---: |"
+header="| rows |"
+sep="| --- |"
+for t in $THREADS; do
+    header+=" Attune ${t}t s/step |"
+    sep+=" ---: |"
+done
 for t in $THREADS; do
     header+=" PyTorch ${t}t s/step (mean / median) |"
     sep+=" ---: |"
 done
+first="${THREADS%% *}"
 for t in $THREADS; do
-    header+=" PyTorch ${t}t / Attune |"
+    header+=" PyTorch ${first}t / Attune ${t}t |"
     sep+=" ---: |"
 done
 echo "$header"
 echo "$sep"
 for rows in users full; do
-    a="${attune_s[$rows]:-}"
     if [[ "$rows" == users ]]; then
         row="| users, padded (\`b128_l200_h50\`) |"
     else
         row="| full, no padding (\`b128_l200_h50_full\`) |"
     fi
-    if [[ -n "$a" ]]; then row+=" $(printf '%.3f' "$a") |"; else row+=" n/a |"; fi
+    for t in $THREADS; do
+        a="${attune_s[$rows,$t]:-}"
+        if [[ -n "$a" ]]; then row+=" $(printf '%.3f' "$a") |"; else row+=" n/a |"; fi
+    done
     for t in $THREADS; do
         row+=" $(printf '%.3f / %.3f' "${torch_mean[$rows,$t]}" "${torch_median[$rows,$t]}") |"
     done
     for t in $THREADS; do
+        a="${attune_s[$rows,$t]:-}"
         if [[ -n "$a" ]]; then
-            row+=" $(awk -v a="$a" -v b="${torch_mean[$rows,$t]}" 'BEGIN { printf "%.1f", b / a }') |"
+            row+=" $(awk -v a="$a" -v b="${torch_mean[$rows,$first]}" 'BEGIN { printf "%.1f", b / a }') |"
         else
             row+=" n/a |"
         fi
@@ -134,6 +146,6 @@ for rows in users full; do
     echo "$row"
 done
 echo
-echo "Ratios are PyTorch mean / Attune mean: above 1, Attune's step is faster. User rows are ~96 %"
+echo "Ratios are PyTorch mean (at the first thread count) / Attune mean: above 1, Attune's step is faster. User rows are ~96 %"
 echo "padding, which Attune skips and PyTorch (as pmixer) computes; full rows do the same arithmetic."
 echo "Reports in $OUT_DIR"
