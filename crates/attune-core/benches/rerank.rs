@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use attune_core::rerank::{self, RerankRequest, Retrieved, Signals};
+use attune_core::rerank::{self, Prepared, RerankRequest, Retrieved, Signals};
 use attune_core::{
     Event, EventKind, Item, ItemFeatures, Key, Rules, Session, SessionId, Timestamp,
 };
@@ -13,7 +13,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 /// Fashion-like items: 40 brands, 3-level categories, colour/season/usage/gender attributes.
 /// Feature strings are interned as the engine's catalog does (one allocation per string).
-fn catalog(n: usize) -> Vec<(Item, ItemFeatures, String)> {
+fn catalog(n: usize) -> Vec<(Item, ItemFeatures)> {
     let mut strings: HashMap<String, Key> = HashMap::new();
     let mut intern = |k: &mut Key| {
         *k = strings
@@ -39,8 +39,7 @@ fn catalog(n: usize) -> Vec<(Item, ItemFeatures, String)> {
             features.brand.iter_mut().for_each(&mut intern);
             features.categories.iter_mut().for_each(&mut intern);
             features.attributes.iter_mut().for_each(&mut intern);
-            let title_key = rerank::normalize_title(&item.title);
-            (item, features, title_key)
+            (item, features)
         })
         .collect()
 }
@@ -48,18 +47,20 @@ fn catalog(n: usize) -> Vec<(Item, ItemFeatures, String)> {
 fn bench(c: &mut Criterion) {
     let rules = Rules::default();
     let items = catalog(400);
+    let prepared: Vec<Prepared> = items.iter().map(|(i, f)| Prepared::new(i, f)).collect();
     let retrieved: Vec<Retrieved<'_>> = items
         .iter()
+        .zip(&prepared)
         .take(200)
         .enumerate()
-        .map(|(i, (item, features, title_key))| Retrieved {
+        .map(|(i, ((item, features), prepared))| Retrieved {
             item,
             features,
             fused: 1.0 / (61.0 + i as f32),
             tier: 1.0,
             keyword_rank: Some(i as u32 + 1),
             vector_rank: Some((i as u32 * 7) % 200 + 1),
-            title_key,
+            prepared,
         })
         .collect();
 
@@ -74,7 +75,7 @@ fn bench(c: &mut Criterion) {
         EventKind::Skip,
     ];
     for i in 0..20 {
-        let (item, features, _) = &items[(i * 37) % items.len()];
+        let (item, features) = &items[(i * 37) % items.len()];
         let e = Event::item(
             kinds[i % kinds.len()],
             sid.clone(),
@@ -91,6 +92,15 @@ fn bench(c: &mut Criterion) {
     session.apply_search(&search, &intents, &rules);
     let now = t0.plus_millis(120_000);
     let signals = Signals::from_session(&session, now, &rules);
+    // The engine's way: signals indexed by the catalog's interned keys.
+    let mut interned: HashMap<&str, usize> = HashMap::new();
+    for (_, f) in &items {
+        for k in f.brand.iter().chain(&f.categories).chain(&f.attributes) {
+            interned.insert(k.as_str(), k.addr());
+        }
+    }
+    let interned_signals =
+        Signals::from_session_interned(&session, now, &rules, &|k: &str| interned.get(k).copied());
     let request = RerankRequest {
         exclude_seen: false,
         page_size: 10,
@@ -106,6 +116,17 @@ fn bench(c: &mut Criterion) {
             rerank::rerank(
                 black_box(&retrieved),
                 Some(&signals),
+                None,
+                &rules,
+                &request,
+            )
+        })
+    });
+    c.bench_function("rerank/200_personal_interned", |b| {
+        b.iter(|| {
+            rerank::rerank(
+                black_box(&retrieved),
+                Some(&interned_signals),
                 None,
                 &rules,
                 &request,

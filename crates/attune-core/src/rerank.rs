@@ -19,7 +19,9 @@
 //! the personal boosts (at most ±`caps.total`) can reorder them, while a result of a lower tier
 //! cannot climb over a higher one once tiers are further apart than the caps.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use std::hash::BuildHasher;
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::item::{Item, ItemFeatures};
 use crate::key::Key;
@@ -42,18 +44,83 @@ pub struct Retrieved<'a> {
     pub keyword_rank: Option<u32>,
     /// 1-based rank in the vector list, if it was there.
     pub vector_rank: Option<u32>,
-    /// The near-duplicate key of the title ([`normalize_title`]), computed once per item by the
-    /// caller (retrievals are cached; this runs per request).
-    pub title_key: &'a str,
+    /// What reranking needs of the item, computed once per retrieval by the caller (retrievals
+    /// are cached; reranking runs per request).
+    pub prepared: &'a Prepared,
+}
+
+/// Per-candidate data the reranker reads on every request, computed once when the retrieval is
+/// (and cached with it): hashes and key addresses kept side by side, so ranking 200 candidates
+/// scans one compact array instead of chasing each item's strings around the heap (those cache
+/// misses, not the arithmetic, were most of reranking's time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The near-duplicate key: [`normalize_title`] of the title.
+    pub title_key: String,
+    /// Hash of (brand, title key): near-duplicates share it.
+    dedupe_hash: u64,
+    /// Hash of the item id, to look up seen and skipped items.
+    id_hash: u64,
+    /// [`Key::addr`] of the brand (0 if none), of the deepest category level (0 if none), then
+    /// of each attribute, in the order of the item's features: inline (no pointer to chase) for
+    /// items with up to [`INLINE_KEYS`] − 2 attribute values.
+    inline: [usize; INLINE_KEYS],
+    /// All the keys, when there are more than fit inline.
+    spill: Vec<usize>,
+    len: usize,
+}
+
+/// Key addresses a [`Prepared`] holds without a separate allocation.
+const INLINE_KEYS: usize = 14;
+
+impl Prepared {
+    /// Prepares an item and its features (which must outlive any use of the result: the key
+    /// addresses are only meaningful while those keys are alive).
+    pub fn new(item: &Item, features: &ItemFeatures) -> Self {
+        let title_key = normalize_title(&item.title);
+        let dedupe_hash = FxBuildHasher.hash_one((item.brand.as_deref(), title_key.as_str()));
+        let mut keys = Vec::with_capacity(2 + features.attributes.len());
+        keys.push(features.brand.as_ref().map_or(0, Key::addr));
+        keys.push(features.categories.last().map_or(0, Key::addr));
+        keys.extend(features.attributes.iter().map(Key::addr));
+        let mut inline = [0; INLINE_KEYS];
+        let len = keys.len();
+        let spill = if len <= INLINE_KEYS {
+            inline[..len].copy_from_slice(&keys);
+            Vec::new()
+        } else {
+            keys
+        };
+        Prepared {
+            title_key,
+            dedupe_hash,
+            id_hash: id_hash(item.id.as_str()),
+            inline,
+            spill,
+            len,
+        }
+    }
+
+    fn keys(&self) -> &[usize] {
+        if self.len <= INLINE_KEYS {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+}
+
+fn id_hash(id: &str) -> u64 {
+    FxBuildHasher.hash_one(id)
 }
 
 /// Affinities decayed to one time and indexed for constant-time lookups while ranking: built once
 /// per request from a session (or a long-term profile).
-#[derive(Debug, Clone, Default)]
 ///
 /// The maps use the Fx hash: a result page looks up every key of every candidate (a few thousand
 /// short strings per request), and the keys are catalog strings, not attacker-chosen map keys
 /// that could be made to collide (a client can only name keys the catalog has).
+#[derive(Debug, Clone, Default)]
 pub struct Signals {
     brand: FxHashMap<Key, f32>,
     category: FxHashMap<Key, f32>,
@@ -61,42 +128,102 @@ pub struct Signals {
     intent_brand: FxHashMap<String, f32>,
     intent_category: FxHashMap<String, f32>,
     intent_attribute: FxHashMap<String, f32>,
-    seen: FxHashSet<Key>,
-    skipped: FxHashMap<Key, u16>,
+    /// Item id hash → the id (checked on a hit).
+    seen: FxHashMap<u64, Key>,
+    /// Item id hash → (the id, skips).
+    skipped: FxHashMap<u64, (Key, u16)>,
+    /// The same affinities by the catalog's key allocation, when built with the catalog's
+    /// interner ([`Signals::from_session_interned`]).
+    by_addr: Option<ByAddr>,
+}
+
+/// (affinity, intent affinity) by [`Key::addr`] of the catalog's interned key.
+#[derive(Debug, Clone, Default)]
+struct ByAddr {
+    brand: FxHashMap<usize, (f32, f32)>,
+    category: FxHashMap<usize, (f32, f32)>,
+    attribute: FxHashMap<usize, (f32, f32)>,
 }
 
 impl Signals {
     /// The signals of a live session at `now`.
     pub fn from_session(session: &Session, now: Timestamp, rules: &Rules) -> Self {
-        let scores = session.scores(now, rules);
         let mut s = Signals::default();
-        let table = |kind| -> FxHashMap<Key, f32> {
-            scores
-                .of(kind)
-                .iter()
-                .map(|a| (a.key.clone(), a.score))
-                .collect()
+        session.visit_affinities(now, rules, |kind, key, score| match kind {
+            AffinityKind::Brand => {
+                s.brand.insert(key.clone(), score);
+            }
+            AffinityKind::Category => {
+                s.category.insert(key.clone(), score);
+            }
+            AffinityKind::Attribute => {
+                s.attribute.insert(key.clone(), score);
+            }
+            AffinityKind::Intent => {
+                if let Some(brand) = key.strip_prefix("brand:") {
+                    s.intent_brand.insert(brand.to_owned(), score);
+                } else if let Some(path) = key.strip_prefix("category:") {
+                    s.intent_category.insert(path.to_owned(), score);
+                } else {
+                    s.intent_attribute.insert(key.to_string(), score);
+                }
+            }
+        });
+        session.visit_items(|id, seen, skips| {
+            let id = id.as_key();
+            if seen > 0 {
+                s.seen.insert(id_hash(id), id.clone());
+            }
+            if skips > 0 {
+                s.skipped.insert(id_hash(id), (id.clone(), skips));
+            }
+        });
+        s
+    }
+
+    /// [`Signals::from_session`], also indexed by the address of the catalog's interned key for
+    /// each affinity (`interned` maps a brand, a category path or an attribute `key:value` to the
+    /// [`Key::addr`] of the catalog's copy, `None` if no item has it). Reranking then never reads
+    /// a candidate's strings. Only for candidates whose feature keys are the catalog's interned
+    /// keys (the engine's retrievals): a key the catalog does not hold can match no such
+    /// candidate, so nothing is lost by leaving it out.
+    pub fn from_session_interned(
+        session: &Session,
+        now: Timestamp,
+        rules: &Rules,
+        interned: &dyn Fn(&str) -> Option<usize>,
+    ) -> Self {
+        let mut s = Self::from_session(session, now, rules);
+        let mut t = ByAddr::default();
+        let fill = |table: &mut FxHashMap<usize, (f32, f32)>, key: &str, v: f32, intent: bool| {
+            if let Some(addr) = interned(key) {
+                let e = table.entry(addr).or_insert((0.0, 0.0));
+                if intent {
+                    e.1 = v;
+                } else {
+                    e.0 = v;
+                }
+            }
         };
-        s.brand = table(AffinityKind::Brand);
-        s.category = table(AffinityKind::Category);
-        s.attribute = table(AffinityKind::Attribute);
-        for a in scores.of(AffinityKind::Intent) {
-            if let Some(brand) = a.key.strip_prefix("brand:") {
-                s.intent_brand.insert(brand.to_owned(), a.score);
-            } else if let Some(path) = a.key.strip_prefix("category:") {
-                s.intent_category.insert(path.to_owned(), a.score);
-            } else {
-                s.intent_attribute.insert(a.key.to_string(), a.score);
-            }
+        for (k, &v) in &s.brand {
+            fill(&mut t.brand, k, v, false);
         }
-        for item in session.items() {
-            if item.seen > 0 {
-                s.seen.insert(item.item_id.as_key().clone());
-            }
-            if item.skips > 0 {
-                s.skipped.insert(item.item_id.as_key().clone(), item.skips);
-            }
+        for (k, &v) in &s.intent_brand {
+            fill(&mut t.brand, k, v, true);
         }
+        for (k, &v) in &s.category {
+            fill(&mut t.category, k, v, false);
+        }
+        for (k, &v) in &s.intent_category {
+            fill(&mut t.category, k, v, true);
+        }
+        for (k, &v) in &s.attribute {
+            fill(&mut t.attribute, k, v, false);
+        }
+        for (k, &v) in &s.intent_attribute {
+            fill(&mut t.attribute, k, v, true);
+        }
+        s.by_addr = Some(t);
         s
     }
 
@@ -256,6 +383,9 @@ impl Memo {
 }
 
 /// The personal boosts for one item from one set of signals.
+///
+/// Memo hits read only the candidate's [`Prepared`] keys; the item's feature strings are read on
+/// a memo miss (once per distinct key per request) and to explain.
 fn boosts_for(
     r: &Retrieved<'_>,
     s: &Signals,
@@ -268,6 +398,7 @@ fn boosts_for(
     let caps = &rules.caps;
     let scale = rules.rerank.affinity_scale;
     let f = r.features;
+    let keys = r.prepared.keys();
     let mut total = 0.0;
     let mut push = |kind, cap: f32, signals: Vec<(String, f32)>, b: f32, out: &mut Vec<Boost>| {
         if b != 0.0 {
@@ -286,16 +417,25 @@ fn boosts_for(
     let mut intent = 0.0;
     let mut intent_signals = Vec::new();
 
-    if let Some(brand) = &f.brand {
-        let (b, i) = *memo.brand.entry(brand.addr()).or_insert_with(|| {
-            let a = s.brand.get(brand.as_str()).copied().unwrap_or(0.0);
-            let i = s.intent_brand.get(brand.as_str()).copied().unwrap_or(0.0);
+    if let Some(&addr) = keys.first()
+        && addr != 0
+    {
+        // The item's strings are read only on a memo miss, or to explain.
+        let brand = || f.brand.as_ref().map_or("", |b| b.as_str());
+        let (b, i) = *memo.brand.entry(addr).or_insert_with(|| {
+            let (a, i) = match &s.by_addr {
+                Some(t) => t.brand.get(&addr).copied().unwrap_or((0.0, 0.0)),
+                None => (
+                    s.brand.get(brand()).copied().unwrap_or(0.0),
+                    s.intent_brand.get(brand()).copied().unwrap_or(0.0),
+                ),
+            };
             (boost(caps.brand, a, scale), i)
         });
         let signals = if explain && b != 0.0 {
             vec![(
-                brand.to_string(),
-                s.brand.get(brand.as_str()).copied().unwrap_or(0.0),
+                brand().to_owned(),
+                s.brand.get(brand()).copied().unwrap_or(0.0),
             )]
         } else {
             Vec::new()
@@ -304,23 +444,29 @@ fn boosts_for(
         if i != 0.0 {
             intent += i;
             if explain {
-                intent_signals.push((format!("brand:{brand}"), i));
+                intent_signals.push((format!("brand:{}", brand()), i));
             }
         }
     }
 
-    if let Some(leaf) = f.categories.last() {
+    if let Some(&leaf) = keys.get(1)
+        && leaf != 0
+    {
         let mut level = |c: &Key| {
-            *memo.category.entry(c.addr()).or_insert_with(|| {
-                (
-                    s.category.get(c.as_str()).copied().unwrap_or(0.0),
-                    s.intent_category.get(c.as_str()).copied().unwrap_or(0.0),
-                )
-            })
+            *memo
+                .category
+                .entry(c.addr())
+                .or_insert_with(|| match &s.by_addr {
+                    Some(t) => t.category.get(&c.addr()).copied().unwrap_or((0.0, 0.0)),
+                    None => (
+                        s.category.get(c.as_str()).copied().unwrap_or(0.0),
+                        s.intent_category.get(c.as_str()).copied().unwrap_or(0.0),
+                    ),
+                })
         };
         // The mean over the item's levels: liking the whole path counts fully. The levels are
         // the prefixes of the deepest one, so the path's boost and intent are memoized by it.
-        let (b, path_intent) = match memo.path.get(&leaf.addr()) {
+        let (b, path_intent) = match memo.path.get(&leaf) {
             Some(&found) => found,
             None => {
                 let (mut sum, mut intents) = (0.0, 0.0);
@@ -329,11 +475,9 @@ fn boosts_for(
                     sum += a;
                     intents += i;
                 }
-                let found = (
-                    boost(caps.category, sum / f.categories.len() as f32, scale),
-                    intents,
-                );
-                memo.path.insert(leaf.addr(), found);
+                let levels = f.categories.len().max(1) as f32;
+                let found = (boost(caps.category, sum / levels, scale), intents);
+                memo.path.insert(leaf, found);
                 found
             }
         };
@@ -355,23 +499,28 @@ fn boosts_for(
 
     let mut sum = 0.0;
     let mut signals = Vec::new();
-    for a in &f.attributes {
-        let (v, i) = *memo.attribute.entry(a.addr()).or_insert_with(|| {
-            (
-                s.attribute.get(a.as_str()).copied().unwrap_or(0.0),
-                s.intent_attribute.get(a.as_str()).copied().unwrap_or(0.0),
-            )
-        });
+    let attribute = |n: usize| f.attributes.get(n).map_or("", |k| k.as_str());
+    for (n, &addr) in keys.iter().skip(2).enumerate() {
+        let (v, i) = *memo
+            .attribute
+            .entry(addr)
+            .or_insert_with(|| match &s.by_addr {
+                Some(t) => t.attribute.get(&addr).copied().unwrap_or((0.0, 0.0)),
+                None => (
+                    s.attribute.get(attribute(n)).copied().unwrap_or(0.0),
+                    s.intent_attribute.get(attribute(n)).copied().unwrap_or(0.0),
+                ),
+            });
         if v != 0.0 {
             sum += v;
             if explain {
-                signals.push((a.to_string(), v));
+                signals.push((attribute(n).to_owned(), v));
             }
         }
         if i != 0.0 {
             intent += i;
             if explain {
-                intent_signals.push((a.to_string(), i));
+                intent_signals.push((attribute(n).to_owned(), i));
             }
         }
     }
@@ -391,7 +540,8 @@ fn boosts_for(
     );
 
     if !s.skipped.is_empty()
-        && let Some(&skips) = s.skipped.get(r.item.id.as_str())
+        && let Some((id, skips)) = s.skipped.get(&r.prepared.id_hash)
+        && id.as_str() == r.item.id.as_str()
     {
         let b = caps.skip_penalty;
         total += b;
@@ -399,7 +549,7 @@ fn boosts_for(
             out.push(Boost {
                 source,
                 kind: BoostKind::Skip,
-                signals: vec![(r.item.id.to_string(), f32::from(skips))],
+                signals: vec![(r.item.id.to_string(), f32::from(*skips))],
                 boost: b,
                 cap: caps.skip_penalty,
             });
@@ -422,20 +572,38 @@ pub fn rerank(
         .map(|r| r.fused)
         .filter(|f| f.is_finite())
         .fold(0.0f32, f32::max);
-    let mut seen_titles: FxHashSet<(Option<&str>, &str)> =
-        FxHashSet::with_capacity_and_hasher(retrieved.len(), Default::default());
+    // Dedupe hash → index of the first result with it.
+    let mut seen_titles: FxHashMap<u64, usize> =
+        FxHashMap::with_capacity_and_hasher(retrieved.len(), Default::default());
     let mut session_memo = session.map(|_| Memo::new());
     let mut profile_memo = profile.map(|_| Memo::new());
     let mut ranked: Vec<Ranked> = Vec::with_capacity(retrieved.len());
     for (index, r) in retrieved.iter().enumerate() {
         if request.exclude_seen
             && steps.drop_seen
-            && session.is_some_and(|s| s.seen.contains(r.item.id.as_str()))
+            && session.is_some_and(|s| {
+                s.seen
+                    .get(&r.prepared.id_hash)
+                    .is_some_and(|id| id.as_str() == r.item.id.as_str())
+            })
         {
             continue;
         }
-        if steps.dedupe && !seen_titles.insert((r.item.brand.as_deref(), r.title_key)) {
-            continue;
+        if steps.dedupe {
+            // Equal hashes are compared in full: a hash collision never drops a result.
+            match seen_titles.get(&r.prepared.dedupe_hash) {
+                Some(&first) => {
+                    let kept = &retrieved[first];
+                    if kept.item.brand == r.item.brand
+                        && kept.prepared.title_key == r.prepared.title_key
+                    {
+                        continue;
+                    }
+                }
+                None => {
+                    seen_titles.insert(r.prepared.dedupe_hash, index);
+                }
+            }
         }
         let share = if best > 0.0 && r.fused.is_finite() {
             (r.fused / best).clamp(0.0, 1.0)

@@ -584,6 +584,28 @@ impl Session {
         self.top(now, rules, usize::MAX)
     }
 
+    /// Calls `f` with every affinity of every kind, decayed to `now`, in no particular order
+    /// (no sorting, no allocation: for building lookup tables per request).
+    pub fn visit_affinities(
+        &self,
+        now: Timestamp,
+        rules: &Rules,
+        mut f: impl FnMut(AffinityKind, &Key, f32),
+    ) {
+        for kind in AffinityKind::ALL {
+            for a in &self.affinities[kind.index()] {
+                f(kind, &a.key, self.decayed(a, now, rules));
+            }
+        }
+    }
+
+    /// Calls `f` with every remembered item: its id, engagements (seen) and skips.
+    pub fn visit_items(&self, mut f: impl FnMut(&ItemId, u16, u16)) {
+        for s in &self.items {
+            f(&s.id, s.seen, s.skips);
+        }
+    }
+
     /// The `n` strongest affinities of each kind at `now`.
     pub fn top(&self, now: Timestamp, rules: &Rules, n: usize) -> Scores {
         let mut scores = Scores::default();

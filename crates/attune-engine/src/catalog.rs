@@ -179,6 +179,13 @@ impl Catalog {
         self.inner.read().strings.get(key).cloned()
     }
 
+    /// Runs `f` with a lookup from a feature string to the address of the catalog's interned
+    /// copy ([`Key::addr`]), under one read lock (for `Signals::from_session_interned`).
+    pub fn with_interned<R>(&self, f: impl FnOnce(&dyn Fn(&str) -> Option<usize>) -> R) -> R {
+        let inner = self.inner.read();
+        f(&|s: &str| inner.strings.get(s).map(Key::addr))
+    }
+
     /// The intents a search names: its filter values, then the query terms the catalog knows.
     pub fn search_intents(&self, query: &str, filters: &attune_core::SearchFilters) -> Vec<Key> {
         let mut intents = attune_core::vocab::filter_intents(filters);

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use attune_core::rerank::Signals;
 use attune_core::rules::RulesError;
 use attune_core::session::{ItemSummary, Reason, Scores};
 use attune_core::{
@@ -210,14 +211,24 @@ impl Engine {
         }
     }
 
-    /// The session for ranking a result list (refreshes its expiry), if it exists.
-    pub(crate) async fn session_for_ranking(
+    /// The session's signals for ranking a result list (refreshes its expiry), if it exists:
+    /// built where the store holds the session, without copying it out, and indexed by the
+    /// catalog's interned keys (the retrieval's candidates carry those).
+    pub(crate) async fn signals_for_ranking(
         &self,
         id: &SessionId,
         now: Timestamp,
         rules: &Rules,
-    ) -> Result<Option<Session>> {
-        Ok(self.sessions.get(id, now, Self::ttl(rules)).await?)
+    ) -> Result<Option<Signals>> {
+        let mut signals = None;
+        self.sessions
+            .read(id, now, Self::ttl(rules), &mut |s| {
+                signals = Some(self.catalog.with_interned(|interned| {
+                    Signals::from_session_interned(s, now, rules, interned)
+                }));
+            })
+            .await?;
+        Ok(signals)
     }
 
     /// The engine's clock reading.

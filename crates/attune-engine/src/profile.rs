@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use attune_core::rerank::Signals;
 use attune_core::{AffinityKind, Event, Key, Session, SessionId, Timestamp, UserId};
 
 use crate::engine::{Engine, Resolved, SessionView};
@@ -87,20 +88,25 @@ impl Engine {
             .ok_or(Error::Unsupported("profiles are not enabled"))
     }
 
-    /// A user's profile, for ranking, if profiles are enabled and the user has one.
-    pub(crate) async fn profile_for_ranking(
+    /// A user's profile signals, for ranking, if profiles are enabled and the user has one.
+    pub(crate) async fn profile_signals(
         &self,
         user: &UserId,
         now: Timestamp,
-    ) -> Result<Option<(Session, std::sync::Arc<attune_core::Rules>)>> {
+    ) -> Result<Option<Signals>> {
         let Some(store) = &self.profiles else {
             return Ok(None);
         };
         let rules = self.profile_rules();
-        let found = store
-            .get(&profile_key(user)?, now, Self::ttl(&rules))
+        let mut signals = None;
+        store
+            .read(&profile_key(user)?, now, Self::ttl(&rules), &mut |p| {
+                signals = Some(self.catalog().with_interned(|interned| {
+                    Signals::from_session_interned(p, now, &rules, interned)
+                }));
+            })
             .await?;
-        Ok(found.map(|p| (p, rules)))
+        Ok(signals)
     }
 
     /// Records stated preferences in a user's profile (creating it) and returns the profile.

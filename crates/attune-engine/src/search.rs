@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use attune_core::event::{MAX_QUERY_LEN, SearchFilters, SearchRequestEvent};
-use attune_core::rerank::{self, Explanation, RerankRequest, Retrieved, Signals};
+use attune_core::rerank::{self, Explanation, RerankRequest, Retrieved};
 use attune_core::{Event, Item, SessionId, UserId};
 use attune_search::cache::{CacheKey, RetrievalCache};
 use attune_search::fusion::{self, Fused};
@@ -123,7 +123,7 @@ struct Candidate {
     fused: Fused,
     item: Arc<CatalogItem>,
     tier: f32,
-    title_key: String,
+    prepared: rerank::Prepared,
 }
 
 struct Vectors {
@@ -380,12 +380,12 @@ impl SearchIndex {
             .filter_map(|(fused, item)| {
                 let item = item?;
                 let tier = attune_core::vocab::query_coverage(&terms, &item.item);
-                let title_key = rerank::normalize_title(&item.item.title);
+                let prepared = rerank::Prepared::new(&item.item, &item.features);
                 Some(Candidate {
                     fused,
                     item,
                     tier,
-                    title_key,
+                    prepared,
                 })
             })
             .collect();
@@ -467,26 +467,20 @@ impl Engine {
                 tier: c.tier,
                 keyword_rank: c.fused.keyword_rank,
                 vector_rank: c.fused.vector_rank,
-                title_key: &c.title_key,
+                prepared: &c.prepared,
             })
             .collect();
 
-        let session = match &req.session_id {
-            Some(id) => self.session_for_ranking(id, now, &rules).await?,
+        let signals = match &req.session_id {
+            Some(id) => self.signals_for_ranking(id, now, &rules).await?,
             None => None,
-        };
-        let signals = session
-            .as_ref()
-            .map(|s| Signals::from_session(s, now, &rules))
-            .filter(|s| !s.is_empty());
-        let profile = match &req.user_id {
-            Some(user) => self.profile_for_ranking(user, now).await?,
+        }
+        .filter(|s| !s.is_empty());
+        let profile_signals = match &req.user_id {
+            Some(user) => self.profile_signals(user, now).await?,
             None => None,
-        };
-        let profile_signals = profile
-            .as_ref()
-            .map(|(p, profile_rules)| Signals::from_session(p, now, profile_rules))
-            .filter(|s| !s.is_empty());
+        }
+        .filter(|s| !s.is_empty());
         let ranked = rerank::rerank(
             &retrieved,
             signals.as_ref(),

@@ -785,7 +785,7 @@ pub struct ExplanationOut {
     pub keyword_rank: Option<u32>,
     /// Rank in the vector list, 1-based.
     pub vector_rank: Option<u32>,
-    /// Reciprocal-rank-fusion score.
+    /// Reciprocal-rank-fusion score (six decimals: one rank apart is about 0.0003).
     pub fused: f64,
     /// Share of the query's terms the item matches: results of a higher tier stay above.
     pub tier: f64,
@@ -811,7 +811,7 @@ impl ExplanationOut {
         ExplanationOut {
             keyword_rank: e.keyword_rank,
             vector_rank: e.vector_rank,
-            fused: f64::from(e.fused),
+            fused: (f64::from(e.fused) * 1e6).round() / 1e6,
             tier: round(e.tier),
             relevance: round(e.relevance),
             retrieval_position: e.retrieval_position,

@@ -90,6 +90,25 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The session, if present and not expired. Refreshes its expiry.
     async fn get(&self, id: &SessionId, now: Timestamp, ttl: Duration) -> Result<Option<Session>>;
 
+    /// Shows the session, if present and not expired, to `read` (once), refreshing its expiry;
+    /// returns whether it was there. Backends that hold sessions in process show them in place,
+    /// without a copy (the search path reads a session per request this way).
+    async fn read(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        ttl: Duration,
+        read: Inspect<'_>,
+    ) -> Result<bool> {
+        match self.get(id, now, ttl).await? {
+            Some(s) => {
+                read(&s);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Applies `mutate` atomically to the session, creating it (as `Session::new(id, now)`) if absent,
     /// then shows the session as written to `inspect` (once). No concurrent update is lost.
     ///

@@ -111,6 +111,25 @@ impl MemorySessionStore {
         Ok(store)
     }
 
+    /// The live entry of `id` with its expiry moved to `now + ttl`; an expired entry is dropped.
+    fn touch<'a>(
+        &self,
+        shard: &'a mut Shard,
+        id: &SessionId,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Option<&'a mut Entry> {
+        let idx = shard.map.get_index_of(id.as_str())?;
+        if shard.map[idx].expires_at <= now {
+            shard.map.swap_remove_index(idx);
+            self.expirations.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let entry = &mut shard.map[idx];
+        entry.expires_at = expiry(now, ttl);
+        Some(entry)
+    }
+
     fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
         let h = self.hasher.hash_one(id.as_str()) as usize;
         &self.shards[h % self.shards.len()]
@@ -232,17 +251,26 @@ impl MemorySessionStore {
 impl SessionStore for MemorySessionStore {
     async fn get(&self, id: &SessionId, now: Timestamp, ttl: Duration) -> Result<Option<Session>> {
         let mut shard = self.shard(id).lock();
-        let Some(idx) = shard.map.get_index_of(id.as_str()) else {
-            return Ok(None);
-        };
-        let entry = &mut shard.map[idx];
-        if entry.expires_at <= now {
-            shard.map.swap_remove_index(idx);
-            self.expirations.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
+        Ok(self
+            .touch(&mut shard, id, now, ttl)
+            .map(|e| e.session.clone()))
+    }
+
+    async fn read(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        ttl: Duration,
+        read: Inspect<'_>,
+    ) -> Result<bool> {
+        let mut shard = self.shard(id).lock();
+        match self.touch(&mut shard, id, now, ttl) {
+            Some(e) => {
+                read(&e.session);
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        entry.expires_at = expiry(now, ttl);
-        Ok(Some(entry.session.clone()))
     }
 
     async fn update(

@@ -77,6 +77,12 @@ pub(crate) struct LoadArgs {
     /// built-in mix of product searches.
     #[arg(long)]
     queries: Option<std::path::PathBuf>,
+    /// `search-personal`: item events (views, clicks, add-to-carts, skips) given to each session
+    /// before the load starts, one batch per session, so that searches are personalized by
+    /// brand, category and attribute affinities and skips, not only by earlier searches. 0 sends
+    /// none.
+    #[arg(long, default_value_t = 8)]
+    history: u32,
     /// Seconds one request may take before it counts as a connection error.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
@@ -521,6 +527,53 @@ async fn fetch_items(target: &Target, addr: SocketAddr) -> anyhow::Result<Vec<St
     Ok(items_from_json(&body))
 }
 
+/// Gives every session of the run a history of item events (one batch each, on one connection),
+/// drawn from the run's seed.
+async fn seed_history(
+    target: &Target,
+    addr: SocketAddr,
+    args: &LoadArgs,
+    items_json: &[String],
+) -> anyhow::Result<()> {
+    let mut sender = tokio::time::timeout(CONNECT_TIMEOUT, connect::<Full<Bytes>>(addr))
+        .await
+        .context("connecting to the server timed out")?
+        .context("cannot connect to the server")?;
+    let mut rng = SmallRng::seed_from_u64(args.seed ^ 0x4849_5354);
+    let uri = target.uri("/v1/events")?;
+    let host = HeaderValue::from_str(&target.authority)?;
+    for session in 0..args.sessions {
+        let events: Vec<String> = (0..args.history)
+            .map(|_| {
+                let kind = EventType::from_roll(rng.random_range(0..100));
+                let item = &items_json[rng.random_range(0..items_json.len())];
+                let quantity = (kind == EventType::AddToCart).then(|| rng.random_range(1..=3u32));
+                event_body(kind, session, item, quantity)
+            })
+            .collect();
+        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri.clone();
+        request.headers_mut().insert(HOST, host.clone());
+        request
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let (status, answer) =
+            tokio::time::timeout(Duration::from_secs(10), exchange(&mut sender, request))
+                .await
+                .context("seeding session history timed out")?
+                .context("seeding session history failed")?;
+        if !status.is_success() {
+            bail!(
+                "seeding session history: POST /v1/events answered {status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Generates one worker's requests.
 struct Workload {
     /// Which scenario.
@@ -913,6 +966,17 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         args.sessions,
         items_json.len()
     );
+
+    if args.scenario == Scenario::SearchPersonal && args.history > 0 {
+        let seeded = Instant::now();
+        seed_history(&target, addr, &args, &items_json).await?;
+        eprintln!(
+            "attune load: gave {} sessions {} item events each in {:.1} s",
+            args.sessions,
+            args.history,
+            seeded.elapsed().as_secs_f64()
+        );
+    }
 
     let start = Instant::now();
     let measure_start = start + warmup;

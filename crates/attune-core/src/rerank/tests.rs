@@ -23,18 +23,28 @@ fn item(id: &str, title: &str, brand: &str, category: &str, attrs: &[(&str, &str
 struct Catalog {
     items: Vec<Item>,
     features: Vec<ItemFeatures>,
-    title_keys: Vec<String>,
+    prepared: Vec<Prepared>,
 }
 
 impl Catalog {
     fn new(items: Vec<Item>) -> Self {
         let features = items.iter().map(Item::features).collect();
-        let title_keys = items.iter().map(|i| normalize_title(&i.title)).collect();
-        Catalog {
+        let mut c = Catalog {
             items,
             features,
-            title_keys,
-        }
+            prepared: Vec::new(),
+        };
+        c.prepare();
+        c
+    }
+
+    fn prepare(&mut self) {
+        self.prepared = self
+            .items
+            .iter()
+            .zip(&self.features)
+            .map(|(i, f)| Prepared::new(i, f))
+            .collect();
     }
 
     /// Retrieved in catalog order, with fused scores falling gently (as RRF does).
@@ -42,10 +52,10 @@ impl Catalog {
         self.items
             .iter()
             .zip(&self.features)
-            .zip(&self.title_keys)
+            .zip(&self.prepared)
             .enumerate()
-            .map(|(i, ((item, features), title_key))| Retrieved {
-                title_key,
+            .map(|(i, ((item, features), prepared))| Retrieved {
+                prepared,
                 item,
                 features,
                 fused: 1.0 / (60.0 + i as f32 + 1.0),
@@ -466,6 +476,17 @@ fn the_memo_gives_the_same_ranking_whether_keys_are_shared_or_not() {
                 .clone();
         }
     }
+    shared.prepare();
+    // Signals indexed by the catalog's key allocations rank exactly as the string-keyed ones.
+    let interned =
+        Signals::from_session_interned(&s, now(), &rules, &|k: &str| strings.get(k).map(Key::addr));
+    let by_addr = rerank(
+        &shared.retrieved(),
+        Some(&interned),
+        None,
+        &rules,
+        &request(true),
+    );
     let a = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
     let b = rerank(
         &shared.retrieved(),
@@ -475,9 +496,12 @@ fn the_memo_gives_the_same_ranking_whether_keys_are_shared_or_not() {
         &request(true),
     );
     assert_eq!(ids(&c, &a), ids(&shared, &b));
-    for (x, y) in a.iter().zip(&b) {
+    assert_eq!(ids(&c, &a), ids(&shared, &by_addr));
+    for ((x, y), z) in a.iter().zip(&b).zip(&by_addr) {
         assert_eq!(x.score, y.score);
         assert_eq!(x.explanation, y.explanation);
+        assert_eq!(x.score, z.score);
+        assert_eq!(x.explanation, z.explanation);
     }
 }
 
@@ -518,4 +542,30 @@ fn diversity_fills_only_the_pages_asked_for_and_keeps_the_rest() {
     let mut every = ids(&c, &all);
     every.sort_unstable();
     assert_eq!(rest, every, "nothing lost past the pages asked for");
+}
+
+#[test]
+fn items_with_many_attribute_values_are_boosted_too() {
+    let values: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+    let many = Item::builder("many", "Many Things")
+        .brand("Wide")
+        .category("Cat > Sub")
+        .attribute("tag", values.clone())
+        .build()
+        .unwrap();
+    let plain = item("plain", "Plain Thing", "Other", "Cat > Sub", &[]);
+    let c = Catalog::new(vec![plain, many]);
+    let rules = Rules::default();
+    let s = session_after(&c, &[(EventKind::Purchase, "many")]);
+    let signals = Signals::from_session(&s, now(), &rules);
+    let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
+    assert_eq!(ids(&c, &ranked), ["many", "plain"]);
+    let e = ranked[0].explanation.as_ref().unwrap();
+    let attr = e
+        .boosts
+        .iter()
+        .find(|b| b.kind == BoostKind::Attribute)
+        .unwrap();
+    // Every one of the 20 values (past the inline key slots) took part.
+    assert_eq!(attr.signals.len(), 20, "{:?}", attr.signals);
 }

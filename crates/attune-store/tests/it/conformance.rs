@@ -32,6 +32,29 @@ async fn updates_create_apply_and_read_back(store: Arc<dyn SessionStore>) {
     assert_eq!(again.event_count(), 2);
 }
 
+async fn read_shows_the_session_once_and_refreshes_it(store: Arc<dyn SessionStore>) {
+    let ttl = Duration::from_millis(600);
+    let id = sid("s-read");
+    let t = now();
+    let mut calls = 0;
+    assert!(!store.read(&id, t, ttl, &mut |_| calls += 1).await.unwrap());
+    assert_eq!(calls, 0);
+    let written = store.update_get(&id, t, ttl, &click(&id, t)).await.unwrap();
+    let mut seen = None;
+    assert!(
+        store
+            .read(&id, t, ttl, &mut |s| seen = Some(s.clone()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(seen.as_ref(), Some(&written));
+    // A read refreshes the expiry like a get.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.read(&id, now(), ttl, &mut |_| {}).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(store.get(&id, now(), ttl).await.unwrap().is_some());
+}
+
 async fn delete_forgets_at_once(store: Arc<dyn SessionStore>) {
     let id = sid("s-delete");
     let t = now();
@@ -120,6 +143,7 @@ macro_rules! suite {
 suite!(
     absent_sessions_read_as_none,
     updates_create_apply_and_read_back,
+    read_shows_the_session_once_and_refreshes_it,
     delete_forgets_at_once,
     idle_sessions_expire_and_access_refreshes,
     concurrent_updates_lose_nothing,
