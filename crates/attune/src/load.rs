@@ -1367,6 +1367,7 @@ mod tests {
             sessions: 1,
             items: None,
             queries: None,
+            history: 8,
             timeout: 5.0,
             seed: 0,
             json: false,

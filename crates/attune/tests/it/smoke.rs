@@ -251,3 +251,49 @@ fn searching_navy_shirts_boosts_navy_jackets_on_the_fashion_catalog() {
     server.stop();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The load tool's personalized search scenario against the real demo: sessions get their item
+/// history first, then every search answers 200 and is recorded in its session.
+#[test]
+fn the_load_tool_seeds_sessions_and_drives_personal_search() {
+    let server = Server::start(&["demo"], &[]);
+    let out = attune()
+        .args([
+            "load",
+            "--url",
+            &format!("http://{}", server.addr),
+            "--scenario",
+            "search-personal",
+            "--sessions",
+            "20",
+            "--history",
+            "4",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let (status, session) = server.http("GET", "/v1/sessions/load-0", None);
+    assert_eq!(status, 200, "{session}");
+    assert!(session["event_count"].as_u64().unwrap() >= 4, "{session}");
+    assert!(
+        !session["affinities"]["intent"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    server.stop();
+}
