@@ -189,9 +189,9 @@ impl Adam {
         self.step_with_sparse_first(vars, grads, None)
     }
 
-    /// One step; with `sparse_first = (table, slot)` the first variable's gradient is the
-    /// gradient of `table` (a `[k, d]` tensor of the graph), `slot[r]` naming row `r`'s row in it
-    /// ([`NO_SLOT`]: zero). The result is the dense step's, without a dense gradient.
+    /// One step; with `sparse_first = (grad, slot)` the first variable's gradient is given as a
+    /// compact `[k, d]` tensor, `slot[r]` naming row `r`'s row in it ([`NO_SLOT`]: zero). The
+    /// result is the dense step's, without a dense gradient.
     #[allow(clippy::cast_possible_truncation)]
     pub(crate) fn step_with_sparse_first(
         &mut self,
@@ -205,7 +205,8 @@ impl Adam {
         let bc2 = 1.0 - self.beta2.powi(t);
         for (i, var) in vars.iter().enumerate() {
             let sparse = if i == 0 { sparse_first } else { None };
-            let Some(grad) = grads.get(sparse.map_or(var.as_tensor(), |(t, _)| t)) else {
+            let Some(grad) = sparse.map_or_else(|| grads.get(var.as_tensor()), |(g, _)| Some(g))
+            else {
                 continue;
             };
             let grad = grad.contiguous()?;

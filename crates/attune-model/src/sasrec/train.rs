@@ -234,6 +234,28 @@ pub(crate) fn train_step(
     input: &StepInput,
     dropout_seed: u64,
 ) -> candle_core::Result<f32> {
+    let g = compact_gradients(model, input, dropout_seed)?;
+    adam.step_with_sparse_first(&model.vars, &g.grads, Some((&g.table_grad, &g.slot)))?;
+    Ok(g.loss)
+}
+
+/// A step's loss and gradients, the item embeddings' as a compact table.
+pub(crate) struct CompactGradients {
+    pub(crate) loss: f32,
+    /// Every weight's gradient but the item embeddings'.
+    pub(crate) grads: candle_core::backprop::GradStore,
+    /// The item embeddings' gradient on the rows the step uses, `[k, d]`.
+    pub(crate) table_grad: Tensor,
+    /// Each item's row in `table_grad` ([`NO_SLOT`]: a zero gradient).
+    pub(crate) slot: Vec<u32>,
+}
+
+/// The forward and backward pass of [`train_step`].
+pub(crate) fn compact_gradients(
+    model: &SasRec,
+    input: &StepInput,
+    dropout_seed: u64,
+) -> candle_core::Result<CompactGradients> {
     let mut w = model.weights(true);
     let compact = compact_step(input, model.num_items);
     let ids = Tensor::from_slice(&compact.items, compact.items.len(), &Device::Cpu)?;
@@ -241,12 +263,16 @@ pub(crate) fn train_step(
     w[0] = table.as_tensor().clone();
     let loss = loss_graph(model, &w, &compact.input, Some(dropout_seed))?;
     let grads = loss.backward()?;
-    adam.step_with_sparse_first(
-        &model.vars,
-        &grads,
-        Some((table.as_tensor(), &compact.slot)),
-    )?;
-    loss.to_scalar::<f32>()
+    let table_grad = grads
+        .get(table.as_tensor())
+        .cloned()
+        .unwrap_or(table.as_tensor().zeros_like()?);
+    Ok(CompactGradients {
+        loss: loss.to_scalar::<f32>()?,
+        grads,
+        table_grad,
+        slot: compact.slot,
+    })
 }
 
 /// A step's inputs made ahead of time (see [`Trainer::prepare`]).
