@@ -126,7 +126,9 @@ impl SasRecConfig {
                 reason: reason.to_string(),
             })
         }
-        let positive: [(&'static str, usize); 7] = [
+        // At least one epoch: a model that never trained is never written.
+        let positive: [(&'static str, usize); 8] = [
+            ("epochs", self.epochs),
             ("max_len", self.max_len),
             ("hidden", self.hidden),
             ("blocks", self.blocks),
@@ -203,6 +205,7 @@ mod tests {
     fn errors_name_the_field() {
         type Change = Box<dyn Fn(&mut SasRecConfig)>;
         let cases: Vec<(&str, Change)> = vec![
+            ("epochs", Box::new(|c| c.epochs = 0)),
             ("hidden", Box::new(|c| c.hidden = 0)),
             ("heads", Box::new(|c| c.heads = 3)),
             ("dropout", Box::new(|c| c.dropout = 1.0)),
