@@ -333,3 +333,27 @@ fn train_sasrec(args: &TrainArgs, source: &Source, dataset: &Dataset) -> anyhow:
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SASRec configs shipped for the issue-4 runs parse and validate.
+    #[test]
+    fn shipped_model_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/models");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("config/models") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let config: attune_model::sasrec::SasRecConfig =
+                    read_config(Some(&path)).expect("parses");
+                config
+                    .validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3);
+    }
+}
