@@ -34,28 +34,14 @@ fn data_path() -> PathBuf {
     }
 }
 
-/// Item sequences per user in file order (`user item` lines grouped by user), and the item count.
+/// Item sequences per user in file order (the crate's amazon-games loader; ids as in the file).
 fn sequences() -> (Vec<Vec<u32>>, usize) {
-    let path = data_path();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set SASREC_DATA)", path.display()));
-    let mut seqs: Vec<Vec<u32>> = Vec::new();
-    let mut last_user = None;
-    let mut max_item = 0;
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(u), Some(i)) = (it.next(), it.next()) else {
-            continue;
-        };
-        let i: u32 = i.parse().unwrap();
-        max_item = max_item.max(i as usize);
-        if last_user != Some(u) {
-            seqs.push(Vec::new());
-            last_user = Some(u);
-        }
-        seqs.last_mut().unwrap().push(i);
-    }
-    (seqs, max_item)
+    let dir = data_path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let games = attune_model::data::amazon::load_games(&dir).unwrap();
+    (games.sequences, games.num_items)
 }
 
 fn threads() -> usize {

@@ -29,24 +29,12 @@ use rand::{Rng, SeedableRng};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn sequences(path: &std::path::Path) -> (Vec<Vec<u32>>, usize) {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut seqs: Vec<Vec<u32>> = Vec::new();
-    let mut last = None;
-    let mut n = 0;
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(u), Some(i)) = (it.next(), it.next()) else {
-            continue;
-        };
-        let i: u32 = i.parse().unwrap();
-        n = n.max(i as usize);
-        if last != Some(u) {
-            seqs.push(Vec::new());
-            last = Some(u);
-        }
-        seqs.last_mut().unwrap().push(i);
-    }
-    (seqs, n)
+    let dir = path
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let games = data::amazon::load_games(&dir).unwrap();
+    (games.sequences, games.num_items)
 }
 
 /// (HR@10, NDCG@10) of `target` among itself + 100 sampled unseen items.

@@ -24,32 +24,23 @@ use attune_model::sasrec::{SasRecConfig, SasRecLoss, Trainer};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn sequences() -> (Vec<Vec<u32>>, usize) {
-    let path = std::env::var_os("SASREC_DATA").map_or_else(
+fn data_path() -> PathBuf {
+    std::env::var_os("SASREC_DATA").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../../../shared/data/amazon-games/sequences.txt")
         },
         PathBuf::from,
-    );
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut seqs: Vec<Vec<u32>> = Vec::new();
-    let mut last = None;
-    let mut n = 0;
-    for line in text.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(u), Some(i)) = (it.next(), it.next()) else {
-            continue;
-        };
-        let i: u32 = i.parse().unwrap();
-        n = n.max(i as usize);
-        if last != Some(u) {
-            seqs.push(Vec::new());
-            last = Some(u);
-        }
-        seqs.last_mut().unwrap().push(i);
-    }
-    (seqs, n)
+    )
+}
+
+fn sequences() -> (Vec<Vec<u32>>, usize) {
+    let dir = data_path()
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let games = attune_model::data::amazon::load_games(&dir).unwrap();
+    (games.sequences, games.num_items)
 }
 
 /// The same permutation as the criterion bench.

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use crate::manifest::{Manifest, ModelKind};
 use crate::popularity::{
-    DATA_VERSION, PopularityConfig, check_data, manifest_config, read_data, weighted_counts,
-    write_data,
+    DATA_VERSION, PopularityConfig, check_config, check_data, manifest_config, read_data,
+    weighted_counts, write_data,
 };
 use crate::scorer::SequenceScorer;
 use crate::{Error, Result};
@@ -298,14 +298,7 @@ impl Cooccurrence {
             &data.checksum,
             data.prior.len(),
         )?;
-        if data.config != config {
-            return Err(Error::ManifestMismatch {
-                path: dir.to_owned(),
-                field: "hyper_parameters",
-                manifest: format!("{config:?}"),
-                found: format!("{DATA_FILE} was trained with {:?}", data.config),
-            });
-        }
+        check_config(dir, DATA_FILE, &config, &data.config)?;
         let n = data.num_items as usize;
         let rows_ok = data.offsets.len() == n + 2
             && data.offsets.windows(2).all(|w| w[0] <= w[1])

@@ -176,14 +176,7 @@ impl Popularity {
             &data.checksum,
             data.scores.len(),
         )?;
-        if data.config != config {
-            return Err(Error::ManifestMismatch {
-                path: dir.to_owned(),
-                field: "hyper_parameters",
-                manifest: format!("{config:?}"),
-                found: format!("{DATA_FILE} was trained with {:?}", data.config),
-            });
-        }
+        check_config(dir, DATA_FILE, &config, &data.config)?;
         if data.scores.iter().any(|s| !s.is_finite()) {
             return Err(Error::BadData {
                 path: dir.join(DATA_FILE),
@@ -241,6 +234,24 @@ pub(crate) fn manifest_config<T: DeserializeOwned>(dir: &Path, manifest: &Manife
 
 /// Checks a baseline's data file against its manifest: layout version, item count, checksum of
 /// the training data, and the length of the per-item table (`num_items + 1`).
+/// Refuses a data file trained with other hyper-parameters than its manifest names.
+pub(crate) fn check_config<C: PartialEq + std::fmt::Debug>(
+    dir: &Path,
+    data_file: &str,
+    manifest: &C,
+    data: &C,
+) -> Result<()> {
+    if manifest == data {
+        return Ok(());
+    }
+    Err(Error::ManifestMismatch {
+        path: dir.to_owned(),
+        field: "hyper_parameters",
+        manifest: format!("{manifest:?}"),
+        found: format!("{data_file} was trained with {data:?}"),
+    })
+}
+
 pub(crate) fn check_data(
     dir: &Path,
     manifest: &Manifest,
