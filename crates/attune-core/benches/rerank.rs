@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use attune_core::rerank::{self, Prepared, RerankRequest, Retrieved, Signals};
 use attune_core::{
-    Event, EventKind, Item, ItemFeatures, Key, Rules, Session, SessionId, Timestamp,
+    Event, EventKind, Item, ItemFeatures, Key, KeyIds, Rules, Session, SessionId, Timestamp,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -47,7 +47,11 @@ fn catalog(n: usize) -> Vec<(Item, ItemFeatures)> {
 fn bench(c: &mut Criterion) {
     let rules = Rules::default();
     let items = catalog(400);
-    let prepared: Vec<Prepared> = items.iter().map(|(i, f)| Prepared::new(i, f)).collect();
+    let mut ids = KeyIds::default();
+    let prepared: Vec<Prepared> = items
+        .iter()
+        .map(|(i, f)| Prepared::new(i, f, &Prepared::feature_ids(f, &mut ids)))
+        .collect();
     let retrieved: Vec<Retrieved<'_>> = items
         .iter()
         .zip(&prepared)
@@ -91,16 +95,7 @@ fn bench(c: &mut Criterion) {
     ];
     session.apply_search(&search, &intents, &rules);
     let now = t0.plus_millis(120_000);
-    let signals = Signals::from_session(&session, now, &rules);
-    // The engine's way: signals indexed by the catalog's interned keys.
-    let mut interned: HashMap<&str, usize> = HashMap::new();
-    for (_, f) in &items {
-        for k in f.brand.iter().chain(&f.categories).chain(&f.attributes) {
-            interned.insert(k.as_str(), k.addr());
-        }
-    }
-    let interned_signals =
-        Signals::from_session_interned(&session, now, &rules, &|k: &str| interned.get(k).copied());
+    let signals = Signals::from_session(&session, now, &rules, &ids, false);
     let request = RerankRequest {
         exclude_seen: false,
         page_size: 10,
@@ -122,19 +117,8 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
-    c.bench_function("rerank/200_personal_interned", |b| {
-        b.iter(|| {
-            rerank::rerank(
-                black_box(&retrieved),
-                Some(&interned_signals),
-                None,
-                &rules,
-                &request,
-            )
-        })
-    });
     c.bench_function("rerank/signals_from_session", |b| {
-        b.iter(|| Signals::from_session(black_box(&session), now, &rules))
+        b.iter(|| Signals::from_session(black_box(&session), now, &rules, &ids, false))
     });
 }
 

@@ -44,6 +44,60 @@ impl Key {
     }
 }
 
+/// Interns keys and numbers them: one shared allocation and one dense `u32` id per distinct
+/// string. Ids are never reused (an interner only grows), so an id names one string for as long
+/// as anything holds it: the reranker matches a visitor's affinities to candidates' features by
+/// id, without reading or hashing a string per candidate.
+#[derive(Debug, Clone, Default)]
+pub struct KeyIds {
+    ids: rustc_hash::FxHashMap<Key, u32>,
+    /// The same ids by [`Key::addr`] of the interned allocations (which `ids` keeps alive, so no
+    /// other string can sit at those addresses): a key that is the interned allocation is found
+    /// without hashing its string.
+    by_addr: rustc_hash::FxHashMap<usize, u32>,
+}
+
+impl KeyIds {
+    /// The interned copy of `key` and its id (interning it if new).
+    pub fn intern(&mut self, key: &Key) -> (Key, u32) {
+        if let Some((k, &id)) = self.ids.get_key_value(key.as_str()) {
+            return (k.clone(), id);
+        }
+        let id = u32::try_from(self.ids.len()).expect("fewer than 2^32 distinct keys");
+        self.ids.insert(key.clone(), id);
+        self.by_addr.insert(key.addr(), id);
+        (key.clone(), id)
+    }
+
+    /// The interned copy of a string, if interned.
+    pub fn get(&self, s: &str) -> Option<&Key> {
+        self.ids.get_key_value(s).map(|(k, _)| k)
+    }
+
+    /// The id of a string, if interned.
+    pub fn id(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    /// The id of a key's string, if interned: by address when `key` is the interned allocation.
+    pub fn id_of(&self, key: &Key) -> Option<u32> {
+        match self.by_addr.get(&key.addr()) {
+            Some(&id) => Some(id),
+            None => self.id(key),
+        }
+    }
+
+    /// Distinct keys interned.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether nothing is interned.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
 impl Deref for Key {
     type Target = str;
     fn deref(&self) -> &str {

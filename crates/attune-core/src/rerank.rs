@@ -24,7 +24,7 @@ use std::hash::BuildHasher;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::item::{Item, ItemFeatures};
-use crate::key::Key;
+use crate::key::{Key, KeyIds};
 use crate::rules::Rules;
 use crate::session::{AffinityKind, Session};
 use crate::time::Timestamp;
@@ -50,63 +50,91 @@ pub struct Retrieved<'a> {
 }
 
 /// Per-candidate data the reranker reads on every request, computed once when the retrieval is
-/// (and cached with it): hashes and key addresses kept side by side, so ranking 200 candidates
-/// scans one compact array instead of chasing each item's strings around the heap (those cache
-/// misses, not the arithmetic, were most of reranking's time).
+/// (and cached with it): hashes and key ids side by side, so ranking 200 candidates scans one
+/// compact array instead of chasing each item's strings around the heap (those cache misses, not
+/// the arithmetic, were most of reranking's time). A candidate's strings are read only to explain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
-    /// The near-duplicate key: [`normalize_title`] of the title.
-    pub title_key: String,
     /// Hash of (brand, title key): near-duplicates share it.
     dedupe_hash: u64,
     /// Hash of the item id, to look up seen and skipped items.
     id_hash: u64,
-    /// [`Key::addr`] of the brand (0 if none), of the deepest category level (0 if none), then
-    /// of each attribute, in the order of the item's features: inline (no pointer to chase) for
-    /// items with up to [`INLINE_KEYS`] − 2 attribute values.
-    inline: [usize; INLINE_KEYS],
-    /// All the keys, when there are more than fit inline.
-    spill: Vec<usize>,
-    len: usize,
+    len: u16,
+    has_brand: bool,
+    levels: u16,
+    /// The [`KeyIds`] id of the brand (if any), of each category level, then of each attribute,
+    /// in the order of the item's features: inline for items with up to [`INLINE_KEYS`] keys.
+    inline: [u32; INLINE_KEYS],
+    /// All of them, when there are more than fit inline.
+    spill: Vec<u32>,
+    /// The near-duplicate key: [`normalize_title`] of the title.
+    pub title_key: String,
 }
 
-/// Key addresses a [`Prepared`] holds without a separate allocation.
-const INLINE_KEYS: usize = 14;
+/// Key ids a [`Prepared`] holds without a separate allocation.
+const INLINE_KEYS: usize = 20;
 
 impl Prepared {
-    /// Prepares an item and its features (which must outlive any use of the result: the key
-    /// addresses are only meaningful while those keys are alive).
-    pub fn new(item: &Item, features: &ItemFeatures) -> Self {
+    /// Prepares an item and its features; `ids` are the features' [`KeyIds`] ids, in order: the
+    /// brand (if any), each category level, then each attribute.
+    ///
+    /// # Panics
+    /// If `ids` is not one id per feature key.
+    pub fn new(item: &Item, features: &ItemFeatures, ids: &[u32]) -> Self {
+        let levels = features.categories.len();
+        let len = usize::from(features.brand.is_some()) + levels + features.attributes.len();
+        assert_eq!(ids.len(), len, "one id per feature key");
         let title_key = normalize_title(&item.title);
         let dedupe_hash = FxBuildHasher.hash_one((item.brand.as_deref(), title_key.as_str()));
-        let mut keys = Vec::with_capacity(2 + features.attributes.len());
-        keys.push(features.brand.as_ref().map_or(0, Key::addr));
-        keys.push(features.categories.last().map_or(0, Key::addr));
-        keys.extend(features.attributes.iter().map(Key::addr));
         let mut inline = [0; INLINE_KEYS];
-        let len = keys.len();
         let spill = if len <= INLINE_KEYS {
-            inline[..len].copy_from_slice(&keys);
+            inline[..len].copy_from_slice(ids);
             Vec::new()
         } else {
-            keys
+            ids.to_vec()
         };
+        let narrow = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
         Prepared {
-            title_key,
             dedupe_hash,
             id_hash: id_hash(item.id.as_str()),
+            len: narrow(len),
+            has_brand: features.brand.is_some(),
+            levels: narrow(levels),
             inline,
             spill,
-            len,
+            title_key,
         }
     }
 
-    fn keys(&self) -> &[usize] {
-        if self.len <= INLINE_KEYS {
-            &self.inline[..self.len]
+    /// The features' ids in [`Prepared::new`]'s order, interning them in `ids`.
+    pub fn feature_ids(features: &ItemFeatures, ids: &mut KeyIds) -> Vec<u32> {
+        features
+            .brand
+            .iter()
+            .chain(&features.categories)
+            .chain(&features.attributes)
+            .map(|k| ids.intern(k).1)
+            .collect()
+    }
+
+    fn keys(&self) -> &[u32] {
+        if usize::from(self.len) <= INLINE_KEYS {
+            &self.inline[..usize::from(self.len)]
         } else {
             &self.spill
         }
+    }
+
+    /// (brand, category levels, attributes) ids.
+    fn parts(&self) -> (Option<u32>, &[u32], &[u32]) {
+        let keys = self.keys();
+        let (brand, rest) = if self.has_brand {
+            (keys.first().copied(), keys.get(1..).unwrap_or(&[]))
+        } else {
+            (None, keys)
+        };
+        let levels = usize::from(self.levels).min(rest.len());
+        (brand, &rest[..levels], &rest[levels..])
     }
 }
 
@@ -114,64 +142,76 @@ fn id_hash(id: &str) -> u64 {
     FxBuildHasher.hash_one(id)
 }
 
+/// One kind of affinity of a visitor: key id → (affinity, intent affinity).
+type Table = FxHashMap<u32, (f32, f32)>;
+
 /// Affinities decayed to one time and indexed for constant-time lookups while ranking: built once
 /// per request from a session (or a long-term profile).
 ///
-/// The maps use the Fx hash: a result page looks up every key of every candidate (a few thousand
-/// short strings per request), and the keys are catalog strings, not attacker-chosen map keys
-/// that could be made to collide (a client can only name keys the catalog has).
+/// Keyed by the [`KeyIds`] ids candidates carry in their [`Prepared`]: matching a candidate's
+/// keys reads no string and hashes nothing but a `u32`. An affinity for a string the id source
+/// does not know is left out: no candidate can have that key.
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
-    brand: FxHashMap<Key, f32>,
-    category: FxHashMap<Key, f32>,
-    attribute: FxHashMap<Key, f32>,
-    intent_brand: FxHashMap<String, f32>,
-    intent_category: FxHashMap<String, f32>,
-    intent_attribute: FxHashMap<String, f32>,
+    /// Brand affinities, with intents for brands.
+    brand: Table,
+    /// Category level affinities, with intents for category paths.
+    category: Table,
+    /// Attribute `key:value` affinities, with intents for attribute values.
+    attribute: Table,
     /// Item id hash → the id (checked on a hit).
     seen: FxHashMap<u64, Key>,
     /// Item id hash → (the id, skips).
     skipped: FxHashMap<u64, (Key, u16)>,
-    /// The same affinities by the catalog's key allocation, when built with the catalog's
-    /// interner ([`Signals::from_session_interned`]).
-    by_addr: Option<ByAddr>,
-}
-
-/// (affinity, intent affinity) by [`Key::addr`] of the catalog's interned key.
-#[derive(Debug, Clone, Default)]
-struct ByAddr {
-    brand: FxHashMap<usize, (f32, f32)>,
-    category: FxHashMap<usize, (f32, f32)>,
-    attribute: FxHashMap<usize, (f32, f32)>,
 }
 
 impl Signals {
-    /// The signals of a live session at `now`.
-    pub fn from_session(session: &Session, now: Timestamp, rules: &Rules) -> Self {
-        let mut s = Signals::default();
+    /// The signals of a live session at `now`, with the [`KeyIds`] the candidates' [`Prepared`]
+    /// were built with. The items the visitor engaged with are gathered only `with_seen` (for a
+    /// request that drops them).
+    pub fn from_session(
+        session: &Session,
+        now: Timestamp,
+        rules: &Rules,
+        ids: &KeyIds,
+        with_seen: bool,
+    ) -> Self {
+        let count = |kind| session.affinity_count(kind);
+        let intents = count(AffinityKind::Intent);
+        let table = |n: usize| Table::with_capacity_and_hasher(n, Default::default());
+        let mut s = Signals {
+            brand: table(count(AffinityKind::Brand) + intents),
+            category: table(count(AffinityKind::Category) + intents),
+            attribute: table(count(AffinityKind::Attribute) + intents),
+            ..Signals::default()
+        };
+        let put = |table: &mut Table, id: Option<u32>, v: f32, intent: bool| {
+            if let Some(id) = id {
+                let e = table.entry(id).or_insert((0.0, 0.0));
+                if intent {
+                    e.1 = v;
+                } else {
+                    e.0 = v;
+                }
+            }
+        };
         session.visit_affinities(now, rules, |kind, key, score| match kind {
-            AffinityKind::Brand => {
-                s.brand.insert(key.clone(), score);
-            }
-            AffinityKind::Category => {
-                s.category.insert(key.clone(), score);
-            }
-            AffinityKind::Attribute => {
-                s.attribute.insert(key.clone(), score);
-            }
+            AffinityKind::Brand => put(&mut s.brand, ids.id_of(key), score, false),
+            AffinityKind::Category => put(&mut s.category, ids.id_of(key), score, false),
+            AffinityKind::Attribute => put(&mut s.attribute, ids.id_of(key), score, false),
             AffinityKind::Intent => {
                 if let Some(brand) = key.strip_prefix("brand:") {
-                    s.intent_brand.insert(brand.to_owned(), score);
+                    put(&mut s.brand, ids.id(brand), score, true);
                 } else if let Some(path) = key.strip_prefix("category:") {
-                    s.intent_category.insert(path.to_owned(), score);
+                    put(&mut s.category, ids.id(path), score, true);
                 } else {
-                    s.intent_attribute.insert(key.to_string(), score);
+                    put(&mut s.attribute, ids.id_of(key), score, true);
                 }
             }
         });
         session.visit_items(|id, seen, skips| {
             let id = id.as_key();
-            if seen > 0 {
+            if with_seen && seen > 0 {
                 s.seen.insert(id_hash(id), id.clone());
             }
             if skips > 0 {
@@ -181,62 +221,64 @@ impl Signals {
         s
     }
 
-    /// [`Signals::from_session`], also indexed by the address of the catalog's interned key for
-    /// each affinity (`interned` maps a brand, a category path or an attribute `key:value` to the
-    /// [`Key::addr`] of the catalog's copy, `None` if no item has it). Reranking then never reads
-    /// a candidate's strings. Only for candidates whose feature keys are the catalog's interned
-    /// keys (the engine's retrievals): a key the catalog does not hold can match no such
-    /// candidate, so nothing is lost by leaving it out.
-    pub fn from_session_interned(
-        session: &Session,
-        now: Timestamp,
-        rules: &Rules,
-        interned: &dyn Fn(&str) -> Option<usize>,
-    ) -> Self {
-        let mut s = Self::from_session(session, now, rules);
-        let mut t = ByAddr::default();
-        let fill = |table: &mut FxHashMap<usize, (f32, f32)>, key: &str, v: f32, intent: bool| {
-            if let Some(addr) = interned(key) {
-                let e = table.entry(addr).or_insert((0.0, 0.0));
-                if intent {
-                    e.1 = v;
-                } else {
-                    e.0 = v;
-                }
-            }
-        };
-        for (k, &v) in &s.brand {
-            fill(&mut t.brand, k, v, false);
-        }
-        for (k, &v) in &s.intent_brand {
-            fill(&mut t.brand, k, v, true);
-        }
-        for (k, &v) in &s.category {
-            fill(&mut t.category, k, v, false);
-        }
-        for (k, &v) in &s.intent_category {
-            fill(&mut t.category, k, v, true);
-        }
-        for (k, &v) in &s.attribute {
-            fill(&mut t.attribute, k, v, false);
-        }
-        for (k, &v) in &s.intent_attribute {
-            fill(&mut t.attribute, k, v, true);
-        }
-        s.by_addr = Some(t);
-        s
-    }
-
     /// Whether there is nothing to personalize with.
     pub fn is_empty(&self) -> bool {
         self.brand.is_empty()
             && self.category.is_empty()
             && self.attribute.is_empty()
-            && self.intent_brand.is_empty()
-            && self.intent_category.is_empty()
-            && self.intent_attribute.is_empty()
             && self.skipped.is_empty()
     }
+}
+
+/// A direct-mapped cache of values by key id, for one request: candidates of one result list
+/// share few brands and category paths, so most of their boosts (each a `tanh`) and paths (a
+/// lookup per level) are computed once. A slot holds one id at a time and is checked on every
+/// read, so a clash only costs a recomputation.
+struct Slots<T: Copy, const N: usize> {
+    slots: [(u32, T); N],
+}
+
+impl<T: Copy + Default, const N: usize> Slots<T, N> {
+    fn new() -> Self {
+        Slots {
+            slots: [(u32::MAX, T::default()); N],
+        }
+    }
+
+    #[inline]
+    fn get(&mut self, id: u32, compute: impl FnOnce() -> T) -> T {
+        let slot = &mut self.slots[id as usize % N];
+        if slot.0 != id {
+            *slot = (id, compute());
+        }
+        slot.1
+    }
+}
+
+/// Per-request memo of one set of signals' boosts (see [`Slots`]).
+struct Memo {
+    /// Brand id → the brand's boost.
+    brand: Slots<f32, 64>,
+    /// Deepest category level id → (the path's boost, its levels' intent affinities).
+    path: Slots<(f32, f32), 64>,
+}
+
+impl Memo {
+    fn new() -> Self {
+        Memo {
+            brand: Slots::new(),
+            path: Slots::new(),
+        }
+    }
+}
+
+/// The value of key `id` in `table`, or zeros.
+#[inline]
+fn lookup(table: &Table, id: u32) -> (f32, f32) {
+    if table.is_empty() {
+        return (0.0, 0.0);
+    }
+    table.get(&id).copied().unwrap_or((0.0, 0.0))
 }
 
 /// Where a boost came from.
@@ -321,8 +363,9 @@ pub struct RerankRequest {
     pub exclude_seen: bool,
     /// The page size the diversity cap applies to.
     pub page_size: usize,
-    /// How many leading results the caller will use (offset + limit): diversity fills the pages
-    /// that cover them, and the results after them stay in score order (work saved per request).
+    /// How many leading results the caller will use (offset + limit): only they are ordered
+    /// (and diversity fills only the pages that cover them); the results after them follow in
+    /// no particular order (work saved per request).
     pub needed: usize,
     /// Build explanations.
     pub explain: bool,
@@ -351,41 +394,10 @@ fn tanh(x: f32) -> f32 {
     (e - 1.0) / (e + 1.0)
 }
 
-/// Per-request memo of [`Signals`] lookups by key allocation.
-///
-/// A page of 200 candidates names a few thousand feature keys but only a few hundred distinct
-/// ones (brands, category levels and attribute values repeat), and the catalog shares one
-/// allocation per distinct string. So each distinct key is looked up by string (and its boost's
-/// `tanh` computed) once, and every repeat costs one integer hash. Correctness never depends on
-/// the sharing: two allocations of one string are two entries with the same value.
-struct Memo {
-    /// Brand key → (brand boost, intent affinity).
-    brand: FxHashMap<usize, (f32, f32)>,
-    /// Category level → (affinity, intent affinity).
-    category: FxHashMap<usize, (f32, f32)>,
-    /// Deepest category level → (category boost, intent affinity) of the whole path.
-    path: FxHashMap<usize, (f32, f32)>,
-    /// Attribute `key:value` → (affinity, intent affinity).
-    attribute: FxHashMap<usize, (f32, f32)>,
-}
-
-impl Memo {
-    fn new() -> Self {
-        // Sized for a typical page of candidates: no rehash on the hot path.
-        let map = || FxHashMap::with_capacity_and_hasher(128, Default::default());
-        Memo {
-            brand: map(),
-            category: map(),
-            path: FxHashMap::with_capacity_and_hasher(64, Default::default()),
-            attribute: map(),
-        }
-    }
-}
-
 /// The personal boosts for one item from one set of signals.
 ///
-/// Memo hits read only the candidate's [`Prepared`] keys; the item's feature strings are read on
-/// a memo miss (once per distinct key per request) and to explain.
+/// Reads the candidate's [`Prepared`] key ids; the item's feature strings are read only to
+/// explain.
 fn boosts_for(
     r: &Retrieved<'_>,
     s: &Signals,
@@ -398,7 +410,7 @@ fn boosts_for(
     let caps = &rules.caps;
     let scale = rules.rerank.affinity_scale;
     let f = r.features;
-    let keys = r.prepared.keys();
+    let (brand_hash, levels, attributes) = r.prepared.parts();
     let mut total = 0.0;
     let mut push = |kind, cap: f32, signals: Vec<(String, f32)>, b: f32, out: &mut Vec<Boost>| {
         if b != 0.0 {
@@ -417,26 +429,13 @@ fn boosts_for(
     let mut intent = 0.0;
     let mut intent_signals = Vec::new();
 
-    if let Some(&addr) = keys.first()
-        && addr != 0
-    {
-        // The item's strings are read only on a memo miss, or to explain.
+    if let Some(h) = brand_hash {
+        // The item's strings are read only to explain.
         let brand = || f.brand.as_ref().map_or("", |b| b.as_str());
-        let (b, i) = *memo.brand.entry(addr).or_insert_with(|| {
-            let (a, i) = match &s.by_addr {
-                Some(t) => t.brand.get(&addr).copied().unwrap_or((0.0, 0.0)),
-                None => (
-                    s.brand.get(brand()).copied().unwrap_or(0.0),
-                    s.intent_brand.get(brand()).copied().unwrap_or(0.0),
-                ),
-            };
-            (boost(caps.brand, a, scale), i)
-        });
+        let (a, i) = lookup(&s.brand, h);
+        let b = memo.brand.get(h, || boost(caps.brand, a, scale));
         let signals = if explain && b != 0.0 {
-            vec![(
-                brand().to_owned(),
-                s.brand.get(brand()).copied().unwrap_or(0.0),
-            )]
+            vec![(brand().to_owned(), a)]
         } else {
             Vec::new()
         };
@@ -449,78 +448,63 @@ fn boosts_for(
         }
     }
 
-    if let Some(&leaf) = keys.get(1)
-        && leaf != 0
+    if let Some(&leaf) = levels.last()
+        && !explain
     {
-        let mut level = |c: &Key| {
-            *memo
-                .category
-                .entry(c.addr())
-                .or_insert_with(|| match &s.by_addr {
-                    Some(t) => t.category.get(&c.addr()).copied().unwrap_or((0.0, 0.0)),
-                    None => (
-                        s.category.get(c.as_str()).copied().unwrap_or(0.0),
-                        s.intent_category.get(c.as_str()).copied().unwrap_or(0.0),
-                    ),
-                })
-        };
-        // The mean over the item's levels: liking the whole path counts fully. The levels are
-        // the prefixes of the deepest one, so the path's boost and intent are memoized by it.
-        let (b, path_intent) = match memo.path.get(&leaf) {
-            Some(&found) => found,
-            None => {
-                let (mut sum, mut intents) = (0.0, 0.0);
-                for c in &f.categories {
-                    let (a, i) = level(c);
-                    sum += a;
-                    intents += i;
-                }
-                let levels = f.categories.len().max(1) as f32;
-                let found = (boost(caps.category, sum / levels, scale), intents);
-                memo.path.insert(leaf, found);
-                found
+        // The levels are the prefixes of the deepest one: its id names the whole path.
+        let (b, i) = memo.path.get(leaf, || {
+            let (mut sum, mut intents) = (0.0, 0.0);
+            for &h in levels {
+                let (a, i) = lookup(&s.category, h);
+                sum += a;
+                intents += i;
             }
-        };
-        intent += path_intent;
+            (
+                boost(caps.category, sum / levels.len() as f32, scale),
+                intents,
+            )
+        });
+        intent += i;
+        push(BoostKind::Category, caps.category, Vec::new(), b, out);
+    } else if !levels.is_empty() {
+        // The mean over the item's levels: liking the whole path counts fully.
+        let mut sum = 0.0;
         let mut signals = Vec::new();
-        if explain {
-            for c in &f.categories {
-                let (a, i) = level(c);
+        for (n, &h) in levels.iter().enumerate() {
+            let level = || f.categories.get(n).map_or("", |c| c.as_str());
+            let (a, i) = lookup(&s.category, h);
+            sum += a;
+            intent += i;
+            if explain {
                 if a != 0.0 {
-                    signals.push((c.to_string(), a));
+                    signals.push((level().to_owned(), a));
                 }
                 if i != 0.0 {
-                    intent_signals.push((format!("category:{c}"), i));
+                    intent_signals.push((format!("category:{}", level()), i));
                 }
             }
         }
+        let b = boost(caps.category, sum / levels.len() as f32, scale);
         push(BoostKind::Category, caps.category, signals, b, out);
     }
 
     let mut sum = 0.0;
     let mut signals = Vec::new();
-    let attribute = |n: usize| f.attributes.get(n).map_or("", |k| k.as_str());
-    for (n, &addr) in keys.iter().skip(2).enumerate() {
-        let (v, i) = *memo
-            .attribute
-            .entry(addr)
-            .or_insert_with(|| match &s.by_addr {
-                Some(t) => t.attribute.get(&addr).copied().unwrap_or((0.0, 0.0)),
-                None => (
-                    s.attribute.get(attribute(n)).copied().unwrap_or(0.0),
-                    s.intent_attribute.get(attribute(n)).copied().unwrap_or(0.0),
-                ),
-            });
-        if v != 0.0 {
-            sum += v;
-            if explain {
-                signals.push((attribute(n).to_owned(), v));
+    if !(s.attribute.is_empty() || attributes.is_empty()) {
+        for (n, &h) in attributes.iter().enumerate() {
+            let attribute = || f.attributes.get(n).map_or("", |k| k.as_str());
+            let (v, i) = lookup(&s.attribute, h);
+            if v != 0.0 {
+                sum += v;
+                if explain {
+                    signals.push((attribute().to_owned(), v));
+                }
             }
-        }
-        if i != 0.0 {
-            intent += i;
-            if explain {
-                intent_signals.push((attribute(n).to_owned(), i));
+            if i != 0.0 {
+                intent += i;
+                if explain {
+                    intent_signals.push((attribute().to_owned(), i));
+                }
             }
         }
     }
@@ -575,8 +559,7 @@ pub fn rerank(
     // Dedupe hash → index of the first result with it.
     let mut seen_titles: FxHashMap<u64, usize> =
         FxHashMap::with_capacity_and_hasher(retrieved.len(), Default::default());
-    let mut session_memo = session.map(|_| Memo::new());
-    let mut profile_memo = profile.map(|_| Memo::new());
+    let (mut session_memo, mut profile_memo) = (Memo::new(), Memo::new());
     let mut ranked: Vec<Ranked> = Vec::with_capacity(retrieved.len());
     for (index, r) in retrieved.iter().enumerate() {
         if request.exclude_seen
@@ -620,12 +603,11 @@ pub fn rerank(
         let mut sum = 0.0;
         if steps.profile_boosts
             && let Some(p) = profile
-            && let Some(profile_memo) = profile_memo.as_mut()
         {
             sum += boosts_for(
                 r,
                 p,
-                profile_memo,
+                &mut profile_memo,
                 Source::Profile,
                 rules,
                 request.explain,
@@ -634,12 +616,11 @@ pub fn rerank(
         }
         if steps.session_boosts
             && let Some(s) = session
-            && let Some(session_memo) = session_memo.as_mut()
         {
             sum += boosts_for(
                 r,
                 s,
-                session_memo,
+                &mut session_memo,
                 Source::Session,
                 rules,
                 request.explain,
@@ -666,16 +647,54 @@ pub fn rerank(
             explanation,
         });
     }
-    // Stable: equal scores keep retrieval order.
-    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    // Equal scores keep retrieval order (the index breaks ties, so an unstable sort, which
+    // needs no scratch allocation, gives the stable order).
+    let order = |a: &Ranked, b: &Ranked| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index));
+    let max_per_brand = rules.diversity.max_per_brand as usize;
+    // Only the results that can fill the pages asked for need ordering: the best `needed`, and
+    // as many again for results that diversity holds back (if more are needed, all are sorted).
+    let head = request
+        .needed
+        .saturating_mul(2)
+        .saturating_add(request.page_size)
+        .max(1);
+    if head < ranked.len() {
+        ranked.select_nth_unstable_by(head - 1, order);
+        let tail = ranked.split_off(head);
+        ranked.sort_unstable_by(order);
+        if !steps.brand_diversity {
+            ranked.extend(tail);
+            return ranked;
+        }
+        let (mut out, complete) = diversify(
+            ranked,
+            retrieved,
+            max_per_brand,
+            request.page_size,
+            request.needed,
+        );
+        out.extend(tail);
+        if complete {
+            return out;
+        }
+        // Diversity went past the head: start again with everything in order.
+        ranked = out;
+        for r in &mut ranked {
+            if let Some(e) = r.explanation.as_mut() {
+                e.diversity_demoted = false;
+            }
+        }
+    }
+    ranked.sort_unstable_by(order);
     if steps.brand_diversity {
         ranked = diversify(
             ranked,
             retrieved,
-            rules.diversity.max_per_brand as usize,
+            max_per_brand,
             request.page_size,
             request.needed,
-        );
+        )
+        .0;
     }
     ranked
 }
@@ -683,37 +702,45 @@ pub fn rerank(
 /// Fills pages of `page_size` greedily in score order with at most `max_per_brand` results of one
 /// brand each; a result that does not fit waits for the next page (items without a brand are never
 /// held back). Keeps everything, only moves. Pages past the one that reaches `needed` results are
-/// left in score order.
+/// left as they come.
+///
+/// Also says whether the first `needed` results were placed without running out of `ranked`
+/// (if `ranked` is the head of a longer list, they are then those of the whole list).
 fn diversify(
     ranked: Vec<Ranked>,
     retrieved: &[Retrieved<'_>],
     max_per_brand: usize,
     page_size: usize,
     needed: usize,
-) -> Vec<Ranked> {
+) -> (Vec<Ranked>, bool) {
     let page_size = page_size.max(1);
     let max_per_brand = max_per_brand.max(1);
     let mut pending: std::collections::VecDeque<Ranked> = ranked.into();
     let mut out = Vec::with_capacity(pending.len());
+    let mut complete = true;
+    // Results of each brand on the page being filled, by brand id (a page holds few brands).
+    let mut counts: Vec<(u32, usize)> = Vec::with_capacity(page_size);
     while !pending.is_empty() && out.len() < needed {
-        let mut counts: FxHashMap<&str, usize> = FxHashMap::default();
+        counts.clear();
         let mut page = 0;
         let mut waiting = std::collections::VecDeque::new();
         while page < page_size {
             let Some(mut r) = pending.pop_front() else {
+                complete &= out.len() >= needed;
                 break;
             };
-            let brand = retrieved[r.index].item.brand.as_deref();
-            let fits = match brand {
-                Some(b) => {
-                    let n = counts.entry(b).or_insert(0);
-                    if *n < max_per_brand {
+            let fits = match retrieved[r.index].prepared.parts().0 {
+                Some(brand) => match counts.iter_mut().find(|(b, _)| *b == brand) {
+                    Some((_, n)) if *n >= max_per_brand => false,
+                    Some((_, n)) => {
                         *n += 1;
                         true
-                    } else {
-                        false
                     }
-                }
+                    None => {
+                        counts.push((brand, 1));
+                        true
+                    }
+                },
                 None => true,
             };
             if fits {
@@ -736,7 +763,7 @@ fn diversify(
         }
     }
     out.extend(pending);
-    out
+    (out, complete)
 }
 
 #[cfg(test)]

@@ -584,6 +584,11 @@ impl Session {
         self.top(now, rules, usize::MAX)
     }
 
+    /// How many affinities of `kind` the session holds.
+    pub fn affinity_count(&self, kind: AffinityKind) -> usize {
+        self.affinities[kind.index()].len()
+    }
+
     /// Calls `f` with every affinity of every kind, decayed to `now`, in no particular order
     /// (no sorting, no allocation: for building lookup tables per request).
     pub fn visit_affinities(

@@ -2,13 +2,14 @@
 //!
 //! Each item is stored with its precomputed [`ItemFeatures`], whose strings are interned so that
 //! every item and every session naming the brand "Oatly" shares one allocation (and session
-//! lookups can compare pointers). The [`Vocabulary`] used to read intents out of queries is kept in
+//! lookups can compare pointers), and numbered ([`KeyIds`]): the reranker matches a visitor's
+//! affinities to candidates by those ids. The [`Vocabulary`] used to read intents out of queries is kept in
 //! step with every upsert and delete.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use attune_core::{Item, ItemFeatures, ItemId, Key, Vocabulary};
+use attune_core::{Item, ItemFeatures, ItemId, Key, KeyIds, Vocabulary};
 use parking_lot::RwLock;
 
 /// An item with the features it lends to affinities.
@@ -18,6 +19,8 @@ pub struct CatalogItem {
     pub item: Item,
     /// Its affinity keys.
     pub features: ItemFeatures,
+    /// The catalog's [`KeyIds`] ids of those keys (brand, category levels, attributes).
+    pub feature_ids: Vec<u32>,
 }
 
 /// How an upsert changed the catalog.
@@ -33,20 +36,13 @@ pub struct UpsertOutcome {
 struct Inner {
     items: BTreeMap<ItemId, Arc<CatalogItem>>,
     vocab: Vocabulary,
-    strings: HashSet<Key>,
+    /// Every feature string, interned and numbered.
+    strings: KeyIds,
     /// How many items carry each attribute key (filters on other keys are errors).
     attribute_keys: std::collections::HashMap<String, usize>,
 }
 
 impl Inner {
-    fn intern(&mut self, s: &Key) -> Key {
-        if let Some(existing) = self.strings.get(s.as_str()) {
-            return existing.clone();
-        }
-        self.strings.insert(s.clone());
-        s.clone()
-    }
-
     fn forget_attribute_keys(&mut self, item: &Item) {
         for k in item.attributes.keys() {
             if let Some(n) = self.attribute_keys.get_mut(k) {
@@ -58,13 +54,23 @@ impl Inner {
         }
     }
 
-    fn interned_features(&mut self, item: &Item) -> ItemFeatures {
+    /// The item's features with the catalog's allocations of their strings, and their ids.
+    fn interned_features(&mut self, item: &Item) -> (ItemFeatures, Vec<u32>) {
         let f = item.features();
-        ItemFeatures {
-            brand: f.brand.as_ref().map(|b| self.intern(b)),
-            categories: f.categories.iter().map(|c| self.intern(c)).collect(),
-            attributes: f.attributes.iter().map(|a| self.intern(a)).collect(),
-        }
+        let mut ids = Vec::with_capacity(
+            usize::from(f.brand.is_some()) + f.categories.len() + f.attributes.len(),
+        );
+        let mut intern = |k: &Key| {
+            let (k, id) = self.strings.intern(k);
+            ids.push(id);
+            k
+        };
+        let features = ItemFeatures {
+            brand: f.brand.as_ref().map(&mut intern),
+            categories: f.categories.iter().map(&mut intern).collect(),
+            attributes: f.attributes.iter().map(&mut intern).collect(),
+        };
+        (features, ids)
     }
 }
 
@@ -87,12 +93,16 @@ impl Catalog {
         // An id repeated within one upsert counts once: the last copy wins.
         let mut fresh: HashSet<ItemId> = HashSet::new();
         for item in items {
-            let features = inner.interned_features(&item);
+            let (features, feature_ids) = inner.interned_features(&item);
             inner.vocab.add(&item);
             for k in item.attributes.keys() {
                 *inner.attribute_keys.entry(k.clone()).or_insert(0) += 1;
             }
-            let entry = Arc::new(CatalogItem { item, features });
+            let entry = Arc::new(CatalogItem {
+                item,
+                features,
+                feature_ids,
+            });
             let id = entry.item.id.clone();
             match inner.items.insert(id.clone(), entry) {
                 Some(old) => {
@@ -179,11 +189,10 @@ impl Catalog {
         self.inner.read().strings.get(key).cloned()
     }
 
-    /// Runs `f` with a lookup from a feature string to the address of the catalog's interned
-    /// copy ([`Key::addr`]), under one read lock (for `Signals::from_session_interned`).
-    pub fn with_interned<R>(&self, f: impl FnOnce(&dyn Fn(&str) -> Option<usize>) -> R) -> R {
-        let inner = self.inner.read();
-        f(&|s: &str| inner.strings.get(s).map(Key::addr))
+    /// Runs `f` with the ids of the catalog's feature strings (as in
+    /// [`CatalogItem::feature_ids`]), under one read lock (for `Signals::from_session`).
+    pub fn with_ids<R>(&self, f: impl FnOnce(&KeyIds) -> R) -> R {
+        f(&self.inner.read().strings)
     }
 
     /// The intents a search names: its filter values, then the query terms the catalog knows.

@@ -212,20 +212,21 @@ impl Engine {
     }
 
     /// The session's signals for ranking a result list (refreshes its expiry), if it exists:
-    /// built where the store holds the session, without copying it out, and indexed by the
-    /// catalog's interned keys (the retrieval's candidates carry those).
+    /// built where the store holds the session, without copying it out.
     pub(crate) async fn signals_for_ranking(
         &self,
         id: &SessionId,
         now: Timestamp,
         rules: &Rules,
+        with_seen: bool,
     ) -> Result<Option<Signals>> {
         let mut signals = None;
         self.sessions
             .read(id, now, Self::ttl(rules), &mut |s| {
-                signals = Some(self.catalog.with_interned(|interned| {
-                    Signals::from_session_interned(s, now, rules, interned)
-                }));
+                signals = Some(
+                    self.catalog()
+                        .with_ids(|ids| Signals::from_session(s, now, rules, ids, with_seen)),
+                );
             })
             .await?;
         Ok(signals)

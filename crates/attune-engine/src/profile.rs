@@ -101,9 +101,10 @@ impl Engine {
         let mut signals = None;
         store
             .read(&profile_key(user)?, now, Self::ttl(&rules), &mut |p| {
-                signals = Some(self.catalog().with_interned(|interned| {
-                    Signals::from_session_interned(p, now, &rules, interned)
-                }));
+                signals = Some(
+                    self.catalog()
+                        .with_ids(|ids| Signals::from_session(p, now, &rules, ids, false)),
+                );
             })
             .await?;
         Ok(signals)

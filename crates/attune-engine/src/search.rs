@@ -380,7 +380,7 @@ impl SearchIndex {
             .filter_map(|(fused, item)| {
                 let item = item?;
                 let tier = attune_core::vocab::query_coverage(&terms, &item.item);
-                let prepared = rerank::Prepared::new(&item.item, &item.features);
+                let prepared = rerank::Prepared::new(&item.item, &item.features, &item.feature_ids);
                 Some(Candidate {
                     fused,
                     item,
@@ -472,7 +472,10 @@ impl Engine {
             .collect();
 
         let signals = match &req.session_id {
-            Some(id) => self.signals_for_ranking(id, now, &rules).await?,
+            Some(id) => {
+                self.signals_for_ranking(id, now, &rules, req.exclude_seen)
+                    .await?
+            }
             None => None,
         }
         .filter(|s| !s.is_empty());

@@ -8,6 +8,16 @@ use crate::id::{ItemId, SessionId};
 
 const T0: i64 = 1_763_800_000_000;
 
+thread_local! {
+    /// The key ids every test catalog of a test thread is prepared with (as one engine catalog).
+    static KEY_IDS: std::cell::RefCell<KeyIds> = std::cell::RefCell::new(KeyIds::default());
+}
+
+/// A session's signals, with the test catalogs' key ids.
+fn signals_of(s: &Session, rules: &Rules) -> Signals {
+    KEY_IDS.with_borrow(|k| Signals::from_session(s, now(), rules, k, true))
+}
+
 fn now() -> Timestamp {
     Timestamp::from_millis(T0)
 }
@@ -43,7 +53,13 @@ impl Catalog {
             .items
             .iter()
             .zip(&self.features)
-            .map(|(i, f)| Prepared::new(i, f))
+            .map(|(i, f)| {
+                Prepared::new(
+                    i,
+                    f,
+                    &KEY_IDS.with_borrow_mut(|k| Prepared::feature_ids(f, k)),
+                )
+            })
             .collect();
     }
 
@@ -164,7 +180,7 @@ fn one_click_on_oat_milk_lifts_plant_based_yogurts() {
     let c = yogurts();
     let rules = Rules::default();
     let s = session_after(&c, &[(EventKind::Click, "oat-milk")]);
-    let signals = Signals::from_session(&s, now(), &rules);
+    let signals = signals_of(&s, &rules);
     let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
     let order = ids(&c, &ranked);
     let pos = |id| order.iter().position(|x| *x == id).unwrap();
@@ -227,7 +243,7 @@ fn skipped_items_and_what_they_stand_for_go_down() {
             (EventKind::Skip, "hot-1"),
         ],
     );
-    let signals = Signals::from_session(&s, now(), &rules);
+    let signals = signals_of(&s, &rules);
     let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
     assert_eq!(ids(&c, &ranked), ["salt-1", "hot-2", "hot-1"]);
     let hot = ranked.last().unwrap().explanation.as_ref().unwrap();
@@ -270,7 +286,7 @@ fn search_intents_boost_matching_items() {
             &rules,
         );
     }
-    let signals = Signals::from_session(&s, now(), &rules);
+    let signals = signals_of(&s, &rules);
     let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
     assert_eq!(ids(&c, &ranked), ["j-navy", "j-black"]);
     let e = ranked[0].explanation.as_ref().unwrap();
@@ -299,7 +315,7 @@ fn near_duplicates_collapse_and_seen_items_drop_only_when_asked() {
     assert_eq!(ids(&dup, &ranked), ["a1", "b"]);
 
     let s = session_after(&dup, &[(EventKind::View, "b")]);
-    let signals = Signals::from_session(&s, now(), &rules);
+    let signals = signals_of(&s, &rules);
     let keep = rerank(
         &dup.retrieved(),
         Some(&signals),
@@ -366,7 +382,7 @@ fn a_lower_tier_never_climbs_over_a_higher_one() {
             (EventKind::Purchase, "oat-milk"),
         ],
     );
-    let signals = Signals::from_session(&s, now(), &rules);
+    let signals = signals_of(&s, &rules);
     let mut retrieved = c.retrieved();
     // Only the dairy yogurts match every query term; the rest match half.
     for r in &mut retrieved {
@@ -386,7 +402,7 @@ fn steps_switched_off_in_the_rules_do_nothing() {
     let mut rules = Rules::default();
     rules.rerank.session_boosts = false;
     let s = session_after(&c, &[(EventKind::Purchase, "oat-milk")]);
-    let signals = Signals::from_session(&s, now(), &rules);
+    let signals = signals_of(&s, &rules);
     let ranked = rerank(
         &c.retrieved(),
         Some(&signals),
@@ -412,7 +428,7 @@ proptest! {
         let ids_: Vec<&str> = c.items.iter().map(|i| i.id.as_str()).collect();
         let evs: Vec<(EventKind, &str)> = events.iter().map(|(k, i)| (*k, ids_[*i])).collect();
         let s = session_after(&c, &evs);
-        let signals = Signals::from_session(&s, now(), &rules);
+        let signals = signals_of(&s, &rules);
         let mut retrieved = c.retrieved();
         for (r, f) in retrieved.iter_mut().zip(&fused) {
             r.fused = *f;
@@ -448,7 +464,7 @@ fn fast_tanh_matches_libm() {
 }
 
 #[test]
-fn the_memo_gives_the_same_ranking_whether_keys_are_shared_or_not() {
+fn rankings_are_the_same_whether_feature_keys_are_shared_or_not() {
     let c = yogurts();
     let rules = Rules::default();
     let s = session_after(
@@ -459,8 +475,8 @@ fn the_memo_gives_the_same_ranking_whether_keys_are_shared_or_not() {
             (EventKind::AddToCart, "coco-yog"),
         ],
     );
-    let signals = Signals::from_session(&s, now(), &rules);
-    // The test catalog's features are separate allocations; intern them as the engine does.
+    let signals = signals_of(&s, &rules);
+    // The test catalog's features are separate allocations; share them as the engine's catalog does.
     let mut strings: HashMap<String, Key> = HashMap::new();
     let mut shared = Catalog::new(c.items.clone());
     for f in &mut shared.features {
@@ -477,16 +493,6 @@ fn the_memo_gives_the_same_ranking_whether_keys_are_shared_or_not() {
         }
     }
     shared.prepare();
-    // Signals indexed by the catalog's key allocations rank exactly as the string-keyed ones.
-    let interned =
-        Signals::from_session_interned(&s, now(), &rules, &|k: &str| strings.get(k).map(Key::addr));
-    let by_addr = rerank(
-        &shared.retrieved(),
-        Some(&interned),
-        None,
-        &rules,
-        &request(true),
-    );
     let a = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
     let b = rerank(
         &shared.retrieved(),
@@ -496,13 +502,54 @@ fn the_memo_gives_the_same_ranking_whether_keys_are_shared_or_not() {
         &request(true),
     );
     assert_eq!(ids(&c, &a), ids(&shared, &b));
-    assert_eq!(ids(&c, &a), ids(&shared, &by_addr));
-    for ((x, y), z) in a.iter().zip(&b).zip(&by_addr) {
+    for (x, y) in a.iter().zip(&b) {
         assert_eq!(x.score, y.score);
         assert_eq!(x.explanation, y.explanation);
-        assert_eq!(x.score, z.score);
-        assert_eq!(x.explanation, z.explanation);
     }
+}
+
+#[test]
+fn affinities_match_candidates_by_key_id_and_unknown_keys_are_left_out() {
+    let mut ids = KeyIds::default();
+    let (puma, _) = ids.intern(&Key::new("Puma"));
+    let (navy, _) = ids.intern(&Key::new("color:navy"));
+    let rules = Rules::default();
+    let mut session = Session::new(SessionId::new("s").unwrap(), now());
+    let search = Event::search(
+        SessionId::new("s").unwrap(),
+        SearchRequestEvent::default(),
+        now(),
+    );
+    // Intents name brands and categories with a prefix; they match the plain string's id.
+    session.apply_search(
+        &search,
+        &[
+            Key::new("brand:Puma"),
+            navy.clone(),
+            Key::new("brand:Unknown"),
+        ],
+        &rules,
+    );
+    let s = Signals::from_session(&session, now(), &rules, &ids, true);
+    assert!(
+        s.brand
+            .get(&ids.id(&puma).unwrap())
+            .is_some_and(|v| v.1 > 0.0)
+    );
+    assert!(
+        s.attribute
+            .get(&ids.id(&navy).unwrap())
+            .is_some_and(|v| v.1 > 0.0)
+    );
+    // `Unknown` has no id: no candidate can carry it, so it is not kept.
+    assert_eq!(s.brand.len(), 1);
+    assert!(!s.is_empty());
+    // Interning again gives the same allocation and id; a key is found by its allocation or,
+    // another allocation of the string, by the string.
+    assert_eq!(ids.id_of(&puma), Some(0));
+    assert_eq!(ids.id_of(&Key::new("Puma")), Some(0));
+    assert_eq!(ids.id_of(&Key::new("Nope")), None);
+    assert_eq!(ids.intern(&Key::new("Puma")), (puma, 0));
 }
 
 #[test]
@@ -557,7 +604,7 @@ fn items_with_many_attribute_values_are_boosted_too() {
     let c = Catalog::new(vec![plain, many]);
     let rules = Rules::default();
     let s = session_after(&c, &[(EventKind::Purchase, "many")]);
-    let signals = Signals::from_session(&s, now(), &rules);
+    let signals = signals_of(&s, &rules);
     let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
     assert_eq!(ids(&c, &ranked), ["many", "plain"]);
     let e = ranked[0].explanation.as_ref().unwrap();
@@ -568,4 +615,132 @@ fn items_with_many_attribute_values_are_boosted_too() {
         .unwrap();
     // Every one of the 20 values (past the inline key slots) took part.
     assert_eq!(attr.signals.len(), 20, "{:?}", attr.signals);
+}
+
+#[test]
+fn items_without_a_brand_are_boosted_by_category_and_attributes() {
+    let plain = Item::builder("plain", "Plain Mug")
+        .category("Home > Mugs")
+        .attribute("color", ["navy"])
+        .build()
+        .unwrap();
+    let other = Item::builder("other", "Other Mug")
+        .category("Home > Cups")
+        .build()
+        .unwrap();
+    let c = Catalog::new(vec![other, plain]);
+    let rules = Rules::default();
+    let s = session_after(&c, &[(EventKind::Click, "plain")]);
+    let signals = signals_of(&s, &rules);
+    let ranked = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
+    assert_eq!(ids(&c, &ranked), ["plain", "other"]);
+    let kinds: Vec<BoostKind> = ranked[0]
+        .explanation
+        .as_ref()
+        .unwrap()
+        .boosts
+        .iter()
+        .map(|b| b.kind)
+        .collect();
+    assert_eq!(kinds, [BoostKind::Category, BoostKind::Attribute]);
+}
+
+#[test]
+fn memoized_boosts_equal_boosts_computed_one_item_at_a_time() {
+    // 300 items over 97 brands and 89 category paths: far more than the memo's slots, so slots
+    // clash and get recomputed all the time.
+    let items: Vec<Item> = (0..300)
+        .map(|i| {
+            item(
+                &format!("i{i}"),
+                &format!("Thing {i}"),
+                &format!("Brand {}", i % 97),
+                &format!("Top {} > Sub {}", i % 7, i % 89),
+                &[("color", ["red", "navy", "green"][i % 3])],
+            )
+        })
+        .collect();
+    let c = Catalog::new(items);
+    let events: Vec<(EventKind, String)> = (0..120)
+        .map(|i| {
+            let kind = [EventKind::Click, EventKind::View, EventKind::Skip][i % 3];
+            (kind, format!("i{}", (i * 7) % 300))
+        })
+        .collect();
+    let events: Vec<(EventKind, &str)> = events.iter().map(|(k, id)| (*k, id.as_str())).collect();
+    let s = session_after(&c, &events);
+    let rules = Rules::default();
+    let signals = signals_of(&s, &rules);
+    let retrieved = c.retrieved();
+    let quiet = rerank(&retrieved, Some(&signals), None, &rules, &request(false));
+    let explained = rerank(&retrieved, Some(&signals), None, &rules, &request(true));
+    assert_eq!(quiet.len(), explained.len());
+    for (q, e) in quiet.iter().zip(&explained) {
+        assert_eq!((q.index, q.score), (e.index, e.score));
+    }
+    let mut boosted = 0;
+    for r in &explained {
+        let alone = rerank(
+            &retrieved[r.index..=r.index],
+            Some(&signals),
+            None,
+            &rules,
+            &request(true),
+        );
+        let (all, one) = (
+            r.explanation.as_ref().unwrap(),
+            alone[0].explanation.as_ref().unwrap(),
+        );
+        assert_eq!(all.boosts, one.boosts, "item {}", r.index);
+        assert_eq!(all.adjustment, one.adjustment);
+        boosted += usize::from(all.adjustment != 0.0);
+    }
+    assert!(boosted > 200, "only {boosted} items were boosted");
+}
+
+#[test]
+fn the_pages_asked_for_are_those_of_the_full_ordering() {
+    // 120 results: the best 100 of one brand, then 20 of others. Filling a page of 10 with at
+    // most 4 of a brand reaches past the head the reranker orders first, and must fall back.
+    let items: Vec<Item> = (0..120)
+        .map(|i| {
+            let brand = if i < 100 {
+                "Big".to_owned()
+            } else {
+                format!("Small {i}")
+            };
+            item(&format!("i{i}"), &format!("Item {i}"), &brand, "Cat", &[])
+        })
+        .collect();
+    let c = Catalog::new(items);
+    let rules = Rules::default();
+    let s = session_after(&c, &[(EventKind::Click, "i110"), (EventKind::Skip, "i3")]);
+    let signals = signals_of(&s, &rules);
+    for explain in [false, true] {
+        let full = rerank(
+            &c.retrieved(),
+            Some(&signals),
+            None,
+            &rules,
+            &request(explain),
+        );
+        for needed in [1, 5, 10, 20, 35, 60] {
+            let part = rerank(
+                &c.retrieved(),
+                Some(&signals),
+                None,
+                &rules,
+                &RerankRequest {
+                    needed,
+                    ..request(explain)
+                },
+            );
+            assert_eq!(part[..needed], full[..needed], "needed {needed}");
+            let mut all = ids(&c, &part);
+            all.sort_unstable();
+            let mut every = ids(&c, &full);
+            every.sort_unstable();
+            assert_eq!(all, every, "nothing lost");
+        }
+    }
 }
