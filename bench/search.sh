@@ -14,6 +14,7 @@
 # Environment (all optional):
 #   DURATION=8  WARMUP=2  ROUNDS=3  CONCURRENCY="1 32"  SESSIONS=500  HISTORY=8  PORT=8794
 #   BUILD=1 (0 runs the binary already built)   OUT_DIR=<new temp dir> (JSON reports, server log)
+#   ATTUNE=<path> runs that binary instead (e.g. an older build, to compare in one session)
 set -euo pipefail
 
 CATALOG=${1:?usage: bench/search.sh CATALOG.ndjson SEARCH_DIR}
@@ -33,13 +34,15 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p "$OUT_DIR"
 log() { printf '==> %s\n' "$*" >&2; }
 
-if [[ $BUILD != 0 ]]; then
-    log "building (release)"
-    cargo build --release -p attune --bin attune
+if [[ -z ${ATTUNE:-} ]]; then
+    if [[ $BUILD != 0 ]]; then
+        log "building (release)"
+        cargo build --release -p attune --bin attune
+    fi
+    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    ATTUNE="$TARGET_DIR/release/attune"
 fi
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-ATTUNE="$TARGET_DIR/release/attune"
 [[ -x $ATTUNE ]] || { echo "$ATTUNE is missing: run without BUILD=0" >&2; exit 1; }
 
 SERVER_PID=""
