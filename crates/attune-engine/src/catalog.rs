@@ -3,8 +3,8 @@
 //! Each item is stored with its precomputed [`ItemFeatures`], whose strings are interned so that
 //! every item and every session naming the brand "Oatly" shares one allocation (and session
 //! lookups can compare pointers), and numbered ([`KeyIds`]): the reranker matches a visitor's
-//! affinities to candidates by those ids. The [`Vocabulary`] used to read intents out of queries is kept in
-//! step with every upsert and delete.
+//! affinities to candidates by those ids. The [`Vocabulary`] used to read intents out of queries
+//! is kept in step with every upsert and delete.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
