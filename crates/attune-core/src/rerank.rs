@@ -448,10 +448,9 @@ fn boosts_for(
         }
     }
 
-    if let Some(&leaf) = levels.last()
-        && !explain
-    {
-        // The levels are the prefixes of the deepest one: its id names the whole path.
+    if let Some(&leaf) = levels.last() {
+        // The mean over the item's levels: liking the whole path counts fully. The levels are
+        // the prefixes of the deepest one, so its id names the whole path.
         let (b, i) = memo.path.get(leaf, || {
             let (mut sum, mut intents) = (0.0, 0.0);
             for &h in levels {
@@ -465,26 +464,18 @@ fn boosts_for(
             )
         });
         intent += i;
-        push(BoostKind::Category, caps.category, Vec::new(), b, out);
-    } else if !levels.is_empty() {
-        // The mean over the item's levels: liking the whole path counts fully.
-        let mut sum = 0.0;
         let mut signals = Vec::new();
-        for (n, &h) in levels.iter().enumerate() {
-            let level = || f.categories.get(n).map_or("", |c| c.as_str());
-            let (a, i) = lookup(&s.category, h);
-            sum += a;
-            intent += i;
-            if explain {
+        if explain {
+            for (c, &h) in f.categories.iter().zip(levels) {
+                let (a, i) = lookup(&s.category, h);
                 if a != 0.0 {
-                    signals.push((level().to_owned(), a));
+                    signals.push((c.to_string(), a));
                 }
                 if i != 0.0 {
-                    intent_signals.push((format!("category:{}", level()), i));
+                    intent_signals.push((format!("category:{c}"), i));
                 }
             }
         }
-        let b = boost(caps.category, sum / levels.len() as f32, scale);
         push(BoostKind::Category, caps.category, signals, b, out);
     }
 
@@ -559,7 +550,8 @@ pub fn rerank(
     // Dedupe hash → index of the first result with it.
     let mut seen_titles: FxHashMap<u64, usize> =
         FxHashMap::with_capacity_and_hasher(retrieved.len(), Default::default());
-    let (mut session_memo, mut profile_memo) = (Memo::new(), Memo::new());
+    let mut session_memo = session.map(|_| Memo::new());
+    let mut profile_memo = profile.map(|_| Memo::new());
     let mut ranked: Vec<Ranked> = Vec::with_capacity(retrieved.len());
     for (index, r) in retrieved.iter().enumerate() {
         if request.exclude_seen
@@ -603,11 +595,12 @@ pub fn rerank(
         let mut sum = 0.0;
         if steps.profile_boosts
             && let Some(p) = profile
+            && let Some(memo) = profile_memo.as_mut()
         {
             sum += boosts_for(
                 r,
                 p,
-                &mut profile_memo,
+                memo,
                 Source::Profile,
                 rules,
                 request.explain,
@@ -616,11 +609,12 @@ pub fn rerank(
         }
         if steps.session_boosts
             && let Some(s) = session
+            && let Some(memo) = session_memo.as_mut()
         {
             sum += boosts_for(
                 r,
                 s,
-                &mut session_memo,
+                memo,
                 Source::Session,
                 rules,
                 request.explain,
@@ -719,7 +713,7 @@ fn diversify(
     let mut out = Vec::with_capacity(pending.len());
     let mut complete = true;
     // Results of each brand on the page being filled, by brand id (a page holds few brands).
-    let mut counts: Vec<(u32, usize)> = Vec::with_capacity(page_size);
+    let mut counts: Vec<(u32, usize)> = Vec::with_capacity(page_size.min(pending.len()));
     while !pending.is_empty() && out.len() < needed {
         counts.clear();
         let mut page = 0;

@@ -1,7 +1,5 @@
 use proptest::prelude::*;
 
-use std::collections::HashMap;
-
 use super::*;
 use crate::event::{Event, EventKind, SearchRequestEvent};
 use crate::id::{ItemId, SessionId};
@@ -49,17 +47,15 @@ impl Catalog {
     }
 
     fn prepare(&mut self) {
+        KEY_IDS.with_borrow_mut(|k| self.prepare_with(k));
+    }
+
+    fn prepare_with(&mut self, ids: &mut KeyIds) {
         self.prepared = self
             .items
             .iter()
             .zip(&self.features)
-            .map(|(i, f)| {
-                Prepared::new(
-                    i,
-                    f,
-                    &KEY_IDS.with_borrow_mut(|k| Prepared::feature_ids(f, k)),
-                )
-            })
+            .map(|(i, f)| Prepared::new(i, f, &Prepared::feature_ids(f, ids)))
             .collect();
     }
 
@@ -464,47 +460,64 @@ fn fast_tanh_matches_libm() {
 }
 
 #[test]
-fn rankings_are_the_same_whether_feature_keys_are_shared_or_not() {
-    let c = yogurts();
-    let rules = Rules::default();
-    let s = session_after(
-        &c,
-        &[
-            (EventKind::Click, "oat-milk"),
-            (EventKind::Skip, "dairy-1"),
-            (EventKind::AddToCart, "coco-yog"),
-        ],
+fn signals_match_by_key_allocation_or_by_string_alike() {
+    // `c`'s feature keys are the interned allocations (ids found by address); `copy` holds the
+    // same strings in other allocations (ids found by string).
+    let mut c = yogurts();
+    let mut ids = KeyIds::default();
+    c.prepare_with(&mut ids);
+    let copy = Catalog::new(c.items.clone());
+    let (mine, other) = (
+        &c.features[0].categories[0],
+        &copy.features[0].categories[0],
     );
-    let signals = signals_of(&s, &rules);
-    // The test catalog's features are separate allocations; share them as the engine's catalog does.
-    let mut strings: HashMap<String, Key> = HashMap::new();
-    let mut shared = Catalog::new(c.items.clone());
-    for f in &mut shared.features {
-        for k in f
-            .brand
-            .iter_mut()
-            .chain(f.categories.iter_mut())
-            .chain(f.attributes.iter_mut())
-        {
-            *k = strings
-                .entry(k.as_str().to_owned())
-                .or_insert_with(|| k.clone())
-                .clone();
-        }
-    }
-    shared.prepare();
-    let a = rerank(&c.retrieved(), Some(&signals), None, &rules, &request(true));
+    assert!(mine.as_str() == other.as_str() && !Key::ptr_eq(mine, other));
+    let rules = Rules::default();
+    let events = [
+        (EventKind::Click, "oat-milk"),
+        (EventKind::Skip, "dairy-1"),
+        (EventKind::AddToCart, "coco-yog"),
+    ];
+    let search = Event::search(
+        SessionId::new("s").unwrap(),
+        SearchRequestEvent::default(),
+        now(),
+    );
+    let signals = |catalog: &Catalog| {
+        let mut s = session_after(catalog, &events);
+        let attribute = catalog.features_of("dairy-1").attributes[0].clone();
+        s.apply_search(&search, &[attribute, Key::new("brand:Oatly")], &rules);
+        Signals::from_session(&s, now(), &rules, &ids, true)
+    };
+    let (by_addr, by_string) = (signals(&c), signals(&copy));
+    let a = rerank(&c.retrieved(), Some(&by_addr), None, &rules, &request(true));
     let b = rerank(
-        &shared.retrieved(),
-        Some(&signals),
+        &c.retrieved(),
+        Some(&by_string),
         None,
         &rules,
         &request(true),
     );
-    assert_eq!(ids(&c, &a), ids(&shared, &b));
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.score, y.score);
-        assert_eq!(x.explanation, y.explanation);
+    assert_eq!(a, b);
+    let kinds: Vec<BoostKind> = a
+        .iter()
+        .flat_map(|r| {
+            r.explanation
+                .as_ref()
+                .unwrap()
+                .boosts
+                .iter()
+                .map(|b| b.kind)
+        })
+        .collect();
+    for kind in [
+        BoostKind::Brand,
+        BoostKind::Category,
+        BoostKind::Attribute,
+        BoostKind::Intent,
+        BoostKind::Skip,
+    ] {
+        assert!(kinds.contains(&kind), "no {kind:?} boost in {a:?}");
     }
 }
 
