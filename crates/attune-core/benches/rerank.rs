@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use attune_core::rerank::{self, Prepared, RerankRequest, Retrieved, Signals};
+use attune_core::rerank::{self, KeySpace, Prepared, RerankRequest, Retrieved, Signals};
 use attune_core::{
     Event, EventKind, Item, ItemFeatures, Key, KeyIds, Rules, Session, SessionId, Timestamp,
 };
@@ -48,9 +48,17 @@ fn bench(c: &mut Criterion) {
     let rules = Rules::default();
     let items = catalog(400);
     let mut ids = KeyIds::default();
+    let feature_ids: Vec<Vec<u32>> = items
+        .iter()
+        .map(|(_, f)| KeySpace::feature_ids(f, &mut ids))
+        .collect();
+    // The retrieval: the first 200 items, with the distinct keys they carry.
+    let mut keys = KeySpace::default();
     let prepared: Vec<Prepared> = items
         .iter()
-        .map(|(i, f)| Prepared::new(i, f, &Prepared::feature_ids(f, &mut ids)))
+        .zip(&feature_ids)
+        .take(200)
+        .map(|((i, f), fids)| keys.prepare(i, f, fids))
         .collect();
     let retrieved: Vec<Retrieved<'_>> = items
         .iter()
@@ -95,7 +103,27 @@ fn bench(c: &mut Criterion) {
     ];
     session.apply_search(&search, &intents, &rules);
     let now = t0.plus_millis(120_000);
-    let signals = Signals::from_session(&session, now, &rules, &ids, false);
+    let signals = Signals::from_session(&session, now, &rules, &ids, &keys, false);
+
+    // A visitor at the session's bounds: 400 events over every item (every brand, path and
+    // attribute value of the catalog has an affinity; the remembered items are at their cap),
+    // and searches for every colour.
+    let mut long = Session::new(sid.clone(), t0);
+    for i in 0..400 {
+        let (item, features) = &items[(i * 7) % items.len()];
+        let e = Event::item(
+            kinds[i % kinds.len()],
+            sid.clone(),
+            item.id.clone(),
+            t0.plus_millis(i as i64 * 1_000),
+        );
+        long.apply(&e, Some(features), &rules);
+    }
+    for c in 0..12 {
+        long.apply_search(&search, &[Key::new(&format!("color:color_{c}"))], &rules);
+    }
+    let long_now = t0.plus_millis(400_000);
+    let long_signals = Signals::from_session(&long, long_now, &rules, &ids, &keys, false);
     let request = RerankRequest {
         exclude_seen: false,
         page_size: 10,
@@ -104,12 +132,13 @@ fn bench(c: &mut Criterion) {
     };
 
     c.bench_function("rerank/200_anonymous", |b| {
-        b.iter(|| rerank::rerank(black_box(&retrieved), None, None, &rules, &request))
+        b.iter(|| rerank::rerank(black_box(&retrieved), &keys, None, None, &rules, &request))
     });
     c.bench_function("rerank/200_personal", |b| {
         b.iter(|| {
             rerank::rerank(
                 black_box(&retrieved),
+                &keys,
                 Some(&signals),
                 None,
                 &rules,
@@ -118,7 +147,22 @@ fn bench(c: &mut Criterion) {
         })
     });
     c.bench_function("rerank/signals_from_session", |b| {
-        b.iter(|| Signals::from_session(black_box(&session), now, &rules, &ids, false))
+        b.iter(|| Signals::from_session(black_box(&session), now, &rules, &ids, &keys, false))
+    });
+    c.bench_function("rerank/200_personal_long_session", |b| {
+        b.iter(|| {
+            rerank::rerank(
+                black_box(&retrieved),
+                &keys,
+                Some(&long_signals),
+                None,
+                &rules,
+                &request,
+            )
+        })
+    });
+    c.bench_function("rerank/signals_from_long_session", |b| {
+        b.iter(|| Signals::from_session(black_box(&long), long_now, &rules, &ids, &keys, false))
     });
 }
 

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::session::AffinityKind;
+
 /// A shared, immutable string behind one thin pointer (8 bytes, half of an `Arc<str>`).
 ///
 /// Sessions are many and small: every affinity and remembered item holds one of these, so its
@@ -55,6 +57,12 @@ pub struct KeyIds {
     /// other string can sit at those addresses): a key that is the interned allocation is found
     /// without hashing its string.
     by_addr: rustc_hash::FxHashMap<usize, u32>,
+    /// Intent keys interned by [`KeyIds::intern_intent`]: id → the kind and id of the plain key.
+    intents: rustc_hash::FxHashMap<u32, (AffinityKind, u32)>,
+    /// The same by (kind, plain id) → intent id.
+    intent_ids: rustc_hash::FxHashMap<(AffinityKind, u32), u32>,
+    /// Ids of keys spelled like a brand or category intent (whether interned as one or not).
+    prefixed: rustc_hash::FxHashSet<u32>,
 }
 
 impl KeyIds {
@@ -66,6 +74,9 @@ impl KeyIds {
         let id = u32::try_from(self.ids.len()).expect("fewer than 2^32 distinct keys");
         self.ids.insert(key.clone(), id);
         self.by_addr.insert(key.addr(), id);
+        if crate::vocab::intent_target(key).0 != AffinityKind::Attribute {
+            self.prefixed.insert(id);
+        }
         (key.clone(), id)
     }
 
@@ -85,6 +96,43 @@ impl KeyIds {
             Some(&id) => Some(id),
             None => self.id(key),
         }
+    }
+
+    /// Interns the intent key of a brand or category level (`brand:…`, `category:…`, as
+    /// [`vocab`](crate::vocab) spells them) whose plain key has id `plain` here, so that
+    /// [`KeyIds::intent_of`] finds it by address. Attribute values need nothing: their intent
+    /// key is their own key.
+    pub fn intern_intent(&mut self, kind: AffinityKind, plain: &Key) {
+        let (_, target) = self.intern(plain);
+        if self.intent_ids.contains_key(&(kind, target)) {
+            return;
+        }
+        let intent = match kind {
+            AffinityKind::Brand => crate::vocab::brand_intent(plain),
+            AffinityKind::Category => crate::vocab::category_intent(plain),
+            AffinityKind::Attribute | AffinityKind::Intent => return,
+        };
+        let (_, id) = self.intern(&Key::from(intent));
+        self.intents.insert(id, (kind, target));
+        self.intent_ids.insert((kind, target), id);
+    }
+
+    /// What an intent key is about ([`vocab::intent_target`](crate::vocab::intent_target)): the
+    /// kind and id of the plain key, if interned. Found by address, without reading the string,
+    /// when `key` is the interned allocation of an intent of [`KeyIds::intern_intent`] or of an
+    /// attribute value.
+    pub fn intent_of(&self, key: &Key) -> Option<(AffinityKind, u32)> {
+        if let Some(&id) = self.by_addr.get(&key.addr()) {
+            if let Some(&target) = self.intents.get(&id) {
+                return Some(target);
+            }
+            if !self.prefixed.contains(&id) {
+                // Not spelled like a brand or category intent: an attribute value.
+                return Some((AffinityKind::Attribute, id));
+            }
+        }
+        let (kind, plain) = crate::vocab::intent_target(key);
+        self.id(plain).map(|id| (kind, id))
     }
 
     /// Distinct keys interned.
@@ -165,5 +213,39 @@ mod tests {
         let c = Key::new("brand");
         assert!(Key::ptr_eq(&a, &b) && !Key::ptr_eq(&a, &c));
         assert!(a.same(&c) && a == c);
+    }
+
+    #[test]
+    fn intents_name_their_plain_key_by_address_or_by_string() {
+        let mut ids = KeyIds::default();
+        let (_, puma) = ids.intern(&Key::new("Puma"));
+        let (navy_key, navy) = ids.intern(&Key::new("color:navy"));
+        ids.intern_intent(AffinityKind::Brand, &Key::new("Puma"));
+        ids.intern_intent(AffinityKind::Category, &Key::new("Apparel > Tops"));
+        let tops = ids.id("Apparel > Tops").unwrap();
+        let interned = ids.get("brand:Puma").unwrap().clone();
+        // The interned allocation and another copy of the string agree.
+        for key in [interned, Key::new("brand:Puma")] {
+            assert_eq!(ids.intent_of(&key), Some((AffinityKind::Brand, puma)));
+        }
+        let category = ids.get("category:Apparel > Tops").unwrap().clone();
+        assert_eq!(
+            ids.intent_of(&category),
+            Some((AffinityKind::Category, tops))
+        );
+        // An attribute value is its own intent.
+        for key in [navy_key, Key::new("color:navy")] {
+            assert_eq!(ids.intent_of(&key), Some((AffinityKind::Attribute, navy)));
+        }
+        assert_eq!(ids.intent_of(&Key::new("brand:Nike")), None);
+        // Interning an intent twice changes nothing.
+        let n = ids.len();
+        ids.intern_intent(AffinityKind::Brand, &Key::new("Puma"));
+        assert_eq!(ids.len(), n);
+        // An attribute spelled like an intent (an attribute named `brand`) is read as the
+        // intent, by address as by string.
+        let (odd, _) = ids.intern(&Key::new("brand:Tops"));
+        let (_, tops_brand) = ids.intern(&Key::new("Tops"));
+        assert_eq!(ids.intent_of(&odd), Some((AffinityKind::Brand, tops_brand)));
     }
 }

@@ -23,8 +23,9 @@ use std::hash::BuildHasher;
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
+use crate::id::ItemId;
 use crate::item::{Item, ItemFeatures};
-use crate::key::{Key, KeyIds};
+use crate::key::KeyIds;
 use crate::rules::Rules;
 use crate::session::{AffinityKind, Session};
 use crate::time::Timestamp;
@@ -50,63 +51,158 @@ pub struct Retrieved<'a> {
 }
 
 /// Per-candidate data the reranker reads on every request, computed once when the retrieval is
-/// (and cached with it): hashes and key ids side by side, so ranking 200 candidates scans one
-/// compact array instead of chasing each item's strings around the heap (those cache misses, not
-/// the arithmetic, were most of reranking's time). A candidate's strings are read only to explain.
+/// (and cached with it): a hash, and the candidate's keys as indices into its list's
+/// [`KeySpace`], so ranking 200 candidates scans compact arrays instead of chasing each item's
+/// strings around the heap. A candidate's strings are read only to explain (and to confirm a
+/// near-duplicate).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
     /// Hash of (brand, title key): near-duplicates share it.
     dedupe_hash: u64,
-    /// Hash of the item id, to look up seen and skipped items.
-    id_hash: u64,
-    len: u16,
-    has_brand: bool,
-    levels: u16,
-    /// The [`KeyIds`] id of the brand (if any), of each category level, then of each attribute,
-    /// in the order of the item's features: inline for items with up to [`INLINE_KEYS`] keys.
-    inline: [u32; INLINE_KEYS],
-    /// All of them, when there are more than fit inline.
-    spill: Vec<u32>,
+    /// The candidate's position in its key space (the order of [`KeySpace::prepare`] calls).
+    slot: u32,
+    /// Local brand index, or [`NONE`].
+    brand: u32,
+    /// Local category path index (a path is named by its deepest level), or [`NONE`].
+    path: u32,
+    /// The item's attributes: a range of [`KeySpace::item_attributes`], in the item's order.
+    attributes: (u32, u32),
     /// The near-duplicate key: [`normalize_title`] of the title.
     pub title_key: String,
 }
 
-/// Key ids a [`Prepared`] holds without a separate allocation.
-const INLINE_KEYS: usize = 20;
+/// No key of this kind.
+const NONE: u32 = u32::MAX;
 
 impl Prepared {
-    /// Prepares an item and its features; `ids` are the features' [`KeyIds`] ids, in order: the
-    /// brand (if any), each category level, then each attribute.
+    fn brand(&self) -> Option<u32> {
+        (self.brand != NONE).then_some(self.brand)
+    }
+}
+
+/// The distinct feature keys of one result list, numbered locally: the brands, category levels
+/// and paths, attribute values and items its candidates carry. Built with the list's
+/// [`Prepared`] candidates (once per retrieval, cached with it). A visitor's [`Signals`] are
+/// matched to it once per request, only for the keys the list holds (a retrieval of 200 fashion
+/// items has about a hundred), and each candidate then reads its signals by index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpace {
+    /// Distinguishes key spaces: [`Signals`] name the one they were matched to.
+    id: u64,
+    /// Local brand → its [`KeyIds`] id.
+    brands: Vec<u32>,
+    /// Local category level → its [`KeyIds`] id.
+    levels: Vec<u32>,
+    /// Local path → its range of `path_levels`.
+    paths: Vec<(u32, u32)>,
+    /// Each path's local levels, top level first.
+    path_levels: Vec<u32>,
+    /// Local attribute value → its [`KeyIds`] id.
+    attributes: Vec<u32>,
+    /// Every candidate's local attributes (each candidate holds its range).
+    item_attributes: Vec<u32>,
+    /// Slots in use (candidates prepared).
+    slots: u32,
+    /// [`KeyIds`] id → local index.
+    brand_of: FxHashMap<u32, u32>,
+    level_of: FxHashMap<u32, u32>,
+    /// By the id of the deepest level.
+    path_of: FxHashMap<u32, u32>,
+    attribute_of: FxHashMap<u32, u32>,
+    /// Item id → slot (of its first candidate).
+    item_of: FxHashMap<ItemId, u32>,
+}
+
+impl Default for KeySpace {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        KeySpace {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            brands: Vec::new(),
+            levels: Vec::new(),
+            paths: Vec::new(),
+            path_levels: Vec::new(),
+            attributes: Vec::new(),
+            item_attributes: Vec::new(),
+            slots: 0,
+            brand_of: FxHashMap::default(),
+            level_of: FxHashMap::default(),
+            path_of: FxHashMap::default(),
+            attribute_of: FxHashMap::default(),
+            item_of: FxHashMap::default(),
+        }
+    }
+}
+
+fn local(n: usize) -> u32 {
+    u32::try_from(n).expect("fewer than 2^32 keys in one result list")
+}
+
+/// The local index of `id` in `of`, appending it to `list` if new.
+fn number(of: &mut FxHashMap<u32, u32>, list: &mut Vec<u32>, id: u32) -> u32 {
+    let next = local(list.len());
+    *of.entry(id).or_insert_with(|| {
+        list.push(id);
+        next
+    })
+}
+
+impl KeySpace {
+    /// Prepares the next candidate of this list; `ids` are its features' [`KeyIds`] ids, in
+    /// order: the brand (if any), each category level, then each attribute (as
+    /// [`KeySpace::feature_ids`] gives them). The levels are the prefixes of the deepest one, so
+    /// its id names the whole path.
     ///
     /// # Panics
     /// If `ids` is not one id per feature key.
-    pub fn new(item: &Item, features: &ItemFeatures, ids: &[u32]) -> Self {
+    pub fn prepare(&mut self, item: &Item, features: &ItemFeatures, ids: &[u32]) -> Prepared {
         let levels = features.categories.len();
-        let len = usize::from(features.brand.is_some()) + levels + features.attributes.len();
+        let has_brand = features.brand.is_some();
+        let len = usize::from(has_brand) + levels + features.attributes.len();
         assert_eq!(ids.len(), len, "one id per feature key");
-        let title_key = normalize_title(&item.title);
-        let dedupe_hash = FxBuildHasher.hash_one((item.brand.as_deref(), title_key.as_str()));
-        let mut inline = [0; INLINE_KEYS];
-        let spill = if len <= INLINE_KEYS {
-            inline[..len].copy_from_slice(ids);
-            Vec::new()
-        } else {
-            ids.to_vec()
+        let (brand_ids, rest) = ids.split_at(usize::from(has_brand));
+        let (level_ids, attribute_ids) = rest.split_at(levels);
+        let brand = match brand_ids.first() {
+            Some(&id) => number(&mut self.brand_of, &mut self.brands, id),
+            None => NONE,
         };
-        let narrow = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        let path = match level_ids.last() {
+            Some(&leaf) => match self.path_of.get(&leaf) {
+                Some(&p) => p,
+                None => {
+                    let p = local(self.paths.len());
+                    let start = local(self.path_levels.len());
+                    for &id in level_ids {
+                        let l = number(&mut self.level_of, &mut self.levels, id);
+                        self.path_levels.push(l);
+                    }
+                    self.paths.push((start, local(self.path_levels.len())));
+                    self.path_of.insert(leaf, p);
+                    p
+                }
+            },
+            None => NONE,
+        };
+        let start = local(self.item_attributes.len());
+        for &id in attribute_ids {
+            let a = number(&mut self.attribute_of, &mut self.attributes, id);
+            self.item_attributes.push(a);
+        }
+        let slot = self.slots;
+        self.slots += 1;
+        self.item_of.entry(item.id.clone()).or_insert(slot);
+        let title_key = normalize_title(&item.title);
         Prepared {
-            dedupe_hash,
-            id_hash: id_hash(item.id.as_str()),
-            len: narrow(len),
-            has_brand: features.brand.is_some(),
-            levels: narrow(levels),
-            inline,
-            spill,
+            dedupe_hash: FxBuildHasher.hash_one((item.brand.as_deref(), title_key.as_str())),
+            slot,
+            brand,
+            path,
+            attributes: (start, local(self.item_attributes.len())),
             title_key,
         }
     }
 
-    /// The features' ids in [`Prepared::new`]'s order, interning them in `ids`.
+    /// The features' ids in [`KeySpace::prepare`]'s order, interning them in `ids`.
     pub fn feature_ids(features: &ItemFeatures, ids: &mut KeyIds) -> Vec<u32> {
         features
             .brand
@@ -117,168 +213,191 @@ impl Prepared {
             .collect()
     }
 
-    fn keys(&self) -> &[u32] {
-        if usize::from(self.len) <= INLINE_KEYS {
-            &self.inline[..usize::from(self.len)]
-        } else {
-            &self.spill
-        }
+    /// Distinct keys: (brands, category levels, category paths, attribute values).
+    pub fn distinct(&self) -> (usize, usize, usize, usize) {
+        (
+            self.brands.len(),
+            self.levels.len(),
+            self.paths.len(),
+            self.attributes.len(),
+        )
     }
 
-    /// (brand, category levels, attributes) ids.
-    fn parts(&self) -> (Option<u32>, &[u32], &[u32]) {
-        let keys = self.keys();
-        let (brand, rest) = if self.has_brand {
-            (keys.first().copied(), keys.get(1..).unwrap_or(&[]))
-        } else {
-            (None, keys)
-        };
-        let levels = usize::from(self.levels).min(rest.len());
-        (brand, &rest[..levels], &rest[levels..])
+    /// A path's local levels, top first.
+    fn levels_of(&self, path: u32) -> &[u32] {
+        self.paths
+            .get(path as usize)
+            .map_or(&[], |&(a, b)| &self.path_levels[a as usize..b as usize])
+    }
+
+    fn attributes_of(&self, p: &Prepared) -> &[u32] {
+        self.item_attributes
+            .get(p.attributes.0 as usize..p.attributes.1 as usize)
+            .unwrap_or(&[])
     }
 }
 
-fn id_hash(id: &str) -> u64 {
-    FxBuildHasher.hash_one(id)
+/// Which table of [`Signals`] a signal goes to.
+#[derive(Clone, Copy)]
+enum Target {
+    Brand(u32),
+    Level(u32),
+    Attribute(u32),
 }
 
-/// One kind of affinity of a visitor: key id → (affinity, intent affinity).
-type Table = FxHashMap<u32, (f32, f32)>;
-
-/// Affinities decayed to one time and indexed for constant-time lookups while ranking: built once
-/// per request from a session (or a long-term profile).
-///
-/// Keyed by the [`KeyIds`] ids candidates carry in their [`Prepared`]: matching a candidate's
-/// keys reads no string and hashes nothing but a `u32`. An affinity for a string the id source
-/// does not know is left out: no candidate can have that key.
+/// One visitor's signals (a live session or a long-term profile), decayed to one time and
+/// matched to one result list's [`KeySpace`]: built once per request, only for the keys the list
+/// holds (an affinity for anything else cannot move a candidate, so it is not even decayed).
+/// Each table holds (affinity, intent affinity) per local key; a table of a kind the visitor has
+/// no signal of is empty.
 #[derive(Debug, Clone, Default)]
 pub struct Signals {
-    /// Brand affinities, with intents for brands.
-    brand: Table,
-    /// Category level affinities, with intents for category paths.
-    category: Table,
-    /// Attribute `key:value` affinities, with intents for attribute values.
-    attribute: Table,
-    /// Item id hash → the id (checked on a hit).
-    seen: FxHashMap<u64, Key>,
-    /// Item id hash → (the id, skips).
-    skipped: FxHashMap<u64, (Key, u16)>,
+    /// The [`KeySpace`] matched to (0: none).
+    space: u64,
+    brand: Vec<(f32, f32)>,
+    level: Vec<(f32, f32)>,
+    attribute: Vec<(f32, f32)>,
+    /// Skips per slot (empty if none of the list was skipped).
+    skips: Vec<u16>,
+    /// Whether the visitor engaged with each slot's item (empty unless asked for, or none).
+    seen: Vec<bool>,
+    /// Whether any signal is non-zero.
+    active: bool,
 }
 
 impl Signals {
-    /// The signals of a live session at `now`, with the [`KeyIds`] the candidates' [`Prepared`]
-    /// were built with. The items the visitor engaged with are gathered only `with_seen` (for a
-    /// request that drops them).
+    /// The signals of a live session (or profile) at `now` for the list of `keys`, with the
+    /// [`KeyIds`] that list was prepared with. The items the visitor engaged with are gathered
+    /// only `with_seen` (for a request that drops them).
     pub fn from_session(
         session: &Session,
         now: Timestamp,
         rules: &Rules,
         ids: &KeyIds,
+        keys: &KeySpace,
         with_seen: bool,
     ) -> Self {
-        let count = |kind| session.affinity_count(kind);
-        let intents = count(AffinityKind::Intent);
-        let table = |n: usize| Table::with_capacity_and_hasher(n, Default::default());
+        let has = |kind| session.affinity_count(kind) > 0;
+        let intents = has(AffinityKind::Intent);
+        let table = |kind, n: usize| {
+            if has(kind) || intents {
+                vec![(0.0, 0.0); n]
+            } else {
+                Vec::new()
+            }
+        };
         let mut s = Signals {
-            brand: table(count(AffinityKind::Brand) + intents),
-            category: table(count(AffinityKind::Category) + intents),
-            attribute: table(count(AffinityKind::Attribute) + intents),
+            space: keys.id,
+            brand: table(AffinityKind::Brand, keys.brands.len()),
+            level: table(AffinityKind::Category, keys.levels.len()),
+            attribute: table(AffinityKind::Attribute, keys.attributes.len()),
             ..Signals::default()
         };
-        let put = |table: &mut Table, id: Option<u32>, v: f32, intent: bool| {
-            if let Some(id) = id {
-                let e = table.entry(id).or_insert((0.0, 0.0));
-                if intent {
-                    e.1 = v;
-                } else {
-                    e.0 = v;
+        let target = |kind, id: u32| {
+            let local = |of: &FxHashMap<u32, u32>| of.get(&id).copied();
+            match kind {
+                AffinityKind::Brand => local(&keys.brand_of).map(Target::Brand),
+                AffinityKind::Category => local(&keys.level_of).map(Target::Level),
+                AffinityKind::Attribute | AffinityKind::Intent => {
+                    local(&keys.attribute_of).map(Target::Attribute)
                 }
             }
         };
-        session.visit_affinities(now, rules, |kind, key, score| match kind {
-            AffinityKind::Brand => put(&mut s.brand, ids.id_of(key), score, false),
-            AffinityKind::Category => put(&mut s.category, ids.id_of(key), score, false),
-            AffinityKind::Attribute => put(&mut s.attribute, ids.id_of(key), score, false),
-            AffinityKind::Intent => {
-                if let Some(brand) = key.strip_prefix("brand:") {
-                    put(&mut s.brand, ids.id(brand), score, true);
-                } else if let Some(path) = key.strip_prefix("category:") {
-                    put(&mut s.category, ids.id(path), score, true);
-                } else {
-                    put(&mut s.attribute, ids.id_of(key), score, true);
+        session.visit_affinities(
+            now,
+            rules,
+            |kind, key| match kind {
+                AffinityKind::Intent => {
+                    let (kind, id) = ids.intent_of(key)?;
+                    Some((target(kind, id)?, true))
                 }
-            }
-        });
+                _ => Some((target(kind, ids.id_of(key)?)?, false)),
+            },
+            |(target, intent), v| {
+                let (table, i) = match target {
+                    Target::Brand(i) => (&mut s.brand, i),
+                    Target::Level(i) => (&mut s.level, i),
+                    Target::Attribute(i) => (&mut s.attribute, i),
+                };
+                if let Some(e) = table.get_mut(i as usize) {
+                    if intent {
+                        e.1 = v;
+                    } else {
+                        e.0 = v;
+                    }
+                    s.active |= v != 0.0;
+                }
+            },
+        );
+        let slots = keys.slots as usize;
         session.visit_items(|id, seen, skips| {
-            let id = id.as_key();
-            if with_seen && seen > 0 {
-                s.seen.insert(id_hash(id), id.clone());
+            if (skips == 0 && !(with_seen && seen > 0)) || keys.item_of.is_empty() {
+                return;
             }
+            let Some(&slot) = keys.item_of.get(id) else {
+                return;
+            };
             if skips > 0 {
-                s.skipped.insert(id_hash(id), (id.clone(), skips));
+                s.skips.resize(slots, 0);
+                s.skips[slot as usize] = skips;
+                s.active = true;
+            }
+            if with_seen && seen > 0 {
+                s.seen.resize(slots, false);
+                s.seen[slot as usize] = true;
             }
         });
         s
     }
 
-    /// Whether there is nothing to personalize with.
+    /// Whether there is nothing to personalize with (no affinity or skip touches the list; the
+    /// visitor's seen items do not count).
     pub fn is_empty(&self) -> bool {
-        self.brand.is_empty()
-            && self.category.is_empty()
-            && self.attribute.is_empty()
-            && self.skipped.is_empty()
+        !self.active
+    }
+
+    fn seen(&self, p: &Prepared) -> bool {
+        self.seen.get(p.slot as usize).copied().unwrap_or(false)
     }
 }
 
-/// A direct-mapped cache of values by key id, for one request: candidates of one result list
-/// share few brands and category paths, so most of their boosts (each a `tanh`) and paths (a
-/// lookup per level) are computed once. A slot holds one id at a time and is checked on every
-/// read, so a clash only costs a recomputation.
-struct Slots<T: Copy, const N: usize> {
-    slots: [(u32, T); N],
+/// Boosts of one set of signals per distinct brand and category path of a list, computed once
+/// per request (each a `tanh`): (boost, intent affinity) by local brand, and by local path (the
+/// boost of the mean of its levels' affinities, the sum of their intents).
+struct Resolved {
+    brand: Vec<(f32, f32)>,
+    path: Vec<(f32, f32)>,
 }
 
-impl<T: Copy + Default, const N: usize> Slots<T, N> {
-    fn new() -> Self {
-        Slots {
-            slots: [(u32::MAX, T::default()); N],
-        }
+impl Resolved {
+    fn new(keys: &KeySpace, s: &Signals, rules: &Rules) -> Self {
+        let caps = &rules.caps;
+        let scale = rules.rerank.affinity_scale;
+        let brand = s
+            .brand
+            .iter()
+            .map(|&(a, i)| (boost(caps.brand, a, scale), i))
+            .collect();
+        let path = if s.level.is_empty() {
+            Vec::new()
+        } else {
+            (0..keys.paths.len())
+                .map(|p| {
+                    // The mean over the item's levels: liking the whole path counts fully.
+                    let levels = keys.levels_of(local(p));
+                    let (mut sum, mut intents) = (0.0, 0.0);
+                    for &l in levels {
+                        let (a, i) = s.level[l as usize];
+                        sum += a;
+                        intents += i;
+                    }
+                    let mean = sum / levels.len().max(1) as f32;
+                    (boost(caps.category, mean, scale), intents)
+                })
+                .collect()
+        };
+        Resolved { brand, path }
     }
-
-    #[inline]
-    fn get(&mut self, id: u32, compute: impl FnOnce() -> T) -> T {
-        let slot = &mut self.slots[id as usize % N];
-        if slot.0 != id {
-            *slot = (id, compute());
-        }
-        slot.1
-    }
-}
-
-/// Per-request memo of one set of signals' boosts (see [`Slots`]).
-struct Memo {
-    /// Brand id → the brand's boost.
-    brand: Slots<f32, 64>,
-    /// Deepest category level id → (the path's boost, its levels' intent affinities).
-    path: Slots<(f32, f32), 64>,
-}
-
-impl Memo {
-    fn new() -> Self {
-        Memo {
-            brand: Slots::new(),
-            path: Slots::new(),
-        }
-    }
-}
-
-/// The value of key `id` in `table`, or zeros.
-#[inline]
-fn lookup(table: &Table, id: u32) -> (f32, f32) {
-    if table.is_empty() {
-        return (0.0, 0.0);
-    }
-    table.get(&id).copied().unwrap_or((0.0, 0.0))
 }
 
 /// Where a boost came from.
@@ -352,8 +471,8 @@ pub struct Ranked {
     pub index: usize,
     /// Relevance plus boosts.
     pub score: f32,
-    /// Why, when asked for.
-    pub explanation: Option<Explanation>,
+    /// Why, when asked for (boxed: a ranked list is sorted, and stays small to move).
+    pub explanation: Option<Box<Explanation>>,
 }
 
 /// What the request asks of the reranker.
@@ -377,6 +496,8 @@ pub fn normalize_title(title: &str) -> String {
     crate::vocab::normalize(title)
 }
 
+/// `cap × tanh(affinity / scale)`; a non-finite affinity (which no session produces) counts as
+/// none. Most candidates have no affinity of a kind: they skip the arithmetic.
 fn boost(cap: f32, affinity: f32, scale: f32) -> f32 {
     if affinity == 0.0 || !affinity.is_finite() {
         return 0.0;
@@ -384,24 +505,37 @@ fn boost(cap: f32, affinity: f32, scale: f32) -> f32 {
     cap * tanh(affinity / scale)
 }
 
-/// `tanh` through one `exp` (libm's `tanhf` goes through `expm1f`, a fifth of reranking's time).
-/// Absolute error below 1e-7, and exactly ±1 from |x| = 9 on; odd and monotone.
+/// `tanh` as a rational function (the minimax fit Eigen uses for `float`): a dozen multiplies and
+/// adds and one division, no `exp` (libm's `tanhf` goes through `expm1f`, a fifth of reranking's
+/// time; `mul_add` would be a library call without the `fma` target feature). Absolute error
+/// below 5e-7 (a few units in the last place near ±1), exactly ±1 from |x| = 9 on; odd.
 fn tanh(x: f32) -> f32 {
-    if x.abs() >= 9.0 {
-        return x.signum();
-    }
-    let e = (2.0 * x).exp();
-    (e - 1.0) / (e + 1.0)
+    const CLAMP: f32 = 7.905_311;
+    let c = x.clamp(-CLAMP, CLAMP);
+    let x2 = c * c;
+    let mut p = x2 * -2.760_768_5e-16 + 2.000_188e-13;
+    p = x2 * p - 8.604_672e-11;
+    p = x2 * p + 5.122_297e-8;
+    p = x2 * p + 1.485_722_4e-5;
+    p = x2 * p + 6.372_619_3e-4;
+    p = x2 * p + 4.893_524_6e-3;
+    let mut q = x2 * 1.198_258_4e-6 + 1.185_347_1e-4;
+    q = x2 * q + 2.268_434_6e-3;
+    q = x2 * q + 4.893_525e-3;
+    let t = (c * p / q).clamp(-1.0, 1.0);
+    if x.abs() >= 9.0 { x.signum() } else { t }
 }
 
 /// The personal boosts for one item from one set of signals.
 ///
-/// Reads the candidate's [`Prepared`] key ids; the item's feature strings are read only to
+/// Reads the candidate's [`Prepared`] indices; the item's feature strings are read only to
 /// explain.
+#[allow(clippy::too_many_arguments)]
 fn boosts_for(
     r: &Retrieved<'_>,
+    keys: &KeySpace,
     s: &Signals,
-    memo: &mut Memo,
+    resolved: &Resolved,
     source: Source,
     rules: &Rules,
     explain: bool,
@@ -410,64 +544,48 @@ fn boosts_for(
     let caps = &rules.caps;
     let scale = rules.rerank.affinity_scale;
     let f = r.features;
-    let (brand_hash, levels, attributes) = r.prepared.parts();
+    let p = r.prepared;
     let mut total = 0.0;
+    // Sums are taken unconditionally (adding a zero is cheaper than a mispredicted branch); only
+    // explaining looks at which signals are non-zero.
     let mut push = |kind, cap: f32, signals: Vec<(String, f32)>, b: f32, out: &mut Vec<Boost>| {
-        if b != 0.0 {
-            total += b;
-            if explain {
-                out.push(Boost {
-                    source,
-                    kind,
-                    signals,
-                    boost: b,
-                    cap,
-                });
-            }
+        total += b;
+        if explain && b != 0.0 {
+            out.push(Boost {
+                source,
+                kind,
+                signals,
+                boost: b,
+                cap,
+            });
         }
     };
     let mut intent = 0.0;
     let mut intent_signals = Vec::new();
 
-    if let Some(h) = brand_hash {
-        // The item's strings are read only to explain.
-        let brand = || f.brand.as_ref().map_or("", |b| b.as_str());
-        let (a, i) = lookup(&s.brand, h);
-        let b = memo.brand.get(h, || boost(caps.brand, a, scale));
-        let signals = if explain && b != 0.0 {
-            vec![(brand().to_owned(), a)]
-        } else {
-            Vec::new()
-        };
-        push(BoostKind::Brand, caps.brand, signals, b, out);
-        if i != 0.0 {
-            intent += i;
-            if explain {
-                intent_signals.push((format!("brand:{}", brand()), i));
-            }
-        }
-    }
-
-    if let Some(&leaf) = levels.last() {
-        // The mean over the item's levels: liking the whole path counts fully. The levels are
-        // the prefixes of the deepest one, so its id names the whole path.
-        let (b, i) = memo.path.get(leaf, || {
-            let (mut sum, mut intents) = (0.0, 0.0);
-            for &h in levels {
-                let (a, i) = lookup(&s.category, h);
-                sum += a;
-                intents += i;
-            }
-            (
-                boost(caps.category, sum / levels.len() as f32, scale),
-                intents,
-            )
-        });
+    if let Some(brand) = p.brand()
+        && let Some(&(b, i)) = resolved.brand.get(brand as usize)
+    {
         intent += i;
         let mut signals = Vec::new();
         if explain {
-            for (c, &h) in f.categories.iter().zip(levels) {
-                let (a, i) = lookup(&s.category, h);
+            let name = f.brand.as_ref().map_or("", |b| b.as_str());
+            if b != 0.0 {
+                signals.push((name.to_owned(), s.brand[brand as usize].0));
+            }
+            if i != 0.0 {
+                intent_signals.push((format!("brand:{name}"), i));
+            }
+        }
+        push(BoostKind::Brand, caps.brand, signals, b, out);
+    }
+
+    if let Some(&(b, i)) = resolved.path.get(p.path as usize) {
+        intent += i;
+        let mut signals = Vec::new();
+        if explain {
+            for (c, &l) in f.categories.iter().zip(keys.levels_of(p.path)) {
+                let (a, i) = s.level[l as usize];
                 if a != 0.0 {
                     signals.push((c.to_string(), a));
                 }
@@ -481,19 +599,17 @@ fn boosts_for(
 
     let mut sum = 0.0;
     let mut signals = Vec::new();
-    if !(s.attribute.is_empty() || attributes.is_empty()) {
-        for (n, &h) in attributes.iter().enumerate() {
-            let attribute = || f.attributes.get(n).map_or("", |k| k.as_str());
-            let (v, i) = lookup(&s.attribute, h);
-            if v != 0.0 {
-                sum += v;
-                if explain {
+    if !s.attribute.is_empty() {
+        for (n, &a) in keys.attributes_of(p).iter().enumerate() {
+            let (v, i) = s.attribute[a as usize];
+            sum += v;
+            intent += i;
+            if explain {
+                let attribute = || f.attributes.get(n).map_or("", |k| k.as_str());
+                if v != 0.0 {
                     signals.push((attribute().to_owned(), v));
                 }
-            }
-            if i != 0.0 {
-                intent += i;
-                if explain {
+                if i != 0.0 {
                     intent_signals.push((attribute().to_owned(), i));
                 }
             }
@@ -514,9 +630,8 @@ fn boosts_for(
         out,
     );
 
-    if !s.skipped.is_empty()
-        && let Some((id, skips)) = s.skipped.get(&r.prepared.id_hash)
-        && id.as_str() == r.item.id.as_str()
+    if let Some(&skips) = s.skips.get(p.slot as usize)
+        && skips > 0
     {
         let b = caps.skip_penalty;
         total += b;
@@ -524,7 +639,7 @@ fn boosts_for(
             out.push(Boost {
                 source,
                 kind: BoostKind::Skip,
-                signals: vec![(r.item.id.to_string(), f32::from(*skips))],
+                signals: vec![(r.item.id.to_string(), f32::from(skips))],
                 boost: b,
                 cap: caps.skip_penalty,
             });
@@ -534,8 +649,12 @@ fn boosts_for(
 }
 
 /// Reranks retrieved results (in retrieval order) for one visitor. See the module docs.
+///
+/// `keys` is the [`KeySpace`] the results' [`Prepared`] were built in (any part of that list may
+/// be reranked with it).
 pub fn rerank(
     retrieved: &[Retrieved<'_>],
+    keys: &KeySpace,
     session: Option<&Signals>,
     profile: Option<&Signals>,
     rules: &Rules,
@@ -550,18 +669,28 @@ pub fn rerank(
     // Dedupe hash → index of the first result with it.
     let mut seen_titles: FxHashMap<u64, usize> =
         FxHashMap::with_capacity_and_hasher(retrieved.len(), Default::default());
-    let mut session_memo = session.map(|_| Memo::new());
-    let mut profile_memo = profile.map(|_| Memo::new());
+    // Signals matched to another list would boost the wrong keys: a caller's bug, ignored.
+    debug_assert!(
+        [session, profile]
+            .iter()
+            .flatten()
+            .all(|s| s.space == keys.id),
+        "signals of another list"
+    );
+    let session = session.filter(|s| s.space == keys.id);
+    let profile = profile.filter(|s| s.space == keys.id);
+    // Each source's boosts, computed once per distinct brand and path of the list.
+    let sources = [
+        profile
+            .filter(|_| steps.profile_boosts)
+            .map(|p| (p, Resolved::new(keys, p, rules), Source::Profile)),
+        session
+            .filter(|_| steps.session_boosts)
+            .map(|s| (s, Resolved::new(keys, s, rules), Source::Session)),
+    ];
     let mut ranked: Vec<Ranked> = Vec::with_capacity(retrieved.len());
     for (index, r) in retrieved.iter().enumerate() {
-        if request.exclude_seen
-            && steps.drop_seen
-            && session.is_some_and(|s| {
-                s.seen
-                    .get(&r.prepared.id_hash)
-                    .is_some_and(|id| id.as_str() == r.item.id.as_str())
-            })
-        {
+        if request.exclude_seen && steps.drop_seen && session.is_some_and(|s| s.seen(r.prepared)) {
             continue;
         }
         if steps.dedupe {
@@ -593,29 +722,13 @@ pub fn rerank(
         let relevance = tier + steps.fused_weight * share;
         let mut boosts = Vec::new();
         let mut sum = 0.0;
-        if steps.profile_boosts
-            && let Some(p) = profile
-            && let Some(memo) = profile_memo.as_mut()
-        {
+        for (signals, resolved, source) in sources.iter().flatten() {
             sum += boosts_for(
                 r,
-                p,
-                memo,
-                Source::Profile,
-                rules,
-                request.explain,
-                &mut boosts,
-            );
-        }
-        if steps.session_boosts
-            && let Some(s) = session
-            && let Some(memo) = session_memo.as_mut()
-        {
-            sum += boosts_for(
-                r,
-                s,
-                memo,
-                Source::Session,
+                keys,
+                signals,
+                resolved,
+                *source,
                 rules,
                 request.explain,
                 &mut boosts,
@@ -623,17 +736,19 @@ pub fn rerank(
         }
         let total_cap = rules.caps.total;
         let adjustment = sum.clamp(-total_cap, total_cap);
-        let explanation = request.explain.then(|| Explanation {
-            keyword_rank: r.keyword_rank,
-            vector_rank: r.vector_rank,
-            fused: r.fused,
-            tier,
-            relevance,
-            retrieval_position: u32::try_from(index + 1).unwrap_or(u32::MAX),
-            boosts,
-            adjustment,
-            capped: adjustment != sum,
-            diversity_demoted: false,
+        let explanation = request.explain.then(|| {
+            Box::new(Explanation {
+                keyword_rank: r.keyword_rank,
+                vector_rank: r.vector_rank,
+                fused: r.fused,
+                tier,
+                relevance,
+                retrieval_position: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                boosts,
+                adjustment,
+                capped: adjustment != sum,
+                diversity_demoted: false,
+            })
         });
         ranked.push(Ranked {
             index,
@@ -723,7 +838,7 @@ fn diversify(
                 complete &= out.len() >= needed;
                 break;
             };
-            let fits = match retrieved[r.index].prepared.parts().0 {
+            let fits = match retrieved[r.index].prepared.brand() {
                 Some(brand) => match counts.iter_mut().find(|(b, _)| *b == brand) {
                     Some((_, n)) if *n >= max_per_brand => false,
                     Some((_, n)) => {

@@ -589,17 +589,21 @@ impl Session {
         self.affinities[kind.index()].len()
     }
 
-    /// Calls `f` with every affinity of every kind, decayed to `now`, in no particular order
-    /// (no sorting, no allocation: for building lookup tables per request).
-    pub fn visit_affinities(
+    /// Calls `f` with each affinity that `want` picks (by kind and key, returning what `f` needs
+    /// of it), decayed to `now`, in no particular order. Affinities `want` passes over are not
+    /// decayed. No sorting, no allocation: for building lookup tables per request.
+    pub fn visit_affinities<T>(
         &self,
         now: Timestamp,
         rules: &Rules,
-        mut f: impl FnMut(AffinityKind, &Key, f32),
+        mut want: impl FnMut(AffinityKind, &Key) -> Option<T>,
+        mut f: impl FnMut(T, f32),
     ) {
         for kind in AffinityKind::ALL {
             for a in &self.affinities[kind.index()] {
-                f(kind, &a.key, self.decayed(a, now, rules));
+                if let Some(t) = want(kind, &a.key) {
+                    f(t, self.decayed(a, now, rules));
+                }
             }
         }
     }

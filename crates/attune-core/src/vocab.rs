@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::event::SearchFilters;
 use crate::item::{Item, attribute_key, join_path};
 use crate::key::Key;
+use crate::session::AffinityKind;
 
 /// The longest run of query terms matched as one phrase.
 const MAX_PHRASE_TERMS: usize = 3;
@@ -32,6 +33,18 @@ pub fn brand_intent(brand: &str) -> String {
 /// The intent key of a category path.
 pub fn category_intent(path: &str) -> String {
     format!("category:{path}")
+}
+
+/// What an intent key is about: a brand (`brand:…`), a category level (`category:…`) or an
+/// attribute value (any other key, the attribute's own `key:value`), with the plain key.
+pub fn intent_target(intent: &str) -> (AffinityKind, &str) {
+    if let Some(brand) = intent.strip_prefix("brand:") {
+        (AffinityKind::Brand, brand)
+    } else if let Some(path) = intent.strip_prefix("category:") {
+        (AffinityKind::Category, path)
+    } else {
+        (AffinityKind::Attribute, intent)
+    }
 }
 
 /// The intents a set of filters names, in a stable order, without duplicates.

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use attune_core::{Item, ItemFeatures, ItemId, Key, KeyIds, Vocabulary};
+use attune_core::{AffinityKind, Item, ItemFeatures, ItemId, Key, KeyIds, Vocabulary};
 use parking_lot::RwLock;
 
 /// An item with the features it lends to affinities.
@@ -70,6 +70,14 @@ impl Inner {
             categories: f.categories.iter().map(&mut intern).collect(),
             attributes: f.attributes.iter().map(&mut intern).collect(),
         };
+        // The intent keys of the brand and category levels too, so that the intents searches
+        // leave in sessions are the interned allocations (matched by address, not by string).
+        if let Some(b) = &features.brand {
+            self.strings.intern_intent(AffinityKind::Brand, b);
+        }
+        for c in &features.categories {
+            self.strings.intern_intent(AffinityKind::Category, c);
+        }
         (features, ids)
     }
 }

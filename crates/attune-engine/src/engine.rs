@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use attune_core::rerank::Signals;
+use attune_core::rerank::{KeySpace, Signals};
 use attune_core::rules::RulesError;
 use attune_core::session::{ItemSummary, Reason, Scores};
 use attune_core::{
@@ -211,25 +211,71 @@ impl Engine {
         }
     }
 
-    /// The session's signals for ranking a result list (refreshes its expiry), if it exists:
-    /// built where the store holds the session, without copying it out.
+    /// The signals of a session for ranking one list (`keys`), if the session exists.
     pub(crate) async fn signals_for_ranking(
         &self,
         id: &SessionId,
         now: Timestamp,
         rules: &Rules,
+        keys: &KeySpace,
         with_seen: bool,
     ) -> Result<Option<Signals>> {
         let mut signals = None;
         self.sessions
             .read(id, now, Self::ttl(rules), &mut |s| {
-                signals = Some(
-                    self.catalog()
-                        .with_ids(|ids| Signals::from_session(s, now, rules, ids, with_seen)),
-                );
+                signals =
+                    Some(self.catalog().with_ids(|ids| {
+                        Signals::from_session(s, now, rules, ids, keys, with_seen)
+                    }));
             })
             .await?;
         Ok(signals)
+    }
+
+    /// The signals of a session for ranking one list (`keys`), and the search that list answers
+    /// recorded in the session, in one atomic store operation (one round trip on Redis). The
+    /// signals are those from before the search: a search shapes the visitor's later results,
+    /// never its own. The search also reaches the user's profile when the event names a user.
+    /// `None` when the session did not exist before.
+    pub(crate) async fn signals_and_record_search(
+        &self,
+        event: Event,
+        intents: &[Key],
+        rules: &Rules,
+        keys: &KeySpace,
+        with_seen: bool,
+    ) -> Result<Option<Signals>> {
+        let now = event.timestamp;
+        // The mutation may run more than once (after a conflict); the last run's signals are
+        // those of the session the search was recorded in.
+        let signals: parking_lot::Mutex<Option<Signals>> = parking_lot::Mutex::new(None);
+        let mutate = |s: &mut Session| {
+            let before = (s.event_count() > 0).then(|| {
+                self.catalog
+                    .with_ids(|ids| Signals::from_session(s, now, rules, ids, keys, with_seen))
+            });
+            *signals.lock() = before;
+            s.apply_search(&event, intents, rules);
+        };
+        self.sessions
+            .update(
+                &event.session_id,
+                now,
+                Self::ttl(rules),
+                &mutate,
+                &mut |_| {},
+            )
+            .await?;
+        if self.profiles.is_some() && event.user_id.is_some() {
+            let mut work = Vec::new();
+            crate::profile::collect(
+                std::slice::from_ref(&event),
+                &[Resolved::Search(intents.to_vec())],
+                &mut work,
+            );
+            self.update_profiles(work, now).await;
+        }
+        Ok(signals.into_inner())
     }
 
     /// The engine's clock reading.

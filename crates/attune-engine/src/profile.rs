@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use attune_core::rerank::Signals;
+use attune_core::rerank::{KeySpace, Signals};
 use attune_core::{AffinityKind, Event, Key, Session, SessionId, Timestamp, UserId};
 
 use crate::engine::{Engine, Resolved, SessionView};
@@ -93,6 +93,7 @@ impl Engine {
         &self,
         user: &UserId,
         now: Timestamp,
+        keys: &KeySpace,
     ) -> Result<Option<Signals>> {
         let Some(store) = &self.profiles else {
             return Ok(None);
@@ -103,7 +104,7 @@ impl Engine {
             .read(&profile_key(user)?, now, Self::ttl(&rules), &mut |p| {
                 signals = Some(
                     self.catalog()
-                        .with_ids(|ids| Signals::from_session(p, now, &rules, ids, false)),
+                        .with_ids(|ids| Signals::from_session(p, now, &rules, ids, keys, false)),
                 );
             })
             .await?;

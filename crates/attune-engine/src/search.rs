@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 use attune_core::event::{MAX_QUERY_LEN, SearchFilters, SearchRequestEvent};
 use attune_core::rerank::{self, Explanation, RerankRequest, Retrieved};
-use attune_core::{Event, Item, SessionId, UserId};
+use attune_core::{Event, Item, Key, SessionId, UserId};
 use attune_search::cache::{CacheKey, RetrievalCache};
 use attune_search::fusion::{self, Fused};
 use attune_search::keyword::{Facets, KeywordIndex};
@@ -114,6 +114,10 @@ pub struct SearchOutcome {
 #[derive(Debug)]
 pub(crate) struct Retrieval {
     candidates: Vec<Candidate>,
+    /// The candidates' distinct feature keys, for the reranker.
+    keys: rerank::KeySpace,
+    /// The intents the search names (recorded in the visitor's session).
+    intents: Vec<Key>,
     total: usize,
     facets: Facets,
 }
@@ -374,13 +378,14 @@ impl SearchIndex {
             .catalog()
             .get_many(fused.iter().map(|f| f.item_id.as_str()));
         let terms = attune_core::vocab::query_terms(query);
+        let mut keys = rerank::KeySpace::default();
         let candidates = fused
             .into_iter()
             .zip(items)
             .filter_map(|(fused, item)| {
                 let item = item?;
                 let tier = attune_core::vocab::query_coverage(&terms, &item.item);
-                let prepared = rerank::Prepared::new(&item.item, &item.features, &item.feature_ids);
+                let prepared = keys.prepare(&item.item, &item.features, &item.feature_ids);
                 Some(Candidate {
                     fused,
                     item,
@@ -391,6 +396,8 @@ impl SearchIndex {
             .collect();
         let retrieval = Arc::new(Retrieval {
             candidates,
+            keys,
+            intents: engine.catalog().search_intents(query, filters),
             total: kw.total + vector_only,
             facets: kw.facets,
         });
@@ -471,21 +478,45 @@ impl Engine {
             })
             .collect();
 
-        let signals = match &req.session_id {
-            Some(id) => {
-                self.signals_for_ranking(id, now, &rules, req.exclude_seen)
-                    .await?
-            }
+        // The profile as it was before this search (which reaches it below).
+        let profile_signals = match &req.user_id {
+            Some(user) => self.profile_signals(user, now, &retrieval.keys).await?,
             None => None,
         }
         .filter(|s| !s.is_empty());
-        let profile_signals = match &req.user_id {
-            Some(user) => self.profile_signals(user, now).await?,
+        // The search itself is a signal: recorded in the session in the same store operation
+        // that reads the session's signals (those from before it), at the cost of one event.
+        let signals = match &req.session_id {
+            Some(id) => {
+                let mut event = Event::search(
+                    id.clone(),
+                    SearchRequestEvent {
+                        query: req.query,
+                        filters: req.filters,
+                    },
+                    now,
+                );
+                event.user_id = req.user_id;
+                if event.validate().is_ok() {
+                    self.signals_and_record_search(
+                        event,
+                        &retrieval.intents,
+                        &rules,
+                        &retrieval.keys,
+                        req.exclude_seen,
+                    )
+                    .await?
+                } else {
+                    self.signals_for_ranking(id, now, &rules, &retrieval.keys, req.exclude_seen)
+                        .await?
+                }
+            }
             None => None,
         }
         .filter(|s| !s.is_empty());
         let ranked = rerank::rerank(
             &retrieved,
+            &retrieval.keys,
             signals.as_ref(),
             profile_signals.as_ref(),
             &rules,
@@ -503,7 +534,7 @@ impl Engine {
             .map(|r| SearchHit {
                 item: Arc::clone(&retrieval.candidates[r.index].item),
                 score: r.score,
-                explanation: r.explanation,
+                explanation: r.explanation.map(|e| *e),
             })
             .collect();
         let outcome = SearchOutcome {
@@ -514,22 +545,6 @@ impl Engine {
             cached,
         };
 
-        // The search itself is a signal: applied after the results are computed, at the cost of
-        // one event.
-        if let Some(id) = req.session_id {
-            let mut event = Event::search(
-                id,
-                SearchRequestEvent {
-                    query: req.query,
-                    filters: req.filters,
-                },
-                now,
-            );
-            event.user_id = req.user_id;
-            if event.validate().is_ok() {
-                self.ingest_with(vec![event], false, false).await?;
-            }
-        }
         Ok(outcome)
     }
 }

@@ -200,6 +200,35 @@ async fn a_search_is_recorded_in_the_session_as_intents() {
 }
 
 #[tokio::test]
+async fn a_search_shapes_the_next_results_not_its_own() {
+    let app = demo_app().await;
+    let anonymous = search(&app, json!({"query": "chips", "limit": 20})).await;
+    let body = json!({"query": "chips", "limit": 20, "session_id": "t", "user_id": "kim",
+                      "filters": {"flavor": "spicy"}});
+    // A fresh session's first search is ranked as if it had no session: the intents it names
+    // are recorded after its results are taken.
+    let first = search(&app, body.clone()).await;
+    assert!(!first["personalized"].as_bool().unwrap(), "{first}");
+    let spicy_only = search(
+        &app,
+        json!({"query": "chips", "limit": 20,
+                                          "filters": {"flavor": "spicy"}}),
+    )
+    .await;
+    assert_eq!(ids(&first), ids(&spicy_only));
+    // The next search of that session is shaped by the first one, and so is the user's profile.
+    let unfiltered = json!({"query": "chips", "limit": 20, "session_id": "t"});
+    let second = search(&app, unfiltered).await;
+    assert!(second["personalized"].as_bool().unwrap(), "{second}");
+    assert_ne!(ids(&second), ids(&anonymous));
+    let (_, profile) = app.get("/v1/users/kim/profile").await;
+    assert!(
+        keys(&profile["affinities"]["intent"]).contains(&"flavor:spicy"),
+        "{profile}"
+    );
+}
+
+#[tokio::test]
 async fn filters_and_facets() {
     let app = demo_app().await;
     let out = search(
