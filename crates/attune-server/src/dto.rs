@@ -634,6 +634,86 @@ impl From<&CatalogItem> for ItemDto {
     }
 }
 
+/// A catalog item written as [`ItemDto`] straight from the catalog's copy: search answers write
+/// a page of items per request, and building each one's `ItemDto` (a dozen strings and a map
+/// cloned, then written and dropped) cost a fifth of a search. Same JSON, field for field
+/// (tested).
+#[derive(Debug, Clone)]
+pub struct ItemView(pub Arc<CatalogItem>);
+
+impl Serialize for ItemView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
+
+        /// The category path, levels joined as `Item::category_path` joins them.
+        struct Path<'a>(&'a [Arc<str>]);
+        impl std::fmt::Display for Path<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                for (n, level) in self.0.iter().enumerate() {
+                    if n > 0 {
+                        f.write_str(" > ")?;
+                    }
+                    f.write_str(level)?;
+                }
+                Ok(())
+            }
+        }
+        /// Attribute values: one value as a string, several as a list.
+        struct Attributes<'a>(&'a BTreeMap<String, Vec<String>>);
+        impl Serialize for Attributes<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, vs) in self.0 {
+                    match vs.as_slice() {
+                        [one] => m.serialize_entry(k, one)?,
+                        _ => m.serialize_entry(k, &Values(vs))?,
+                    }
+                }
+                m.end()
+            }
+        }
+        struct Values<'a>(&'a [String]);
+        impl Serialize for Values<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for v in self.0 {
+                    seq.serialize_element(v)?;
+                }
+                seq.end()
+            }
+        }
+
+        let i = &self.0.item;
+        let mut m = s.serialize_struct("ItemDto", 8)?;
+        m.serialize_field("id", i.id.as_str())?;
+        m.serialize_field("title", &i.title)?;
+        match &i.brand {
+            Some(b) => m.serialize_field("brand", &**b)?,
+            None => m.skip_field("brand")?,
+        }
+        m.serialize_field("category", &format_args!("{}", Path(&i.category)))?;
+        m.serialize_field("attributes", &Attributes(&i.attributes))?;
+        match i.price {
+            Some(p) => m.serialize_field("price", &p)?,
+            None => m.skip_field("price")?,
+        }
+        m.serialize_field("in_stock", &i.in_stock)?;
+        // RFC 3339 is at most 35 bytes here: formatted on the stack.
+        let mut buf = [0u8; 64];
+        let mut w = &mut buf[..];
+        let t = OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(i.created_at.as_millis()) * 1_000_000,
+        )
+        .ok()
+        .and_then(|t| t.format_into(&mut w, &Rfc3339).ok());
+        let created = t
+            .and_then(|n| std::str::from_utf8(&buf[..n]).ok())
+            .unwrap_or_default();
+        m.serialize_field("created_at", created)?;
+        m.end()
+    }
+}
+
 /// A page of the catalog.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ItemsPage {
@@ -854,7 +934,8 @@ impl ExplanationOut {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SearchResultOut {
     /// The item.
-    pub item: ItemDto,
+    #[schema(value_type = ItemDto)]
+    pub item: ItemView,
     /// Relevance plus personal boosts.
     pub score: f64,
     /// Why, when `explain` was asked for.
@@ -924,10 +1005,10 @@ impl SearchOut {
         SearchOut {
             results: o
                 .results
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, r)| SearchResultOut {
-                    item: ItemDto::from(&*r.item),
+                    item: ItemView(r.item),
                     score: round(r.score),
                     explanation: r
                         .explanation

@@ -229,6 +229,27 @@ async fn a_search_shapes_the_next_results_not_its_own() {
 }
 
 #[tokio::test]
+async fn search_results_carry_items_as_the_catalog_serves_them() {
+    let app = demo_app().await;
+    // Beside the demo items (several values for one attribute, a price, a brand): one with no
+    // brand, no category, no price, one value per attribute, and characters JSON escapes.
+    let odd = json!([{"id": "odd-yogurt", "title": "Odd \"Yogurt\" \\ Thing",
+                      "attributes": {"size": "1l", "note": "caf\u{e9} <b> & \u{2603}"}}]);
+    let (status, out) = app.put_json("/v1/items", &odd).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let out = search(&app, json!({"query": "yogurt", "limit": 50})).await;
+    let results = out["results"].as_array().unwrap();
+    assert!(results.len() > 5);
+    assert!(ids(&out).contains(&"odd-yogurt".to_owned()));
+    for r in results {
+        let id = r["item"]["id"].as_str().unwrap();
+        let (status, item) = app.get(&format!("/v1/items/{id}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(r["item"], item, "{id}");
+    }
+}
+
+#[tokio::test]
 async fn filters_and_facets() {
     let app = demo_app().await;
     let out = search(
