@@ -345,13 +345,14 @@ impl Signals {
             if with_seen && seen > 0 {
                 s.seen.resize(slots, false);
                 s.seen[slot as usize] = true;
+                s.active = true;
             }
         });
         s
     }
 
-    /// Whether there is nothing to personalize with (no affinity or skip touches the list; the
-    /// visitor's seen items do not count).
+    /// Whether there is nothing to personalize with: no affinity, skip or (when gathered) seen
+    /// item touches the list.
     pub fn is_empty(&self) -> bool {
         !self.active
     }

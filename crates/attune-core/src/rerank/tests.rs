@@ -954,3 +954,35 @@ fn any_part_of_a_list_reranks_with_the_lists_key_space() {
             .any(|t| t.explanation.as_ref().unwrap().adjustment > 0.0)
     );
 }
+
+#[test]
+fn a_seen_item_alone_is_enough_to_drop_it() {
+    // Views move no affinity under these rules: the seen item is the visitor's only signal
+    // about the list, and a request that drops seen items must still drop it.
+    let c = yogurts();
+    let mut rules = Rules::default();
+    rules.weights.view = 0.0;
+    let sid = SessionId::new("s").unwrap();
+    let mut s = Session::new(sid.clone(), now());
+    let view = Event::item(EventKind::View, sid, ItemId::new("dairy-1").unwrap(), now());
+    s.apply(&view, Some(c.features_of("dairy-1")), &rules);
+    let signals =
+        KEY_IDS.with_borrow(|k| Signals::from_session(&s, now(), &rules, k, &c.keys, true));
+    assert!(!signals.is_empty());
+    let drop = rerank(
+        &c.retrieved(),
+        &c.keys,
+        Some(&signals),
+        None,
+        &rules,
+        &RerankRequest {
+            exclude_seen: true,
+            ..request(false)
+        },
+    );
+    assert!(!ids(&c, &drop).contains(&"dairy-1"));
+    // Not asked to gather seen items, the same session has nothing for the list.
+    let quiet =
+        KEY_IDS.with_borrow(|k| Signals::from_session(&s, now(), &rules, k, &c.keys, false));
+    assert!(quiet.is_empty());
+}
