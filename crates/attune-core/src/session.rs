@@ -71,6 +71,16 @@ impl AffinityKind {
     }
 }
 
+/// The position of `key` in a table: by address first (keys from the catalog and search intents
+/// share its allocations, so a hit reads no string; a session holds up to 64 keys per kind, each
+/// string elsewhere on the heap), then by string.
+fn find_key(table: &[Affinity], key: &Key) -> Option<usize> {
+    table
+        .iter()
+        .position(|a| Key::ptr_eq(&a.key, key))
+        .or_else(|| table.iter().position(|a| a.key.as_str() == key.as_str()))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Affinity {
     key: Key,
@@ -428,7 +438,7 @@ impl Session {
     fn bump(&mut self, kind: AffinityKind, key: &Key, w: f32, at: u32, rules: &Rules) {
         let bound = rules.affinity_bound;
         let table = &mut self.affinities[kind.index()];
-        if let Some(a) = table.iter_mut().find(|a| a.key.same(key)) {
+        if let Some(a) = find_key(table, key).map(|i| &mut table[i]) {
             if at >= a.at {
                 a.value = saturate(a.value * decay(i64::from(at - a.at), rules), w, bound);
                 a.at = at;
@@ -470,7 +480,13 @@ impl Session {
         at: u32,
         rules: &Rules,
     ) -> u16 {
-        let idx = match self.items.iter().position(|s| s.id == *id) {
+        // By address first (ids from the catalog share its allocations), reading no string.
+        let idx = match self
+            .items
+            .iter()
+            .position(|s| Key::ptr_eq(s.id.as_key(), id.as_key()))
+            .or_else(|| self.items.iter().position(|s| s.id == *id))
+        {
             Some(i) => i,
             None => {
                 let max = (rules.session.max_items as usize).min(usize::from(u16::MAX - 1));

@@ -433,3 +433,24 @@ fn profile_rules_decay_over_weeks_not_minutes() {
         "{p} {fresh}"
     );
 }
+
+#[test]
+fn a_key_is_one_affinity_whether_shared_or_copied() {
+    let rules = Rules::default();
+    let mut s = Session::new(sid(), at(0));
+    let search = Event::search(sid(), SearchRequestEvent::default(), at(0));
+    let shared = Key::new("color:navy");
+    // The same allocation twice, then another allocation of the same string.
+    s.apply_search(&search, &[shared.clone(), Key::new("brand:Oatly")], &rules);
+    s.apply_search(&search, &[shared], &rules);
+    s.apply_search(&search, &[Key::new("color:navy")], &rules);
+    assert_eq!(s.affinity_count(AffinityKind::Intent), 2);
+    let navy = s.affinity(AffinityKind::Intent, "color:navy", at(0), &rules);
+    let oatly = s.affinity(AffinityKind::Intent, "brand:Oatly", at(0), &rules);
+    assert!(navy > oatly && oatly > 0.0, "{navy} {oatly}");
+    // Items likewise.
+    for id in ["sku-1", "sku-1"] {
+        s.apply(&event(EventKind::View, id, at(0)), Some(&oat_milk()), &rules);
+    }
+    assert_eq!(s.items().len(), 1);
+}
