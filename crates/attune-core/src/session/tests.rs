@@ -450,7 +450,11 @@ fn a_key_is_one_affinity_whether_shared_or_copied() {
     assert!(navy > oatly && oatly > 0.0, "{navy} {oatly}");
     // Items likewise.
     for id in ["sku-1", "sku-1"] {
-        s.apply(&event(EventKind::View, id, at(0)), Some(&oat_milk()), &rules);
+        s.apply(
+            &event(EventKind::View, id, at(0)),
+            Some(&oat_milk()),
+            &rules,
+        );
     }
     assert_eq!(s.items().len(), 1);
 }
