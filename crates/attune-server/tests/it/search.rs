@@ -229,6 +229,25 @@ async fn a_search_shapes_the_next_results_not_its_own() {
 }
 
 #[tokio::test]
+async fn browsing_without_a_query_is_personal_and_records_nothing() {
+    // A search with neither query nor filters names no intent, so it is no event; it is still
+    // ranked with the session (read without being written).
+    let app = demo_app().await;
+    app.ingest(&event("click", "browser", "oatly-oat-milk-barista-1l"))
+        .await;
+    let before = app.session("browser").await["event_count"].clone();
+    let out = search(
+        &app,
+        json!({"query": "", "session_id": "browser", "limit": 20}),
+    )
+    .await;
+    assert!(out["personalized"].as_bool().unwrap(), "{out}");
+    assert_eq!(app.session("browser").await["event_count"], before);
+    let anonymous = search(&app, json!({"query": "", "limit": 20})).await;
+    assert_ne!(ids(&out), ids(&anonymous));
+}
+
+#[tokio::test]
 async fn search_results_carry_items_as_the_catalog_serves_them() {
     let app = demo_app().await;
     // Beside the demo items (several values for one attribute, a price, a brand): one with no
