@@ -533,19 +533,54 @@ fn tanh(x: f32) -> f32 {
     (x * p / q).clamp(-1.0, 1.0)
 }
 
-/// The personal boosts for one item from one set of signals.
-///
-/// Reads the candidate's [`Prepared`] indices; the item's feature strings are read only to
-/// explain.
-#[allow(clippy::too_many_arguments)]
-fn boosts_for(
+/// The sum of the personal boosts for one item from one set of signals, without explaining them:
+/// what [`explained_boosts`] returns, in the same order of additions (so the same score to the bit),
+/// with no branch per attribute. Most requests ask for no explanation; this is their hot loop.
+fn quiet_boost(
+    p: &Prepared,
+    keys: &KeySpace,
+    s: &Signals,
+    resolved: &Resolved,
+    rules: &Rules,
+) -> f32 {
+    let caps = &rules.caps;
+    let scale = rules.rerank.affinity_scale;
+    let (mut total, mut intent) = (0.0, 0.0);
+    if let Some(brand) = p.brand()
+        && let Some(&(b, i)) = resolved.brand.get(brand as usize)
+    {
+        total += b;
+        intent += i;
+    }
+    if let Some(&(b, i)) = resolved.path.get(p.path as usize) {
+        total += b;
+        intent += i;
+    }
+    let mut sum = 0.0;
+    if !s.attribute.is_empty() {
+        for &a in keys.attributes_of(p) {
+            let (v, i) = s.attribute[a as usize];
+            sum += v;
+            intent += i;
+        }
+    }
+    total += boost(caps.attribute, sum, scale);
+    total += boost(caps.intent, intent, scale);
+    if s.skips.get(p.slot as usize).is_some_and(|&n| n > 0) {
+        total += caps.skip_penalty;
+    }
+    total
+}
+
+/// The personal boosts for one item from one set of signals, each explained: pushed to `out`
+/// with the affinities behind it. Returns their sum, equal to the bit to [`quiet_boost`]'s.
+fn explained_boosts(
     r: &Retrieved<'_>,
     keys: &KeySpace,
     s: &Signals,
     resolved: &Resolved,
     source: Source,
     rules: &Rules,
-    explain: bool,
     out: &mut Vec<Boost>,
 ) -> f32 {
     let caps = &rules.caps;
@@ -556,15 +591,13 @@ fn boosts_for(
     let mut push = |kind, cap: f32, signals: Vec<(String, f32)>, b: f32, out: &mut Vec<Boost>| {
         if b != 0.0 {
             total += b;
-            if explain {
-                out.push(Boost {
-                    source,
-                    kind,
-                    signals,
-                    boost: b,
-                    cap,
-                });
-            }
+            out.push(Boost {
+                source,
+                kind,
+                signals,
+                boost: b,
+                cap,
+            });
         }
     };
     let mut intent = 0.0;
@@ -575,14 +608,12 @@ fn boosts_for(
     {
         intent += i;
         let mut signals = Vec::new();
-        if explain {
-            let name = f.brand.as_ref().map_or("", |b| b.as_str());
-            if b != 0.0 {
-                signals.push((name.to_owned(), s.brand[brand as usize].0));
-            }
-            if i != 0.0 {
-                intent_signals.push((format!("brand:{name}"), i));
-            }
+        let name = f.brand.as_ref().map_or("", |b| b.as_str());
+        if b != 0.0 {
+            signals.push((name.to_owned(), s.brand[brand as usize].0));
+        }
+        if i != 0.0 {
+            intent_signals.push((format!("brand:{name}"), i));
         }
         push(BoostKind::Brand, caps.brand, signals, b, out);
     }
@@ -590,15 +621,13 @@ fn boosts_for(
     if let Some(&(b, i)) = resolved.path.get(p.path as usize) {
         intent += i;
         let mut signals = Vec::new();
-        if explain {
-            for (c, &l) in f.categories.iter().zip(keys.levels_of(p.path)) {
-                let (a, i) = s.level[l as usize];
-                if a != 0.0 {
-                    signals.push((c.to_string(), a));
-                }
-                if i != 0.0 {
-                    intent_signals.push((format!("category:{c}"), i));
-                }
+        for (c, &l) in f.categories.iter().zip(keys.levels_of(p.path)) {
+            let (a, i) = s.level[l as usize];
+            if a != 0.0 {
+                signals.push((c.to_string(), a));
+            }
+            if i != 0.0 {
+                intent_signals.push((format!("category:{c}"), i));
             }
         }
         push(BoostKind::Category, caps.category, signals, b, out);
@@ -612,15 +641,11 @@ fn boosts_for(
             let attribute = || f.attributes.get(n).map_or("", |k| k.as_str());
             if v != 0.0 {
                 sum += v;
-                if explain {
-                    signals.push((attribute().to_owned(), v));
-                }
+                signals.push((attribute().to_owned(), v));
             }
             if i != 0.0 {
                 intent += i;
-                if explain {
-                    intent_signals.push((attribute().to_owned(), i));
-                }
+                intent_signals.push((attribute().to_owned(), i));
             }
         }
     }
@@ -644,15 +669,13 @@ fn boosts_for(
     {
         let b = caps.skip_penalty;
         total += b;
-        if explain {
-            out.push(Boost {
-                source,
-                kind: BoostKind::Skip,
-                signals: vec![(r.item.id.to_string(), f32::from(skips))],
-                boost: b,
-                cap: caps.skip_penalty,
-            });
-        }
+        out.push(Boost {
+            source,
+            kind: BoostKind::Skip,
+            signals: vec![(r.item.id.to_string(), f32::from(skips))],
+            boost: b,
+            cap: caps.skip_penalty,
+        });
     }
     total
 }
@@ -732,16 +755,11 @@ pub fn rerank(
         let mut boosts = Vec::new();
         let mut sum = 0.0;
         for (signals, resolved, source) in sources.iter().flatten() {
-            sum += boosts_for(
-                r,
-                keys,
-                signals,
-                resolved,
-                *source,
-                rules,
-                request.explain,
-                &mut boosts,
-            );
+            sum += if request.explain {
+                explained_boosts(r, keys, signals, resolved, *source, rules, &mut boosts)
+            } else {
+                quiet_boost(r.prepared, keys, signals, resolved, rules)
+            };
         }
         let total_cap = rules.caps.total;
         let adjustment = sum.clamp(-total_cap, total_cap);

@@ -776,8 +776,19 @@ fn boosts_resolved_per_distinct_key_equal_boosts_computed_one_item_at_a_time() {
         })
         .collect();
     let events: Vec<(EventKind, &str)> = events.iter().map(|(k, id)| (*k, id.as_str())).collect();
-    let s = session_after(&c, &events);
+    let mut s = session_after(&c, &events);
     let rules = Rules::default();
+    // Search intents on every kind of key: an attribute value, a brand, a top category level.
+    let sid = SessionId::new("s").unwrap();
+    s.apply_search(
+        &Event::search(sid, SearchRequestEvent::default(), now()),
+        &[
+            Key::from("color:navy"),
+            Key::from("brand:Brand 3"),
+            Key::from("category:Top 2"),
+        ],
+        &rules,
+    );
     let signals = signals_of(&c, &s, &rules);
     let retrieved = c.retrieved();
     let quiet = rerank(
@@ -798,7 +809,20 @@ fn boosts_resolved_per_distinct_key_equal_boosts_computed_one_item_at_a_time() {
     );
     assert_eq!(quiet.len(), explained.len());
     for (q, e) in quiet.iter().zip(&explained) {
+        // The explanation-free sum is the explained one to the bit.
         assert_eq!((q.index, q.score), (e.index, e.score));
+    }
+    for kind in [
+        BoostKind::Brand,
+        BoostKind::Category,
+        BoostKind::Attribute,
+        BoostKind::Intent,
+        BoostKind::Skip,
+    ] {
+        let boosts = explained
+            .iter()
+            .flat_map(|r| &r.explanation.as_ref().unwrap().boosts);
+        assert!(boosts.filter(|b| b.kind == kind).count() > 10, "{kind:?}");
     }
     let mut boosted = 0;
     for r in &explained {

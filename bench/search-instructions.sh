@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Instructions per search, personalized next to unpersonalized: the cost of personalization as a
+# count that does not move with what else the machine runs (bench/search.sh measures seconds,
+# which on a shared 2-core machine swing by ±30 % from one minute to the next).
+#
+# Runs `attune serve` under valgrind's callgrind with instrumentation off while it loads, warms
+# both scenarios up (every query embedded and its retrieval cached), then for each concurrency and
+# scenario: dump the counts so far (dropped), send exactly --max-requests requests with
+# `attune load`, dump again, and divide the server's instructions (all its threads) by the requests. The load tool
+# runs natively. Instructions are not time: cache misses, which personalization adds by reading
+# sessions, are not in them; bench/search.sh has the seconds.
+#
+# Usage:
+#   bench/search-instructions.sh /tmp/fashion.ndjson /tmp/fs
+# Environment (all optional):
+#   REQUESTS=400  CONCURRENCY="1 32"  SESSIONS=500  HISTORY=8  PORT=8795  ROUNDS=2
+#   BUILD=1 (0 runs the binary already built)   ATTUNE=<path>   OUT_DIR=<new temp dir>
+set -euo pipefail
+
+CATALOG=${1:?usage: bench/search-instructions.sh CATALOG.ndjson SEARCH_DIR}
+SEARCH_DIR=${2:?usage: bench/search-instructions.sh CATALOG.ndjson SEARCH_DIR}
+REQUESTS=${REQUESTS:-400}
+CONCURRENCY=${CONCURRENCY:-1 32}
+SESSIONS=${SESSIONS:-500}
+HISTORY=${HISTORY:-8}
+PORT=${PORT:-8795}
+ROUNDS=${ROUNDS:-2}
+BUILD=${BUILD:-1}
+OUT_DIR=${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/attune-search-ir.XXXXXX")}
+HOST=127.0.0.1
+
+if [[ -n ${CI:-} ]]; then
+    echo "bench/search-instructions.sh: a benchmark, not run in CI" >&2
+    exit 0
+fi
+command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+mkdir -p "$OUT_DIR"
+log() { printf '==> %s\n' "$*" >&2; }
+
+if [[ -z ${ATTUNE:-} ]]; then
+    if [[ $BUILD != 0 ]]; then
+        log "building (release)"
+        cargo build --release -p attune --bin attune
+    fi
+    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    ATTUNE="$TARGET_DIR/release/attune"
+fi
+[[ -x $ATTUNE ]] || { echo "$ATTUNE is missing: run without BUILD=0" >&2; exit 1; }
+
+SERVER_PID=""
+cleanup() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "starting attune serve under callgrind on $HOST:$PORT (loading takes a few minutes)"
+ATTUNE__CATALOG__PATH=$CATALOG ATTUNE__SEARCH__DIR=$SEARCH_DIR \
+    valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$OUT_DIR/callgrind.out" \
+    "$ATTUNE" serve --listen "$HOST:$PORT" >"$OUT_DIR/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 3000); do
+    if curl -sf "http://$HOST:$PORT/readyz" >/dev/null 2>&1; then break; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 30 "$OUT_DIR/server.log" >&2; exit 1; }
+    sleep 0.2
+done
+curl -sf "http://$HOST:$PORT/readyz" >/dev/null || { echo "server not ready" >&2; exit 1; }
+
+load() { # scenario concurrency requests history
+    "$ATTUNE" load --url "http://$HOST:$PORT" --scenario "$1" --concurrency "$2" \
+        --duration 3600 --warmup 0 --max-requests "$3" --sessions "$SESSIONS" --history "$4" \
+        --timeout 120 --json
+}
+
+log "seeding $SESSIONS sessions with $HISTORY item events each, warming both scenarios up"
+load search-personal 4 200 "$HISTORY" >/dev/null
+load search 4 200 0 >/dev/null
+
+# The instructions callgrind counted since the previous dump, over all threads: the dump's
+# "summary:" (or "totals:") lines, one per thread file.
+instructions() {
+    local total=0 n
+    for f in "$OUT_DIR"/callgrind.out.*; do
+        n=$(sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$f" | head -n 1)
+        total=$((total + ${n:-0}))
+    done
+    echo "$total"
+}
+
+callgrind_control -i on "$SERVER_PID" >/dev/null
+: >"$OUT_DIR/rows"
+for round in $(seq "$ROUNDS"); do
+    for c in $CONCURRENCY; do
+        for scenario in search search-personal; do
+            log "round $round: $scenario, concurrency $c, $REQUESTS requests"
+            # A dump reports what was counted since the previous one: dump the idle time before
+            # the run and drop it (callgrind's zeroing, -z, leaves the next dump negative).
+            callgrind_control -d "$SERVER_PID" >/dev/null
+            rm -f "$OUT_DIR"/callgrind.out.*
+            load "$scenario" "$c" "$REQUESTS" 0 >"$OUT_DIR/$scenario-c$c-r$round.json"
+            callgrind_control -d "$SERVER_PID" >/dev/null
+            requests=$(sed -n 's/.*"requests":\([0-9]*\).*/\1/p' "$OUT_DIR/$scenario-c$c-r$round.json")
+            echo "$round $scenario $c $requests $(instructions)" >>"$OUT_DIR/rows"
+            # Kept for callgrind_annotate (--inclusive=yes shows where the difference goes).
+            mkdir -p "$OUT_DIR/profiles/$scenario-c$c-r$round"
+            mv "$OUT_DIR"/callgrind.out.* "$OUT_DIR/profiles/$scenario-c$c-r$round/"
+        done
+    done
+done
+
+echo "| round | scenario | c | requests | server instructions / query |"
+echo "|---:|---|---:|---:|---:|"
+awk '{printf "| %s | %s | %s | %s | %.0f |\n", $1, $2, $3, $4, $5 / $4}' "$OUT_DIR/rows"
+echo
+for c in $CONCURRENCY; do
+    awk -v c="$c" '
+        $3 == c && $2 == "search" { u[$1] = $5 / $4 }
+        $3 == c && $2 == "search-personal" { p[$1] = $5 / $4 }
+        END {
+            for (r in u) if (r in p) { n++; s = s sprintf(" %.3fx", p[r] / u[r]) }
+            printf "c=%s personalized/unpersonalized instructions per query, per round:%s\n", c, s
+        }' "$OUT_DIR/rows"
+done
+log "reports in $OUT_DIR"
