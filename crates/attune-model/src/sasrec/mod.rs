@@ -18,15 +18,23 @@
 //! the attention op counts the padding keys as one logit with multiplicity (each with its own
 //! dropout draw). On amazon-games (9 items per user on average) a batch of 128 × 200 has ~1,100
 //! real rows instead of 25,600. Every op on the training path is a fused CPU kernel with its
-//! own backward (`ops`) or a matrix multiply; there is no candle-nn op in it (their fast
-//! softmax and layer norm have no backward). Dropout masks are hashes of (seed, element), so
-//! runs are reproducible and independent of the thread count.
+//! own backward; there is no candle-nn op in it (their fast softmax and layer norm have no
+//! backward). A whole block is one op (`block`: its intermediates in pooled buffers, so candle's
+//! backward pass never zeroes and adds its `[rows, d]` gradients), its matrix multiplies and the
+//! causal attention (`attention`) run on register-tiled SIMD kernels (`tile`, dispatched at run
+//! time), and the attention's `n²` work per sequence is matrix products over the causal triangle
+//! only. Dropout masks are hashes of (seed, element), so runs are reproducible and independent
+//! of the thread count.
 
 mod adam;
+mod attention;
+mod block;
 mod checkpoint;
 mod config;
 mod model;
 mod ops;
+mod pool;
+mod tile;
 mod train;
 
 #[cfg(test)]

@@ -7,18 +7,19 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::attention::Attention;
+use super::block::{Block, LN_EPS};
 use super::config::SasRecConfig;
-use super::ops::{self, Attention, BiasAct, BiasResidual, Dropout, Embed, LayerNorm, Packing};
+use super::ops::{self, Dropout, Embed, LayerNorm, Packing};
 use crate::error::BackendError;
 use crate::{Error, Result};
-
-/// The reference's layer-norm epsilon.
-const LN_EPS: f32 = 1e-8;
 
 /// Tensors per block, in order (names after `attention_layernorms.{i}.` etc.).
 const BLOCK_TENSORS: usize = 12;
 
 /// Indices of a block's tensors within its slice of [`SasRec::vars`].
+/// (The fused block reads them by position: `super::block::param_sizes`.)
+#[cfg(test)]
 mod b {
     pub(super) const ATTN_LN_W: usize = 0;
     pub(super) const ATTN_LN_B: usize = 1;
@@ -290,7 +291,8 @@ impl SasRec {
     }
 
     /// The final hidden states `[rows, hidden]` of a batch's real positions. `dropout_seed`
-    /// switches dropout on (training).
+    /// switches dropout on (training) and has the blocks keep their intermediates and attention
+    /// weights for the backward pass (without it, a backward pass recomputes them).
     pub(crate) fn encode(
         &self,
         w: &[Tensor],
@@ -320,50 +322,29 @@ impl SasRec {
         )?;
         #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
         let attn_scale = (1.0 / ((d / heads) as f64).sqrt()) as f32;
-        let plain = || BiasAct {
-            relu: false,
-            dropout: Dropout::NONE,
-        };
         for block in 0..c.blocks {
             let p = &w[2 + block * BLOCK_TENSORS..2 + (block + 1) * BLOCK_TENSORS];
-            let q_in = x.apply_op3(
-                &p[b::ATTN_LN_W],
-                &p[b::ATTN_LN_B],
-                LayerNorm { eps: LN_EPS },
+            // Dropout sites in order: the attention weights, after the ReLU, the block output.
+            let attention = Attention::new(
+                batch.packing.clone(),
+                heads,
+                attn_scale,
+                dropout(),
+                dropout_seed.is_some(),
+            );
+            let (ffn, out) = (dropout(), dropout());
+            #[cfg(test)]
+            if reference::UNFUSED.with(std::cell::Cell::get) {
+                x = reference::block(&x, p, attention, ffn, out)?;
+                continue;
+            }
+            let flat = Tensor::cat(
+                &p.iter()
+                    .map(Tensor::flatten_all)
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+                0,
             )?;
-            let (wp, bp) = (&p[b::IN_PROJ_W], &p[b::IN_PROJ_B]);
-            let q = q_in
-                .matmul(&wp.narrow(0, 0, d)?.t()?)?
-                .apply_op2(&bp.narrow(0, 0, d)?, plain())?;
-            let bkv = bp.narrow(0, d, 2 * d)?;
-            let kv = x
-                .matmul(&wp.narrow(0, d, 2 * d)?.t()?)?
-                .apply_op2(&bkv, plain())?;
-            let o = q.apply_op3(
-                &kv,
-                &bkv,
-                Attention::new(batch.packing.clone(), heads, attn_scale, dropout()),
-            )?;
-            let x1 = o.matmul(&p[b::OUT_PROJ_W].t()?)?.apply_op3(
-                &p[b::OUT_PROJ_B],
-                &q_in,
-                BiasResidual {
-                    dropout: Dropout::NONE,
-                },
-            )?;
-            let x2 = x1.apply_op3(&p[b::FWD_LN_W], &p[b::FWD_LN_B], LayerNorm { eps: LN_EPS })?;
-            let h = x2.matmul(&p[b::CONV1_W].t()?)?.apply_op2(
-                &p[b::CONV1_B],
-                BiasAct {
-                    relu: true,
-                    dropout: dropout(),
-                },
-            )?;
-            x = h.matmul(&p[b::CONV2_W].t()?)?.apply_op3(
-                &p[b::CONV2_B],
-                &x2,
-                BiasResidual { dropout: dropout() },
-            )?;
+            x = x.apply_op2(&flat, Block::new(attention, ffn, out))?;
         }
         let last = w.len() - 2;
         x.apply_op3(&w[last], &w[last + 1], LayerNorm { eps: LN_EPS })
@@ -420,5 +401,70 @@ impl SasRec {
                 Ok((n.clone(), values))
             })
             .collect()
+    }
+}
+
+/// The op-by-op graph of a block that [`Block`] fuses, kept as the reference it is tested
+/// against (switched on per thread with [`reference::UNFUSED`]).
+#[cfg(test)]
+pub(crate) mod reference {
+    use std::cell::Cell;
+
+    use candle_core::Tensor;
+
+    use super::b;
+    use crate::sasrec::attention::Attention;
+    use crate::sasrec::block::LN_EPS;
+    use crate::sasrec::ops::{BiasAct, BiasResidual, Dropout, LayerNorm};
+
+    thread_local! {
+        /// Whether [`super::SasRec::encode`] builds blocks op by op on this thread.
+        pub(crate) static UNFUSED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// One block op by op: layer norms, matmuls, bias ops, attention.
+    pub(crate) fn block(
+        x: &Tensor,
+        p: &[Tensor],
+        attention: Attention,
+        ffn: Dropout,
+        out: Dropout,
+    ) -> candle_core::Result<Tensor> {
+        let d = x.dim(1)?;
+        let plain = || BiasAct {
+            relu: false,
+            dropout: Dropout::NONE,
+        };
+        let q_in = x.apply_op3(
+            &p[b::ATTN_LN_W],
+            &p[b::ATTN_LN_B],
+            LayerNorm { eps: LN_EPS },
+        )?;
+        let (wp, bp) = (&p[b::IN_PROJ_W], &p[b::IN_PROJ_B]);
+        let q = q_in
+            .matmul(&wp.narrow(0, 0, d)?.t()?)?
+            .apply_op2(&bp.narrow(0, 0, d)?, plain())?;
+        let bkv = bp.narrow(0, d, 2 * d)?;
+        let kv = x
+            .matmul(&wp.narrow(0, d, 2 * d)?.t()?)?
+            .apply_op2(&bkv, plain())?;
+        let o = q.apply_op3(&kv, &bkv, attention)?;
+        let x1 = o.matmul(&p[b::OUT_PROJ_W].t()?)?.apply_op3(
+            &p[b::OUT_PROJ_B],
+            &q_in,
+            BiasResidual {
+                dropout: Dropout::NONE,
+            },
+        )?;
+        let x2 = x1.apply_op3(&p[b::FWD_LN_W], &p[b::FWD_LN_B], LayerNorm { eps: LN_EPS })?;
+        let h = x2.matmul(&p[b::CONV1_W].t()?)?.apply_op2(
+            &p[b::CONV1_B],
+            BiasAct {
+                relu: true,
+                dropout: ffn,
+            },
+        )?;
+        h.matmul(&p[b::CONV2_W].t()?)?
+            .apply_op3(&p[b::CONV2_B], &x2, BiasResidual { dropout: out })
     }
 }

@@ -2,11 +2,15 @@
 //! norm have none and silently cut the gradient).
 //!
 //! - [`Embed`]: item embedding gather × √d + positional embedding, dropout.
-//! - [`LayerNorm`]: row-wise layer norm with affine weight and bias.
-//! - [`Attention`]: causal multi-head attention over packed sequences (softmax and attention
-//!   dropout fused), exact for the reference's left padding without computing padded rows.
-//! - [`BiasAct`]: `+ bias`, optionally then ReLU and dropout (the feed-forward's inner layer).
-//! - [`BiasResidual`]: `(h + bias)` with dropout, `+ residual`.
+//! - [`LayerNorm`]: row-wise layer norm with affine weight and bias (also as slice functions,
+//!   [`layer_norm_rows`] and [`layer_norm_rows_bwd`], for the fused block).
+//! - [`Attention`](super::attention::Attention) (in `attention.rs`): causal multi-head attention
+//!   over packed sequences (softmax and attention dropout fused), exact for the reference's left
+//!   padding without computing padded rows.
+//! - [`Block`](super::block::Block) (in `block.rs`): a whole block (layer norms, projections,
+//!   attention, feed-forward) as one op; the training and serving paths use it.
+//! - `BiasAct` (`+ bias`, optionally then ReLU and dropout) and `BiasResidual` (`(h + bias)` with
+//!   dropout, `+ residual`): test-only, for the op-by-op reference graph of a block.
 //! - [`RowLoss`]: positive and per-position negative logits gathered from the item embeddings and
 //!   the BCE loss over them, in one pass (gradients scattered only to the rows used).
 //! - [`SharedLoss`]: sampled softmax or gBCE over the positive logit (gathered) and the logits of
@@ -25,7 +29,7 @@ use candle_core::{
 use rayon::prelude::*;
 
 /// Rows per parallel chunk in row-wise kernels (fixed, so sums do not depend on threads).
-const ROW_CHUNK: usize = 256;
+pub(super) const ROW_CHUNK: usize = 256;
 
 /// SplitMix64's finalizer: a good 64-bit mix of a counter.
 #[inline]
@@ -71,13 +75,19 @@ impl Dropout {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn active(&self) -> bool {
         self.threshold > 0
     }
 
+    /// The factor a kept element is scaled by: `1 / (1 - p)` (1 without dropout).
+    pub(crate) fn keep_scale(&self) -> f32 {
+        self.scale
+    }
+
     /// The factor of element `i`: `0` (dropped) or `1 / (1 - p)`.
     #[inline]
-    fn factor(&self, i: usize) -> f32 {
+    pub(crate) fn factor(&self, i: usize) -> f32 {
         if self.threshold == 0 {
             return 1.0;
         }
@@ -89,9 +99,54 @@ impl Dropout {
             0.0
         }
     }
+
+    /// `out[j] = factor(2 · (start + j))`: the even elements from `2 · start` on, two per hash
+    /// (an element's 16-bit lane is `(i & 3) · 16` of the hash of `i >> 2`).
+    #[inline]
+    pub(crate) fn even_factors(&self, start: usize, out: &mut [f32]) {
+        if self.threshold == 0 {
+            out.fill(1.0);
+            return;
+        }
+        let mut h = 0;
+        for (j, o) in out.iter_mut().enumerate() {
+            let t = start + j;
+            if j == 0 || t & 1 == 0 {
+                h = mix(self.seed ^ (t as u64 >> 1));
+            }
+            let lane = ((h >> ((t & 1) * 32)) & 0xFFFF) as u32;
+            *o = if lane >= self.threshold {
+                self.scale
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// `Σ_{k < count} factor(2 · (start + k) + 1)`: the odd elements from `2 · start + 1` on, two
+    /// per hash.
+    pub(crate) fn odd_factor_sum(&self, start: usize, count: usize) -> f32 {
+        if self.threshold == 0 {
+            #[allow(clippy::cast_precision_loss)]
+            return count as f32;
+        }
+        let mut h = 0;
+        let mut total = 0f32;
+        for k in 0..count {
+            let t = start + k;
+            if k == 0 || t & 1 == 0 {
+                h = mix(self.seed ^ (t as u64 >> 1));
+            }
+            let lane = ((h >> ((t & 1) * 32 + 16)) & 0xFFFF) as u32;
+            if lane >= self.threshold {
+                total += self.scale;
+            }
+        }
+        total
+    }
 }
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(super) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
         _ => bail!("{op}: needs a contiguous f32 tensor"),
@@ -108,12 +163,22 @@ pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Re
     }
 }
 
-fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+pub(super) fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
     Tensor::from_vec(values, shape, &Device::Cpu)
 }
 
+/// `len` zeros in a buffer whose capacity is rounded up to a whole MiB: for a tensor whose size
+/// changes from step to step (the compact embedding table's gradient), so the allocator sees the
+/// same few sizes every step and reuses their memory instead of mapping and clearing fresh pages.
+pub(super) fn zeroed(len: usize) -> Vec<f32> {
+    const GRAIN: usize = 1 << 18;
+    let mut v = Vec::with_capacity(len.div_ceil(GRAIN) * GRAIN);
+    v.resize(len, 0.0);
+    v
+}
+
 /// Sums per-chunk partial vectors in chunk order.
-fn sum_partials(parts: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
+pub(super) fn sum_partials(parts: Vec<Vec<f32>>, n: usize) -> Vec<f32> {
     let mut total = vec![0f32; n];
     for part in parts {
         total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
@@ -183,7 +248,7 @@ impl CustomOp2 for Embed {
         let (n_rows, d) = emb.dims2()?;
         let (n_pos, _) = pos.dims2()?;
         let (g_emb, g_pos) = with_f32(grad, |g| {
-            let mut g_emb = vec![0f32; n_rows * d];
+            let mut g_emb = zeroed(n_rows * d);
             let mut g_pos = vec![0f32; n_pos * d];
             for (r, (&item, &t)) in self.items.iter().zip(self.positions.iter()).enumerate() {
                 if item == 0 {
@@ -222,6 +287,76 @@ fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
+/// Layer norm of each `d`-row of `x` (`d` = `w.len()`) into `out`.
+pub(super) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    out.par_chunks_mut(ROW_CHUNK * d)
+        .zip(x.par_chunks(ROW_CHUNK * d))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                let (mean, rstd) = moments(x, eps);
+                for j in 0..d {
+                    o[j] = (x[j] - mean) * rstd * w[j] + b[j];
+                }
+            }
+        });
+}
+
+/// The backward pass of [`layer_norm_rows`] for the output gradient `g`: the input's gradient
+/// written to `gx` (added to it if `accumulate`), the weight's and bias's returned (summed in
+/// fixed row chunks, in order).
+pub(super) fn layer_norm_rows_bwd(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    eps: f32,
+    gx: &mut [f32],
+    accumulate: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    #[allow(clippy::cast_precision_loss)]
+    let inv_d = 1.0 / d as f32;
+    let parts: Vec<(Vec<f32>, Vec<f32>)> = gx
+        .par_chunks_mut(ROW_CHUNK * d)
+        .zip(x.par_chunks(ROW_CHUNK * d))
+        .zip(g.par_chunks(ROW_CHUNK * d))
+        .map(|((gx, x), g)| {
+            let mut gw = vec![0f32; d];
+            let mut gb = vec![0f32; d];
+            let mut xhat = vec![0f32; d];
+            for ((gx, x), g) in gx
+                .chunks_exact_mut(d)
+                .zip(x.chunks_exact(d))
+                .zip(g.chunks_exact(d))
+            {
+                let (mean, rstd) = moments(x, eps);
+                let (mut s1, mut s2) = (0f32, 0f32);
+                for j in 0..d {
+                    xhat[j] = (x[j] - mean) * rstd;
+                    gw[j] += g[j] * xhat[j];
+                    gb[j] += g[j];
+                    let gh = g[j] * w[j];
+                    s1 += gh;
+                    s2 += gh * xhat[j];
+                }
+                s1 *= inv_d;
+                s2 *= inv_d;
+                for j in 0..d {
+                    let v = rstd * (g[j] * w[j] - s1 - xhat[j] * s2);
+                    if accumulate {
+                        gx[j] += v;
+                    } else {
+                        gx[j] = v;
+                    }
+                }
+            }
+            (gw, gb)
+        })
+        .collect();
+    let (gws, gbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    (sum_partials(gws, d), sum_partials(gbs, d))
+}
+
 impl CustomOp3 for LayerNorm {
     fn name(&self) -> &'static str {
         "attune-sasrec-layer-norm"
@@ -244,16 +379,7 @@ impl CustomOp3 for LayerNorm {
             bail!("{}: shapes do not match", self.name())
         }
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(ROW_CHUNK * d)
-            .zip(x.par_chunks(ROW_CHUNK * d))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    let (mean, rstd) = moments(x, self.eps);
-                    for j in 0..d {
-                        o[j] = (x[j] - mean) * rstd * w[j] + b[j];
-                    }
-                }
-            });
+        layer_norm_rows(x, w, b, self.eps, &mut out);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -270,42 +396,8 @@ impl CustomOp3 for LayerNorm {
             with_f32(w, |w| {
                 with_f32(grad, |g| {
                     let mut gx = vec![0f32; x.len()];
-                    #[allow(clippy::cast_precision_loss)]
-                    let inv_d = 1.0 / d as f32;
-                    let parts: Vec<(Vec<f32>, Vec<f32>)> = gx
-                        .par_chunks_mut(ROW_CHUNK * d)
-                        .zip(x.par_chunks(ROW_CHUNK * d))
-                        .zip(g.par_chunks(ROW_CHUNK * d))
-                        .map(|((gx, x), g)| {
-                            let mut gw = vec![0f32; d];
-                            let mut gb = vec![0f32; d];
-                            let mut xhat = vec![0f32; d];
-                            for ((gx, x), g) in gx
-                                .chunks_exact_mut(d)
-                                .zip(x.chunks_exact(d))
-                                .zip(g.chunks_exact(d))
-                            {
-                                let (mean, rstd) = moments(x, self.eps);
-                                let (mut s1, mut s2) = (0f32, 0f32);
-                                for j in 0..d {
-                                    xhat[j] = (x[j] - mean) * rstd;
-                                    gw[j] += g[j] * xhat[j];
-                                    gb[j] += g[j];
-                                    let gh = g[j] * w[j];
-                                    s1 += gh;
-                                    s2 += gh * xhat[j];
-                                }
-                                s1 *= inv_d;
-                                s2 *= inv_d;
-                                for j in 0..d {
-                                    gx[j] = rstd * (g[j] * w[j] - s1 - xhat[j] * s2);
-                                }
-                            }
-                            (gw, gb)
-                        })
-                        .collect();
-                    let (gws, gbs): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
-                    Ok((gx, sum_partials(gws, d), sum_partials(gbs, d)))
+                    let (gw, gb) = layer_norm_rows_bwd(x, w, g, self.eps, &mut gx, false);
+                    Ok((gx, gw, gb))
                 })
             })
         })?;
@@ -329,7 +421,7 @@ pub(crate) struct Packing {
 impl Packing {
     /// Start of sequence `s`'s block of attention weights (`heads · n²` each) in the index space
     /// of the attention dropout mask.
-    fn prob_offsets(&self, heads: usize) -> Vec<usize> {
+    pub(super) fn prob_offsets(&self, heads: usize) -> Vec<usize> {
         let mut out = Vec::with_capacity(self.pads.len() + 1);
         let mut at = 0;
         out.push(0);
@@ -343,7 +435,7 @@ impl Packing {
 }
 
 /// Splits `v` into consecutive mutable pieces of the given lengths.
-fn split_by(mut v: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+pub(super) fn split_by(mut v: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
     let mut out = Vec::new();
     for len in lens {
         let (head, tail) = v.split_at_mut(len);
@@ -353,277 +445,15 @@ fn split_by(mut v: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f
     out
 }
 
-/// Causal multi-head attention over packed sequences, softmax and attention dropout fused:
-/// inputs `q` `[rows, d]`, `kv` `[rows, 2d]` (keys then values, biases included) and the
-/// key/value bias `[2d]`; output `[rows, d]`.
-///
-/// Exact for the reference's left-padded layout without computing it: a padding position's
-/// block input is zero (timeline mask), so its key is the key bias and its value the value
-/// bias. The `p` padding keys before a sequence are one logit `q·b_k` counted `p` times in the
-/// softmax (each with its own dropout draw), and padding queries are never computed: the
-/// reference masks their outputs to zero.
-pub(crate) struct Attention {
-    pub(crate) packing: Arc<Packing>,
-    pub(crate) heads: usize,
-    pub(crate) scale: f32,
-    pub(crate) dropout: Dropout,
-    /// Per row and head, [`ROW_STATS`] values: the softmax's max logit and `1 / Σ`, one
-    /// padding key's weight and the sum of the padding keys' dropout factors. The backward pass
-    /// recomputes the real keys' weights from them instead of keeping `n²` of them per sequence
-    /// (exactly: the same operations in the same order).
-    saved: Mutex<Option<Vec<f32>>>,
-}
-
-/// Values kept per row and head by [`Attention`]'s forward pass.
-const ROW_STATS: usize = 4;
-
-impl Attention {
-    pub(crate) fn new(packing: Arc<Packing>, heads: usize, scale: f32, dropout: Dropout) -> Self {
-        Attention {
-            packing,
-            heads,
-            scale,
-            dropout,
-            saved: Mutex::new(None),
-        }
-    }
-
-    /// The dropout factor of real key `j` for query `i` of head `h` of the sequence whose
-    /// probabilities start at `base`.
-    #[inline]
-    fn real_factor(&self, base: usize, n: usize, h: usize, i: usize, j: usize) -> f32 {
-        self.dropout.factor(2 * (base + (h * n + i) * n + j))
-    }
-
-    /// The sum of the dropout factors of the `pads` padding keys of `row`, head `h`.
-    fn pad_weight(&self, row: usize, h: usize, pads: usize) -> f32 {
-        if !self.dropout.active() {
-            #[allow(clippy::cast_precision_loss)]
-            return pads as f32;
-        }
-        (0..pads)
-            .map(|k| {
-                self.dropout
-                    .factor(2 * ((row * self.heads + h) * MAX_POSITIONS + k) + 1)
-            })
-            .sum()
-    }
-}
-
-/// Positions a sequence can have (`max_len` is validated against it).
-pub(crate) const MAX_POSITIONS: usize = 4096;
-
-impl CustomOp3 for Attention {
-    fn name(&self) -> &'static str {
-        "attune-sasrec-attention"
-    }
-
-    #[allow(clippy::too_many_lines)]
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let q = cpu_f32(s1, l1, self.name())?;
-        let kv = cpu_f32(s2, l2, self.name())?;
-        let bkv = cpu_f32(s3, l3, self.name())?;
-        let (rows, d) = l1.shape().dims2()?;
-        let pk = &self.packing;
-        if l2.shape().dims2()? != (rows, 2 * d)
-            || bkv.len() != 2 * d
-            || pk.offsets.last() != Some(&rows)
-            || !d.is_multiple_of(self.heads)
-        {
-            bail!("{}: shapes do not match", self.name())
-        }
-        let (heads, dh) = (self.heads, d / self.heads);
-        let prob_off = pk.prob_offsets(heads);
-        let mut out = vec![0f32; rows * d];
-        let mut stats = vec![0f32; rows * heads * ROW_STATS];
-        let lens = || pk.offsets.windows(2).map(|w| w[1] - w[0]);
-        let outs = split_by(&mut out, lens().map(|n| n * d));
-        let sts = split_by(&mut stats, lens().map(|n| n * heads * ROW_STATS));
-        outs.into_par_iter()
-            .zip(sts)
-            .enumerate()
-            .for_each(|(s, (out, stats))| {
-                let r0 = pk.offsets[s];
-                let n = pk.offsets[s + 1] - r0;
-                let pads = pk.pads[s];
-                let mut e = vec![0f32; n];
-                for h in 0..heads {
-                    let bk = &bkv[h * dh..(h + 1) * dh];
-                    let bv = &bkv[d + h * dh..d + (h + 1) * dh];
-                    for i in 0..n {
-                        let qi = &q[(r0 + i) * d + h * dh..(r0 + i) * d + (h + 1) * dh];
-                        let mut max = f32::NEG_INFINITY;
-                        for (j, e) in e[..=i].iter_mut().enumerate() {
-                            let kj = &kv[(r0 + j) * 2 * d + h * dh..][..dh];
-                            *e = self.scale * dot(qi, kj);
-                            max = max.max(*e);
-                        }
-                        let a = self.scale * dot(qi, bk);
-                        if pads > 0 {
-                            max = max.max(a);
-                        }
-                        let mut z = 0f32;
-                        for e in &mut e[..=i] {
-                            *e = (*e - max).exp();
-                            z += *e;
-                        }
-                        let ea = if pads > 0 { (a - max).exp() } else { 0.0 };
-                        #[allow(clippy::cast_precision_loss)]
-                        let z = z + pads as f32 * ea;
-                        let inv = 1.0 / z;
-                        let ppad = ea * inv;
-                        let w = self.pad_weight(r0 + i, h, pads);
-                        let st = &mut stats[(i * heads + h) * ROW_STATS..][..ROW_STATS];
-                        st.copy_from_slice(&[max, inv, ppad, w]);
-                        let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
-                        let c = w * ppad;
-                        o.iter_mut().zip(bv).for_each(|(o, b)| *o = c * b);
-                        for (j, &e) in e[..=i].iter().enumerate() {
-                            let c = e * inv * self.real_factor(prob_off[s], n, h, i, j);
-                            if c != 0.0 {
-                                let vj = &kv[(r0 + j) * 2 * d + d + h * dh..][..dh];
-                                o.iter_mut().zip(vj).for_each(|(o, v)| *o += c * v);
-                            }
-                        }
-                    }
-                }
-            });
-        if let Ok(mut saved) = self.saved.lock() {
-            *saved = Some(stats);
-        }
-        Ok((CpuStorage::F32(out), Shape::from((rows, d))))
-    }
-
-    #[allow(clippy::too_many_lines)]
-    fn bwd(
-        &self,
-        q: &Tensor,
-        kv: &Tensor,
-        bkv: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (rows, d) = q.dims2()?;
-        let (heads, dh) = (self.heads, d / self.heads);
-        let pk = &self.packing;
-        let prob_off = pk.prob_offsets(heads);
-        let Some(stats) = self.saved.lock().ok().and_then(|mut s| s.take()) else {
-            bail!("{}: backward without forward", self.name())
-        };
-        let mut dq = vec![0f32; rows * d];
-        let mut dkv = vec![0f32; rows * 2 * d];
-        let partials: Vec<Vec<f32>> = with_f32(q, |q| {
-            with_f32(kv, |kv| {
-                with_f32(bkv, |bkv| {
-                    with_f32(grad, |g| {
-                        let lens = || pk.offsets.windows(2).map(|w| w[1] - w[0]);
-                        let dqs = split_by(&mut dq, lens().map(|n| n * d));
-                        let dkvs = split_by(&mut dkv, lens().map(|n| n * 2 * d));
-                        Ok(dqs
-                            .into_par_iter()
-                            .zip(dkvs)
-                            .enumerate()
-                            .map(|(s, (dq, dkv))| {
-                                let r0 = pk.offsets[s];
-                                let n = pk.offsets[s + 1] - r0;
-                                #[allow(clippy::cast_precision_loss)]
-                                let pads = pk.pads[s] as f32;
-                                let mut dbkv = vec![0f32; 2 * d];
-                                let mut ds = vec![0f32; n];
-                                // The probabilities (recomputed exactly as the forward pass
-                                // did) and the dropout factors of the current query's keys.
-                                let mut p = vec![0f32; n];
-                                let mut f = vec![0f32; n];
-                                for h in 0..heads {
-                                    let bk = &bkv[h * dh..(h + 1) * dh];
-                                    let bv = &bkv[d + h * dh..d + (h + 1) * dh];
-                                    for i in 0..n {
-                                        let row = r0 + i;
-                                        let go = &g[row * d + h * dh..][..dh];
-                                        let qi = &q[row * d + h * dh..][..dh];
-                                        let st =
-                                            &stats[(row * heads + h) * ROW_STATS..][..ROW_STATS];
-                                        let (max, inv, ppad, w) = (st[0], st[1], st[2], st[3]);
-                                        let dpad = dot(go, bv);
-                                        let mut sum = w * dpad * ppad;
-                                        for j in 0..=i {
-                                            let kj = &kv[(r0 + j) * 2 * d + h * dh..][..dh];
-                                            p[j] = (self.scale * dot(qi, kj) - max).exp() * inv;
-                                            f[j] = self.real_factor(prob_off[s], n, h, i, j);
-                                            let vj = &kv[(r0 + j) * 2 * d + d + h * dh..][..dh];
-                                            ds[j] =
-                                                if f[j] == 0.0 { 0.0 } else { f[j] * dot(go, vj) };
-                                            sum += ds[j] * p[j];
-                                        }
-                                        // d loss / d logit, times the score scale.
-                                        for j in 0..=i {
-                                            ds[j] = self.scale * p[j] * (ds[j] - sum);
-                                        }
-                                        let da = self.scale * ppad * (w * dpad - pads * sum);
-                                        {
-                                            let dqi = &mut dq[i * d + h * dh..][..dh];
-                                            dqi.iter_mut().zip(bk).for_each(|(x, b)| *x += da * b);
-                                            for j in 0..=i {
-                                                let kj = &kv[(r0 + j) * 2 * d + h * dh..][..dh];
-                                                let c = ds[j];
-                                                dqi.iter_mut()
-                                                    .zip(kj)
-                                                    .for_each(|(x, k)| *x += c * k);
-                                            }
-                                        }
-                                        dbkv[h * dh..(h + 1) * dh]
-                                            .iter_mut()
-                                            .zip(qi)
-                                            .for_each(|(x, q)| *x += da * q);
-                                        let cv = w * ppad;
-                                        dbkv[d + h * dh..d + (h + 1) * dh]
-                                            .iter_mut()
-                                            .zip(go)
-                                            .for_each(|(x, g)| *x += cv * g);
-                                        for j in 0..=i {
-                                            let dkj = &mut dkv[j * 2 * d + h * dh..][..dh];
-                                            let c = ds[j];
-                                            dkj.iter_mut().zip(qi).for_each(|(x, q)| *x += c * q);
-                                            let c = p[j] * f[j];
-                                            if c != 0.0 {
-                                                let dvj = &mut dkv[j * 2 * d + d + h * dh..][..dh];
-                                                dvj.iter_mut()
-                                                    .zip(go)
-                                                    .for_each(|(x, g)| *x += c * g);
-                                            }
-                                        }
-                                    }
-                                }
-                                dbkv
-                            })
-                            .collect())
-                    })
-                })
-            })
-        })?;
-        let dbkv = sum_partials(partials, 2 * d);
-        Ok((
-            Some(tensor(dq, (rows, d))?),
-            Some(tensor(dkv, (rows, 2 * d))?),
-            Some(tensor(dbkv, 2 * d)?),
-        ))
-    }
-}
-
-/// `h + bias` over rows, then (if `relu`) ReLU and dropout: `[rows, n]` and `[n]`.
+/// `h + bias` over rows, then (if `relu`) ReLU and dropout: `[rows, n]` and `[n]`. The fused
+/// block ([`super::block`]) does this itself; kept for the op-by-op reference graph.
+#[cfg(test)]
 pub(crate) struct BiasAct {
     pub(crate) relu: bool,
     pub(crate) dropout: Dropout,
 }
 
+#[cfg(test)]
 impl CustomOp2 for BiasAct {
     fn name(&self) -> &'static str {
         "attune-sasrec-bias-act"
@@ -705,11 +535,14 @@ impl CustomOp2 for BiasAct {
     }
 }
 
-/// `(h + bias) · dropout + residual`: `h` and `residual` `[rows, n]`, bias `[n]`.
+/// `(h + bias) · dropout + residual`: `h` and `residual` `[rows, n]`, bias `[n]`. Kept for the
+/// op-by-op reference graph, like [`BiasAct`].
+#[cfg(test)]
 pub(crate) struct BiasResidual {
     pub(crate) dropout: Dropout,
 }
 
+#[cfg(test)]
 impl CustomOp3 for BiasResidual {
     fn name(&self) -> &'static str {
         "attune-sasrec-bias-residual"
@@ -952,7 +785,7 @@ impl CustomOp2 for RowLoss {
                         gh.iter_mut().zip(e).for_each(|(g, e)| *g += go * c * e);
                     }
                 });
-                let mut ge = vec![0f32; n_items * d];
+                let mut ge = zeroed(n_items * d);
                 for row in 0..rows {
                     let t = self.targets[row] as usize;
                     if t == 0 {
@@ -1138,7 +971,7 @@ impl CustomOp3 for SharedLoss {
                         gh.iter_mut().zip(e).for_each(|(g, e)| *g = c * e);
                     }
                 });
-                let mut ge = vec![0f32; n_items * d];
+                let mut ge = zeroed(n_items * d);
                 for row in 0..rows {
                     let t = self.targets[row] as usize;
                     if t == 0 {

@@ -246,3 +246,52 @@ fn the_compact_embedding_gradient_and_sparse_adam_equal_the_dense_ones() {
         }
     }
 }
+
+/// The loss and every weight's gradient, with the blocks fused or op by op.
+fn loss_and_gradients(
+    model: &SasRec,
+    input: &StepInput,
+    seed: Option<u64>,
+    unfused: bool,
+) -> (f32, Vec<Vec<f32>>) {
+    super::model::reference::UNFUSED.with(|u| u.set(unfused));
+    let w = model.weights(true);
+    let l = loss_graph(model, &w, input, seed).expect("loss");
+    let grads = l.backward().expect("backward");
+    super::model::reference::UNFUSED.with(|u| u.set(false));
+    let g = model
+        .vars
+        .iter()
+        .map(|v| values(grads.get(v.as_tensor()).expect("gradient")))
+        .collect();
+    (l.to_scalar::<f32>().expect("scalar"), g)
+}
+
+#[test]
+fn the_fused_block_matches_the_op_by_op_graph() {
+    for loss in ALL_LOSSES {
+        for (dropout, heads) in [(0.0, 1), (0.3, 2), (0.5, 1)] {
+            let config = tiny(loss, dropout, heads);
+            let model = SasRec::new(&config, 15).expect("model");
+            let input = input(&config, 15);
+            for seed in [Some(5), None] {
+                let (la, ga) = loss_and_gradients(&model, &input, seed, false);
+                let (lb, gb) = loss_and_gradients(&model, &input, seed, true);
+                let what = format!("{loss:?} dropout {dropout} heads {heads} seed {seed:?}");
+                assert!(
+                    (la - lb).abs() <= 1e-5 * lb.abs().max(1.0),
+                    "{what}: {la} vs {lb}"
+                );
+                for ((name, a), b) in model.names.iter().zip(&ga).zip(&gb) {
+                    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                        assert!(
+                            (x - y).abs() <= 1e-4 * scale,
+                            "{what}: {name}[{i}]: fused {x} vs op by op {y}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
