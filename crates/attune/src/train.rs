@@ -15,7 +15,9 @@ use attune_model::data::split::{self, Case, Split};
 use attune_model::data::{self, Dataset, Source, events::Grouping};
 use attune_model::eval::{self, EvalOptions, Protocol};
 use attune_model::popularity::{Popularity, PopularityConfig};
-use attune_model::sasrec::{self, ModelInfo, Progress, SasRec, SasRecConfig, TrainOptions};
+use attune_model::sasrec::{
+    self, ModelInfo, Progress, SasRec, SasRecConfig, SasRecLoss, TrainOptions,
+};
 
 use crate::evaluate::ProtocolArg;
 
@@ -68,6 +70,13 @@ pub(crate) struct TrainArgs {
     /// SASRec: training epochs (overrides the config).
     #[arg(long)]
     epochs: Option<usize>,
+    /// SASRec: the training loss (overrides the config).
+    #[arg(long, value_enum)]
+    loss: Option<LossArg>,
+    /// SASRec: negatives per position for `bce`, shared per batch for `sampled-softmax` and
+    /// `gbce`; `softmax` uses every item (overrides the config).
+    #[arg(long)]
+    negatives: Option<usize>,
     /// SASRec: worker threads, 0 for one per core (overrides the config).
     #[arg(long)]
     threads: Option<usize>,
@@ -84,6 +93,30 @@ pub(crate) struct TrainArgs {
     /// The model directory to write (created if missing).
     #[arg(long)]
     out: PathBuf,
+}
+
+/// SASRec's training losses (see `SasRecLoss`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum LossArg {
+    /// The paper's binary cross-entropy with one sampled negative per position.
+    Bce,
+    /// Cross-entropy against `--negatives` items shared by the batch.
+    SampledSoftmax,
+    /// Cross-entropy against every item.
+    Softmax,
+    /// gBCE over the shared negatives.
+    Gbce,
+}
+
+impl From<LossArg> for SasRecLoss {
+    fn from(arg: LossArg) -> SasRecLoss {
+        match arg {
+            LossArg::Bce => SasRecLoss::Bce,
+            LossArg::SampledSoftmax => SasRecLoss::SampledSoftmax,
+            LossArg::Softmax => SasRecLoss::Softmax,
+            LossArg::Gbce => SasRecLoss::Gbce,
+        }
+    }
 }
 
 /// How an event log is grouped into sequences.
@@ -229,6 +262,12 @@ fn train_sasrec(args: &TrainArgs, source: &Source, dataset: &Dataset) -> anyhow:
     let mut config: SasRecConfig = read_config(args.config.as_deref())?;
     if let Some(e) = args.epochs {
         config.epochs = e;
+    }
+    if let Some(l) = args.loss {
+        config.loss = l.into();
+    }
+    if let Some(n) = args.negatives {
+        config.negatives = n;
     }
     if let Some(t) = args.threads {
         config.threads = t;

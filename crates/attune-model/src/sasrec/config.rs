@@ -15,6 +15,10 @@ pub enum SasRecLoss {
     /// Cross-entropy of the next item against `negatives` items drawn uniformly once per batch
     /// and shared by every position of the batch (a negative equal to the target is ignored).
     SampledSoftmax,
+    /// Cross-entropy of the next item against every other item (the full softmax; `negatives`
+    /// is not used). Each step multiplies its positions by the whole embedding table, so it costs
+    /// about `items / negatives` times a sampled softmax step: for catalogs of tens of thousands.
+    Softmax,
     /// gBCE (Petrov & Macdonald, RecSys 2023): binary cross-entropy over the same shared
     /// negatives with the positive's probability raised to β, which calibrates the scores for
     /// the sampling rate (`gbce_t` sets how far).
@@ -27,6 +31,7 @@ impl SasRecLoss {
         match self {
             SasRecLoss::Bce => "bce",
             SasRecLoss::SampledSoftmax => "sampled_softmax",
+            SasRecLoss::Softmax => "softmax",
             SasRecLoss::Gbce => "gbce",
         }
     }
@@ -64,7 +69,8 @@ pub struct SasRecConfig {
     pub epochs: usize,
     /// The training loss.
     pub loss: SasRecLoss,
-    /// Negatives: per position for `bce`, shared per batch for `sampled_softmax` and `gbce`.
+    /// Negatives: per position for `bce`, shared per batch for `sampled_softmax` and `gbce`;
+    /// `softmax` ignores it (every item is a negative).
     pub negatives: usize,
     /// gBCE's calibration parameter t in `[0, 1]` (0 is plain BCE, 1 fully calibrated).
     pub gbce_t: f64,

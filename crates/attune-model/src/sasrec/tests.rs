@@ -46,9 +46,10 @@ fn values(t: &Tensor) -> Vec<f32> {
     with_f32(t, |v| Ok(v.to_vec())).expect("values")
 }
 
-const ALL_LOSSES: [SasRecLoss; 3] = [
+const ALL_LOSSES: [SasRecLoss; 4] = [
     SasRecLoss::Bce,
     SasRecLoss::SampledSoftmax,
+    SasRecLoss::Softmax,
     SasRecLoss::Gbce,
 ];
 
@@ -160,6 +161,45 @@ fn gradients_match_finite_differences() {
     eprintln!(
         "finite differences: {checked} checks ({skipped} at kinks, {loose} above 2%), \
          worst relative error {worst:.2e}"
+    );
+}
+
+#[test]
+fn the_softmax_loss_is_the_cross_entropy_over_every_item() {
+    // One position per sequence (two items each): the loss is the mean over sequences of
+    // -log softmax(h · E[1..=n])[target], computed here from the serving path's hidden states.
+    let config = tiny(SasRecLoss::Softmax, 0.0, 2);
+    let n = 15;
+    let model = SasRec::new(&config, n).expect("model");
+    let seqs: [&[u32]; 4] = [&[1, 2], &[3, 15], &[7, 7], &[12, 4]];
+    let step = make_step(&config, n, &seqs, &mut StdRng::seed_from_u64(1));
+    assert_eq!(step.negatives.len(), n, "every item, padding excluded");
+    let w = model.weights(false);
+    let loss = f64::from(
+        loss_graph(&model, &w, &step, None)
+            .and_then(|l| l.to_scalar::<f32>())
+            .expect("loss"),
+    );
+
+    let d = config.hidden;
+    let inputs: Vec<&[u32]> = seqs.iter().map(|s| &s[..1]).collect();
+    let states = model.last_states(&inputs).expect("states");
+    let table = values(&model.item_embeddings());
+    let mut expected = 0.0;
+    for (row, s) in seqs.iter().enumerate() {
+        let h = &states[row * d..(row + 1) * d];
+        let logit = |item: usize| -> f64 {
+            let e = &table[item * d..(item + 1) * d];
+            h.iter().zip(e).map(|(a, b)| f64::from(a * b)).sum()
+        };
+        let max = (1..=n).map(logit).fold(f64::MIN, f64::max);
+        let log_z = max + (1..=n).map(|i| (logit(i) - max).exp()).sum::<f64>().ln();
+        expected += log_z - logit(s[1] as usize);
+    }
+    expected /= seqs.len() as f64;
+    assert!(
+        (loss - expected).abs() < 1e-4 * expected.abs().max(1.0),
+        "loss {loss}, expected {expected}"
     );
 }
 

@@ -109,6 +109,8 @@ pub(crate) fn make_step(
     let per_row = config.loss == SasRecLoss::Bce;
     let mut negatives = Vec::with_capacity(if per_row {
         targets.len() * config.negatives
+    } else if config.loss == SasRecLoss::Softmax {
+        num_items
     } else {
         config.negatives
     });
@@ -129,6 +131,9 @@ pub(crate) fn make_step(
                 negatives.push(neg);
             }
         }
+    } else if config.loss == SasRecLoss::Softmax {
+        // Every item but the padding row.
+        negatives.extend(1..=n);
     } else {
         negatives.extend((0..config.negatives).map(|_| rng.random_range(1..=n)));
     }
@@ -153,7 +158,8 @@ pub(crate) fn loss_graph(
             &w[0],
             RowLoss::new(input.targets.clone(), input.negatives.clone(), c.negatives),
         ),
-        SasRecLoss::SampledSoftmax | SasRecLoss::Gbce => {
+        SasRecLoss::SampledSoftmax | SasRecLoss::Softmax | SasRecLoss::Gbce => {
+            // (`w[0]` may be a step's compact table, whose rows are in another order.)
             let ids = Tensor::from_slice(&input.negatives, input.negatives.len(), &Device::Cpu)?;
             let neg_emb = w[0].index_select(&ids, 0)?;
             let logits = h.matmul(&neg_emb.t()?)?;

@@ -430,6 +430,33 @@ fn train_and_evaluate_sasrec_on_a_small_slice() {
     let hr10 = report["metrics"]["hr@10"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&hr10), "{report}");
 
+    // The loss and the negatives are chosen by flag, over the config, and recorded.
+    for (loss, negatives) in [("softmax", "32"), ("bce", "3")] {
+        let other = data.join(format!("sasrec-{loss}"));
+        ok(&run(&[
+            &["train", "--model", "sasrec", "--config", s(&config)][..],
+            &["--epochs", "1", "--loss", loss, "--negatives", negatives],
+            &common[..],
+            &["--out", s(&other)],
+        ]
+        .concat()));
+        let manifest: Value =
+            serde_json::from_str(&std::fs::read_to_string(other.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest["hyper_parameters"]["loss"], loss, "{manifest}");
+        assert_eq!(
+            manifest["hyper_parameters"]["negatives"].to_string(),
+            negatives
+        );
+    }
+    let err = fails(&run(&[
+        &["train", "--model", "sasrec", "--loss", "hinge"],
+        &common[..],
+        &["--out", s(&model)],
+    ]
+    .concat()));
+    assert!(err.contains("hinge") && err.contains("softmax"), "{err}");
+
     // Bad SASRec settings are named.
     std::fs::write(&config, "hidden: 16\nheads: 3\n").unwrap();
     let err = fails(&run(&[
