@@ -357,16 +357,18 @@ fn train_sasrec(args: &TrainArgs, source: &Source, dataset: &Dataset) -> anyhow:
         metrics,
     };
     model.save(&args.out, &info)?;
+    let best = match (report.best_epoch, report.best_metric) {
+        (Some(epoch), Some(value)) => format!("best epoch {epoch} ({metric} {value:.4})"),
+        _ => "no validation".to_owned(),
+    };
     eprintln!(
-        "trained SASRec: {} epochs{}, best epoch {:?} ({metric} {:?}), {:.0} sequences/s, {seconds:.1} s; wrote {}",
+        "trained SASRec: {} epochs{}, {best}, {:.0} sequences/s, {seconds:.1} s; wrote {}",
         report.epochs_completed,
         if report.stopped_early {
             " (stopped early)"
         } else {
             ""
         },
-        report.best_epoch,
-        report.best_metric,
         report.sequences_per_second,
         args.out.display()
     );

@@ -28,6 +28,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use super::tile;
+
 /// Rows per parallel chunk in row-wise kernels (fixed, so sums do not depend on threads).
 pub(super) const ROW_CHUNK: usize = 256;
 
@@ -877,6 +879,19 @@ impl CustomOp3 for SharedLoss {
         let mut pos_coef = vec![0f32; rows];
         let mut neg_coef = vec![0f32; rows * n];
         let kind = self.kind;
+        // Where each negative stands, sorted by item: a row finds the slots of its own target
+        // (ignored as a negative) by binary search instead of comparing every slot.
+        let mut slots: Vec<(u32, u32)> = Vec::new();
+        if matches!(kind, SharedKind::Softmax) {
+            #[allow(clippy::cast_possible_truncation)]
+            slots.extend(
+                self.negatives
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &i)| (i, j as u32)),
+            );
+            slots.sort_unstable();
+        }
         let losses: Vec<f64> = pos_coef
             .par_chunks_mut(ROW_CHUNK)
             .zip(neg_coef.par_chunks_mut(ROW_CHUNK * n))
@@ -894,24 +909,23 @@ impl CustomOp3 for SharedLoss {
                     let logits = &neg[row * n..(row + 1) * n];
                     match kind {
                         SharedKind::Softmax => {
-                            let mut max = s;
-                            for (&l, &item) in logits.iter().zip(self.negatives.iter()) {
-                                if item != t {
-                                    max = max.max(l);
-                                }
+                            // Branch-free passes that vectorize: the shift is the largest
+                            // logit of the row (the target's own slots included: any bound
+                            // keeps the exponentials finite), then the target's slots are
+                            // zeroed before the sum, so they count as no negative.
+                            let max = s.max(tile::max(logits));
+                            nc.iter_mut()
+                                .zip(logits)
+                                .for_each(|(c, &l)| *c = tile::exp_neg(l - max));
+                            let from = slots.partition_point(|&(i, _)| i < t);
+                            for &(_, j) in slots[from..].iter().take_while(|&&(i, _)| i == t) {
+                                nc[j as usize] = 0.0;
                             }
-                            let e0 = (s - max).exp();
-                            let mut sum = e0;
-                            for ((&l, &item), c) in
-                                logits.iter().zip(self.negatives.iter()).zip(nc.iter_mut())
-                            {
-                                if item != t {
-                                    *c = (l - max).exp();
-                                    sum += *c;
-                                }
-                            }
+                            let e0 = tile::exp_neg(s - max);
+                            let sum = e0 + tile::sum(nc);
                             let isum = 1.0 / sum;
-                            nc.iter_mut().for_each(|c| *c *= isum * inv);
+                            let scale = isum * inv;
+                            nc.iter_mut().for_each(|c| *c *= scale);
                             *pc = (e0 * isum - 1.0) * inv;
                             total += f64::from(max + sum.ln() - s);
                         }
