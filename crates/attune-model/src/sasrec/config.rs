@@ -154,6 +154,21 @@ impl SasRecConfig {
         if self.hidden > 4096 {
             return bad("hidden", self.hidden, "must be at most 4096");
         }
+        if self.batch > 65_536 {
+            return bad("batch", self.batch, "must be at most 65536");
+        }
+        // Each step allocates its negatives up front: per position for `bce`, per batch else.
+        let (max_negatives, per) = match self.loss {
+            SasRecLoss::Bce => (1_000, "per position for bce"),
+            _ => (1_000_000, "shared by a batch"),
+        };
+        if self.negatives > max_negatives {
+            return bad(
+                "negatives",
+                self.negatives,
+                &format!("must be at most {max_negatives} {per}"),
+            );
+        }
         if !self.hidden.is_multiple_of(self.heads) {
             return bad("heads", self.heads, "must divide hidden");
         }
@@ -217,6 +232,15 @@ mod tests {
             ("dropout", Box::new(|c| c.dropout = 1.0)),
             ("learning_rate", Box::new(|c| c.learning_rate = -1.0)),
             ("negatives", Box::new(|c| c.negatives = 0)),
+            ("negatives", Box::new(|c| c.negatives = 2_000_000)),
+            (
+                "negatives",
+                Box::new(|c| {
+                    c.loss = SasRecLoss::Bce;
+                    c.negatives = 2_000;
+                }),
+            ),
+            ("batch", Box::new(|c| c.batch = 1 << 40)),
             ("beta2", Box::new(|c| c.beta2 = 1.5)),
         ];
         for (field, change) in cases {

@@ -456,6 +456,16 @@ fn train_and_evaluate_sasrec_on_a_small_slice() {
     ]
     .concat()));
     assert!(err.contains("hinge") && err.contains("softmax"), "{err}");
+    let err = fails(&run(&[
+        &["train", "--model", "sasrec", "--negatives", "99999999999"][..],
+        &common[..],
+        &["--out", s(&model)],
+    ]
+    .concat()));
+    assert!(
+        err.contains("negatives") && err.contains("at most"),
+        "{err}"
+    );
 
     // Bad SASRec settings are named.
     std::fs::write(&config, "hidden: 16\nheads: 3\n").unwrap();
