@@ -74,6 +74,10 @@ pub struct SasRecConfig {
     pub negatives: usize,
     /// gBCE's calibration parameter t in `[0, 1]` (0 is plain BCE, 1 fully calibrated).
     pub gbce_t: f64,
+    /// Cosine output: when above 0, an item's score is this scale times the cosine between
+    /// the sequence's final state and the item's embedding (both L2-normalized, as in NISER and
+    /// CORE for session data) instead of their dot product. 0: the paper's dot product.
+    pub cosine_scale: f64,
     /// Evaluate on the validation split every this many epochs (and after the last one).
     pub eval_every: usize,
     /// Stop after this many evaluations without improvement (0: never stop early).
@@ -101,6 +105,7 @@ impl Default for SasRecConfig {
             loss: SasRecLoss::SampledSoftmax,
             negatives: 256,
             gbce_t: 0.75,
+            cosine_scale: 0.0,
             eval_every: 5,
             patience: 5,
             seed: 42,
@@ -189,6 +194,13 @@ impl SasRecConfig {
         if !(0.0..=1.0).contains(&self.gbce_t) {
             return bad("gbce_t", self.gbce_t, "must be in [0, 1]");
         }
+        if !(self.cosine_scale.is_finite() && (0.0..=100.0).contains(&self.cosine_scale)) {
+            return bad(
+                "cosine_scale",
+                self.cosine_scale,
+                "must be in [0, 100] (0: dot product)",
+            );
+        }
         if self.threads > 256 {
             return bad("threads", self.threads, "must be at most 256");
         }
@@ -242,6 +254,8 @@ mod tests {
             ),
             ("batch", Box::new(|c| c.batch = 1 << 40)),
             ("beta2", Box::new(|c| c.beta2 = 1.5)),
+            ("cosine_scale", Box::new(|c| c.cosine_scale = -1.0)),
+            ("cosine_scale", Box::new(|c| c.cosine_scale = f64::NAN)),
         ];
         for (field, change) in cases {
             let mut c = SasRecConfig::default();

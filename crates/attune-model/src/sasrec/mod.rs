@@ -65,10 +65,10 @@ impl SequenceScorer for SasRec {
 
     fn score_all(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let d = self.config.hidden;
-        let emb = self.item_embeddings();
+        let emb = self.output_table()?;
         let mut out = Vec::with_capacity(sequences.len());
         for chunk in sequences.chunks(SCORE_BATCH) {
-            let states = self.last_states(chunk)?;
+            let states = self.output_states(chunk)?;
             let states = Tensor::from_vec(states, (chunk.len(), d), &candle_core::Device::Cpu)
                 .map_err(backend)?;
             let scores = states
@@ -87,13 +87,13 @@ impl SequenceScorer for SasRec {
     ) -> Result<Vec<Vec<f32>>> {
         let d = self.config.hidden;
         let n = self.num_items;
-        let emb = self.item_embeddings();
+        let emb = self.output_table()?;
         let mut out = Vec::with_capacity(sequences.len());
         for (chunk, cands) in sequences
             .chunks(SCORE_BATCH)
             .zip(candidates.chunks(SCORE_BATCH))
         {
-            let states = self.last_states(chunk)?;
+            let states = self.output_states(chunk)?;
             let scores = ops::with_f32(&emb, |e| {
                 Ok(cands
                     .iter()

@@ -386,6 +386,33 @@ impl SasRec {
         self.vars[0].as_detached_tensor()
     }
 
+    /// The table items are scored against, `[num_items + 1, hidden]`: the item embeddings, with
+    /// each row L2-normalized for a cosine output.
+    pub(crate) fn output_table(&self) -> Result<Tensor> {
+        let table = self.item_embeddings();
+        if self.config.cosine_scale > 0.0 {
+            super::train::unit_rows(&table).map_err(backend)
+        } else {
+            Ok(table)
+        }
+    }
+
+    /// The final states as they are scored ([`Self::last_states`], each L2-normalized and
+    /// multiplied by the scale for a cosine output), so that a score is the training logit.
+    pub(crate) fn output_states(&self, sequences: &[&[u32]]) -> Result<Vec<f32>> {
+        let mut states = self.last_states(sequences)?;
+        if self.config.cosine_scale > 0.0 {
+            #[allow(clippy::cast_possible_truncation)]
+            let scale = self.config.cosine_scale as f32;
+            for row in states.chunks_exact_mut(self.config.hidden) {
+                let norm = (row.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt();
+                let k = scale / norm;
+                row.iter_mut().for_each(|v| *v *= k);
+            }
+        }
+        Ok(states)
+    }
+
     /// The values of every parameter, by name (a copy).
     pub fn parameters(&self) -> Result<Vec<(String, Vec<f32>)>> {
         self.names

@@ -11,6 +11,7 @@ use super::config::{SasRecConfig, SasRecLoss};
 use super::model::SasRec;
 use super::ops::with_f32;
 use super::train::{StepInput, compact_gradients, loss_graph, make_step};
+use crate::scorer::SequenceScorer;
 
 fn tiny(loss: SasRecLoss, dropout: f64, heads: usize) -> SasRecConfig {
     SasRecConfig {
@@ -56,8 +57,11 @@ const ALL_LOSSES: [SasRecLoss; 4] = [
 #[test]
 fn every_trainable_tensor_gets_a_nonzero_gradient() {
     for loss in ALL_LOSSES {
-        for heads in [1, 2] {
-            let config = tiny(loss, 0.2, heads);
+        for (heads, cosine_scale) in [(1, 0.0), (2, 0.0), (2, 4.0)] {
+            let config = SasRecConfig {
+                cosine_scale,
+                ..tiny(loss, 0.2, heads)
+            };
             let model = SasRec::new(&config, 15).expect("model");
             let input = input(&config, 15);
             let w = model.weights(true);
@@ -65,14 +69,17 @@ fn every_trainable_tensor_gets_a_nonzero_gradient() {
             let grads = l.backward().expect("backward");
             assert_eq!(model.vars.len(), 2 + 12 * config.blocks + 2);
             for (name, var) in model.names.iter().zip(&model.vars) {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{loss:?}/{heads}: no gradient for {name}"));
+                let g = grads.get(var.as_tensor()).unwrap_or_else(|| {
+                    panic!("{loss:?}/{heads}/{cosine_scale}: no gradient for {name}")
+                });
                 assert_eq!(g.dims(), var.dims(), "{name}");
                 let g = values(g);
                 assert!(g.iter().all(|v| v.is_finite()), "{name}: not finite");
                 let max = g.iter().fold(0f32, |a, v| a.max(v.abs()));
-                assert!(max > 0.0, "{loss:?}/{heads}: zero gradient for {name}");
+                assert!(
+                    max > 0.0,
+                    "{loss:?}/{heads}/{cosine_scale}: zero gradient for {name}"
+                );
             }
             // The padding item's embedding never moves.
             let ge = values(grads.get(model.vars[0].as_tensor()).expect("item grad"));
@@ -94,8 +101,11 @@ fn gradients_match_finite_differences() {
     let mut loose = 0;
     let mut worst: f64 = 0.0;
     for loss in ALL_LOSSES {
-        for (dropout, heads) in [(0.0, 1), (0.3, 2)] {
-            let config = tiny(loss, dropout, heads);
+        for (dropout, heads, cosine_scale) in [(0.0, 1, 0.0), (0.3, 2, 0.0), (0.2, 2, 4.0)] {
+            let config = SasRecConfig {
+                cosine_scale,
+                ..tiny(loss, dropout, heads)
+            };
             let model = SasRec::new(&config, 15).expect("model");
             let input = input(&config, 15);
             let w = model.weights(true);
@@ -141,7 +151,7 @@ fn gradients_match_finite_differences() {
                     }
                     assert!(
                         err < 0.1,
-                        "{loss:?} dropout {dropout} heads {heads}: {name}[{i}]: \
+                        "{loss:?} dropout {dropout} heads {heads} cosine {cosine_scale}: {name}[{i}]: \
                          analytic {a} vs numeric {steps:?}"
                     );
                     checked += 1;
@@ -167,40 +177,61 @@ fn gradients_match_finite_differences() {
 #[test]
 fn the_softmax_loss_is_the_cross_entropy_over_every_item() {
     // One position per sequence (two items each): the loss is the mean over sequences of
-    // -log softmax(h · E[1..=n])[target], computed here from the serving path's hidden states.
-    let config = tiny(SasRecLoss::Softmax, 0.0, 2);
-    let n = 15;
-    let model = SasRec::new(&config, n).expect("model");
-    let seqs: [&[u32]; 4] = [&[1, 2], &[3, 15], &[7, 7], &[12, 4]];
-    let step = make_step(&config, n, &seqs, &mut StdRng::seed_from_u64(1));
-    assert_eq!(step.negatives.len(), n, "every item, padding excluded");
-    let w = model.weights(false);
-    let loss = f64::from(
-        loss_graph(&model, &w, &step, None)
-            .and_then(|l| l.to_scalar::<f32>())
-            .expect("loss"),
-    );
-
-    let d = config.hidden;
-    let inputs: Vec<&[u32]> = seqs.iter().map(|s| &s[..1]).collect();
-    let states = model.last_states(&inputs).expect("states");
-    let table = values(&model.item_embeddings());
-    let mut expected = 0.0;
-    for (row, s) in seqs.iter().enumerate() {
-        let h = &states[row * d..(row + 1) * d];
-        let logit = |item: usize| -> f64 {
-            let e = &table[item * d..(item + 1) * d];
-            h.iter().zip(e).map(|(a, b)| f64::from(a * b)).sum()
+    // -log softmax(logits)[target], with the logits h · E[1..=n] (or, for the cosine output,
+    // scale · cos(h, E[i])) computed here from the serving path's hidden states; the serving
+    // scores are those logits.
+    for cosine_scale in [0.0, 3.0] {
+        let config = SasRecConfig {
+            cosine_scale,
+            ..tiny(SasRecLoss::Softmax, 0.0, 2)
         };
-        let max = (1..=n).map(logit).fold(f64::MIN, f64::max);
-        let log_z = max + (1..=n).map(|i| (logit(i) - max).exp()).sum::<f64>().ln();
-        expected += log_z - logit(s[1] as usize);
+        let n = 15;
+        let model = SasRec::new(&config, n).expect("model");
+        let seqs: [&[u32]; 4] = [&[1, 2], &[3, 15], &[7, 7], &[12, 4]];
+        let step = make_step(&config, n, &seqs, &mut StdRng::seed_from_u64(1));
+        assert_eq!(step.negatives.len(), n, "every item, padding excluded");
+        let w = model.weights(false);
+        let loss = f64::from(
+            loss_graph(&model, &w, &step, None)
+                .and_then(|l| l.to_scalar::<f32>())
+                .expect("loss"),
+        );
+
+        let d = config.hidden;
+        let inputs: Vec<&[u32]> = seqs.iter().map(|s| &s[..1]).collect();
+        let states = model.last_states(&inputs).expect("states");
+        let table = values(&model.item_embeddings());
+        let norm = |v: &[f32]| v.iter().map(|x| f64::from(x * x)).sum::<f64>().sqrt();
+        let served = model.score_all(&inputs).expect("scores");
+        let mut expected = 0.0;
+        for (row, s) in seqs.iter().enumerate() {
+            let h = &states[row * d..(row + 1) * d];
+            let logit = |item: usize| -> f64 {
+                let e = &table[item * d..(item + 1) * d];
+                let dot: f64 = h.iter().zip(e).map(|(a, b)| f64::from(a * b)).sum();
+                if cosine_scale > 0.0 {
+                    cosine_scale * dot / (norm(h) * norm(e))
+                } else {
+                    dot
+                }
+            };
+            let max = (1..=n).map(logit).fold(f64::MIN, f64::max);
+            let log_z = max + (1..=n).map(|i| (logit(i) - max).exp()).sum::<f64>().ln();
+            expected += log_z - logit(s[1] as usize);
+            for item in 1..=n {
+                let (a, b) = (f64::from(served[row][item]), logit(item));
+                assert!(
+                    (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                    "cosine {cosine_scale}: item {item} served {a}, logit {b}"
+                );
+            }
+        }
+        expected /= seqs.len() as f64;
+        assert!(
+            (loss - expected).abs() < 1e-4 * expected.abs().max(1.0),
+            "cosine {cosine_scale}: loss {loss}, expected {expected}"
+        );
     }
-    expected /= seqs.len() as f64;
-    assert!(
-        (loss - expected).abs() < 1e-4 * expected.abs().max(1.0),
-        "loss {loss}, expected {expected}"
-    );
 }
 
 #[test]
@@ -219,8 +250,15 @@ fn dropout_masks_are_fixed_by_the_seed() {
 
 #[test]
 fn the_compact_embedding_gradient_and_sparse_adam_equal_the_dense_ones() {
-    for loss in ALL_LOSSES {
-        let config = tiny(loss, 0.2, 2);
+    for (loss, cosine_scale) in ALL_LOSSES
+        .into_iter()
+        .map(|l| (l, 0.0))
+        .chain([(SasRecLoss::SampledSoftmax, 4.0)])
+    {
+        let config = SasRecConfig {
+            cosine_scale,
+            ..tiny(loss, 0.2, 2)
+        };
         let model = SasRec::new(&config, 15).expect("model");
         let input = input(&config, 15);
         let w = model.weights(true);

@@ -153,28 +153,45 @@ pub(crate) fn loss_graph(
 ) -> candle_core::Result<Tensor> {
     let c = &model.config;
     let h = model.encode(w, &input.batch, dropout_seed)?;
+    // The output side: the states and the item table as they are, or both row-normalized with
+    // the states scaled (cosine output; the input side keeps the raw embeddings).
+    let (h, table) = if c.cosine_scale > 0.0 {
+        ((unit_rows(&h)? * c.cosine_scale)?, unit_rows(&w[0])?)
+    } else {
+        (h, w[0].clone())
+    };
     match c.loss {
         SasRecLoss::Bce => h.apply_op2(
-            &w[0],
+            &table,
             RowLoss::new(input.targets.clone(), input.negatives.clone(), c.negatives),
         ),
         SasRecLoss::SampledSoftmax | SasRecLoss::Softmax | SasRecLoss::Gbce => {
             // (`w[0]` may be a step's compact table, whose rows are in another order.)
             let ids = Tensor::from_slice(&input.negatives, input.negatives.len(), &Device::Cpu)?;
-            let neg_emb = w[0].index_select(&ids, 0)?;
+            let neg_emb = table.index_select(&ids, 0)?;
             let logits = h.matmul(&neg_emb.t()?)?;
             let kind = match c.loss {
                 SasRecLoss::Gbce => SharedKind::Gbce(gbce_beta(c, model.num_items)),
                 _ => SharedKind::Softmax,
             };
             h.apply_op3(
-                &w[0],
+                &table,
                 &logits,
                 SharedLoss::new(input.targets.clone(), input.negatives.clone(), kind),
             )
         }
     }
 }
+
+/// Each row of a `[rows, d]` tensor divided by its L2 norm (a zero row stays zero), built from
+/// differentiable ops.
+pub(crate) fn unit_rows(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = (x.sqr()?.sum_keepdim(1)? + UNIT_EPS)?.sqrt()?;
+    x.broadcast_div(&norm)
+}
+
+/// Keeps [`unit_rows`] finite on the padding item's zero row.
+const UNIT_EPS: f64 = 1e-12;
 
 /// gBCE's β = α (t (1 − 1/α) + 1/α) with α the sampling rate `negatives / (items − 1)`.
 #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
