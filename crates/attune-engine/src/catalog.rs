@@ -7,7 +7,7 @@
 //! is kept in step with every upsert and delete.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use attune_core::{AffinityKind, Item, ItemFeatures, ItemId, Key, KeyIds, Vocabulary};
 use parking_lot::RwLock;
@@ -21,6 +21,46 @@ pub struct CatalogItem {
     pub features: ItemFeatures,
     /// The catalog's [`KeyIds`] ids of those keys (brand, category levels, attributes).
     pub feature_ids: Vec<u32>,
+    /// The item's JSON as the API writes it, kept by the API layer on first use.
+    pub wire: WireMemo,
+}
+
+/// A memo of an item's wire form (its JSON as the API writes it), filled by the API layer the
+/// first time it writes the item and dropped with it. A changed item is a new [`CatalogItem`],
+/// so the memo is never stale. Search answers write a page of items per request: one copy of a
+/// contiguous buffer instead of walking each item's strings and attribute map.
+#[derive(Default, Clone)]
+pub struct WireMemo(OnceLock<Box<serde_json::value::RawValue>>);
+
+impl WireMemo {
+    /// The memo, rendering it with `render` if it is empty (a failed render is not kept).
+    pub fn get_or_render<E>(
+        &self,
+        render: impl FnOnce() -> Result<Box<serde_json::value::RawValue>, E>,
+    ) -> Result<&serde_json::value::RawValue, E> {
+        if let Some(v) = self.0.get() {
+            return Ok(v);
+        }
+        let v = render()?;
+        Ok(self.0.get_or_init(|| v))
+    }
+}
+
+/// A cache, not part of the item's value: every memo equals every other.
+impl PartialEq for WireMemo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for WireMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "WireMemo(filled)"
+        } else {
+            "WireMemo(empty)"
+        })
+    }
 }
 
 /// How an upsert changed the catalog.
@@ -110,6 +150,7 @@ impl Catalog {
                 item,
                 features,
                 feature_ids,
+                wire: WireMemo::default(),
             });
             let id = entry.item.id.clone();
             match inner.items.insert(id.clone(), entry) {

@@ -15,7 +15,7 @@ mod error;
 mod profile;
 mod search;
 
-pub use catalog::{Catalog, CatalogItem, UpsertOutcome};
+pub use catalog::{Catalog, CatalogItem, UpsertOutcome, WireMemo};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     AffinityDetail, Engine, EngineConfig, IngestOutcome, SessionSummary, SessionView,

@@ -638,10 +638,27 @@ impl From<&CatalogItem> for ItemDto {
 /// a page of items per request, and building each one's `ItemDto` (a dozen strings and a map
 /// cloned, then written and dropped) cost a fifth of a search. Same JSON, field for field
 /// (tested).
+///
+/// The JSON is rendered once per catalog item and kept in its [`attune_engine::WireMemo`]; later
+/// answers copy it.
 #[derive(Debug, Clone)]
 pub struct ItemView(pub Arc<CatalogItem>);
 
 impl Serialize for ItemView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw = self
+            .0
+            .wire
+            .get_or_render(|| serde_json::value::to_raw_value(&ItemRender(&self.0)))
+            .map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+/// Writes a catalog item as [`ItemDto`] (what [`ItemView`] memoizes).
+struct ItemRender<'a>(&'a CatalogItem);
+
+impl Serialize for ItemRender<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 

@@ -266,6 +266,24 @@ async fn search_results_carry_items_as_the_catalog_serves_them() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(r["item"], item, "{id}");
     }
+    // Written again (from the memo of its JSON): the same; changed: the new item, not the memo.
+    let again = search(&app, json!({"query": "yogurt", "limit": 50})).await;
+    assert_eq!(again["results"], out["results"]);
+    let changed = json!([{"id": "odd-yogurt", "title": "Odd Yogurt, renamed",
+                          "attributes": {"size": "2l"}, "price": 3.5}]);
+    let (status, body) = app.put_json("/v1/items", &changed).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let out = search(&app, json!({"query": "yogurt", "limit": 50})).await;
+    let hit = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["item"]["id"] == "odd-yogurt")
+        .expect("the changed item is still found");
+    let (_, item) = app.get("/v1/items/odd-yogurt").await;
+    assert_eq!(hit["item"], item);
+    assert_eq!(hit["item"]["title"], "Odd Yogurt, renamed");
+    assert_eq!(hit["item"]["attributes"]["size"], "2l");
 }
 
 #[tokio::test]
