@@ -10,7 +10,8 @@
 //!   both do the same arithmetic: every user's sequence concatenated in file order and cut into
 //!   consecutive windows of 201 real items (200 inputs, 200 targets); batch `b` is windows
 //!   `128·b .. 128·b + 128` (`sasrec_torch.py --full-rows` builds the same rows).
-//! - `sasrec_forward/serve_len50_items{12k,43k}`: one sequence of 50 scored against every item.
+//! - `sasrec_forward/serve_len50_items{12k,43k}`: one sequence of 50 scored against every item;
+//!   `…43k_cosine` with the cosine output (the table normalized per call).
 //!
 //! `cargo bench -p attune-model --bench sasrec`. Threads: `SASREC_THREADS` (default: all cores).
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -149,12 +150,14 @@ fn forward(c: &mut Criterion) {
         .sample_size(50)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    for (name, items) in [
-        ("serve_len50_items12k", 12_101),
-        ("serve_len50_items43k", 43_097),
+    for (name, items, cosine_scale) in [
+        ("serve_len50_items12k", 12_101, 0.0),
+        ("serve_len50_items43k", 43_097, 0.0),
+        ("serve_len50_items43k_cosine", 43_097, 16.0),
     ] {
         let config = SasRecConfig {
             threads: threads(),
+            cosine_scale,
             ..SasRecConfig::default()
         };
         let model = SasRec::new(&config, items).unwrap();

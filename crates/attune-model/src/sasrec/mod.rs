@@ -51,6 +51,11 @@ use crate::Result;
 use crate::scorer::SequenceScorer;
 use model::backend;
 
+/// `1 / ‖e‖` as the cosine output computes it (a zero row stays zero).
+fn inverse_norm(e: &[f32]) -> f32 {
+    1.0 / (e.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt()
+}
+
 /// Sequences scored per forward pass.
 const SCORE_BATCH: usize = 256;
 
@@ -65,16 +70,24 @@ impl SequenceScorer for SasRec {
 
     fn score_all(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let d = self.config.hidden;
-        let emb = self.output_table()?;
+        let emb = self.item_embeddings();
+        // Cosine output: each item's score divided by its embedding's norm after the product
+        // (one pass over the table, no normalized copy of it).
+        let inverse_norms = self.inverse_norms()?;
         let mut out = Vec::with_capacity(sequences.len());
         for chunk in sequences.chunks(SCORE_BATCH) {
             let states = self.output_states(chunk)?;
             let states = Tensor::from_vec(states, (chunk.len(), d), &candle_core::Device::Cpu)
                 .map_err(backend)?;
-            let scores = states
+            let mut scores = states
                 .matmul(&emb.t().map_err(backend)?)
                 .and_then(|s| s.to_vec2::<f32>())
                 .map_err(backend)?;
+            if let Some(inv) = &inverse_norms {
+                for row in &mut scores {
+                    row.iter_mut().zip(inv).for_each(|(s, k)| *s *= k);
+                }
+            }
             out.extend(scores);
         }
         Ok(out)
@@ -87,7 +100,8 @@ impl SequenceScorer for SasRec {
     ) -> Result<Vec<Vec<f32>>> {
         let d = self.config.hidden;
         let n = self.num_items;
-        let emb = self.output_table()?;
+        let emb = self.item_embeddings();
+        let cosine = self.config.cosine_scale > 0.0;
         let mut out = Vec::with_capacity(sequences.len());
         for (chunk, cands) in sequences
             .chunks(SCORE_BATCH)
@@ -106,11 +120,9 @@ impl SequenceScorer for SasRec {
                                 if c == 0 || c > n {
                                     f32::NEG_INFINITY
                                 } else {
-                                    e[c * d..(c + 1) * d]
-                                        .iter()
-                                        .zip(h)
-                                        .map(|(a, b)| a * b)
-                                        .sum()
+                                    let e = &e[c * d..(c + 1) * d];
+                                    let dot: f32 = e.iter().zip(h).map(|(a, b)| a * b).sum();
+                                    if cosine { dot * inverse_norm(e) } else { dot }
                                 }
                             })
                             .collect::<Vec<f32>>()

@@ -386,15 +386,18 @@ impl SasRec {
         self.vars[0].as_detached_tensor()
     }
 
-    /// The table items are scored against, `[num_items + 1, hidden]`: the item embeddings, with
-    /// each row L2-normalized for a cosine output.
-    pub(crate) fn output_table(&self) -> Result<Tensor> {
-        let table = self.item_embeddings();
-        if self.config.cosine_scale > 0.0 {
-            super::train::unit_rows(&table).map_err(backend)
-        } else {
-            Ok(table)
+    /// For a cosine output, `1 / ‖e_i‖` of every item's embedding (index 0 the padding item's);
+    /// `None` for the dot product.
+    pub(crate) fn inverse_norms(&self) -> Result<Option<Vec<f32>>> {
+        if self.config.cosine_scale <= 0.0 {
+            return Ok(None);
         }
+        let d = self.config.hidden;
+        ops::with_f32(&self.item_embeddings(), |e| {
+            Ok(e.chunks_exact(d).map(super::inverse_norm).collect())
+        })
+        .map(Some)
+        .map_err(backend)
     }
 
     /// The final states as they are scored ([`Self::last_states`], each L2-normalized and
@@ -405,8 +408,7 @@ impl SasRec {
             #[allow(clippy::cast_possible_truncation)]
             let scale = self.config.cosine_scale as f32;
             for row in states.chunks_exact_mut(self.config.hidden) {
-                let norm = (row.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt();
-                let k = scale / norm;
+                let k = scale * super::inverse_norm(row);
                 row.iter_mut().for_each(|v| *v *= k);
             }
         }

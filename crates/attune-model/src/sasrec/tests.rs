@@ -203,6 +203,19 @@ fn the_softmax_loss_is_the_cross_entropy_over_every_item() {
         let table = values(&model.item_embeddings());
         let norm = |v: &[f32]| v.iter().map(|x| f64::from(x * x)).sum::<f64>().sqrt();
         let served = model.score_all(&inputs).expect("scores");
+        // Scoring a candidate set gives the same scores as scoring every item.
+        let candidates: Vec<Vec<u32>> = (0..inputs.len()).map(|_| vec![3, 1, 15, 9]).collect();
+        let refs: Vec<&[u32]> = candidates.iter().map(Vec::as_slice).collect();
+        let picked = model.score_candidates(&inputs, &refs).expect("candidates");
+        for (row, scores) in picked.iter().enumerate() {
+            for (&c, &score) in candidates[row].iter().zip(scores) {
+                let all = served[row][c as usize];
+                assert!(
+                    (score - all).abs() <= 1e-5 * all.abs().max(1.0),
+                    "{c}: {score} vs {all}"
+                );
+            }
+        }
         let mut expected = 0.0;
         for (row, s) in seqs.iter().enumerate() {
             let h = &states[row * d..(row + 1) * d];
