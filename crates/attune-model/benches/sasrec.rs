@@ -11,7 +11,7 @@
 //!   consecutive windows of 201 real items (200 inputs, 200 targets); batch `b` is windows
 //!   `128·b .. 128·b + 128` (`sasrec_torch.py --full-rows` builds the same rows).
 //! - `sasrec_forward/serve_len50_items{12k,43k}`: one sequence of 50 scored against every item;
-//!   `…43k_cosine` with the cosine output (the table normalized per call).
+//!   `…43k_cosine` with the cosine output (every item's norm computed per call).
 //!
 //! `cargo bench -p attune-model --bench sasrec`. Threads: `SASREC_THREADS` (default: all cores).
 #![allow(clippy::unwrap_used, missing_docs)]
