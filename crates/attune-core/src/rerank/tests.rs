@@ -502,6 +502,11 @@ fn fast_tanh_matches_libm() {
     }
     assert_eq!(super::tanh(0.0), 0.0);
     assert_eq!(super::tanh(f32::MAX), 1.0);
+    assert_eq!(super::tanh(-9.5), -1.0);
+    // A non-finite affinity counts as none; a zero one gives no boost.
+    for a in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0] {
+        assert_eq!(super::boost(0.06, a, 1.0), 0.0, "{a}");
+    }
 }
 
 #[test]
@@ -811,6 +816,28 @@ fn boosts_resolved_per_distinct_key_equal_boosts_computed_one_item_at_a_time() {
     for (q, e) in quiet.iter().zip(&explained) {
         // The explanation-free sum is the explained one to the bit.
         assert_eq!((q.index, q.score), (e.index, e.score));
+    }
+    // With a profile as well (two sources summed, then the total cap), and a profile alone.
+    for (session, profile) in [(Some(&signals), Some(&signals)), (None, Some(&signals))] {
+        let [quiet, explained] = [false, true].map(|explain| {
+            rerank(
+                &retrieved,
+                &c.keys,
+                session,
+                profile,
+                &rules,
+                &request(explain),
+            )
+        });
+        assert_eq!(quiet.len(), explained.len());
+        for (q, e) in quiet.iter().zip(&explained) {
+            assert_eq!((q.index, q.score), (e.index, e.score));
+        }
+        assert!(
+            explained
+                .iter()
+                .any(|r| r.explanation.as_ref().unwrap().capped)
+        );
     }
     for kind in [
         BoostKind::Brand,
