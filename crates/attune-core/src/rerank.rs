@@ -19,9 +19,9 @@
 //! the personal boosts (at most ±`caps.total`) can reorder them, while a result of a lower tier
 //! cannot climb over a higher one once tiers are further apart than the caps.
 
-use std::hash::BuildHasher;
+use std::sync::Arc;
 
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 
 use crate::id::ItemId;
 use crate::item::{Item, ItemFeatures};
@@ -51,14 +51,16 @@ pub struct Retrieved<'a> {
 }
 
 /// Per-candidate data the reranker reads on every request, computed once when the retrieval is
-/// (and cached with it): a hash, and the candidate's keys as indices into its list's
-/// [`KeySpace`], so ranking 200 candidates scans compact arrays instead of chasing each item's
-/// strings around the heap. A candidate's strings are read only to explain (and to confirm a
-/// near-duplicate).
+/// (and cached with it): the candidate's near-duplicate group and keys as indices into its
+/// list's [`KeySpace`], so ranking 200 candidates scans compact arrays instead of chasing each
+/// item's strings around the heap. A candidate's strings are read only to explain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
-    /// Hash of (brand, title key): near-duplicates share it.
-    dedupe_hash: u64,
+    /// Its near-duplicate group in the key space: candidates of the same brand and normalized
+    /// title ([`normalize_title`]) share it. Numbered when the list is prepared, where the
+    /// strings are compared in full; reranking compares the numbers only (it used to confirm
+    /// equal hashes by comparing the items' brands and titles, a cache miss per duplicate).
+    group: u32,
     /// The candidate's position in its key space (the order of [`KeySpace::prepare`] calls).
     slot: u32,
     /// Local brand index, or [`NONE`].
@@ -67,8 +69,6 @@ pub struct Prepared {
     path: u32,
     /// The item's attributes: a range of [`KeySpace::item_attributes`], in the item's order.
     attributes: (u32, u32),
-    /// The near-duplicate key: [`normalize_title`] of the title.
-    pub title_key: String,
 }
 
 /// No key of this kind.
@@ -111,6 +111,8 @@ pub struct KeySpace {
     attribute_of: FxHashMap<u32, u32>,
     /// Item id → slot (of its first candidate).
     item_of: FxHashMap<ItemId, u32>,
+    /// (Brand, normalized title) → near-duplicate group.
+    groups: FxHashMap<(Option<Arc<str>>, String), u32>,
 }
 
 impl Default for KeySpace {
@@ -130,6 +132,7 @@ impl Default for KeySpace {
             path_of: FxHashMap::default(),
             attribute_of: FxHashMap::default(),
             item_of: FxHashMap::default(),
+            groups: FxHashMap::default(),
         }
     }
 }
@@ -191,14 +194,17 @@ impl KeySpace {
         let slot = self.slots;
         self.slots += 1;
         self.item_of.entry(item.id.clone()).or_insert(slot);
-        let title_key = normalize_title(&item.title);
+        let next = local(self.groups.len());
+        let group = *self
+            .groups
+            .entry((item.brand.clone(), normalize_title(&item.title)))
+            .or_insert(next);
         Prepared {
-            dedupe_hash: FxBuildHasher.hash_one((item.brand.as_deref(), title_key.as_str())),
+            group,
             slot,
             brand,
             path,
             attributes: (start, local(self.item_attributes.len())),
-            title_key,
         }
     }
 
@@ -491,8 +497,8 @@ pub struct RerankRequest {
     pub explain: bool,
 }
 
-/// Lower-cases and keeps only letters and digits, single-spaced: the near-duplicate key
-/// ([`Retrieved::title_key`]).
+/// Lower-cases and keeps only letters and digits, single-spaced: the near-duplicate key (with
+/// the brand; see [`Prepared`]).
 pub fn normalize_title(title: &str) -> String {
     crate::vocab::normalize(title)
 }
@@ -722,9 +728,8 @@ pub fn rerank(
         .map(|r| r.fused)
         .filter(|f| f.is_finite())
         .fold(0.0f32, f32::max);
-    // Dedupe hash → index of the first result with it.
-    let mut seen_titles: FxHashMap<u64, usize> =
-        FxHashMap::with_capacity_and_hasher(retrieved.len(), Default::default());
+    // Whether a result of each near-duplicate group is already in.
+    let mut taken = vec![false; keys.groups.len()];
     // Signals matched to another list would boost the wrong keys: a caller's bug, ignored.
     debug_assert!(
         [session, profile]
@@ -750,21 +755,13 @@ pub fn rerank(
         if request.exclude_seen && steps.drop_seen && session.is_some_and(|s| s.seen(r.prepared)) {
             continue;
         }
-        if steps.dedupe {
-            // Equal hashes are compared in full: a hash collision never drops a result.
-            match seen_titles.get(&r.prepared.dedupe_hash) {
-                Some(&first) => {
-                    let kept = &retrieved[first];
-                    if kept.item.brand == r.item.brand
-                        && kept.prepared.title_key == r.prepared.title_key
-                    {
-                        continue;
-                    }
-                }
-                None => {
-                    seen_titles.insert(r.prepared.dedupe_hash, index);
-                }
+        if steps.dedupe
+            && let Some(taken) = taken.get_mut(r.prepared.group as usize)
+        {
+            if *taken {
+                continue;
             }
+            *taken = true;
         }
         let share = if best > 0.0 && r.fused.is_finite() {
             (r.fused / best).clamp(0.0, 1.0)

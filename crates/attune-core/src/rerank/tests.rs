@@ -367,6 +367,21 @@ fn near_duplicates_collapse_and_seen_items_drop_only_when_asked() {
         },
     );
     assert_eq!(ids(&dup, &drop), ["a1"]);
+    // A dropped seen item does not hold its near-duplicate group: the next one stands in.
+    let s = session_after(&dup, &[(EventKind::View, "a1")]);
+    let signals = signals_of(&dup, &s, &rules);
+    let drop = rerank(
+        &dup.retrieved(),
+        &dup.keys,
+        Some(&signals),
+        None,
+        &rules,
+        &RerankRequest {
+            exclude_seen: true,
+            ..request(false)
+        },
+    );
+    assert_eq!(ids(&dup, &drop), ["a2", "b"]);
 }
 
 #[test]
