@@ -57,12 +57,13 @@ pub struct KeyIds {
     /// other string can sit at those addresses): a key that is the interned allocation is found
     /// without hashing its string.
     by_addr: rustc_hash::FxHashMap<usize, u32>,
-    /// Intent keys interned by [`KeyIds::intern_intent`]: id → the kind and id of the plain key.
-    intents: rustc_hash::FxHashMap<u32, (AffinityKind, u32)>,
-    /// The same by (kind, plain id) → intent id.
+    /// What [`KeyIds::intent_of`] answers, by [`Key::addr`] of the interned allocation: for an
+    /// attribute value its own id, for an intent key interned by [`KeyIds::intern_intent`] the
+    /// kind and id of its plain key. One probe per intent (a visitor's signals resolve every
+    /// intent affinity of the session on every search).
+    intent_by_addr: rustc_hash::FxHashMap<usize, (AffinityKind, u32)>,
+    /// (Kind, plain id) → intent id, for the intents interned.
     intent_ids: rustc_hash::FxHashMap<(AffinityKind, u32), u32>,
-    /// Ids of keys spelled like a brand or category intent (whether interned as one or not).
-    prefixed: rustc_hash::FxHashSet<u32>,
 }
 
 impl KeyIds {
@@ -74,8 +75,10 @@ impl KeyIds {
         let id = u32::try_from(self.ids.len()).expect("fewer than 2^32 distinct keys");
         self.ids.insert(key.clone(), id);
         self.by_addr.insert(key.addr(), id);
-        if crate::vocab::intent_target(key).0 != AffinityKind::Attribute {
-            self.prefixed.insert(id);
+        if crate::vocab::intent_target(key).0 == AffinityKind::Attribute {
+            // Not spelled like a brand or category intent: as an intent, an attribute value.
+            self.intent_by_addr
+                .insert(key.addr(), (AffinityKind::Attribute, id));
         }
         (key.clone(), id)
     }
@@ -112,8 +115,8 @@ impl KeyIds {
             AffinityKind::Category => crate::vocab::category_intent(plain),
             AffinityKind::Attribute | AffinityKind::Intent => return,
         };
-        let (_, id) = self.intern(&Key::from(intent));
-        self.intents.insert(id, (kind, target));
+        let (interned, id) = self.intern(&Key::from(intent));
+        self.intent_by_addr.insert(interned.addr(), (kind, target));
         self.intent_ids.insert((kind, target), id);
     }
 
@@ -122,14 +125,8 @@ impl KeyIds {
     /// when `key` is the interned allocation of an intent of [`KeyIds::intern_intent`] or of an
     /// attribute value.
     pub fn intent_of(&self, key: &Key) -> Option<(AffinityKind, u32)> {
-        if let Some(&id) = self.by_addr.get(&key.addr()) {
-            if let Some(&target) = self.intents.get(&id) {
-                return Some(target);
-            }
-            if !self.prefixed.contains(&id) {
-                // Not spelled like a brand or category intent: an attribute value.
-                return Some((AffinityKind::Attribute, id));
-            }
+        if let Some(&target) = self.intent_by_addr.get(&key.addr()) {
+            return Some(target);
         }
         let (kind, plain) = crate::vocab::intent_target(key);
         self.id(plain).map(|id| (kind, id))
