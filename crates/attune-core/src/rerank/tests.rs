@@ -344,44 +344,31 @@ fn near_duplicates_collapse_and_seen_items_drop_only_when_asked() {
     );
     assert_eq!(ids(&dup, &ranked), ["a1", "b"]);
 
-    let s = session_after(&dup, &[(EventKind::View, "b")]);
-    let signals = signals_of(&dup, &s, &rules);
-    let keep = rerank(
-        &dup.retrieved(),
-        &dup.keys,
-        Some(&signals),
-        None,
-        &rules,
-        &request(false),
-    );
-    assert!(ids(&dup, &keep).contains(&"b"));
-    let drop = rerank(
-        &dup.retrieved(),
-        &dup.keys,
-        Some(&signals),
-        None,
-        &rules,
-        &RerankRequest {
-            exclude_seen: true,
+    // The page after viewing `viewed`, keeping seen items or dropping them.
+    let after_viewing = |viewed: &str, exclude_seen: bool| {
+        let s = session_after(&dup, &[(EventKind::View, viewed)]);
+        let signals = signals_of(&dup, &s, &rules);
+        let request = RerankRequest {
+            exclude_seen,
             ..request(false)
-        },
-    );
-    assert_eq!(ids(&dup, &drop), ["a1"]);
+        };
+        let ranked = rerank(
+            &dup.retrieved(),
+            &dup.keys,
+            Some(&signals),
+            None,
+            &rules,
+            &request,
+        );
+        ids(&dup, &ranked)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(after_viewing("b", false).contains(&"b".to_owned()));
+    assert_eq!(after_viewing("b", true), ["a1"]);
     // A dropped seen item does not hold its near-duplicate group: the next one stands in.
-    let s = session_after(&dup, &[(EventKind::View, "a1")]);
-    let signals = signals_of(&dup, &s, &rules);
-    let drop = rerank(
-        &dup.retrieved(),
-        &dup.keys,
-        Some(&signals),
-        None,
-        &rules,
-        &RerankRequest {
-            exclude_seen: true,
-            ..request(false)
-        },
-    );
-    assert_eq!(ids(&dup, &drop), ["a2", "b"]);
+    assert_eq!(after_viewing("a1", true), ["a2", "b"]);
 }
 
 #[test]
