@@ -798,49 +798,37 @@ fn boosts_resolved_per_distinct_key_equal_boosts_computed_one_item_at_a_time() {
     );
     let signals = signals_of(&c, &s, &rules);
     let retrieved = c.retrieved();
-    let quiet = rerank(
-        &retrieved,
-        &c.keys,
-        Some(&signals),
-        None,
-        &rules,
-        &request(false),
-    );
-    let explained = rerank(
-        &retrieved,
-        &c.keys,
-        Some(&signals),
-        None,
-        &rules,
-        &request(true),
-    );
-    assert_eq!(quiet.len(), explained.len());
-    for (q, e) in quiet.iter().zip(&explained) {
-        // The explanation-free sum is the explained one to the bit.
-        assert_eq!((q.index, q.score), (e.index, e.score));
-    }
-    // With a profile as well (two sources summed, then the total cap), and a profile alone.
-    for (session, profile) in [(Some(&signals), Some(&signals)), (None, Some(&signals))] {
-        let [quiet, explained] = [false, true].map(|explain| {
-            rerank(
-                &retrieved,
-                &c.keys,
-                session,
-                profile,
-                &rules,
-                &request(explain),
-            )
-        });
+    let ranked = |session, profile, explain| {
+        rerank(
+            &retrieved,
+            &c.keys,
+            session,
+            profile,
+            &rules,
+            &request(explain),
+        )
+    };
+    // The explanation-free sum is the explained one to the bit: with a session, with a profile
+    // as well (two sources summed, then the total cap), and with a profile alone.
+    let some = Some(&signals);
+    for (session, profile) in [(some, None), (some, some), (None, some)] {
+        let (quiet, explained) = (
+            ranked(session, profile, false),
+            ranked(session, profile, true),
+        );
         assert_eq!(quiet.len(), explained.len());
         for (q, e) in quiet.iter().zip(&explained) {
             assert_eq!((q.index, q.score), (e.index, e.score));
         }
-        assert!(
-            explained
-                .iter()
-                .any(|r| r.explanation.as_ref().unwrap().capped)
-        );
+        if profile.is_some() {
+            assert!(
+                explained
+                    .iter()
+                    .any(|r| r.explanation.as_ref().unwrap().capped)
+            );
+        }
     }
+    let explained = ranked(some, None, true);
     for kind in [
         BoostKind::Brand,
         BoostKind::Category,
