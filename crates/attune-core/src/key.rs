@@ -1,9 +1,12 @@
 //! [`Key`]: a cheap, thin, shared string for names that many sessions hold (affinity keys, ids).
 
 use std::borrow::Borrow;
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering as AtomicOrdering};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -13,19 +16,34 @@ use crate::session::AffinityKind;
 ///
 /// Sessions are many and small: every affinity and remembered item holds one of these, so its
 /// size matters more than the extra indirection. The catalog interns keys, so equal keys from the
-/// catalog are usually the same allocation and compare by pointer first.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Key(Arc<String>);
+/// catalog are usually the same allocation and compare by pointer first. Equality, hashing and
+/// order are those of the string.
+#[derive(Clone)]
+pub struct Key(Arc<Shared>);
+
+/// What a [`Key`] points at: the string, and what the first [`KeyIds`] that interned this
+/// allocation numbered it (so that the interner answers [`KeyIds::id_of`] and
+/// [`KeyIds::intent_of`] for its own allocations by reading the key, without a probe of its
+/// catalog-wide tables: a visitor's signals resolve every affinity of the session per search).
+struct Shared {
+    /// The interner's number in the high 32 bits and the key's id there in the low 32; 0 when
+    /// no interner stamped it.
+    id: AtomicU64,
+    /// The interner's number in the high 32 bits, then the [`KeyIds::intent_of`] answer: the
+    /// kind's index in bits 30–31 and the target id in bits 0–29; 0 when none.
+    intent: AtomicU64,
+    s: String,
+}
 
 impl Key {
     /// A new key holding `s`.
     pub fn new(s: &str) -> Self {
-        Key(Arc::new(s.to_owned()))
+        Key::from(s.to_owned())
     }
 
     /// The string.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.0.s
     }
 
     /// Whether two keys share one allocation (then they are certainly equal).
@@ -42,16 +60,76 @@ impl Key {
 
     /// Equal strings, checking the pointer first.
     pub fn same(&self, other: &Key) -> bool {
-        Key::ptr_eq(self, other) || self.0 == other.0
+        Key::ptr_eq(self, other) || self.0.s == other.0.s
+    }
+
+    /// The stamp `stamp` of interner `number`, if that interner stamped it.
+    fn stamped(stamp: &AtomicU64, number: u32) -> Option<u64> {
+        // Stamps are written under the interner's exclusive borrow and read under a shared
+        // one, so whoever reads through the interner sees them; a stale 0 would only mean the
+        // slower lookup.
+        let v = stamp.load(AtomicOrdering::Relaxed);
+        (number != 0 && (v >> 32) as u32 == number).then_some(v & 0xffff_ffff)
+    }
+
+    /// Stamps `value` of interner `number` unless another interner stamped first.
+    fn stamp(stamp: &AtomicU64, number: u32, value: u64) {
+        if number == 0 {
+            return;
+        }
+        let _ = stamp.compare_exchange(
+            0,
+            (u64::from(number) << 32) | value,
+            AtomicOrdering::Relaxed,
+            AtomicOrdering::Relaxed,
+        );
     }
 }
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.same(other)
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that a `&str` finds a key in a map (`Borrow<str>`).
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+/// Numbers of the interners made so far (each [`KeyIds`] takes the next). 0 is nobody's: an
+/// interner that gets it after 2^32 others (the counter wraps) neither stamps nor reads stamps.
+static INTERNERS: AtomicU32 = AtomicU32::new(1);
 
 /// Interns keys and numbers them: one shared allocation and one dense `u32` id per distinct
 /// string. Ids are never reused (an interner only grows), so an id names one string for as long
 /// as anything holds it: the reranker matches a visitor's affinities to candidates' features by
 /// id, without reading or hashing a string per candidate.
-#[derive(Debug, Clone, Default)]
+///
+/// Each interner has its own number and stamps it, with the id, into the allocations it interns
+/// first: [`KeyIds::id_of`] and [`KeyIds::intent_of`] read those from the key. A key another
+/// interner stamped (or a copy of the string, such as a session read back from Redis holds) is
+/// found through the tables instead, with the same answer. A clone takes a new number.
+#[derive(Debug)]
 pub struct KeyIds {
+    /// This interner's number (see [`Shared`]).
+    number: u32,
     ids: rustc_hash::FxHashMap<Key, u32>,
     /// The same ids by [`Key::addr`] of the interned allocations (which `ids` keeps alive, so no
     /// other string can sit at those addresses): a key that is the interned allocation is found
@@ -66,7 +144,54 @@ pub struct KeyIds {
     intent_ids: rustc_hash::FxHashMap<(AffinityKind, u32), u32>,
 }
 
+impl Default for KeyIds {
+    fn default() -> Self {
+        KeyIds {
+            number: INTERNERS.fetch_add(1, AtomicOrdering::Relaxed),
+            ids: Default::default(),
+            by_addr: Default::default(),
+            intent_by_addr: Default::default(),
+            intent_ids: Default::default(),
+        }
+    }
+}
+
+impl Clone for KeyIds {
+    /// A copy with a number of its own: the two may intern different strings under one id from
+    /// here on, so neither may trust the other's stamps.
+    fn clone(&self) -> Self {
+        KeyIds {
+            ids: self.ids.clone(),
+            by_addr: self.by_addr.clone(),
+            intent_by_addr: self.intent_by_addr.clone(),
+            intent_ids: self.intent_ids.clone(),
+            ..KeyIds::default()
+        }
+    }
+}
+
+/// Packs an [`KeyIds::intent_of`] answer for a stamp (`None` if the id does not fit 30 bits).
+fn pack_intent(kind: AffinityKind, id: u32) -> Option<u64> {
+    (id < 1 << 30).then(|| (kind.index() as u64) << 30 | u64::from(id))
+}
+
+fn unpack_intent(v: u64) -> (AffinityKind, u32) {
+    (
+        AffinityKind::ALL[(v >> 30) as usize & 3],
+        (v & ((1 << 30) - 1)) as u32,
+    )
+}
+
 impl KeyIds {
+    /// Records what `key` names as an intent, in the table and (if this interner stamped it
+    /// first) in the key.
+    fn set_intent(&mut self, key: &Key, target: (AffinityKind, u32)) {
+        self.intent_by_addr.insert(key.addr(), target);
+        if let Some(v) = pack_intent(target.0, target.1) {
+            Key::stamp(&key.0.intent, self.number, v);
+        }
+    }
+
     /// The interned copy of `key` and its id (interning it if new).
     pub fn intern(&mut self, key: &Key) -> (Key, u32) {
         if let Some((k, &id)) = self.ids.get_key_value(key.as_str()) {
@@ -75,10 +200,10 @@ impl KeyIds {
         let id = u32::try_from(self.ids.len()).expect("fewer than 2^32 distinct keys");
         self.ids.insert(key.clone(), id);
         self.by_addr.insert(key.addr(), id);
+        Key::stamp(&key.0.id, self.number, u64::from(id));
         if crate::vocab::intent_target(key).0 == AffinityKind::Attribute {
             // Not spelled like a brand or category intent: as an intent, an attribute value.
-            self.intent_by_addr
-                .insert(key.addr(), (AffinityKind::Attribute, id));
+            self.set_intent(key, (AffinityKind::Attribute, id));
         }
         (key.clone(), id)
     }
@@ -95,6 +220,9 @@ impl KeyIds {
 
     /// The id of a key's string, if interned: by address when `key` is the interned allocation.
     pub fn id_of(&self, key: &Key) -> Option<u32> {
+        if let Some(id) = Key::stamped(&key.0.id, self.number) {
+            return Some(id as u32);
+        }
         match self.by_addr.get(&key.addr()) {
             Some(&id) => Some(id),
             None => self.id(key),
@@ -116,7 +244,7 @@ impl KeyIds {
             AffinityKind::Attribute | AffinityKind::Intent => return,
         };
         let (interned, id) = self.intern(&Key::from(intent));
-        self.intent_by_addr.insert(interned.addr(), (kind, target));
+        self.set_intent(&interned, (kind, target));
         self.intent_ids.insert((kind, target), id);
     }
 
@@ -125,6 +253,9 @@ impl KeyIds {
     /// when `key` is the interned allocation of an intent of [`KeyIds::intern_intent`] or of an
     /// attribute value.
     pub fn intent_of(&self, key: &Key) -> Option<(AffinityKind, u32)> {
+        if let Some(v) = Key::stamped(&key.0.intent, self.number) {
+            return Some(unpack_intent(v));
+        }
         if let Some(&target) = self.intent_by_addr.get(&key.addr()) {
             return Some(target);
         }
@@ -146,19 +277,19 @@ impl KeyIds {
 impl Deref for Key {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl Borrow<str> for Key {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Key {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -170,7 +301,11 @@ impl From<&str> for Key {
 
 impl From<String> for Key {
     fn from(s: String) -> Self {
-        Key(Arc::new(s))
+        Key(Arc::new(Shared {
+            id: AtomicU64::new(0),
+            intent: AtomicU64::new(0),
+            s,
+        }))
     }
 }
 
@@ -244,5 +379,51 @@ mod tests {
         let (odd, _) = ids.intern(&Key::new("brand:Tops"));
         let (_, tops_brand) = ids.intern(&Key::new("Tops"));
         assert_eq!(ids.intent_of(&odd), Some((AffinityKind::Brand, tops_brand)));
+    }
+
+    #[test]
+    fn a_second_interner_of_one_allocation_answers_as_the_first() {
+        // The first interner stamps the shared allocations; the second (another catalog, or a
+        // clone) must answer the same from its tables, with ids of its own.
+        let brand = Key::new("Puma");
+        let navy = Key::new("color:navy");
+        let mut first = KeyIds::default();
+        let mut second = KeyIds::default();
+        second.intern(&Key::new("something else"));
+        for ids in [&mut first, &mut second] {
+            ids.intern(&brand);
+            ids.intern(&navy);
+            ids.intern_intent(AffinityKind::Brand, &brand);
+        }
+        let clone = first.clone();
+        for ids in [&first, &second, &clone] {
+            let puma = ids.id("Puma").unwrap();
+            let intent = ids.get("brand:Puma").unwrap().clone();
+            assert_eq!(ids.id_of(&brand), Some(puma));
+            assert_eq!(ids.id_of(&Key::new("Puma")), Some(puma));
+            assert_eq!(ids.intent_of(&intent), Some((AffinityKind::Brand, puma)));
+            assert_eq!(
+                ids.intent_of(&navy),
+                Some((AffinityKind::Attribute, ids.id("color:navy").unwrap()))
+            );
+        }
+        assert_ne!(first.id_of(&brand), second.id_of(&brand));
+        // The clone goes its own way: a new string there is unknown to the original.
+        let mut clone = clone;
+        let (fresh, fresh_id) = clone.intern(&Key::new("Adidas"));
+        assert_eq!(clone.id_of(&fresh), Some(fresh_id));
+        assert_eq!(first.id_of(&fresh), None);
+    }
+
+    #[test]
+    fn keys_compare_hash_and_order_as_their_strings() {
+        use std::collections::HashSet;
+        let a = Key::new("b");
+        let mut ids = KeyIds::default();
+        ids.intern(&a);
+        let set: HashSet<Key> = [a.clone()].into_iter().collect();
+        assert!(set.contains("b") && set.contains(&Key::new("b")));
+        assert!(Key::new("a") < a && a < Key::new("c"));
+        assert_eq!(a, Key::new("b"));
     }
 }

@@ -56,7 +56,7 @@ impl AffinityKind {
         AffinityKind::Intent,
     ];
 
-    const fn index(self) -> usize {
+    pub(crate) const fn index(self) -> usize {
         self as usize
     }
 
