@@ -51,13 +51,6 @@ impl Key {
         Arc::ptr_eq(&a.0, &b.0)
     }
 
-    /// The address of the shared allocation: equal for clones of one key, and distinct between
-    /// live keys. Only meaningful while the key is alive (a memo keyed by it must not outlive the
-    /// keys it was filled from).
-    pub fn addr(&self) -> usize {
-        Arc::as_ptr(&self.0) as usize
-    }
-
     /// Equal strings, checking the pointer first.
     pub fn same(&self, other: &Key) -> bool {
         Key::ptr_eq(self, other) || self.0.s == other.0.s
@@ -125,21 +118,12 @@ static INTERNERS: AtomicU32 = AtomicU32::new(1);
 /// Each interner has its own number and stamps it, with the id, into the allocations it interns
 /// first: [`KeyIds::id_of`] and [`KeyIds::intent_of`] read those from the key. A key another
 /// interner stamped (or a copy of the string, such as a session read back from Redis holds) is
-/// found through the tables instead, with the same answer. A clone takes a new number.
+/// found by its string instead, with the same answer. A clone takes a new number.
 #[derive(Debug)]
 pub struct KeyIds {
     /// This interner's number (see [`Shared`]).
     number: u32,
     ids: rustc_hash::FxHashMap<Key, u32>,
-    /// The same ids by [`Key::addr`] of the interned allocations (which `ids` keeps alive, so no
-    /// other string can sit at those addresses): a key that is the interned allocation is found
-    /// without hashing its string.
-    by_addr: rustc_hash::FxHashMap<usize, u32>,
-    /// What [`KeyIds::intent_of`] answers, by [`Key::addr`] of the interned allocation: for an
-    /// attribute value its own id, for an intent key interned by [`KeyIds::intern_intent`] the
-    /// kind and id of its plain key. One probe per intent (a visitor's signals resolve every
-    /// intent affinity of the session on every search).
-    intent_by_addr: rustc_hash::FxHashMap<usize, (AffinityKind, u32)>,
     /// (Kind, plain id) → intent id, for the intents interned.
     intent_ids: rustc_hash::FxHashMap<(AffinityKind, u32), u32>,
 }
@@ -149,8 +133,6 @@ impl Default for KeyIds {
         KeyIds {
             number: INTERNERS.fetch_add(1, AtomicOrdering::Relaxed),
             ids: Default::default(),
-            by_addr: Default::default(),
-            intent_by_addr: Default::default(),
             intent_ids: Default::default(),
         }
     }
@@ -162,8 +144,6 @@ impl Clone for KeyIds {
     fn clone(&self) -> Self {
         KeyIds {
             ids: self.ids.clone(),
-            by_addr: self.by_addr.clone(),
-            intent_by_addr: self.intent_by_addr.clone(),
             intent_ids: self.intent_ids.clone(),
             ..KeyIds::default()
         }
@@ -183,10 +163,9 @@ fn unpack_intent(v: u64) -> (AffinityKind, u32) {
 }
 
 impl KeyIds {
-    /// Records what `key` names as an intent, in the table and (if this interner stamped it
-    /// first) in the key.
-    fn set_intent(&mut self, key: &Key, target: (AffinityKind, u32)) {
-        self.intent_by_addr.insert(key.addr(), target);
+    /// Stamps what `key` names as an intent into it (if this interner stamped it first; the
+    /// answer read from the string is the same).
+    fn set_intent(&self, key: &Key, target: (AffinityKind, u32)) {
         if let Some(v) = pack_intent(target.0, target.1) {
             Key::stamp(&key.0.intent, self.number, v);
         }
@@ -199,7 +178,6 @@ impl KeyIds {
         }
         let id = u32::try_from(self.ids.len()).expect("fewer than 2^32 distinct keys");
         self.ids.insert(key.clone(), id);
-        self.by_addr.insert(key.addr(), id);
         Key::stamp(&key.0.id, self.number, u64::from(id));
         if crate::vocab::intent_target(key).0 == AffinityKind::Attribute {
             // Not spelled like a brand or category intent: as an intent, an attribute value.
@@ -218,20 +196,18 @@ impl KeyIds {
         self.ids.get(s).copied()
     }
 
-    /// The id of a key's string, if interned: by address when `key` is the interned allocation.
+    /// The id of a key's string, if interned: read from the key when this interner stamped it,
+    /// else by the string.
     pub fn id_of(&self, key: &Key) -> Option<u32> {
-        if let Some(id) = Key::stamped(&key.0.id, self.number) {
-            return Some(id as u32);
-        }
-        match self.by_addr.get(&key.addr()) {
-            Some(&id) => Some(id),
+        match Key::stamped(&key.0.id, self.number) {
+            Some(id) => Some(id as u32),
             None => self.id(key),
         }
     }
 
     /// Interns the intent key of a brand or category level (`brand:…`, `category:…`, as
     /// [`vocab`](crate::vocab) spells them) whose plain key has id `plain` here, so that
-    /// [`KeyIds::intent_of`] finds it by address. Attribute values need nothing: their intent
+    /// [`KeyIds::intent_of`] reads its answer from the interned key. Attribute values need nothing: their intent
     /// key is their own key.
     pub fn intern_intent(&mut self, kind: AffinityKind, plain: &Key) {
         let (_, target) = self.intern(plain);
@@ -249,15 +225,12 @@ impl KeyIds {
     }
 
     /// What an intent key is about ([`vocab::intent_target`](crate::vocab::intent_target)): the
-    /// kind and id of the plain key, if interned. Found by address, without reading the string,
-    /// when `key` is the interned allocation of an intent of [`KeyIds::intern_intent`] or of an
-    /// attribute value.
+    /// kind and id of the plain key, if interned. Read from the key, without reading the string,
+    /// when this interner stamped it (an intent of [`KeyIds::intern_intent`] or an attribute
+    /// value it interned first).
     pub fn intent_of(&self, key: &Key) -> Option<(AffinityKind, u32)> {
         if let Some(v) = Key::stamped(&key.0.intent, self.number) {
             return Some(unpack_intent(v));
-        }
-        if let Some(&target) = self.intent_by_addr.get(&key.addr()) {
-            return Some(target);
         }
         let (kind, plain) = crate::vocab::intent_target(key);
         self.id(plain).map(|id| (kind, id))
@@ -348,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn intents_name_their_plain_key_by_address_or_by_string() {
+    fn intents_name_their_plain_key_from_the_key_or_by_string() {
         let mut ids = KeyIds::default();
         let (_, puma) = ids.intern(&Key::new("Puma"));
         let (navy_key, navy) = ids.intern(&Key::new("color:navy"));
@@ -375,7 +348,7 @@ mod tests {
         ids.intern_intent(AffinityKind::Brand, &Key::new("Puma"));
         assert_eq!(ids.len(), n);
         // An attribute spelled like an intent (an attribute named `brand`) is read as the
-        // intent, by address as by string.
+        // intent, from the key as by string.
         let (odd, _) = ids.intern(&Key::new("brand:Tops"));
         let (_, tops_brand) = ids.intern(&Key::new("Tops"));
         assert_eq!(ids.intent_of(&odd), Some((AffinityKind::Brand, tops_brand)));
@@ -384,7 +357,7 @@ mod tests {
     #[test]
     fn a_second_interner_of_one_allocation_answers_as_the_first() {
         // The first interner stamps the shared allocations; the second (another catalog, or a
-        // clone) must answer the same from its tables, with ids of its own.
+        // clone) must answer the same by the strings, with ids of its own.
         let brand = Key::new("Puma");
         let navy = Key::new("color:navy");
         let mut first = KeyIds::default();
