@@ -615,6 +615,16 @@ impl Session {
         mut want: impl FnMut(AffinityKind, &Key) -> Option<T>,
         mut f: impl FnMut(T, f32),
     ) {
+        // A session is read once per search among many others, so its tables usually come from
+        // memory. Touching one entry per cache line first puts all their loads in flight at once;
+        // the loop below, with a lookup per entry, would keep only a few outstanding.
+        let mut touched = 0u32;
+        for table in &self.affinities {
+            for a in table.iter().step_by(64 / std::mem::size_of::<Affinity>()) {
+                touched ^= a.at;
+            }
+        }
+        std::hint::black_box(touched);
         for kind in AffinityKind::ALL {
             for a in &self.affinities[kind.index()] {
                 if let Some(t) = want(kind, &a.key) {
