@@ -462,6 +462,17 @@ fn kinds() -> impl Strategy<Value = EventKind> {
 
 proptest! {
     #[test]
+    fn the_sort_key_orders_best_score_first_then_retrieval_order(
+        a in (any::<f32>(), 0usize..1000),
+        b in (prop_oneof![any::<f32>(), Just(0.0), Just(-0.0), Just(f32::NAN)], 0usize..1000),
+    ) {
+        let ranked = |(score, index)| Ranked { index, score, explanation: None };
+        let (a, b) = (ranked(a), ranked(b));
+        let expected = b.score.total_cmp(&a.score).then(a.index.cmp(&b.index));
+        prop_assert_eq!(sort_key(&a).cmp(&sort_key(&b)), expected);
+    }
+
+    #[test]
     fn caps_hold_and_scores_are_finite(
         events in prop::collection::vec((kinds(), 0usize..5), 0..60),
         fused in prop::collection::vec(0.0f32..1.0, 5),
