@@ -69,8 +69,10 @@ impl TrainState {
         }
     }
 
-    /// A checkpoint resumes only the same run: same hyper-parameters (the epoch budget and
-    /// the thread count may change), items and data.
+    /// A checkpoint resumes only the same run: same hyper-parameters, items and data. The epoch
+    /// budget, the thread count and the patience may change: none of them changes what an
+    /// epoch computes, only how many run and how fast (a run that stopped early can go on with
+    /// more patience, as if it had had that patience all along).
     pub(crate) fn check_compatible(
         &self,
         config: &SasRecConfig,
@@ -89,6 +91,7 @@ impl TrainState {
         let mut mine = self.config.clone();
         mine.epochs = config.epochs;
         mine.threads = config.threads;
+        mine.patience = config.patience;
         if &mine != config {
             return mismatch(
                 "config",

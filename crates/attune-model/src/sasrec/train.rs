@@ -481,7 +481,10 @@ pub fn train(
     let start_epoch = state.epoch;
     let mut trained_sequences = 0usize;
     let mut step_time = 0f64;
-    let mut stopped_early = state.stopped_early;
+    // Decided again under this run's patience (it may differ from the checkpoint's): the
+    // evaluations since the best one are what an uninterrupted run would have counted.
+    let mut stopped_early = config.patience > 0 && state.bad_evaluations >= config.patience;
+    state.stopped_early = stopped_early;
     while state.epoch < config.epochs && !stopped_early {
         if options
             .max_epochs_this_run

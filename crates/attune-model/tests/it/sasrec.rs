@@ -405,3 +405,48 @@ fn an_interrupted_run_resumes_from_its_last_epoch() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_run_that_stopped_early_goes_on_with_more_patience() {
+    let s = slice();
+    let n = s.item_ids.len();
+    let seqs = train_part(s);
+    let seqs = &seqs[..400];
+    // A metric that only falls: the first evaluation stays the best, so patience 1 stops the
+    // run at its second.
+    let mut calls = 0.0;
+    let mut falling = |_: &SasRec| -> attune_model::Result<f64> {
+        calls += 1.0;
+        Ok(-calls)
+    };
+    let impatient = SasRecConfig {
+        epochs: 4,
+        eval_every: 1,
+        patience: 1,
+        ..small_config()
+    };
+    let dir = temp_dir("patience");
+    let options = TrainOptions {
+        checkpoint_dir: Some(dir.clone()),
+        progress: Progress::Quiet,
+        max_epochs_this_run: None,
+    };
+    let (_, first) = train(&impatient, n, seqs, &options, &mut falling).unwrap();
+    assert!(first.stopped_early);
+    assert_eq!(first.epochs_completed, 2);
+    // The same patience again: nothing more to do.
+    let (_, again) = train(&impatient, n, seqs, &options, &mut falling).unwrap();
+    assert!(again.stopped_early);
+    assert_eq!((again.resumed_from, again.epochs_completed), (2, 2));
+    // More patience: it goes on from its checkpoint, and stops when that patience runs out.
+    let patient = SasRecConfig {
+        patience: 2,
+        ..impatient
+    };
+    let (_, more) = train(&patient, n, seqs, &options, &mut falling).unwrap();
+    assert_eq!((more.resumed_from, more.epochs_completed), (2, 3));
+    assert!(more.stopped_early);
+    assert_eq!(more.best_epoch, Some(1));
+    assert_eq!(more.evaluations.len(), 3);
+    std::fs::remove_dir_all(&dir).ok();
+}
