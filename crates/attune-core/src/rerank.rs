@@ -905,20 +905,21 @@ fn diversify(
 ) -> (Vec<Ranked>, bool) {
     let page_size = page_size.max(1);
     let max_per_brand = max_per_brand.max(1);
-    let mut pending: std::collections::VecDeque<Ranked> = ranked.into();
-    let mut out = Vec::with_capacity(pending.len());
+    // The results not placed yet, in score order. Those a page held back stay where they are,
+    // ahead of every later result: first in line for the next page, in score order. Each page
+    // takes what fits out of it in one pass, without moving the rest to a new queue.
+    let mut rest = ranked;
+    let mut out = Vec::with_capacity(rest.len());
     let mut complete = true;
     // Results of each brand on the page being filled, by brand id (a page holds few brands).
-    let mut counts: Vec<(u32, usize)> = Vec::with_capacity(page_size.min(pending.len()));
-    while !pending.is_empty() && out.len() < needed {
+    let mut counts: Vec<(u32, usize)> = Vec::with_capacity(page_size.min(rest.len()));
+    while !rest.is_empty() && out.len() < needed {
         counts.clear();
         let mut page = 0;
-        let mut waiting = std::collections::VecDeque::new();
-        while page < page_size {
-            let Some(mut r) = pending.pop_front() else {
-                complete &= out.len() >= needed;
-                break;
-            };
+        out.extend(rest.extract_if(.., |r| {
+            if page == page_size {
+                return false;
+            }
             let fits = match retrieved[r.index].prepared.brand() {
                 Some(brand) => match counts.iter_mut().find(|(b, _)| *b == brand) {
                     Some((_, n)) if *n >= max_per_brand => false,
@@ -934,25 +935,23 @@ fn diversify(
                 None => true,
             };
             if fits {
-                out.push(r);
                 page += 1;
-            } else {
-                if let Some(e) = r.explanation.as_mut() {
-                    e.diversity_demoted = true;
-                }
-                waiting.push_back(r);
+            } else if let Some(e) = r.explanation.as_mut() {
+                e.diversity_demoted = true;
             }
+            fits
+        }));
+        if page < page_size {
+            // Every remaining result was looked at and the page is still not full.
+            complete &= out.len() >= needed;
         }
-        // Held-back results go first in line for the next page, in score order.
-        waiting.extend(pending);
-        pending = waiting;
         if page == 0 {
             // Every remaining result is of a brand already full on this page: cannot happen
             // with an empty page, but never loop forever.
-            out.extend(pending.drain(..));
+            out.append(&mut rest);
         }
     }
-    out.extend(pending);
+    out.append(&mut rest);
     (out, complete)
 }
 

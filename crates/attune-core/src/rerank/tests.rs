@@ -1038,3 +1038,111 @@ fn a_seen_item_alone_is_enough_to_drop_it() {
         KEY_IDS.with_borrow(|k| Signals::from_session(&s, now(), &rules, k, &c.keys, false));
     assert!(quiet.is_empty());
 }
+
+/// `diversify` as it was written first, with queues: the reference the one-pass version is
+/// checked against.
+fn diversify_with_queues(
+    ranked: Vec<Ranked>,
+    retrieved: &[Retrieved<'_>],
+    max_per_brand: usize,
+    page_size: usize,
+    needed: usize,
+) -> (Vec<Ranked>, bool) {
+    use std::collections::VecDeque;
+    let page_size = page_size.max(1);
+    let max_per_brand = max_per_brand.max(1);
+    let mut pending: VecDeque<Ranked> = ranked.into();
+    let mut out = Vec::new();
+    let mut complete = true;
+    let mut counts: Vec<(u32, usize)> = Vec::new();
+    while !pending.is_empty() && out.len() < needed {
+        counts.clear();
+        let mut page = 0;
+        let mut waiting = VecDeque::new();
+        while page < page_size {
+            let Some(mut r) = pending.pop_front() else {
+                complete &= out.len() >= needed;
+                break;
+            };
+            let fits = match retrieved[r.index].prepared.brand() {
+                Some(brand) => match counts.iter_mut().find(|(b, _)| *b == brand) {
+                    Some((_, n)) if *n >= max_per_brand => false,
+                    Some((_, n)) => {
+                        *n += 1;
+                        true
+                    }
+                    None => {
+                        counts.push((brand, 1));
+                        true
+                    }
+                },
+                None => true,
+            };
+            if fits {
+                out.push(r);
+                page += 1;
+            } else {
+                if let Some(e) = r.explanation.as_mut() {
+                    e.diversity_demoted = true;
+                }
+                waiting.push_back(r);
+            }
+        }
+        waiting.extend(pending);
+        pending = waiting;
+        if page == 0 {
+            out.extend(pending.drain(..));
+        }
+    }
+    out.extend(pending);
+    (out, complete)
+}
+
+proptest! {
+    #[test]
+    fn diversity_in_one_pass_places_results_as_the_queues_did(
+        brands in prop::collection::vec(prop::option::of(0u8..4), 0..40),
+        max_per_brand in 0usize..4,
+        page_size in 0usize..8,
+        needed in 0usize..45,
+        explain in any::<bool>(),
+    ) {
+        let items: Vec<Item> = brands
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut builder = Item::builder(&format!("i{i}"), &format!("Item {i}"));
+                if let Some(b) = b {
+                    builder = builder.brand(&format!("Brand {b}"));
+                }
+                builder.build().unwrap()
+            })
+            .collect();
+        let c = Catalog::new(items);
+        let retrieved = c.retrieved();
+        let ranked: Vec<Ranked> = (0..retrieved.len())
+            .map(|index| Ranked {
+                index,
+                score: 1.0,
+                explanation: explain.then(|| {
+                    Box::new(Explanation {
+                        keyword_rank: None,
+                        vector_rank: None,
+                        fused: 0.0,
+                        tier: 0.0,
+                        relevance: 0.0,
+                        retrieval_position: 0,
+                        boosts: Vec::new(),
+                        adjustment: 0.0,
+                        capped: false,
+                        diversity_demoted: false,
+                    })
+                }),
+            })
+            .collect();
+        let expected =
+            diversify_with_queues(ranked.clone(), &retrieved, max_per_brand, page_size, needed);
+        let got = diversify(ranked, &retrieved, max_per_brand, page_size, needed);
+        prop_assert_eq!(got, expected);
+    }
+}
