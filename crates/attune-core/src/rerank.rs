@@ -884,7 +884,11 @@ fn sort_key(r: &Ranked) -> u64 {
     let bits = r.score.to_bits();
     // Flipping the sign bit of a positive float, or every bit of a negative one, orders the
     // bits as `total_cmp` orders the floats.
-    let ascending = if bits >> 31 == 1 { !bits } else { bits | 1 << 31 };
+    let ascending = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    };
     let index = u32::try_from(r.index).unwrap_or(u32::MAX);
     (u64::from(!ascending) << 32) | u64::from(index)
 }
