@@ -879,7 +879,7 @@ pub fn rerank(
 
 /// Best first: the higher score (in `f32::total_cmp`'s order), then the lower index, as one
 /// integer: cheaper to compare than the float and the index one after the other (a personal
-/// ranking reorders the whole head of the list, so sorting is a tenth of reranking).
+/// ranking reorders the head of the list, which is then sorted from scratch on every request).
 fn sort_key(r: &Ranked) -> u64 {
     let bits = r.score.to_bits();
     // Flipping the sign bit of a positive float, or every bit of a negative one, orders the

@@ -620,7 +620,10 @@ impl Session {
         // the loop below, with a lookup per entry, would keep only a few outstanding.
         let mut touched = 0u32;
         for table in &self.affinities {
-            for a in table.iter().step_by(64 / std::mem::size_of::<Affinity>()) {
+            for a in table
+                .iter()
+                .step_by((64 / std::mem::size_of::<Affinity>()).max(1))
+            {
                 touched ^= a.at;
             }
         }
