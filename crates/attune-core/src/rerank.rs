@@ -893,6 +893,25 @@ fn sort_key(r: &Ranked) -> u64 {
     (u64::from(!ascending) << 32) | u64::from(index)
 }
 
+/// Whether a result of `brand` fits on a page whose results of each brand are `counts`
+/// (counting it in if so): at most `max_per_brand` of one brand; a result without one always fits.
+fn fits_page(counts: &mut Vec<(u32, usize)>, brand: Option<u32>, max_per_brand: usize) -> bool {
+    let Some(brand) = brand else {
+        return true;
+    };
+    match counts.iter_mut().find(|(b, _)| *b == brand) {
+        Some((_, n)) if *n >= max_per_brand => false,
+        Some((_, n)) => {
+            *n += 1;
+            true
+        }
+        None => {
+            counts.push((brand, 1));
+            true
+        }
+    }
+}
+
 /// Fills pages of `page_size` greedily in score order with at most `max_per_brand` results of one
 /// brand each; a result that does not fit waits for the next page (items without a brand are never
 /// held back). Keeps everything, only moves. Pages past the one that reaches `needed` results are
@@ -924,20 +943,11 @@ fn diversify(
             if page == page_size {
                 return false;
             }
-            let fits = match retrieved[r.index].prepared.brand() {
-                Some(brand) => match counts.iter_mut().find(|(b, _)| *b == brand) {
-                    Some((_, n)) if *n >= max_per_brand => false,
-                    Some((_, n)) => {
-                        *n += 1;
-                        true
-                    }
-                    None => {
-                        counts.push((brand, 1));
-                        true
-                    }
-                },
-                None => true,
-            };
+            let fits = fits_page(
+                &mut counts,
+                retrieved[r.index].prepared.brand(),
+                max_per_brand,
+            );
             if fits {
                 page += 1;
             } else if let Some(e) = r.explanation.as_mut() {

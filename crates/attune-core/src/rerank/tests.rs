@@ -1039,8 +1039,8 @@ fn a_seen_item_alone_is_enough_to_drop_it() {
     assert!(quiet.is_empty());
 }
 
-/// `diversify` as it was written first, with queues: the reference the one-pass version is
-/// checked against.
+/// `diversify` as it was written first, with queues (and the same rule for what fits a page): the
+/// reference the one-pass version is checked against.
 fn diversify_with_queues(
     ranked: Vec<Ranked>,
     retrieved: &[Retrieved<'_>],
@@ -1064,21 +1064,11 @@ fn diversify_with_queues(
                 complete &= out.len() >= needed;
                 break;
             };
-            let fits = match retrieved[r.index].prepared.brand() {
-                Some(brand) => match counts.iter_mut().find(|(b, _)| *b == brand) {
-                    Some((_, n)) if *n >= max_per_brand => false,
-                    Some((_, n)) => {
-                        *n += 1;
-                        true
-                    }
-                    None => {
-                        counts.push((brand, 1));
-                        true
-                    }
-                },
-                None => true,
-            };
-            if fits {
+            if fits_page(
+                &mut counts,
+                retrieved[r.index].prepared.brand(),
+                max_per_brand,
+            ) {
                 out.push(r);
                 page += 1;
             } else {
