@@ -41,41 +41,14 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p "$OUT_DIR"
-log() { printf '==> %s\n' "$*" >&2; }
-
-if [[ -z ${ATTUNE:-} ]]; then
-    if [[ $BUILD != 0 ]]; then
-        log "building (release)"
-        cargo build --release -p attune --bin attune
-    fi
-    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    ATTUNE="$TARGET_DIR/release/attune"
-fi
-[[ -x $ATTUNE ]] || { echo "$ATTUNE is missing: run without BUILD=0" >&2; exit 1; }
-
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_attune
 
 log "starting attune serve under callgrind on $HOST:$PORT (loading takes a few minutes)"
-ATTUNE__CATALOG__PATH=$CATALOG ATTUNE__SEARCH__DIR=$SEARCH_DIR \
-    valgrind --tool=callgrind --instr-atstart=no --cache-sim="$([[ $CACHE_SIM == 1 ]] && echo yes || echo no)" \
-    --callgrind-out-file="$OUT_DIR/callgrind.out" \
-    "$ATTUNE" serve --listen "$HOST:$PORT" >"$OUT_DIR/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 3000); do
-    if curl -sf "http://$HOST:$PORT/readyz" >/dev/null 2>&1; then break; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 30 "$OUT_DIR/server.log" >&2; exit 1; }
-    sleep 0.2
-done
-curl -sf "http://$HOST:$PORT/readyz" >/dev/null || { echo "server not ready" >&2; exit 1; }
+bench_serve 3000 valgrind --tool=callgrind --instr-atstart=no \
+    --cache-sim="$([[ $CACHE_SIM == 1 ]] && echo yes || echo no)" \
+    --callgrind-out-file="$OUT_DIR/callgrind.out"
 
 load() { # scenario concurrency requests history
     "$ATTUNE" load --url "http://$HOST:$PORT" --scenario "$1" --concurrency "$2" \

@@ -32,39 +32,12 @@ HOST=127.0.0.1
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p "$OUT_DIR"
-log() { printf '==> %s\n' "$*" >&2; }
-
-if [[ -z ${ATTUNE:-} ]]; then
-    if [[ $BUILD != 0 ]]; then
-        log "building (release)"
-        cargo build --release -p attune --bin attune
-    fi
-    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
-        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    ATTUNE="$TARGET_DIR/release/attune"
-fi
-[[ -x $ATTUNE ]] || { echo "$ATTUNE is missing: run without BUILD=0" >&2; exit 1; }
-
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_attune
 
 log "starting attune serve on $HOST:$PORT ($CATALOG, $SEARCH_DIR)"
-ATTUNE__CATALOG__PATH=$CATALOG ATTUNE__SEARCH__DIR=$SEARCH_DIR \
-    "$ATTUNE" serve --listen "$HOST:$PORT" >"$OUT_DIR/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 600); do
-    if curl -sf "http://$HOST:$PORT/readyz" >/dev/null 2>&1; then break; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || { tail -n 30 "$OUT_DIR/server.log" >&2; exit 1; }
-    sleep 0.2
-done
-curl -sf "http://$HOST:$PORT/readyz" >/dev/null || { echo "server not ready" >&2; exit 1; }
+bench_serve 600
 
 # The server's CPU time so far, in clock ticks (utime + stime: fields 14 and 15 of stat; the
 # command name in field 2 has no spaces here).
