@@ -46,6 +46,9 @@ pub(crate) struct TrainState {
     pub(crate) best_epoch: Option<usize>,
     pub(crate) bad_evaluations: usize,
     pub(crate) stopped_early: bool,
+    /// Learning-rate steps taken so far (see [`SasRecConfig::lr_steps`]).
+    #[serde(default)]
+    pub(crate) lr_steps_taken: usize,
     /// The tensors file of this state.
     tensors: String,
 }
@@ -65,14 +68,17 @@ impl TrainState {
             best_epoch: None,
             bad_evaluations: 0,
             stopped_early: false,
+            lr_steps_taken: 0,
             tensors: String::new(),
         }
     }
 
     /// A checkpoint resumes only the same run: same hyper-parameters, items and data. The epoch
-    /// budget, the thread count and the patience may change: none of them changes what an
-    /// epoch computes, only how many run and how fast (a run that stopped early can go on with
-    /// more patience, as if it had had that patience all along).
+    /// budget, the thread count, the patience and the number of learning-rate steps may change:
+    /// none of them changes what an epoch computes, only how many run, how fast, and what
+    /// happens once validation stops improving (a run that stopped early can go on with more
+    /// patience or steps, as if it had had them all along). The step factor may change until
+    /// a step was taken.
     pub(crate) fn check_compatible(
         &self,
         config: &SasRecConfig,
@@ -92,6 +98,10 @@ impl TrainState {
         mine.epochs = config.epochs;
         mine.threads = config.threads;
         mine.patience = config.patience;
+        mine.lr_steps = config.lr_steps;
+        if self.lr_steps_taken == 0 {
+            mine.lr_step_factor = config.lr_step_factor;
+        }
         if &mine != config {
             return mismatch(
                 "config",

@@ -82,6 +82,12 @@ pub struct SasRecConfig {
     pub eval_every: usize,
     /// Stop after this many evaluations without improvement (0: never stop early).
     pub patience: usize,
+    /// Learning-rate steps: when `patience` evaluations in a row bring no improvement, the
+    /// learning rate is multiplied by `lr_step_factor` and training goes on, up to this many
+    /// times; the run stops early only when none is left. 0: plain early stopping.
+    pub lr_steps: usize,
+    /// The factor of each learning-rate step, in `(0, 1)`.
+    pub lr_step_factor: f64,
     /// Seed of every random choice (initialization, order, negatives, dropout).
     pub seed: u64,
     /// Worker threads for training (0: one per core).
@@ -108,6 +114,8 @@ impl Default for SasRecConfig {
             cosine_scale: 0.0,
             eval_every: 5,
             patience: 5,
+            lr_steps: 0,
+            lr_step_factor: 0.1,
             seed: 42,
             threads: 0,
         }
@@ -152,6 +160,9 @@ impl SasRecConfig {
             if value == 0 {
                 return bad(field, value, "must be at least 1");
             }
+        }
+        if !(self.lr_step_factor > 0.0 && self.lr_step_factor < 1.0) {
+            return bad("lr_step_factor", self.lr_step_factor, "must be in (0, 1)");
         }
         if self.max_len > 4096 {
             return bad("max_len", self.max_len, "must be at most 4096");

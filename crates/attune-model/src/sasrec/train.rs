@@ -382,6 +382,33 @@ fn step_seed(seed: u64, epoch: usize, step: usize) -> u64 {
     ops::mix(ops::mix(seed ^ 0xD209_0000) ^ ((epoch as u64) << 32 | step as u64))
 }
 
+/// The learning rate after `steps` learning-rate steps.
+fn learning_rate(config: &SasRecConfig, steps: usize) -> f64 {
+    config.learning_rate
+        * config
+            .lr_step_factor
+            .powi(i32::try_from(steps).unwrap_or(i32::MAX))
+}
+
+/// After an evaluation: if `patience` evaluations in a row brought no improvement, steps the
+/// learning rate down when a step is left (and starts counting again), else marks the run
+/// stopped. Returns whether it stopped.
+fn on_plateau(config: &SasRecConfig, state: &mut TrainState, adam: &mut Adam) -> bool {
+    if config.patience == 0 || state.bad_evaluations < config.patience {
+        state.stopped_early = false;
+        return false;
+    }
+    if state.lr_steps_taken < config.lr_steps {
+        state.lr_steps_taken += 1;
+        state.bad_evaluations = 0;
+        adam.lr = learning_rate(config, state.lr_steps_taken);
+        state.stopped_early = false;
+        return false;
+    }
+    state.stopped_early = true;
+    true
+}
+
 /// A fingerprint of the training data (so a checkpoint is not resumed on other data).
 fn fingerprint(sequences: &[&[u32]], num_items: usize) -> u64 {
     let mut h = ops::mix(num_items as u64);
@@ -481,10 +508,20 @@ pub fn train(
     let start_epoch = state.epoch;
     let mut trained_sequences = 0usize;
     let mut step_time = 0f64;
-    // Decided again under this run's patience (it may differ from the checkpoint's): the
-    // evaluations since the best one are what an uninterrupted run would have counted.
-    let mut stopped_early = config.patience > 0 && state.bad_evaluations >= config.patience;
-    state.stopped_early = stopped_early;
+    // Decided again under this run's patience and steps (they may differ from the
+    // checkpoint's): the evaluations since the best one are what an uninterrupted run would
+    // have counted, and at the evaluation that stopped the checkpoint's run it would have
+    // stepped the learning rate down instead, if it had steps left.
+    adam.lr = learning_rate(config, state.lr_steps_taken);
+    let steps = state.lr_steps_taken;
+    let mut stopped_early = on_plateau(config, &mut state, &mut adam);
+    if state.lr_steps_taken > steps {
+        tracing::info!(
+            epoch = state.epoch,
+            learning_rate = adam.lr,
+            "sasrec: resumed on a plateau, learning rate stepped down"
+        );
+    }
     while state.epoch < config.epochs && !stopped_early {
         if options
             .max_epochs_this_run
@@ -553,10 +590,12 @@ pub fn train(
                 line.push_str(" (best)");
             } else {
                 state.bad_evaluations += 1;
-                if config.patience > 0 && state.bad_evaluations >= config.patience {
-                    stopped_early = true;
-                    state.stopped_early = true;
+                let steps = state.lr_steps_taken;
+                stopped_early = on_plateau(config, &mut state, &mut adam);
+                if stopped_early {
                     line.push_str(", stopping early");
+                } else if state.lr_steps_taken > steps {
+                    line.push_str(&format!(", learning rate now {:e}", adam.lr));
                 }
             }
         }

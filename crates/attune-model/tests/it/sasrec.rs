@@ -450,3 +450,70 @@ fn a_run_that_stopped_early_goes_on_with_more_patience() {
     assert_eq!(more.evaluations.len(), 3);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_plateau_steps_the_learning_rate_down_before_stopping() {
+    let s = slice();
+    let n = s.item_ids.len();
+    let seqs = train_part(s);
+    let seqs = &seqs[..400];
+    // A metric that only falls: every evaluation after the first is a bad one.
+    let falling = || {
+        let mut calls = 0.0;
+        move |_: &SasRec| -> attune_model::Result<f64> {
+            calls += 1.0;
+            Ok(-calls)
+        }
+    };
+    let base = SasRecConfig {
+        epochs: 6,
+        eval_every: 1,
+        patience: 1,
+        ..small_config()
+    };
+    let stepped = SasRecConfig {
+        lr_steps: 2,
+        lr_step_factor: 0.5,
+        ..base.clone()
+    };
+    // Uninterrupted: best at 1; a bad evaluation at 2 and at 3 each take a step; the one at 4
+    // has none left and stops.
+    let (_, whole) = train(&stepped, n, seqs, &quiet(), &mut falling()).unwrap();
+    assert_eq!(whole.epochs_completed, 4);
+    assert!(whole.stopped_early);
+    // The steps changed the training: without them the third epoch's loss differs.
+    let never_stops = SasRecConfig {
+        patience: 0,
+        ..base.clone()
+    };
+    let (_, plain) = train(&never_stops, n, seqs, &quiet(), &mut falling()).unwrap();
+    assert_eq!(plain.epoch_losses[..2], whole.epoch_losses[..2]);
+    assert_ne!(plain.epoch_losses[2], whole.epoch_losses[2]);
+
+    // A run without steps stops at 2; resumed with them, it goes on exactly as the
+    // uninterrupted run did.
+    let dir = temp_dir("lr-steps");
+    let options = TrainOptions {
+        checkpoint_dir: Some(dir.clone()),
+        progress: Progress::Quiet,
+        max_epochs_this_run: None,
+    };
+    let mut metric = falling();
+    let (_, first) = train(&base, n, seqs, &options, &mut metric).unwrap();
+    assert_eq!((first.epochs_completed, first.stopped_early), (2, true));
+    let (_, resumed) = train(&stepped, n, seqs, &options, &mut metric).unwrap();
+    assert_eq!(resumed.resumed_from, 2);
+    assert_eq!(resumed.epoch_losses, whole.epoch_losses);
+    assert_eq!(resumed.evaluations, whole.evaluations);
+    assert!(resumed.stopped_early);
+    std::fs::remove_dir_all(&dir).ok();
+
+    let bad = SasRecConfig {
+        lr_step_factor: 1.0,
+        ..stepped
+    };
+    match train(&bad, n, seqs, &quiet(), &mut falling()) {
+        Err(Error::InvalidArgument { name, .. }) => assert_eq!(name, "lr_step_factor"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
