@@ -513,9 +513,9 @@ pub fn train(
     // have counted, and at the evaluation that stopped the checkpoint's run it would have
     // stepped the learning rate down instead, if it had steps left.
     adam.lr = learning_rate(config, state.lr_steps_taken);
-    let steps = state.lr_steps_taken;
+    let lr_steps_before = state.lr_steps_taken;
     let mut stopped_early = on_plateau(config, &mut state, &mut adam);
-    if state.lr_steps_taken > steps {
+    if state.lr_steps_taken > lr_steps_before {
         tracing::info!(
             epoch = state.epoch,
             learning_rate = adam.lr,
@@ -590,11 +590,11 @@ pub fn train(
                 line.push_str(" (best)");
             } else {
                 state.bad_evaluations += 1;
-                let steps = state.lr_steps_taken;
+                let lr_steps_before = state.lr_steps_taken;
                 stopped_early = on_plateau(config, &mut state, &mut adam);
                 if stopped_early {
                     line.push_str(", stopping early");
-                } else if state.lr_steps_taken > steps {
+                } else if state.lr_steps_taken > lr_steps_before {
                     line.push_str(&format!(", learning rate now {:e}", adam.lr));
                 }
             }
