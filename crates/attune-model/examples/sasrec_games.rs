@@ -107,6 +107,7 @@ fn main() {
         checkpoint_dir: Some(ckpt),
         progress: Progress::Auto,
         max_epochs_this_run: None,
+        init_from: None,
     };
     let (model, report) = train(&config, n, &train_seqs, &options, &mut |m| {
         let (hr, ndcg) = sampled(m, &valid, 1);

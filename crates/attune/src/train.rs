@@ -83,6 +83,11 @@ pub(crate) struct TrainArgs {
     /// SASRec: write a checkpoint here after every epoch, and resume from one found there.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// SASRec: start from the weights of this trained model (a directory `attune train`
+    /// wrote, on the same dataset) instead of a seeded initialization, e.g. to fine-tune it at
+    /// a lower learning rate. Its shapes must match this run's config.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     /// SASRec: the protocol of the validation that picks the best epoch (default: sampled with
     /// the dataset's negatives; srgnn on held-out sessions for diginetica).
     #[arg(long, value_enum)]
@@ -317,10 +322,26 @@ fn train_sasrec(args: &TrainArgs, source: &Source, dataset: &Dataset) -> anyhow:
         config.eval_every
     );
     let started = Instant::now();
+    let init_from = match &args.init_from {
+        Some(dir) => {
+            let (model, manifest) = SasRec::load(dir, None)?;
+            if manifest.item_ids != train.item_ids {
+                anyhow::bail!(
+                    "--init-from {}: the model's items are not this dataset's ({} items there, {} here)",
+                    dir.display(),
+                    manifest.item_ids.len(),
+                    train.item_ids.len()
+                );
+            }
+            Some(model)
+        }
+        None => None,
+    };
     let train_options = TrainOptions {
         checkpoint_dir: args.checkpoint.clone(),
         progress: Progress::Auto,
         max_epochs_this_run: None,
+        init_from,
     };
     let num_items = train.num_items;
     let (model, report) = sasrec::train(

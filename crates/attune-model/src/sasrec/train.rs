@@ -40,6 +40,10 @@ pub struct TrainOptions {
     /// Stop (as if killed) after this many epochs in this call; the checkpoint lets a later
     /// call continue. `None`: run to the end.
     pub max_epochs_this_run: Option<usize>,
+    /// Start from these weights instead of a seeded initialization (fine-tuning a trained
+    /// model, e.g. at a lower learning rate): same shapes required. A checkpoint to resume
+    /// from takes precedence, since it continues the run that started from them.
+    pub init_from: Option<SasRec>,
 }
 
 /// What a training run did.
@@ -485,6 +489,22 @@ pub fn train(
     }
     let pool = thread_pool(config)?;
     let mut model = SasRec::new(config, num_items)?;
+    if let Some(init) = &options.init_from {
+        let shapes = |m: &SasRec| m.vars.iter().map(|v| v.dims().to_vec()).collect::<Vec<_>>();
+        if shapes(init) != shapes(&model) {
+            return Err(Error::InvalidArgument {
+                name: "init_from",
+                value: format!("{} items, hidden {}", init.num_items, init.config.hidden),
+                reason: format!(
+                    "its weights do not have this run's shapes ({num_items} items, hidden {}, {} blocks, max_len {})",
+                    config.hidden, config.blocks, config.max_len
+                ),
+            });
+        }
+        for (var, from) in model.vars.iter().zip(&init.vars) {
+            var.set(from.as_tensor()).map_err(backend)?;
+        }
+    }
     let mut adam = Adam::new(
         &model.vars,
         config.learning_rate,

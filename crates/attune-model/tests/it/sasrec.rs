@@ -375,6 +375,7 @@ fn an_interrupted_run_resumes_from_its_last_epoch() {
         checkpoint_dir: Some(dir.clone()),
         progress: Progress::Quiet,
         max_epochs_this_run: Some(2),
+        init_from: None,
     };
     let (_, first) = train(&config, n, seqs, &options, &mut metric).unwrap();
     assert_eq!(first.epochs_completed, 2);
@@ -430,6 +431,7 @@ fn a_run_that_stopped_early_goes_on_with_more_patience() {
         checkpoint_dir: Some(dir.clone()),
         progress: Progress::Quiet,
         max_epochs_this_run: None,
+        init_from: None,
     };
     let (_, first) = train(&impatient, n, seqs, &options, &mut falling).unwrap();
     assert!(first.stopped_early);
@@ -497,6 +499,7 @@ fn a_plateau_steps_the_learning_rate_down_before_stopping() {
         checkpoint_dir: Some(dir.clone()),
         progress: Progress::Quiet,
         max_epochs_this_run: None,
+        init_from: None,
     };
     let mut metric = falling();
     let (_, first) = train(&base, n, seqs, &options, &mut metric).unwrap();
@@ -514,6 +517,53 @@ fn a_plateau_steps_the_learning_rate_down_before_stopping() {
     };
     match train(&bad, n, seqs, &quiet(), &mut falling()) {
         Err(Error::InvalidArgument { name, .. }) => assert_eq!(name, "lr_step_factor"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_run_can_start_from_a_trained_models_weights() {
+    let s = slice();
+    let n = s.item_ids.len();
+    let seqs = train_part(s);
+    let seqs = &seqs[..400];
+    let config = SasRecConfig {
+        epochs: 2,
+        ..small_config()
+    };
+    let (trained, first) = train(&config, n, seqs, &quiet(), &mut |_| Ok(0.0)).unwrap();
+    // Fine-tuning at a learning rate too small to move anything: it starts where the trained
+    // model ended (its first epoch's loss is near the trained model's last, far below a fresh
+    // start's) and keeps its scores.
+    let fine = SasRecConfig {
+        epochs: 1,
+        learning_rate: 1e-12,
+        ..config.clone()
+    };
+    let options = TrainOptions {
+        init_from: Some(trained.clone()),
+        ..quiet()
+    };
+    let (tuned, report) = train(&fine, n, seqs, &options, &mut |_| Ok(0.0)).unwrap();
+    assert!(
+        report.epoch_losses[0] < first.epoch_losses[0],
+        "{report:?} against {first:?}"
+    );
+    let probe: Vec<&[u32]> = seqs.iter().take(4).map(Vec::as_slice).collect();
+    let (a, b) = (
+        trained.score_all(&probe).unwrap(),
+        tuned.score_all(&probe).unwrap(),
+    );
+    for (x, y) in a.iter().flatten().zip(b.iter().flatten()) {
+        assert!((x - y).abs() < 1e-4, "{x} against {y}");
+    }
+    // Weights of other shapes are refused, naming the option.
+    let wider = SasRecConfig {
+        hidden: 16,
+        ..config
+    };
+    match train(&wider, n, seqs, &options, &mut |_| Ok(0.0)) {
+        Err(Error::InvalidArgument { name, .. }) => assert_eq!(name, "init_from"),
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
 }
