@@ -827,7 +827,6 @@ pub fn rerank(
     }
     // Equal scores keep retrieval order (the index breaks ties, so an unstable sort, which
     // needs no scratch allocation, gives the stable order).
-    let order = sort_key;
     let max_per_brand = rules.diversity.max_per_brand as usize;
     // Only the results that can fill the pages asked for need ordering: the best `needed`, and
     // as many again for results that diversity holds back (if more are needed, all are sorted).
@@ -837,9 +836,9 @@ pub fn rerank(
         .saturating_add(request.page_size)
         .max(1);
     if head < ranked.len() {
-        ranked.select_nth_unstable_by_key(head - 1, order);
+        ranked.select_nth_unstable_by_key(head - 1, sort_key);
         let tail = ranked.split_off(head);
-        ranked.sort_unstable_by_key(order);
+        ranked.sort_unstable_by_key(sort_key);
         if !steps.brand_diversity {
             ranked.extend(tail);
             return ranked;
@@ -863,7 +862,7 @@ pub fn rerank(
             }
         }
     }
-    ranked.sort_unstable_by_key(order);
+    ranked.sort_unstable_by_key(sort_key);
     if steps.brand_diversity {
         ranked = diversify(
             ranked,

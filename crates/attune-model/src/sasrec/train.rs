@@ -394,23 +394,33 @@ fn learning_rate(config: &SasRecConfig, steps: usize) -> f64 {
             .powi(i32::try_from(steps).unwrap_or(i32::MAX))
 }
 
+/// What a plateau did (see [`on_plateau`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plateau {
+    /// Not on a plateau (or patience is off): go on.
+    No,
+    /// The learning rate stepped down: go on.
+    Stepped,
+    /// No step left: the run stops.
+    Stop,
+}
+
 /// After an evaluation: if `patience` evaluations in a row brought no improvement, steps the
 /// learning rate down when a step is left (and starts counting again), else marks the run
-/// stopped. Returns whether it stopped.
-fn on_plateau(config: &SasRecConfig, state: &mut TrainState, adam: &mut Adam) -> bool {
-    if config.patience == 0 || state.bad_evaluations < config.patience {
-        state.stopped_early = false;
-        return false;
-    }
-    if state.lr_steps_taken < config.lr_steps {
+/// stopped.
+fn on_plateau(config: &SasRecConfig, state: &mut TrainState, adam: &mut Adam) -> Plateau {
+    let plateau = if config.patience == 0 || state.bad_evaluations < config.patience {
+        Plateau::No
+    } else if state.lr_steps_taken < config.lr_steps {
         state.lr_steps_taken += 1;
         state.bad_evaluations = 0;
         adam.lr = learning_rate(config, state.lr_steps_taken);
-        state.stopped_early = false;
-        return false;
-    }
-    state.stopped_early = true;
-    true
+        Plateau::Stepped
+    } else {
+        Plateau::Stop
+    };
+    state.stopped_early = plateau == Plateau::Stop;
+    plateau
 }
 
 /// A fingerprint of the training data (so a checkpoint is not resumed on other data).
@@ -533,9 +543,9 @@ pub fn train(
     // have counted, and at the evaluation that stopped the checkpoint's run it would have
     // stepped the learning rate down instead, if it had steps left.
     adam.lr = learning_rate(config, state.lr_steps_taken);
-    let lr_steps_before = state.lr_steps_taken;
-    let mut stopped_early = on_plateau(config, &mut state, &mut adam);
-    if state.lr_steps_taken > lr_steps_before {
+    let plateau = on_plateau(config, &mut state, &mut adam);
+    let mut stopped_early = plateau == Plateau::Stop;
+    if plateau == Plateau::Stepped {
         tracing::info!(
             epoch = state.epoch,
             learning_rate = adam.lr,
@@ -610,12 +620,15 @@ pub fn train(
                 line.push_str(" (best)");
             } else {
                 state.bad_evaluations += 1;
-                let lr_steps_before = state.lr_steps_taken;
-                stopped_early = on_plateau(config, &mut state, &mut adam);
-                if stopped_early {
-                    line.push_str(", stopping early");
-                } else if state.lr_steps_taken > lr_steps_before {
-                    line.push_str(&format!(", learning rate now {:e}", adam.lr));
+                match on_plateau(config, &mut state, &mut adam) {
+                    Plateau::No => {}
+                    Plateau::Stepped => {
+                        line.push_str(&format!(", learning rate now {:e}", adam.lr));
+                    }
+                    Plateau::Stop => {
+                        stopped_early = true;
+                        line.push_str(", stopping early");
+                    }
                 }
             }
         }
