@@ -95,6 +95,12 @@ pub(crate) struct TrainArgs {
     /// Seed of the training run (SASRec; overrides the config).
     #[arg(long)]
     seed: Option<u64>,
+    /// SASRec: besides `--out` (the candidate that validated best), write every candidate the
+    /// run kept (the weights at their best validation, and each weight average of
+    /// `ema_decays` at its own) as a model of its own, `<out>-<label>` (`-weights`,
+    /// `-ema0.9999`), e.g. to evaluate each.
+    #[arg(long)]
+    keep_candidates: bool,
     /// The model directory to write (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -359,29 +365,55 @@ fn train_sasrec(args: &TrainArgs, source: &Source, dataset: &Dataset) -> anyhow:
         },
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    let mut metrics = std::collections::BTreeMap::new();
-    if let Some(best) = report.best_metric {
-        metrics.insert(format!("valid.{metric}"), best);
-    }
-    if let Some(epoch) = report.best_epoch {
-        metrics.insert("best_epoch".to_owned(), epoch as f64);
-    }
-    metrics.insert("epochs".to_owned(), report.epochs_completed as f64);
-    metrics.insert(
-        "sequences_per_second".to_owned(),
-        report.sequences_per_second,
-    );
-    metrics.insert("train_seconds".to_owned(), seconds);
-    let info = ModelInfo {
-        item_ids: train.item_ids.clone(),
-        dataset: train.info(),
-        metrics,
+    let info = |best_epoch: Option<usize>, best: Option<f64>, decay: Option<f64>| {
+        let mut metrics = std::collections::BTreeMap::new();
+        if let Some(best) = best {
+            metrics.insert(format!("valid.{metric}"), best);
+        }
+        if let Some(epoch) = best_epoch {
+            metrics.insert("best_epoch".to_owned(), epoch as f64);
+        }
+        if let Some(decay) = decay {
+            metrics.insert("ema_decay".to_owned(), decay);
+        }
+        metrics.insert("epochs".to_owned(), report.epochs_completed as f64);
+        metrics.insert(
+            "sequences_per_second".to_owned(),
+            report.sequences_per_second,
+        );
+        metrics.insert("train_seconds".to_owned(), seconds);
+        ModelInfo {
+            item_ids: train.item_ids.clone(),
+            dataset: train.info(),
+            metrics,
+        }
     };
-    model.save(&args.out, &info)?;
-    let best = match (report.best_epoch, report.best_metric) {
+    model.save(
+        &args.out,
+        &info(report.best_epoch, report.best_metric, report.averaged),
+    )?;
+    let describe = |epoch: Option<usize>, value: Option<f64>| match (epoch, value) {
         (Some(epoch), Some(value)) => format!("best epoch {epoch} ({metric} {value:.4})"),
         _ => "no validation".to_owned(),
     };
+    if report.candidates.len() > 1 {
+        for c in &report.candidates {
+            let mut line = format!("  {}: {}", c.label, describe(c.best_epoch, c.best_metric));
+            if args.keep_candidates {
+                let mut dir = args.out.clone().into_os_string();
+                dir.push(format!("-{}", c.label));
+                let dir = PathBuf::from(dir);
+                c.model
+                    .save(&dir, &info(c.best_epoch, c.best_metric, c.decay))?;
+                line.push_str(&format!("; wrote {}", dir.display()));
+            }
+            eprintln!("{line}");
+        }
+    }
+    let mut best = describe(report.best_epoch, report.best_metric);
+    if let Some(decay) = report.averaged {
+        best.push_str(&format!(", the weight average of decay {decay}"));
+    }
     eprintln!(
         "trained SASRec: {} epochs{}, {best}, {:.0} sequences/s, {seconds:.1} s; wrote {}",
         report.epochs_completed,

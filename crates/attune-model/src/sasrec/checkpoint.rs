@@ -1,5 +1,6 @@
 //! Files: a trained model (`model.safetensors` + `manifest.json`) and the training checkpoint
-//! (`state.json` + `epoch-N.safetensors` with weights, Adam moments and the best weights so far).
+//! (`state.json` + `epoch-N.safetensors` with weights, Adam moments, the best weights so far,
+//! and each weight average with its best).
 //!
 //! The checkpoint's random state is not stored: every epoch's random stream (order, negatives,
 //! dropout) is derived from the seed and the epoch number, so the epoch count is the rng state
@@ -12,6 +13,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::adam::Adam;
+use super::average::Ema;
 use super::config::SasRecConfig;
 use super::model::{SasRec, param_specs};
 use crate::error::BackendError;
@@ -49,8 +51,21 @@ pub(crate) struct TrainState {
     /// Learning-rate steps taken so far (see [`SasRecConfig::lr_steps`]).
     #[serde(default)]
     pub(crate) lr_steps_taken: usize,
+    /// The weight averages' validations, one per `config.ema_decays` entry, in its order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) averages: Vec<AverageState>,
     /// The tensors file of this state.
     tensors: String,
+}
+
+/// Where one weight average is (see [`super::average`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AverageState {
+    pub(crate) decay: f64,
+    pub(crate) evaluations: Vec<(usize, f64)>,
+    pub(crate) best_metric: Option<f64>,
+    pub(crate) best_epoch: Option<usize>,
 }
 
 impl TrainState {
@@ -69,6 +84,16 @@ impl TrainState {
             bad_evaluations: 0,
             stopped_early: false,
             lr_steps_taken: 0,
+            averages: config
+                .ema_decays
+                .iter()
+                .map(|&decay| AverageState {
+                    decay,
+                    evaluations: Vec::new(),
+                    best_metric: None,
+                    best_epoch: None,
+                })
+                .collect(),
             tensors: String::new(),
         }
     }
@@ -158,13 +183,15 @@ pub(crate) fn read_state(dir: &Path) -> Result<Option<TrainState>> {
     Ok(Some(state))
 }
 
-/// Loads the weights and Adam state of a checkpoint into `model` and `adam`; returns the best
+/// Loads the weights and Adam state of a checkpoint into `model` and `adam`, and the weight
+/// averages into `averages` (one per `state.averages` entry, in order); returns the best
 /// weights it holds.
 pub(crate) fn restore(
     dir: &Path,
     state: &TrainState,
     model: &mut SasRec,
     adam: &mut Adam,
+    averages: &mut [Ema],
 ) -> Result<Option<Vec<Tensor>>> {
     let path = dir.join(&state.tensors);
     let mut tensors = read_tensors(&path)?;
@@ -199,6 +226,17 @@ pub(crate) fn restore(
         if state.best_epoch.is_some() {
             best.push(take(format!("best.{name}"), &shape)?);
         }
+        for (k, (ema, saved)) in averages.iter_mut().zip(&state.averages).enumerate() {
+            let w = take(format!("ema{k}.{name}"), &shape)?;
+            ema.model.vars[i]
+                .set(&w)
+                .map_err(|e| weights_error(&path, e))?;
+            if saved.best_epoch.is_some() {
+                ema.best
+                    .get_or_insert_with(Vec::new)
+                    .push(take(format!("ema{k}_best.{name}"), &shape)?);
+            }
+        }
     }
     adam.t = state.adam_steps;
     Ok(state.best_epoch.map(|_| best))
@@ -213,6 +251,7 @@ pub(crate) fn write(
     model: &SasRec,
     adam: &Adam,
     best: Option<&[Tensor]>,
+    averages: &[Ema],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
     let file = format!("epoch-{}.safetensors", state.epoch);
@@ -228,6 +267,15 @@ pub(crate) fn write(
         }
         if let Some(best) = best {
             tensors.insert(format!("best.{name}"), best[i].clone());
+        }
+        for (k, ema) in averages.iter().enumerate() {
+            tensors.insert(
+                format!("ema{k}.{name}"),
+                ema.model.vars[i].as_tensor().clone(),
+            );
+            if let Some(best) = &ema.best {
+                tensors.insert(format!("ema{k}_best.{name}"), best[i].clone());
+            }
         }
     }
     let tmp = dir.join(format!("{file}.tmp"));

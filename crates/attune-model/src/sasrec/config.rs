@@ -88,6 +88,13 @@ pub struct SasRecConfig {
     pub lr_steps: usize,
     /// The factor of each learning-rate step, in `(0, 1)`.
     pub lr_step_factor: f64,
+    /// Weight averages to keep beside training: one exponential moving average of the weights
+    /// per decay (per step, each in `(0, 1)`; e.g. 0.9999 averages over about the last 10,000
+    /// steps). Each is validated with the weights and kept at its own best; the run returns
+    /// whichever of them and the weights validated best. They never change the training.
+    /// Empty: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ema_decays: Vec<f64>,
     /// Seed of every random choice (initialization, order, negatives, dropout).
     pub seed: u64,
     /// Worker threads for training (0: one per core).
@@ -116,6 +123,7 @@ impl Default for SasRecConfig {
             patience: 5,
             lr_steps: 0,
             lr_step_factor: 0.1,
+            ema_decays: Vec::new(),
             seed: 42,
             threads: 0,
         }
@@ -163,6 +171,21 @@ impl SasRecConfig {
         }
         if !(self.lr_step_factor > 0.0 && self.lr_step_factor < 1.0) {
             return bad("lr_step_factor", self.lr_step_factor, "must be in (0, 1)");
+        }
+        if self.ema_decays.len() > 8 {
+            return bad(
+                "ema_decays",
+                format!("{:?}", self.ema_decays),
+                "at most 8 averages",
+            );
+        }
+        for (k, &decay) in self.ema_decays.iter().enumerate() {
+            if !(decay > 0.0 && decay < 1.0) {
+                return bad("ema_decays", decay, "each decay must be in (0, 1)");
+            }
+            if self.ema_decays[..k].contains(&decay) {
+                return bad("ema_decays", decay, "each decay may appear once");
+            }
         }
         if self.max_len > 4096 {
             return bad("max_len", self.max_len, "must be at most 4096");

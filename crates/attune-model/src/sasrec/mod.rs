@@ -28,6 +28,7 @@
 
 mod adam;
 mod attention;
+mod average;
 mod block;
 mod checkpoint;
 mod config;
@@ -43,7 +44,7 @@ mod tests;
 pub use checkpoint::{ModelInfo, WEIGHTS_FILE};
 pub use config::{SasRecConfig, SasRecLoss};
 pub use model::SasRec;
-pub use train::{PreparedBatch, Progress, TrainOptions, TrainReport, Trainer, train};
+pub use train::{Candidate, PreparedBatch, Progress, TrainOptions, TrainReport, Trainer, train};
 
 use candle_core::Tensor;
 

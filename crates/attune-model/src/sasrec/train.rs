@@ -13,6 +13,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::adam::{Adam, NO_SLOT};
+use super::average::Ema;
 use super::checkpoint::{self, TrainState};
 use super::config::{SasRecConfig, SasRecLoss};
 use super::model::{Batch, SasRec, backend};
@@ -47,16 +48,22 @@ pub struct TrainOptions {
 }
 
 /// What a training run did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TrainReport {
     /// Mean training loss of each epoch so far (including epochs run before a resume).
     pub epoch_losses: Vec<f64>,
-    /// `(epoch, metric)` of every validation, epochs counted from 1.
+    /// `(epoch, metric)` of every validation of the weights, epochs counted from 1.
     pub evaluations: Vec<(usize, f64)>,
-    /// The epoch whose weights the returned model has (`None`: never evaluated, last weights).
+    /// The epoch whose weights (or average) the returned model has (`None`: never evaluated,
+    /// last weights).
     pub best_epoch: Option<usize>,
     /// Its validation metric.
     pub best_metric: Option<f64>,
+    /// The decay of the weight average the returned model is (`None`: the weights themselves).
+    pub averaged: Option<f64>,
+    /// Each candidate the run kept, the returned one among them: the weights at their best
+    /// validation, then each weight average at its own (see [`SasRecConfig::ema_decays`]).
+    pub candidates: Vec<Candidate>,
     /// The epoch a checkpoint resumed from (0: started fresh).
     pub resumed_from: usize,
     /// Epochs completed in total.
@@ -65,6 +72,23 @@ pub struct TrainReport {
     pub stopped_early: bool,
     /// Training sequences per second in this call (steps only, evaluation excluded).
     pub sequences_per_second: f64,
+}
+
+/// A model a run kept, with its validation.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// `weights`, or the weight average's label (`ema0.9999`).
+    pub label: String,
+    /// The decay of the weight average (`None`: the weights themselves).
+    pub decay: Option<f64>,
+    /// `(epoch, metric)` of every validation of these weights.
+    pub evaluations: Vec<(usize, f64)>,
+    /// The epoch of its best validation (`None`: never evaluated).
+    pub best_epoch: Option<usize>,
+    /// That validation's metric.
+    pub best_metric: Option<f64>,
+    /// The weights at that validation (the last ones if never evaluated).
+    pub model: SasRec,
 }
 
 /// A training example set: each sequence of at least two items gives one row per step.
@@ -525,11 +549,16 @@ pub fn train(
     let data_print = fingerprint(&examples.sequences, num_items);
     let mut state = TrainState::fresh(config, num_items, data_print);
     let mut best: Option<Vec<Tensor>> = None;
+    let mut averages = config
+        .ema_decays
+        .iter()
+        .map(|&decay| Ema::new(decay, &model))
+        .collect::<Result<Vec<_>>>()?;
     if let Some(dir) = &options.checkpoint_dir
         && let Some(saved) = checkpoint::read_state(dir)?
     {
         saved.check_compatible(config, num_items, data_print, dir)?;
-        best = checkpoint::restore(dir, &saved, &mut model, &mut adam)?;
+        best = checkpoint::restore(dir, &saved, &mut model, &mut adam, &mut averages)?;
         state = saved;
     }
     let resumed_from = state.epoch;
@@ -573,7 +602,13 @@ pub fn train(
             let input = make_step(config, num_items, chunk, &mut rng);
             let seed = step_seed(config.seed, epoch, step);
             let loss = pool
-                .install(|| train_step(&model, &mut adam, &input, seed))
+                .install(|| {
+                    let loss = train_step(&model, &mut adam, &input, seed)?;
+                    for average in &averages {
+                        average.update(&model, adam.t)?;
+                    }
+                    Ok(loss)
+                })
                 .map_err(backend)?;
             if !loss.is_finite() {
                 return Err(Error::InvalidArgument {
@@ -631,6 +666,17 @@ pub fn train(
                     }
                 }
             }
+            for (average, saved) in averages.iter_mut().zip(&mut state.averages) {
+                let metric = evaluate(&average.model)?;
+                saved.evaluations.push((state.epoch, metric));
+                line.push_str(&format!(", {} {metric:.4}", Ema::label(average.decay)));
+                if saved.best_metric.is_none_or(|b| metric > b) {
+                    saved.best_metric = Some(metric);
+                    saved.best_epoch = Some(state.epoch);
+                    average.best = Some(snapshot(&average.model)?);
+                    line.push_str(" (best)");
+                }
+            }
         }
         tracing::info!("{line}");
         if display.lines {
@@ -639,29 +685,69 @@ pub fn train(
             bar.println(&line);
         }
         if let Some(dir) = &options.checkpoint_dir {
-            checkpoint::write(dir, &state, &model, &adam, best.as_deref())?;
+            checkpoint::write(dir, &state, &model, &adam, best.as_deref(), &averages)?;
         }
     }
     if let Some(bar) = &display.bar {
         bar.finish_and_clear();
     }
     if let Some(best) = &best {
-        for (var, t) in model.vars.iter().zip(best) {
-            var.set(t).map_err(backend)?;
+        set_weights(&model, best)?;
+    }
+    let mut candidates = vec![Candidate {
+        label: "weights".to_owned(),
+        decay: None,
+        evaluations: state.evaluations.clone(),
+        best_epoch: state.best_epoch,
+        best_metric: state.best_metric,
+        model,
+    }];
+    for (average, saved) in averages.into_iter().zip(&state.averages) {
+        if let Some(best) = &average.best {
+            set_weights(&average.model, best)?;
+        }
+        candidates.push(Candidate {
+            label: Ema::label(average.decay),
+            decay: Some(average.decay),
+            evaluations: saved.evaluations.clone(),
+            best_epoch: saved.best_epoch,
+            best_metric: saved.best_metric,
+            model: average.model,
+        });
+    }
+    // The best validation wins; on a tie the weights themselves, then the first average.
+    let mut chosen = 0;
+    for (k, c) in candidates.iter().enumerate().skip(1) {
+        if c.best_metric
+            .is_some_and(|m| candidates[chosen].best_metric.is_none_or(|b| m > b))
+        {
+            chosen = k;
         }
     }
+    let winner = &candidates[chosen];
+    let model = winner.model.clone();
     #[allow(clippy::cast_precision_loss)]
     let report = TrainReport {
         epoch_losses: state.losses.clone(),
         evaluations: state.evaluations.clone(),
-        best_epoch: state.best_epoch,
-        best_metric: state.best_metric,
+        best_epoch: winner.best_epoch,
+        best_metric: winner.best_metric,
+        averaged: winner.decay,
         resumed_from,
         epochs_completed: state.epoch,
         stopped_early,
         sequences_per_second: trained_sequences as f64 / step_time.max(1e-9),
+        candidates,
     };
     Ok((model, report))
+}
+
+/// Sets a model's weights to `weights` (in its parameter order).
+fn set_weights(model: &SasRec, weights: &[Tensor]) -> Result<()> {
+    for (var, t) in model.vars.iter().zip(weights) {
+        var.set(t).map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// A copy of the current weights.

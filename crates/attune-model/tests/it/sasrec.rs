@@ -567,3 +567,158 @@ fn a_run_can_start_from_a_trained_models_weights() {
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
 }
+
+/// A metric per call: the `k`-th validation returns `values[k]` (the weights are validated
+/// first at each evaluation, then each average in `ema_decays` order).
+fn scripted(values: Vec<f64>) -> impl FnMut(&SasRec) -> attune_model::Result<f64> {
+    let mut calls = 0;
+    move |_| {
+        calls += 1;
+        Ok(values[calls - 1])
+    }
+}
+
+#[test]
+fn weight_averages_never_change_training_and_are_returned_only_when_they_validate_best() {
+    let s = slice();
+    let n = s.item_ids.len();
+    let seqs = train_part(s);
+    let seqs = &seqs[..400];
+    let plain = SasRecConfig {
+        epochs: 2,
+        eval_every: 1,
+        patience: 0,
+        ..small_config()
+    };
+    let averaged = SasRecConfig {
+        ema_decays: vec![0.9, 0.99],
+        ..plain.clone()
+    };
+    let probe: Vec<&[u32]> = seqs.iter().take(4).map(Vec::as_slice).collect();
+    let (raw, raw_report) =
+        train(&plain, n, seqs, &quiet(), &mut scripted(vec![0.5, 0.6])).unwrap();
+    assert_eq!(raw_report.candidates.len(), 1);
+    assert_eq!(raw_report.averaged, None);
+
+    // Epoch 1: weights 0.5, averages 0.1 and 0.2; epoch 2: weights 0.6, averages 0.7 and 0.65.
+    let values = vec![0.5, 0.1, 0.2, 0.6, 0.7, 0.65];
+    let (model, report) = train(&averaged, n, seqs, &quiet(), &mut scripted(values)).unwrap();
+    // The same steps: the same losses, the same validations of the weights.
+    assert_eq!(report.epoch_losses, raw_report.epoch_losses);
+    assert_eq!(report.evaluations, raw_report.evaluations);
+    let labels: Vec<&str> = report.candidates.iter().map(|c| c.label.as_str()).collect();
+    assert_eq!(labels, ["weights", "ema0.9", "ema0.99"]);
+    assert_eq!(report.candidates[0].evaluations, vec![(1, 0.5), (2, 0.6)]);
+    assert_eq!(report.candidates[1].evaluations, vec![(1, 0.1), (2, 0.7)]);
+    assert_eq!(
+        (
+            report.candidates[2].best_epoch,
+            report.candidates[2].best_metric
+        ),
+        (Some(2), Some(0.65))
+    );
+    // The 0.9 average validated best, at epoch 2: it is returned, and it is not the weights.
+    assert_eq!(report.averaged, Some(0.9));
+    assert_eq!(
+        (report.best_epoch, report.best_metric),
+        (Some(2), Some(0.7))
+    );
+    let scores = model.score_all(&probe).unwrap();
+    assert_eq!(
+        scores,
+        report.candidates[1].model.score_all(&probe).unwrap()
+    );
+    assert_eq!(
+        raw.score_all(&probe).unwrap(),
+        report.candidates[0].model.score_all(&probe).unwrap()
+    );
+    assert_ne!(scores, raw.score_all(&probe).unwrap());
+
+    // When the weights validate best they are returned, ties included.
+    let values = vec![0.5, 0.1, 0.2, 0.6, 0.6, 0.3];
+    let (model, report) = train(&averaged, n, seqs, &quiet(), &mut scripted(values)).unwrap();
+    assert_eq!(report.averaged, None);
+    assert_eq!(
+        (report.best_epoch, report.best_metric),
+        (Some(2), Some(0.6))
+    );
+    assert_eq!(
+        model.score_all(&probe).unwrap(),
+        raw.score_all(&probe).unwrap()
+    );
+
+    // Bad decays name the field.
+    for decays in [vec![1.0], vec![0.0], vec![f64::NAN], vec![0.9, 0.9]] {
+        let bad = SasRecConfig {
+            ema_decays: decays.clone(),
+            ..plain.clone()
+        };
+        match train(&bad, n, seqs, &quiet(), &mut |_| Ok(0.0)) {
+            Err(Error::InvalidArgument { name, .. }) => assert_eq!(name, "ema_decays"),
+            other => panic!("{decays:?}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn weight_averages_resume_from_a_checkpoint_as_if_uninterrupted() {
+    let s = slice();
+    let n = s.item_ids.len();
+    let seqs = train_part(s);
+    let seqs = &seqs[..400];
+    let config = SasRecConfig {
+        epochs: 3,
+        eval_every: 1,
+        patience: 0,
+        ema_decays: vec![0.95],
+        ..small_config()
+    };
+    let probe: Vec<&[u32]> = seqs.iter().take(8).map(Vec::as_slice).collect();
+    // A fixed function of the weights, so both runs agree on every validation.
+    let mut metric = |m: &SasRec| -> attune_model::Result<f64> {
+        let s = m.score_all(&probe)?;
+        Ok(f64::from(s[0][1].sin() + s[1][2].cos()))
+    };
+    let (whole, whole_report) = train(&config, n, seqs, &quiet(), &mut metric).unwrap();
+
+    let dir = temp_dir("ema-resume");
+    let options = TrainOptions {
+        checkpoint_dir: Some(dir.clone()),
+        progress: Progress::Quiet,
+        max_epochs_this_run: Some(2),
+        init_from: None,
+    };
+    let (_, first) = train(&config, n, seqs, &options, &mut metric).unwrap();
+    assert_eq!(first.epochs_completed, 2);
+    let options = TrainOptions {
+        max_epochs_this_run: None,
+        ..options
+    };
+    let (resumed, report) = train(&config, n, seqs, &options, &mut metric).unwrap();
+    assert_eq!(report.resumed_from, 2);
+    assert_eq!(report.epoch_losses, whole_report.epoch_losses);
+    for (a, b) in report.candidates.iter().zip(&whole_report.candidates) {
+        assert_eq!(a.label, b.label);
+        assert_eq!(a.evaluations, b.evaluations);
+        assert_eq!(a.best_epoch, b.best_epoch);
+        assert_eq!(
+            a.model.score_all(&probe).unwrap(),
+            b.model.score_all(&probe).unwrap()
+        );
+    }
+    assert_eq!(report.averaged, whole_report.averaged);
+    assert_eq!(
+        resumed.score_all(&probe).unwrap(),
+        whole.score_all(&probe).unwrap()
+    );
+    // The checkpoint's averages are part of the run: other decays are another run.
+    let other = SasRecConfig {
+        ema_decays: vec![0.9],
+        ..config
+    };
+    match train(&other, n, seqs, &options, &mut metric) {
+        Err(Error::ManifestMismatch { field, .. }) => assert_eq!(field, "config"),
+        other => panic!("expected a config mismatch, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

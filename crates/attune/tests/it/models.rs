@@ -467,7 +467,54 @@ fn train_and_evaluate_sasrec_on_a_small_slice() {
         "{err}"
     );
 
+    // Weight averages: `--out` is the candidate that validated best, and `--keep-candidates`
+    // writes each candidate beside it with its own validation.
+    let averaged = data.join("sasrec-ema.yaml");
+    std::fs::write(
+        &averaged,
+        "max_len: 20\nhidden: 16\nbatch: 64\nnegatives: 32\neval_every: 1\nthreads: 1\nema_decays: [0.9]\n",
+    )
+    .unwrap();
+    let best = data.join("ema");
+    let out = run(&[
+        &["train", "--model", "sasrec", "--config", s(&averaged)][..],
+        &["--epochs", "2", "--keep-candidates"],
+        &common[..],
+        &["--out", s(&best)],
+    ]
+    .concat());
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ema0.9: best epoch"), "{stderr}");
+    let metrics = |dir: &Path| -> Value {
+        let m: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        m["metrics"].clone()
+    };
+    let (chosen, weights, ema) = (
+        metrics(&best),
+        metrics(&data.join("ema-weights")),
+        metrics(&data.join("ema-ema0.9")),
+    );
+    let valid = |m: &Value| m["valid.ndcg@10"].as_f64().unwrap();
+    assert_eq!(ema["ema_decay"], 0.9, "{ema}");
+    assert!(weights.get("ema_decay").is_none(), "{weights}");
+    assert_eq!(valid(&chosen), valid(&weights).max(valid(&ema)));
+    assert_eq!(
+        chosen["ema_decay"].as_f64(),
+        (valid(&ema) > valid(&weights)).then_some(0.9)
+    );
+
     // Bad SASRec settings are named.
+    std::fs::write(&config, "hidden: 16\nema_decays: [1.5]\n").unwrap();
+    let err = fails(&run(&[
+        &["train", "--model", "sasrec", "--config", s(&config)],
+        &common[..],
+        &["--out", s(&model)],
+    ]
+    .concat()));
+    assert!(err.contains("ema_decays"), "{err}");
     std::fs::write(&config, "hidden: 16\nheads: 3\n").unwrap();
     let err = fails(&run(&[
         &["train", "--model", "sasrec", "--config", s(&config)],
