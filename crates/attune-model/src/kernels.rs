@@ -1,7 +1,8 @@
 //! Fused CPU epilogues for the encoder's dense layers, applied in place on a matmul's fresh output:
 //! `+ bias`, `+ bias` then exact GELU, `+ bias + residual`. Each saves candle a broadcast pass and
 //! an allocation; the GELU also replaces candle's scalar `erff` (about a sixth of the encoder's time)
-//! with a rational approximation the compiler vectorizes.
+//! with a rational approximation the compiler vectorizes. Also the crate's one way to reach a CPU
+//! tensor's f32 values from a custom op (`f32_ref`, `f32_mut`), which SASRec's ops use too.
 
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, bail};
 
@@ -86,14 +87,17 @@ impl InplaceOp3 for AddBiasResidual {
     }
 }
 
-fn f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
+/// The values of a contiguous f32 CPU tensor, to write in place (`op` names the caller in the
+/// error).
+pub(crate) fn f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((start, end))) => Ok(&mut v[start..end]),
         _ => bail!("{op}: needs a contiguous f32 tensor"),
     }
 }
 
-fn f32_ref<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The values of a contiguous f32 CPU tensor (`op` names the caller in the error).
+pub(crate) fn f32_ref<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     match (s, l.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
         _ => bail!("{op}: needs a contiguous f32 tensor"),

@@ -6,6 +6,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, InplaceOp2, Layout, Tensor, Var, bail};
 use rayon::prelude::*;
 
+use crate::kernels::{f32_mut, f32_ref};
+
 /// Elements per parallel chunk of the update (fixed: the result does not depend on threads).
 const CHUNK: usize = 1 << 14;
 
@@ -49,14 +51,8 @@ impl InplaceOp2 for Update<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
-            bail!("adam: parameter must be contiguous f32")
-        };
-        let p = &mut p[a..b];
-        let (CpuStorage::F32(g), Some((ga, gb))) = (s2, l2.contiguous_offsets()) else {
-            bail!("adam: gradient must be contiguous f32")
-        };
-        let g = &g[ga..gb];
+        let p = f32_mut(s1, l1, "adam: parameter")?;
+        let g = f32_ref(s2, l2, "adam: gradient")?;
         let mut m = self.m.borrow_mut();
         let mut v = self.v.borrow_mut();
         let (m, v): (&mut [f32], &mut [f32]) = (&mut m, &mut v);
@@ -109,14 +105,8 @@ impl InplaceOp2 for SparseUpdate<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (CpuStorage::F32(p), Some((a, b))) = (s1, l1.contiguous_offsets()) else {
-            bail!("adam: parameter must be contiguous f32")
-        };
-        let p = &mut p[a..b];
-        let (CpuStorage::F32(g), Some((ga, gb))) = (s2, l2.contiguous_offsets()) else {
-            bail!("adam: gradient must be contiguous f32")
-        };
-        let g = &g[ga..gb];
+        let p = f32_mut(s1, l1, "adam: parameter")?;
+        let g = f32_ref(s2, l2, "adam: gradient")?;
         let d = self.d;
         let u = &self.dense;
         let mut m = u.m.borrow_mut();

@@ -19,9 +19,10 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
-use super::ops::{Dropout, Packing, cpu_f32, split_by, sum_partials, tensor, with_f32};
+use super::ops::{Dropout, Packing, split_by, sum_partials, tensor, with_f32};
 use super::pool;
 use super::tile::{self, Lhs, Span, round_up};
+use crate::kernels::f32_ref;
 
 #[cfg(test)]
 mod reference;
@@ -737,9 +738,9 @@ impl CustomOp3 for Attention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let q = cpu_f32(s1, l1, self.name())?;
-        let kv = cpu_f32(s2, l2, self.name())?;
-        let bkv = cpu_f32(s3, l3, self.name())?;
+        let q = f32_ref(s1, l1, self.name())?;
+        let kv = f32_ref(s2, l2, self.name())?;
+        let bkv = f32_ref(s3, l3, self.name())?;
         let (rows, d) = l1.shape().dims2()?;
         self.check(rows, d, l2.shape().dims2()?, bkv.len())?;
         if q.len() != rows * d || kv.len() != rows * 2 * d {

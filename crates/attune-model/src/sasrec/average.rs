@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::model::{SasRec, backend};
 use crate::Result;
+use crate::kernels::{f32_mut, f32_ref};
 
 /// Elements per parallel chunk of the update (fixed: the result does not depend on threads).
 const CHUNK: usize = 1 << 14;
@@ -80,13 +81,8 @@ impl InplaceOp2 for Blend {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (CpuStorage::F32(a), Some((a0, a1))) = (s1, l1.contiguous_offsets()) else {
-            bail!("ema: average must be contiguous f32")
-        };
-        let (CpuStorage::F32(b), Some((b0, b1))) = (s2, l2.contiguous_offsets()) else {
-            bail!("ema: weights must be contiguous f32")
-        };
-        let (a, b) = (&mut a[a0..a1], &b[b0..b1]);
+        let a = f32_mut(s1, l1, "ema: average")?;
+        let b = f32_ref(s2, l2, "ema: weights")?;
         if a.len() != b.len() {
             bail!("ema: sizes differ")
         }

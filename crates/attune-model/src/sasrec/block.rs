@@ -23,11 +23,11 @@ use rayon::prelude::*;
 
 use super::attention::{self, Attention};
 use super::ops::{
-    Dropout, ROW_CHUNK, cpu_f32, layer_norm_rows, layer_norm_rows_bwd, sum_partials, tensor,
-    with_f32,
+    Dropout, ROW_CHUNK, layer_norm_rows, layer_norm_rows_bwd, sum_partials, tensor, with_f32,
 };
 use super::pool;
 use super::tile::{self, Lhs, MatMul, Span};
+use crate::kernels::f32_ref;
 
 /// The block's layer-norm epsilon (the reference's).
 pub(crate) const LN_EPS: f32 = 1e-8;
@@ -397,8 +397,8 @@ impl CustomOp2 for Block {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s1, l1, self.name())?;
-        let flat = cpu_f32(s2, l2, self.name())?;
+        let x = f32_ref(s1, l1, self.name())?;
+        let flat = f32_ref(s2, l2, self.name())?;
         let (rows, d) = l1.shape().dims2()?;
         if flat.len() != param_sizes(d).iter().sum::<usize>() {
             bail!("{}: parameters do not match", self.name())

@@ -29,6 +29,7 @@ use candle_core::{
 use rayon::prelude::*;
 
 use super::tile;
+use crate::kernels::f32_ref;
 
 /// Rows per parallel chunk in row-wise kernels (fixed, so sums do not depend on threads).
 pub(super) const ROW_CHUNK: usize = 256;
@@ -148,19 +149,12 @@ impl Dropout {
     }
 }
 
-pub(super) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => bail!("{op}: needs a contiguous f32 tensor"),
-    }
-}
-
 /// Runs `f` on the f32 values of a CPU tensor (made contiguous first if needed).
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
-        Storage::Cpu(cpu) => f(cpu_f32(cpu, layout, "read")?),
+        Storage::Cpu(cpu) => f(f32_ref(cpu, layout, "read")?),
         _ => bail!("attune sasrec ops run on the CPU only"),
     }
 }
@@ -209,8 +203,8 @@ impl CustomOp2 for Embed {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let emb = cpu_f32(s1, l1, self.name())?;
-        let pos = cpu_f32(s2, l2, self.name())?;
+        let emb = f32_ref(s1, l1, self.name())?;
+        let pos = f32_ref(s2, l2, self.name())?;
         let (n_rows, d) = l1.shape().dims2()?;
         let (n_pos, _) = l2.shape().dims2()?;
         if self.positions.len() != self.items.len() {
@@ -373,9 +367,9 @@ impl CustomOp3 for LayerNorm {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = cpu_f32(s1, l1, self.name())?;
-        let w = cpu_f32(s2, l2, self.name())?;
-        let b = cpu_f32(s3, l3, self.name())?;
+        let x = f32_ref(s1, l1, self.name())?;
+        let w = f32_ref(s2, l2, self.name())?;
+        let b = f32_ref(s3, l3, self.name())?;
         let d = w.len();
         if d == 0 || b.len() != d || !x.len().is_multiple_of(d) {
             bail!("{}: shapes do not match", self.name())
@@ -468,8 +462,8 @@ impl CustomOp2 for BiasAct {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let h = cpu_f32(s1, l1, self.name())?;
-        let b = cpu_f32(s2, l2, self.name())?;
+        let h = f32_ref(s1, l1, self.name())?;
+        let b = f32_ref(s2, l2, self.name())?;
         let n = b.len();
         if n == 0 || !h.len().is_multiple_of(n) {
             bail!("{}: shapes do not match", self.name())
@@ -559,9 +553,9 @@ impl CustomOp3 for BiasResidual {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let h = cpu_f32(s1, l1, self.name())?;
-        let b = cpu_f32(s2, l2, self.name())?;
-        let res = cpu_f32(s3, l3, self.name())?;
+        let h = f32_ref(s1, l1, self.name())?;
+        let b = f32_ref(s2, l2, self.name())?;
+        let res = f32_ref(s3, l3, self.name())?;
         let n = b.len();
         if n == 0 || !h.len().is_multiple_of(n) || res.len() != h.len() {
             bail!("{}: shapes do not match", self.name())
@@ -699,8 +693,8 @@ impl CustomOp2 for RowLoss {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let h = cpu_f32(s1, l1, self.name())?;
-        let emb = cpu_f32(s2, l2, self.name())?;
+        let h = f32_ref(s1, l1, self.name())?;
+        let emb = f32_ref(s2, l2, self.name())?;
         let (rows, d) = l1.shape().dims2()?;
         let n_items = l2.shape().dims2()?.0;
         let k = self.k;
@@ -861,9 +855,9 @@ impl CustomOp3 for SharedLoss {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let h = cpu_f32(s1, l1, self.name())?;
-        let emb = cpu_f32(s2, l2, self.name())?;
-        let neg = cpu_f32(s3, l3, self.name())?;
+        let h = f32_ref(s1, l1, self.name())?;
+        let emb = f32_ref(s2, l2, self.name())?;
+        let neg = f32_ref(s3, l3, self.name())?;
         let (rows, d) = l1.shape().dims2()?;
         let n_items = l2.shape().dims2()?.0;
         let n = self.negatives.len();

@@ -10,9 +10,8 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 use rayon::prelude::*;
 
 use super::MAX_POSITIONS;
-use crate::sasrec::ops::{
-    Dropout, Packing, cpu_f32, dot, split_by, sum_partials, tensor, with_f32,
-};
+use crate::kernels::f32_ref;
+use crate::sasrec::ops::{Dropout, Packing, dot, split_by, sum_partials, tensor, with_f32};
 
 /// Causal multi-head attention over packed sequences, softmax and attention dropout fused:
 /// inputs `q` `[rows, d]`, `kv` `[rows, 2d]` (keys then values, biases included) and the
@@ -86,9 +85,9 @@ impl CustomOp3 for Reference {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let q = cpu_f32(s1, l1, self.name())?;
-        let kv = cpu_f32(s2, l2, self.name())?;
-        let bkv = cpu_f32(s3, l3, self.name())?;
+        let q = f32_ref(s1, l1, self.name())?;
+        let kv = f32_ref(s2, l2, self.name())?;
+        let bkv = f32_ref(s3, l3, self.name())?;
         let (rows, d) = l1.shape().dims2()?;
         let pk = &self.packing;
         if l2.shape().dims2()? != (rows, 2 * d)
