@@ -382,6 +382,7 @@ fn train_sasrec(args: &TrainArgs, source: &Source, dataset: &Dataset) -> anyhow:
             report.sequences_per_second,
         );
         metrics.insert("train_seconds".to_owned(), seconds);
+        metrics.insert("step_seconds".to_owned(), report.step_seconds);
         ModelInfo {
             item_ids: train.item_ids.clone(),
             dataset: train.info(),

@@ -51,6 +51,12 @@ pub(crate) struct TrainState {
     /// Learning-rate steps taken so far (see [`SasRecConfig::lr_steps`]).
     #[serde(default)]
     pub(crate) lr_steps_taken: usize,
+    /// Seconds spent in training steps and sequences trained, over every part of the run
+    /// (checkpoints written before these existed count from their resume on).
+    #[serde(default)]
+    pub(crate) step_seconds: f64,
+    #[serde(default)]
+    pub(crate) trained_sequences: u64,
     /// The weight averages' validations, one per `config.ema_decays` entry, in its order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) averages: Vec<AverageState>,
@@ -84,6 +90,8 @@ impl TrainState {
             bad_evaluations: 0,
             stopped_early: false,
             lr_steps_taken: 0,
+            step_seconds: 0.0,
+            trained_sequences: 0,
             averages: config
                 .ema_decays
                 .iter()

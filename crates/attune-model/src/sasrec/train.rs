@@ -70,8 +70,11 @@ pub struct TrainReport {
     pub epochs_completed: usize,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
-    /// Training sequences per second in this call (steps only, evaluation excluded).
+    /// Training sequences per second over the whole run, every resumed part included (steps
+    /// only, evaluation excluded).
     pub sequences_per_second: f64,
+    /// Seconds spent in training steps over the whole run, every resumed part included.
+    pub step_seconds: f64,
 }
 
 /// A model a run kept, with its validation.
@@ -565,8 +568,6 @@ pub fn train(
     let steps = examples.sequences.len().div_ceil(config.batch);
     let display = Display::new(options.progress, steps);
     let start_epoch = state.epoch;
-    let mut trained_sequences = 0usize;
-    let mut step_time = 0f64;
     // Decided again under this run's patience and steps (they may differ from the
     // checkpoint's): the evaluations since the best one are what an uninterrupted run would
     // have counted, and at the evaluation that stopped the checkpoint's run it would have
@@ -618,7 +619,6 @@ pub fn train(
                 });
             }
             loss_sum += f64::from(loss);
-            trained_sequences += chunk.len();
             if let Some(bar) = &display.bar {
                 bar.inc(1);
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
@@ -631,7 +631,8 @@ pub fn train(
             }
         }
         let secs = started.elapsed().as_secs_f64();
-        step_time += secs;
+        state.step_seconds += secs;
+        state.trained_sequences += order.len() as u64;
         #[allow(clippy::cast_precision_loss)]
         let mean_loss = loss_sum / steps as f64;
         state.losses.push(mean_loss);
@@ -736,7 +737,8 @@ pub fn train(
         resumed_from,
         epochs_completed: state.epoch,
         stopped_early,
-        sequences_per_second: trained_sequences as f64 / step_time.max(1e-9),
+        sequences_per_second: state.trained_sequences as f64 / state.step_seconds.max(1e-9),
+        step_seconds: state.step_seconds,
         candidates,
     };
     Ok((model, report))

@@ -394,6 +394,19 @@ fn an_interrupted_run_resumes_from_its_last_epoch() {
         resumed.score_all(&probe).unwrap(),
         whole.score_all(&probe).unwrap()
     );
+    // Training time and speed count every part of the run, so a run finished from its last
+    // checkpoint reports them as the run that trained.
+    assert!(first.step_seconds > 0.0 && first.sequences_per_second > 0.0);
+    assert!(report.step_seconds > first.step_seconds);
+    let (_, again) = train(&config, n, seqs, &options, &mut metric).unwrap();
+    assert_eq!(again.resumed_from, 3);
+    assert_eq!(again.step_seconds, report.step_seconds);
+    assert_eq!(again.sequences_per_second, report.sequences_per_second);
+    // 3 epochs of every sequence of at least two items, in the speed's numerator.
+    let trained = seqs.iter().filter(|q| q.len() >= 2).count() * 3;
+    #[allow(clippy::cast_precision_loss)]
+    let expected = trained as f64 / report.step_seconds;
+    assert!((report.sequences_per_second - expected).abs() <= 1e-9 * expected);
 
     // A checkpoint of another run is refused, naming what differs.
     let other = SasRecConfig {
