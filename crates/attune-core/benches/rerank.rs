@@ -70,8 +70,7 @@ fn bench(c: &mut Criterion) {
             features,
             fused: 1.0 / (61.0 + i as f32),
             tier: 1.0,
-            keyword_rank: Some(i as u32 + 1),
-            vector_rank: Some((i as u32 * 7) % 200 + 1),
+            sources: &[],
             prepared,
         })
         .collect();

@@ -30,6 +30,20 @@ use crate::rules::Rules;
 use crate::session::{AffinityKind, Session};
 use crate::time::Timestamp;
 
+/// One source's vote for a candidate: which source proposed it, at which rank, with which score.
+/// Search and recommendations share it, so the reranker, the explanations and the caches serve
+/// both.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceHit {
+    /// The source's name (`keyword`, `vector`, `sequential`, `session_knn`, `cooccurrence`,
+    /// `content`, `trending`, `bandit`, …).
+    pub source: &'static str,
+    /// 1-based rank in that source's list.
+    pub rank: u32,
+    /// The source's own score for the candidate (BM25, cosine, a model's logit, a count…).
+    pub score: f32,
+}
+
 /// One retrieved result, in retrieval order.
 #[derive(Debug, Clone, Copy)]
 pub struct Retrieved<'a> {
@@ -37,14 +51,14 @@ pub struct Retrieved<'a> {
     pub item: &'a Item,
     /// Its affinity keys.
     pub features: &'a ItemFeatures,
-    /// The fused retrieval score (reciprocal rank fusion).
+    /// The fused retrieval score (reciprocal rank fusion in search, the weighted blend of the
+    /// sources' normalized scores in recommendations).
     pub fused: f32,
     /// The relevance tier, in `[0, 1]`: e.g. the share of the query's terms the item matches.
     pub tier: f32,
-    /// 1-based rank in the keyword list, if it was there.
-    pub keyword_rank: Option<u32>,
-    /// 1-based rank in the vector list, if it was there.
-    pub vector_rank: Option<u32>,
+    /// The sources that proposed it, each with its rank and score there (search: `keyword`,
+    /// `vector`; recommendations: `sequential`, `session_knn`, …).
+    pub sources: &'a [SourceHit],
     /// What reranking needs of the item, computed once per retrieval by the caller (retrievals
     /// are cached; reranking runs per request).
     pub prepared: &'a Prepared,
@@ -449,10 +463,8 @@ pub struct Boost {
 /// Why a result sits where it does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
-    /// 1-based rank in the keyword list.
-    pub keyword_rank: Option<u32>,
-    /// 1-based rank in the vector list.
-    pub vector_rank: Option<u32>,
+    /// The sources that proposed the result, with their ranks and scores.
+    pub sources: Vec<SourceHit>,
     /// The fused retrieval score.
     pub fused: f32,
     /// The relevance tier given by retrieval.
@@ -793,8 +805,7 @@ pub fn rerank(
             index,
             score: relevance + adjustment,
             explanation: Some(Box::new(Explanation {
-                keyword_rank: r.keyword_rank,
-                vector_rank: r.vector_rank,
+                sources: r.sources.to_vec(),
                 fused: r.fused,
                 tier,
                 relevance,

@@ -34,6 +34,266 @@ pub struct Rules {
     pub session: SessionRules,
     /// The long-term profile of signed-in users.
     pub profile: ProfileRules,
+    /// Recommendations: which sources feed each surface and how much each counts, then the
+    /// business rules.
+    pub recommend: RecommendRules,
+}
+
+/// A recommendation surface: where on the site a list is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Surface {
+    /// The home feed: for this visitor, from everything known of them.
+    Home,
+    /// Items like one item (a product page).
+    Similar,
+    /// For the cart: what goes with what is in it.
+    Cart,
+    /// Frequently bought together with one item.
+    BoughtTogether,
+    /// The item this visitor is likely to look at next.
+    Next,
+}
+
+impl Surface {
+    /// Every surface.
+    pub const ALL: [Surface; 5] = [
+        Surface::Home,
+        Surface::Similar,
+        Surface::Cart,
+        Surface::BoughtTogether,
+        Surface::Next,
+    ];
+
+    /// The name in the API path (`bought-together`).
+    pub const fn path_name(self) -> &'static str {
+        match self {
+            Surface::Home => "home",
+            Surface::Similar => "similar",
+            Surface::Cart => "cart",
+            Surface::BoughtTogether => "bought-together",
+            Surface::Next => "next",
+        }
+    }
+
+    /// The surface an API path segment names.
+    pub fn from_path(name: &str) -> Option<Surface> {
+        Surface::ALL.into_iter().find(|s| s.path_name() == name)
+    }
+
+    /// Whether the surface needs an anchor item (`item_id`).
+    pub const fn needs_anchor(self) -> bool {
+        matches!(self, Surface::Similar | Surface::BoughtTogether)
+    }
+}
+
+/// The candidate sources a surface may draw on, by name (see the engine's sources).
+pub const SOURCE_NAMES: [&str; 5] = [
+    "sequential",
+    "session_knn",
+    "cooccurrence",
+    "content",
+    "trending",
+];
+
+/// One source's part in a surface: how many candidates it proposes and how much its
+/// (normalized) score counts in the blend.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceWeight {
+    /// Candidates asked of the source (1 to 1000).
+    #[serde(deserialize_with = "budget")]
+    pub budget: u32,
+    /// Its weight in the blend (each source's scores are first divided by its best score, so
+    /// weights compare sources on one scale).
+    #[serde(deserialize_with = "unit")]
+    pub weight: f32,
+}
+
+impl SourceWeight {
+    const fn new(budget: u32, weight: f32) -> Option<SourceWeight> {
+        Some(SourceWeight { budget, weight })
+    }
+}
+
+/// The sources of one surface; a source left out takes no part.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct SurfaceSources {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<SourceWeight>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_knn: Option<SourceWeight>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cooccurrence: Option<SourceWeight>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<SourceWeight>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trending: Option<SourceWeight>,
+}
+
+impl SurfaceSources {
+    /// The configured sources by name, in [`SOURCE_NAMES`] order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, SourceWeight)> + '_ {
+        SOURCE_NAMES
+            .into_iter()
+            .zip([
+                self.sequential,
+                self.session_knn,
+                self.cooccurrence,
+                self.content,
+                self.trending,
+            ])
+            .filter_map(|(n, w)| Some((n, w?)))
+    }
+}
+
+/// One surface's recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SurfaceRules {
+    /// Leave out items the visitor already engaged with in this session.
+    pub exclude_seen: bool,
+    /// The sources and their budgets and weights.
+    pub sources: SurfaceSources,
+}
+
+impl Default for SurfaceRules {
+    fn default() -> Self {
+        SurfaceRules {
+            exclude_seen: true,
+            sources: SurfaceSources::default(),
+        }
+    }
+}
+
+/// Every surface's recipe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct Surfaces {
+    pub home: SurfaceRules,
+    pub similar: SurfaceRules,
+    pub cart: SurfaceRules,
+    pub bought_together: SurfaceRules,
+    pub next: SurfaceRules,
+}
+
+impl Surfaces {
+    /// The recipe of one surface.
+    pub fn of(&self, s: Surface) -> &SurfaceRules {
+        match s {
+            Surface::Home => &self.home,
+            Surface::Similar => &self.similar,
+            Surface::Cart => &self.cart,
+            Surface::BoughtTogether => &self.bought_together,
+            Surface::Next => &self.next,
+        }
+    }
+}
+
+impl Default for Surfaces {
+    fn default() -> Self {
+        let w = SourceWeight::new;
+        Surfaces {
+            home: SurfaceRules {
+                exclude_seen: true,
+                sources: SurfaceSources {
+                    sequential: w(100, 0.3),
+                    session_knn: w(100, 0.25),
+                    cooccurrence: w(100, 0.15),
+                    content: w(100, 0.15),
+                    trending: w(100, 0.15),
+                },
+            },
+            similar: SurfaceRules {
+                exclude_seen: false,
+                sources: SurfaceSources {
+                    sequential: None,
+                    session_knn: w(50, 0.1),
+                    cooccurrence: w(100, 0.3),
+                    content: w(100, 0.5),
+                    trending: w(50, 0.1),
+                },
+            },
+            cart: SurfaceRules {
+                exclude_seen: false,
+                sources: SurfaceSources {
+                    sequential: w(100, 0.2),
+                    session_knn: w(100, 0.2),
+                    cooccurrence: w(100, 0.4),
+                    content: w(50, 0.1),
+                    trending: w(50, 0.1),
+                },
+            },
+            bought_together: SurfaceRules {
+                exclude_seen: false,
+                sources: SurfaceSources {
+                    sequential: None,
+                    session_knn: None,
+                    cooccurrence: w(100, 0.7),
+                    content: w(50, 0.2),
+                    trending: w(50, 0.1),
+                },
+            },
+            next: SurfaceRules {
+                exclude_seen: false,
+                sources: SurfaceSources {
+                    sequential: w(200, 0.4),
+                    session_knn: w(200, 0.35),
+                    cooccurrence: w(100, 0.15),
+                    content: w(50, 0.05),
+                    trending: w(50, 0.05),
+                },
+            },
+        }
+    }
+}
+
+/// Recommendations: the surfaces' recipes, cold start, and the business rules applied last.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecommendRules {
+    /// A session with fewer events than this is served by the bandit (trending and new items,
+    /// explored by Thompson sampling) on the home surface.
+    pub cold_start_events: u32,
+    /// At most this many items of one category (the deepest level) in a list (0: no cap).
+    pub max_per_category: u32,
+    /// Only items in stock.
+    pub in_stock_only: bool,
+    /// Items created within this many days are new arrivals.
+    pub new_arrival_days: u32,
+    /// What a new arrival gets added to its blend, as a share of the best blend in the list.
+    #[serde(deserialize_with = "unit")]
+    pub new_arrival_boost: f32,
+    /// Categories (any level of the path, `Dairy & Alternatives > Milk`) whose items may be
+    /// recommended again after a purchase ("buy again"); items of any other category the visitor
+    /// bought are left out.
+    pub repeat_purchase_categories: Vec<String>,
+    /// Items never recommended.
+    pub blocked: Vec<String>,
+    /// Items put first on a surface, in this order (when in the catalog and, with
+    /// `in_stock_only`, in stock).
+    pub pinned: std::collections::BTreeMap<Surface, Vec<String>>,
+    /// Each surface's sources.
+    pub surfaces: Surfaces,
+}
+
+impl Default for RecommendRules {
+    fn default() -> Self {
+        RecommendRules {
+            cold_start_events: 3,
+            max_per_category: 3,
+            in_stock_only: true,
+            new_arrival_days: 30,
+            new_arrival_boost: 0.05,
+            repeat_purchase_categories: Vec::new(),
+            blocked: Vec::new(),
+            pinned: std::collections::BTreeMap::new(),
+            surfaces: Surfaces::default(),
+        }
+    }
 }
 
 /// The long-term profile of a signed-in user: the same affinities as a session, fed by every event
@@ -206,6 +466,7 @@ impl Default for Rules {
             rerank: RerankRules::default(),
             session: SessionRules::default(),
             profile: ProfileRules::default(),
+            recommend: RecommendRules::default(),
         }
     }
 }
@@ -405,7 +666,7 @@ fn unit<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
         Ok(v)
     } else {
         Err(serde::de::Error::custom(format!(
-            "cap {v} must be between 0 and 1"
+            "must be between 0 and 1, got {v}"
         )))
     }
 }
@@ -417,6 +678,17 @@ fn non_positive<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
     } else {
         Err(serde::de::Error::custom(format!(
             "penalty {v} must be between -1 and 0"
+        )))
+    }
+}
+
+fn budget<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if (1..=1000).contains(&v) {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "must be from 1 to 1000, got {v}"
         )))
     }
 }
@@ -451,11 +723,26 @@ mod tests {
             (
                 "caps:\n  brand: 0.06\n  total: 7\n",
                 Some(3),
-                "caps.total: cap 7",
+                "caps.total: must be between 0 and 1, got 7",
             ),
             ("weights:\n  view: .nan\n", Some(2), "finite"),
             ("weights: [1, 2\n", None, ""),
             ("session:\n  ttl_secs: 0\n", Some(2), "at least 1"),
+            (
+                "recommend:\n  surfaces:\n    home:\n      sources:\n        sasrec: {budget: 10, weight: 0.5}\n",
+                Some(5),
+                "sasrec",
+            ),
+            (
+                "recommend:\n  surfaces:\n    next:\n      sources:\n        trending: {budget: 0, weight: 0.5}\n",
+                Some(5),
+                "from 1 to 1000",
+            ),
+            (
+                "recommend:\n  pinned:\n    homepage: [a]\n",
+                Some(2),
+                "homepage",
+            ),
         ];
         for (text, line, needle) in cases {
             let err = Rules::from_yaml(text).unwrap_err();

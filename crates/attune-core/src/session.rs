@@ -215,6 +215,17 @@ pub struct ItemSummary {
     pub last_at: Timestamp,
 }
 
+/// One item event on a session's trail ([`Session::recent_items`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentItem {
+    /// The item.
+    pub item_id: ItemId,
+    /// What the visitor did with it.
+    pub kind: EventKind,
+    /// When.
+    pub at: Timestamp,
+}
+
 /// How one event changed a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
@@ -768,6 +779,24 @@ impl Session {
                 .then_with(|| a.item_id.cmp(&b.item_id))
         });
         out
+    }
+
+    /// The item events still on the trail (the last `session.trail_events` events), oldest
+    /// first: what the visitor did, in order, for sequential recommenders. Events whose item the
+    /// session has since forgotten are left out.
+    pub fn recent_items(&self) -> Vec<RecentItem> {
+        self.trail
+            .iter()
+            .filter(|e| e.kind != EventKind::Search)
+            .filter_map(|e| {
+                let item = self.items.get(usize::from(e.item))?;
+                Some(RecentItem {
+                    item_id: item.id.clone(),
+                    kind: e.kind,
+                    at: self.abs(e.at),
+                })
+            })
+            .collect()
     }
 
     /// Whether the visitor engaged with the item (viewed, clicked, carted, bought, wishlisted).

@@ -1,4 +1,6 @@
-//! The catalog the engine serves from, held in memory.
+//! The catalog the engine serves from: the [`Catalog`] seam and its in-memory implementation,
+//! [`MemoryCatalog`] (the embedded default; a PostgreSQL-backed catalog keeps one in memory and
+//! writes through).
 //!
 //! Each item is stored with its precomputed [`ItemFeatures`], whose strings are interned so that
 //! every item and every session naming the brand "Oatly" shares one allocation (and session
@@ -11,6 +13,8 @@ use std::sync::{Arc, OnceLock};
 
 use attune_core::{AffinityKind, Item, ItemFeatures, ItemId, Key, KeyIds, Vocabulary};
 use parking_lot::RwLock;
+
+use crate::error::Result;
 
 /// An item with the features it lends to affinities.
 #[derive(Debug, Clone, PartialEq)]
@@ -122,20 +126,79 @@ impl Inner {
     }
 }
 
-/// See the module docs.
+/// What the engine needs of a catalog: items by id, pages, the interned feature strings the
+/// reranker matches by id, and the vocabulary that reads intents out of queries. Reads never
+/// fail (they are served from memory); writes may (a backend that stores the catalog elsewhere).
+pub trait Catalog: Send + Sync + 'static {
+    /// Inserts or replaces items (already validated); all or nothing.
+    fn upsert(&self, items: Vec<Item>) -> Result<UpsertOutcome>;
+    /// Removes an item; returns whether it existed.
+    fn delete(&self, id: &str) -> Result<bool>;
+    /// One item.
+    fn get(&self, id: &str) -> Option<Arc<CatalogItem>>;
+    /// Several items, in the order asked (`None` where unknown).
+    fn get_many(&self, ids: &[&str]) -> Vec<Option<Arc<CatalogItem>>>;
+    /// A page of items in id order, and the total count.
+    fn list(&self, offset: usize, limit: usize) -> (Vec<Arc<CatalogItem>>, usize);
+    /// Every item, in id order (for rebuilding indexes).
+    fn all(&self) -> Vec<Arc<CatalogItem>>;
+    /// How many items.
+    fn len(&self) -> usize;
+    /// Whether the catalog is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether any item carries the attribute key.
+    fn has_attribute_key(&self, key: &str) -> bool;
+    /// The catalog's shared copy of a feature key (a brand, a category path prefix, or an
+    /// attribute `key:value`), if some item has it.
+    fn feature_key(&self, key: &str) -> Option<Key>;
+    /// Runs `f` with the ids of the catalog's feature strings (as in
+    /// [`CatalogItem::feature_ids`]), exactly once, consistently with the items.
+    fn visit_ids(&self, f: &mut dyn FnMut(&KeyIds));
+    /// The intents a search names: its filter values, then the query terms the catalog knows.
+    fn search_intents(&self, query: &str, filters: &attune_core::SearchFilters) -> Vec<Key>;
+}
+
+impl dyn Catalog {
+    /// Runs `f` with the ids of the catalog's feature strings and returns what it returns.
+    pub fn with_ids<R>(&self, f: impl FnOnce(&KeyIds) -> R) -> R {
+        with_ids(self, f)
+    }
+}
+
+/// [`Catalog::visit_ids`] for a closure that returns a value.
+pub fn with_ids<C: Catalog + ?Sized, R>(catalog: &C, f: impl FnOnce(&KeyIds) -> R) -> R {
+    let mut f = Some(f);
+    let mut out = None;
+    catalog.visit_ids(&mut |ids| {
+        if let Some(f) = f.take() {
+            out = Some(f(ids));
+        }
+    });
+    match (out, f) {
+        (Some(out), _) => out,
+        // The trait asks every implementation to call the visitor once; one that did not is
+        // read as knowing no feature string (nothing matches), the safe reading.
+        (None, Some(f)) => f(&KeyIds::default()),
+        (None, None) => unreachable!("the visitor ran and returned nothing"),
+    }
+}
+
+/// The catalog held in this process. See the module docs.
 #[derive(Default)]
-pub struct Catalog {
+pub struct MemoryCatalog {
     inner: RwLock<Inner>,
 }
 
-impl Catalog {
+impl MemoryCatalog {
     /// An empty catalog.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Inserts or replaces items (already validated).
-    pub fn upsert(&self, items: Vec<Item>) -> UpsertOutcome {
+    pub fn upsert_items(&self, items: Vec<Item>) -> UpsertOutcome {
         let mut inner = self.inner.write();
         let mut outcome = UpsertOutcome::default();
         // An id repeated within one upsert counts once: the last copy wins.
@@ -169,38 +232,39 @@ impl Catalog {
         }
         outcome
     }
+}
+
+impl Catalog for MemoryCatalog {
+    fn upsert(&self, items: Vec<Item>) -> Result<UpsertOutcome> {
+        Ok(self.upsert_items(items))
+    }
 
     /// Removes an item; returns whether it existed.
-    pub fn delete(&self, id: &str) -> bool {
+    fn delete(&self, id: &str) -> Result<bool> {
         let mut inner = self.inner.write();
         match inner.items.remove(id) {
             Some(old) => {
                 inner.vocab.remove(&old.item);
                 inner.forget_attribute_keys(&old.item);
-                true
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 
     /// One item.
-    pub fn get(&self, id: &str) -> Option<Arc<CatalogItem>> {
+    fn get(&self, id: &str) -> Option<Arc<CatalogItem>> {
         self.inner.read().items.get(id).cloned()
     }
 
     /// Several items under one lock, in the order asked (`None` where unknown).
-    pub fn get_many<'a>(
-        &self,
-        ids: impl IntoIterator<Item = &'a str>,
-    ) -> Vec<Option<Arc<CatalogItem>>> {
+    fn get_many(&self, ids: &[&str]) -> Vec<Option<Arc<CatalogItem>>> {
         let inner = self.inner.read();
-        ids.into_iter()
-            .map(|id| inner.items.get(id).cloned())
-            .collect()
+        ids.iter().map(|id| inner.items.get(*id).cloned()).collect()
     }
 
     /// A page of items in id order, and the total count.
-    pub fn list(&self, offset: usize, limit: usize) -> (Vec<Arc<CatalogItem>>, usize) {
+    fn list(&self, offset: usize, limit: usize) -> (Vec<Arc<CatalogItem>>, usize) {
         let inner = self.inner.read();
         let page = inner
             .items
@@ -213,39 +277,33 @@ impl Catalog {
     }
 
     /// Whether any item carries the attribute key.
-    pub fn has_attribute_key(&self, key: &str) -> bool {
+    fn has_attribute_key(&self, key: &str) -> bool {
         self.inner.read().attribute_keys.contains_key(key)
     }
 
     /// Every item, in id order (for rebuilding indexes).
-    pub fn all(&self) -> Vec<Arc<CatalogItem>> {
+    fn all(&self) -> Vec<Arc<CatalogItem>> {
         self.inner.read().items.values().cloned().collect()
     }
 
     /// How many items.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.inner.read().items.len()
-    }
-
-    /// Whether the catalog is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The catalog's shared copy of a feature key (a brand, a category path prefix, or an
     /// attribute `key:value`), if some item has it.
-    pub fn feature_key(&self, key: &str) -> Option<Key> {
+    fn feature_key(&self, key: &str) -> Option<Key> {
         self.inner.read().strings.get(key).cloned()
     }
 
-    /// Runs `f` with the ids of the catalog's feature strings (as in
-    /// [`CatalogItem::feature_ids`]), under one read lock (for `Signals::from_session`).
-    pub fn with_ids<R>(&self, f: impl FnOnce(&KeyIds) -> R) -> R {
-        f(&self.inner.read().strings)
+    /// Under one read lock.
+    fn visit_ids(&self, f: &mut dyn FnMut(&KeyIds)) {
+        f(&self.inner.read().strings);
     }
 
     /// The intents a search names: its filter values, then the query terms the catalog knows.
-    pub fn search_intents(&self, query: &str, filters: &attune_core::SearchFilters) -> Vec<Key> {
+    fn search_intents(&self, query: &str, filters: &attune_core::SearchFilters) -> Vec<Key> {
         let mut intents = attune_core::vocab::filter_intents(filters);
         let inner = self.inner.read();
         for intent in inner.vocab.match_query(query) {

@@ -1,24 +1,28 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use attune_core::rerank::{KeySpace, Signals};
 use attune_core::rules::RulesError;
 use attune_core::session::{ItemSummary, Reason, Scores};
 use attune_core::{
-    AffinityKind, Event, EventKind, Item, Key, Rules, Session, SessionId, Timestamp,
+    AffinityKind, Event, EventKind, Item, ItemId, Key, Rules, Session, SessionId, Timestamp, UserId,
 };
 use attune_store::{SessionStore, StoreStats};
 
 use attune_search::keyword::KeywordIndex;
 use attune_search::vector::VectorIndex;
 
-use crate::catalog::{Catalog, CatalogItem, UpsertOutcome};
+use crate::catalog::{Catalog, CatalogItem, MemoryCatalog, UpsertOutcome};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::search::{SearchConfig, SearchIndex, TextEncoder};
+use crate::personal::{Personal, ttl};
+use crate::profile::{Preferences, Profiles};
+use crate::recommend::{
+    CandidateSource, Observed, RecommendOutcome, RecommendRequest, Recommender,
+};
+use crate::resolve::{Resolved, resolve};
+use crate::search::{SearchConfig, SearchIndex, SearchOutcome, SearchRequest, TextEncoder};
 
 /// Limits the engine enforces on requests.
 #[derive(Debug, Clone)]
@@ -98,21 +102,15 @@ pub struct SessionView {
 /// The engine: see the crate docs.
 pub struct Engine {
     sessions: Arc<dyn SessionStore>,
-    pub(crate) profiles: Option<Arc<dyn SessionStore>>,
-    catalog: Catalog,
+    profiles: Option<Profiles>,
+    catalog: Arc<dyn Catalog>,
     search: Option<SearchIndex>,
+    recommender: Recommender,
     rules: ArcSwap<Rules>,
     /// `rules.for_profile()`, kept in step with `rules`.
     profile_rules: ArcSwap<Rules>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
-}
-
-/// What one event needs from the catalog, resolved before the atomic session update.
-#[derive(Clone)]
-pub(crate) enum Resolved {
-    Item(Option<Arc<CatalogItem>>),
-    Search(Vec<Key>),
 }
 
 impl Engine {
@@ -130,10 +128,12 @@ impl Engine {
                 None
             }
         };
+        let catalog: Arc<dyn Catalog> = Arc::new(MemoryCatalog::new());
         Engine {
             sessions,
             profiles: None,
-            catalog: Catalog::new(),
+            recommender: Recommender::new(Arc::clone(&catalog)),
+            catalog,
             search,
             profile_rules: ArcSwap::from_pointee(rules.for_profile()),
             rules: ArcSwap::from_pointee(rules),
@@ -144,8 +144,31 @@ impl Engine {
 
     /// Keeps long-term profiles of signed-in users in this store (see [`crate::Preferences`]).
     pub fn with_profiles(mut self, profiles: Arc<dyn SessionStore>) -> Self {
-        self.profiles = Some(profiles);
+        self.profiles = Some(Profiles::new(profiles));
         self
+    }
+
+    /// Serves from this catalog instead of an empty in-memory one. Call before loading items.
+    pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
+        self.recommender = Recommender::new(Arc::clone(&catalog));
+        self.catalog = catalog;
+        self
+    }
+
+    /// Adds a recommendation source (replacing one of the same name).
+    pub fn with_source(self, source: Arc<dyn CandidateSource>) -> Self {
+        self.recommender.add(source);
+        self
+    }
+
+    /// The recommendation sources wired in, by name.
+    pub fn source_names(&self) -> Vec<&'static str> {
+        self.recommender.names()
+    }
+
+    /// A recommendation list for one surface: see [`RecommendRequest`].
+    pub async fn recommend(&self, req: RecommendRequest) -> Result<RecommendOutcome> {
+        crate::recommend::recommend(&self.personal(), &self.recommender, req).await
     }
 
     /// Uses this keyword index (e.g. one on disk) and these search settings instead of the
@@ -164,6 +187,7 @@ impl Engine {
         encoder: Arc<dyn TextEncoder>,
         save_to: Option<std::path::PathBuf>,
     ) -> Self {
+        self.recommender.content().set_vectors(Arc::clone(&index));
         if let Some(s) = self.search.as_mut() {
             s.set_vectors(index, encoder, save_to);
             s.embed_missing(&self.catalog.all());
@@ -211,71 +235,22 @@ impl Engine {
         }
     }
 
-    /// The signals of a session for ranking one list (`keys`), if the session exists.
-    pub(crate) async fn signals_for_ranking(
-        &self,
-        id: &SessionId,
-        now: Timestamp,
-        rules: &Rules,
-        keys: &KeySpace,
-        with_seen: bool,
-    ) -> Result<Option<Signals>> {
-        let mut signals = None;
-        self.sessions
-            .read(id, now, Self::ttl(rules), &mut |s| {
-                signals =
-                    Some(self.catalog().with_ids(|ids| {
-                        Signals::from_session(s, now, rules, ids, keys, with_seen)
-                    }));
-            })
-            .await?;
-        Ok(signals)
+    /// What a personalized request reads, with one rules snapshot.
+    pub(crate) fn personal(&self) -> Personal<'_> {
+        Personal {
+            sessions: &*self.sessions,
+            profiles: self.profiles.as_ref(),
+            catalog: &*self.catalog,
+            rules: self.rules(),
+            profile_rules: self.profile_rules(),
+            now: self.clock.now(),
+        }
     }
 
-    /// The signals of a session for ranking one list (`keys`), and the search that list answers
-    /// recorded in the session, in one atomic store operation (one round trip on Redis). The
-    /// signals are those from before the search: a search shapes the visitor's later results,
-    /// never its own. The search also reaches the user's profile when the event names a user.
-    /// `None` when the session did not exist before.
-    pub(crate) async fn signals_and_record_search(
-        &self,
-        event: Event,
-        intents: &[Key],
-        rules: &Rules,
-        keys: &KeySpace,
-        with_seen: bool,
-    ) -> Result<Option<Signals>> {
-        let now = event.timestamp;
-        // The mutation may run more than once (after a conflict); the last run's signals are
-        // those of the session the search was recorded in.
-        let signals: parking_lot::Mutex<Option<Signals>> = parking_lot::Mutex::new(None);
-        let mutate = |s: &mut Session| {
-            let before = (s.event_count() > 0).then(|| {
-                self.catalog
-                    .with_ids(|ids| Signals::from_session(s, now, rules, ids, keys, with_seen))
-            });
-            *signals.lock() = before;
-            s.apply_search(&event, intents, rules);
-        };
-        self.sessions
-            .update(
-                &event.session_id,
-                now,
-                Self::ttl(rules),
-                &mutate,
-                &mut |_| {},
-            )
-            .await?;
-        if self.profiles.is_some() && event.user_id.is_some() {
-            let mut work = Vec::new();
-            crate::profile::collect(
-                std::slice::from_ref(&event),
-                &[Resolved::Search(intents.to_vec())],
-                &mut work,
-            );
-            self.update_profiles(work, now).await;
-        }
-        Ok(signals.into_inner())
+    /// Searches: retrieval (cached), the personal reranker, the page; then records the search in
+    /// the visitor's session.
+    pub async fn search(&self, req: SearchRequest) -> Result<SearchOutcome> {
+        crate::search::search(&self.personal(), self.search_index()?, req).await
     }
 
     /// The engine's clock reading.
@@ -311,13 +286,9 @@ impl Engine {
         self.profile_rules.load_full()
     }
 
-    pub(crate) fn ttl(rules: &Rules) -> Duration {
-        Duration::from_secs(u64::from(rules.session.ttl_secs))
-    }
-
     /// The catalog.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    pub fn catalog(&self) -> &dyn Catalog {
+        &*self.catalog
     }
 
     /// Validates and applies a batch of events. All events are validated before any is applied;
@@ -387,7 +358,7 @@ impl Engine {
         }
 
         let rules = self.rules();
-        let ttl = Self::ttl(&rules);
+        let ttl = ttl(&rules);
         let single = want_top && groups.len() == 1;
         let mut outcome = IngestOutcome {
             applied: 0,
@@ -396,7 +367,7 @@ impl Engine {
         };
         let mut for_profiles: Vec<(SessionId, Vec<(Event, Resolved)>)> = Vec::new();
         for (session_id, events) in groups {
-            let resolved = self.resolve(&events);
+            let resolved = resolve(&*self.catalog, &events);
             if self.profiles.is_some() {
                 crate::profile::collect(&events, &resolved, &mut for_profiles);
             }
@@ -405,22 +376,37 @@ impl Engine {
                 .filter(|r| matches!(r, Resolved::Item(None)))
                 .count();
             let n = events.len();
+            // What the online recommendation sources learn from: the item events, in order.
+            let learning = self.recommender.learns();
+            let mut observed: Vec<Observed> = if learning {
+                events
+                    .iter()
+                    .filter(|e| e.kind != EventKind::Search)
+                    .filter_map(|e| {
+                        Some(Observed {
+                            kind: e.kind,
+                            item_id: e.item_id.clone()?,
+                            quantity: e.quantity,
+                            at: e.timestamp,
+                            earlier: Vec::new(),
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let rules_for_update = Arc::clone(&rules);
             let mutate = move |s: &mut Session| {
                 for (e, r) in events.iter().zip(&resolved) {
-                    match r {
-                        Resolved::Item(item) => {
-                            s.apply(e, item.as_deref().map(|c| &c.features), &rules_for_update);
-                        }
-                        Resolved::Search(intents) => {
-                            s.apply_search(e, intents, &rules_for_update);
-                        }
-                    }
+                    r.apply(s, e, &rules_for_update);
                 }
             };
             let top_n = if single { self.config.top_n } else { 0 };
             let mut summary = None;
             let mut inspect = |s: &Session| {
+                if !observed.is_empty() {
+                    fill_earlier(s, &mut observed);
+                }
                 if single {
                     summary = Some(SessionSummary {
                         session_id: s.id().clone(),
@@ -434,81 +420,65 @@ impl Engine {
                 .await?;
             outcome.applied += n;
             outcome.session = summary;
+            if !observed.is_empty() {
+                self.recommender.observe(&session_id, &observed);
+            }
         }
-        if !for_profiles.is_empty() {
-            self.update_profiles(for_profiles, now).await;
+        if let Some(profiles) = &self.profiles
+            && !for_profiles.is_empty()
+        {
+            profiles
+                .update(for_profiles, now, &self.profile_rules())
+                .await;
         }
         Ok(outcome)
-    }
-
-    fn resolve(&self, events: &[Event]) -> Vec<Resolved> {
-        let items = self.catalog.get_many(
-            events
-                .iter()
-                .map(|e| e.item_id.as_ref().map_or("", |i| i.as_str())),
-        );
-        events
-            .iter()
-            .zip(items)
-            .map(|(e, item)| match (e.kind, &e.search) {
-                (EventKind::Search, Some(search)) => {
-                    Resolved::Search(self.catalog.search_intents(&search.query, &search.filters))
-                }
-                (EventKind::Search, None) => Resolved::Search(Vec::new()),
-                _ => Resolved::Item(item),
-            })
-            .collect()
     }
 
     /// The session with every affinity and its reasons; refreshes its expiry.
     pub async fn session(&self, id: &SessionId) -> Result<SessionView> {
         let now = self.clock.now();
         let rules = self.rules();
-        let ttl = Self::ttl(&rules);
+        let ttl = ttl(&rules);
         let session = self
             .sessions
             .get(id, now, ttl)
             .await?
             .ok_or_else(|| Error::SessionNotFound(id.to_string()))?;
-        Ok(self.view(session, now, &rules))
+        Ok(view(&*self.catalog, session, now, &rules))
     }
 
-    /// A session (or profile) with every affinity explained, as of `now`.
-    pub(crate) fn view(&self, session: Session, now: Timestamp, rules: &Rules) -> SessionView {
-        let ttl = Self::ttl(rules);
-        let scores = session.scores(now, rules);
-        let items = session.items();
-        let known: HashMap<&attune_core::ItemId, Arc<CatalogItem>> = items
-            .iter()
-            .map(|s| &s.item_id)
-            .zip(
-                self.catalog
-                    .get_many(items.iter().map(|s| s.item_id.as_str())),
-            )
-            .filter_map(|(id, found)| Some((id, found?)))
-            .collect();
-        let mut affinities = Vec::new();
-        for kind in AffinityKind::ALL {
-            for scored in scores.of(kind) {
-                let reasons = session.reasons(kind, &scored.key, now, rules, |id| {
-                    known.get(id).map(|c| &c.features)
-                });
-                affinities.push(AffinityDetail {
-                    kind,
-                    key: scored.key.clone(),
-                    score: scored.score,
-                    reasons,
-                });
-            }
-        }
-        drop(known);
-        SessionView {
-            items,
-            expires_at: now.plus_millis(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
-            now,
-            session,
-            affinities,
-        }
+    fn profiles(&self) -> Result<&Profiles> {
+        self.profiles
+            .as_ref()
+            .ok_or(Error::Unsupported("profiles are not enabled"))
+    }
+
+    /// Records stated preferences in a user's profile (creating it) and returns the profile.
+    pub async fn set_preferences(
+        &self,
+        user: &UserId,
+        preferences: &Preferences,
+    ) -> Result<SessionView> {
+        let now = self.now();
+        let rules = self.profile_rules();
+        let written = self
+            .profiles()?
+            .set_preferences(user, preferences, &*self.catalog, now, &rules)
+            .await?;
+        Ok(view(&*self.catalog, written, now, &rules))
+    }
+
+    /// A user's profile with every affinity explained.
+    pub async fn profile(&self, user: &UserId) -> Result<SessionView> {
+        let now = self.now();
+        let rules = self.profile_rules();
+        let profile = self.profiles()?.get(user, now, &rules).await?;
+        Ok(view(&*self.catalog, profile, now, &rules))
+    }
+
+    /// Forgets a user's profile at once. Returns whether it existed.
+    pub async fn forget_user(&self, user: &UserId) -> Result<bool> {
+        self.profiles()?.forget(user).await
     }
 
     /// Forgets a session everywhere, at once. Returns whether it existed.
@@ -532,7 +502,7 @@ impl Engine {
         if let Some(s) = &self.search {
             s.upsert(&items)?;
         }
-        Ok(self.catalog.upsert(items))
+        self.catalog.upsert(items)
     }
 
     /// One item.
@@ -544,7 +514,7 @@ impl Engine {
 
     /// Removes an item.
     pub fn delete_item(&self, id: &str) -> Result<()> {
-        if self.catalog.delete(id) {
+        if self.catalog.delete(id)? {
             if let Some(s) = &self.search {
                 s.delete(id)?;
             }
@@ -558,7 +528,7 @@ impl Engine {
     pub async fn ready(&self) -> Result<()> {
         self.sessions.ping().await?;
         if let Some(p) = &self.profiles {
-            p.ping().await?;
+            p.store().ping().await?;
         }
         Ok(())
     }
@@ -566,7 +536,10 @@ impl Engine {
     /// Drops expired sessions held in process.
     pub fn purge_expired(&self) -> usize {
         let now = self.clock.now();
-        let profiles = self.profiles.as_ref().map_or(0, |p| p.purge_expired(now));
+        let profiles = self
+            .profiles
+            .as_ref()
+            .map_or(0, |p| p.store().purge_expired(now));
         self.sessions.purge_expired(now) + profiles
     }
 
@@ -577,10 +550,64 @@ impl Engine {
 
     /// Flushes what must survive a restart (the embedded store's snapshot, if configured).
     pub async fn shutdown(&self) -> Result<()> {
+        for e in self.recommender.save() {
+            tracing::error!(error = %e, "recommendation source state not saved");
+        }
         let sessions = self.sessions.close().await;
         if let Some(p) = &self.profiles {
-            p.close().await?;
+            p.store().close().await?;
         }
         Ok(sessions?)
+    }
+}
+
+/// Gives each event of a batch just applied to `s` the session's item events before it, from
+/// the trail (the batch's events are its last entries, as far as the trail reaches).
+fn fill_earlier(s: &Session, observed: &mut [Observed]) {
+    let trail: Vec<(EventKind, ItemId)> = s
+        .recent_items()
+        .into_iter()
+        .map(|r| (r.kind, r.item_id))
+        .collect();
+    let first = trail.len().saturating_sub(observed.len());
+    let skipped = observed.len().saturating_sub(trail.len());
+    for (j, o) in observed.iter_mut().enumerate() {
+        let end = (first + j).saturating_sub(skipped).min(trail.len());
+        o.earlier = trail[..if j < skipped { 0 } else { end }].to_vec();
+    }
+}
+
+/// A session (or profile) with every affinity explained, as of `now`.
+fn view(catalog: &dyn Catalog, session: Session, now: Timestamp, rules: &Rules) -> SessionView {
+    let ttl = ttl(rules);
+    let scores = session.scores(now, rules);
+    let items = session.items();
+    let known: HashMap<&attune_core::ItemId, Arc<CatalogItem>> = items
+        .iter()
+        .map(|s| &s.item_id)
+        .zip(catalog.get_many(&items.iter().map(|s| s.item_id.as_str()).collect::<Vec<_>>()))
+        .filter_map(|(id, found)| Some((id, found?)))
+        .collect();
+    let mut affinities = Vec::new();
+    for kind in AffinityKind::ALL {
+        for scored in scores.of(kind) {
+            let reasons = session.reasons(kind, &scored.key, now, rules, |id| {
+                known.get(id).map(|c| &c.features)
+            });
+            affinities.push(AffinityDetail {
+                kind,
+                key: scored.key.clone(),
+                score: scored.score,
+                reasons,
+            });
+        }
+    }
+    drop(known);
+    SessionView {
+        items,
+        expires_at: now.plus_millis(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+        now,
+        session,
+        affinities,
     }
 }

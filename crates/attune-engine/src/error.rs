@@ -33,6 +33,9 @@ pub enum Error {
     /// No such item in the catalog.
     #[error("item {0} not found")]
     ItemNotFound(String),
+    /// A recommendation's anchor item (`item_id`) is not in the catalog.
+    #[error("anchor item {0} not found")]
+    AnchorNotFound(String),
     /// The session store failed.
     #[error(transparent)]
     Store(#[from] attune_store::Error),

@@ -12,14 +12,22 @@ mod catalog;
 mod clock;
 mod engine;
 mod error;
+mod personal;
 mod profile;
+mod recommend;
+mod resolve;
 mod search;
 
-pub use catalog::{Catalog, CatalogItem, UpsertOutcome, WireMemo};
+pub use catalog::{Catalog, CatalogItem, MemoryCatalog, UpsertOutcome, WireMemo, with_ids};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     AffinityDetail, Engine, EngineConfig, IngestOutcome, SessionSummary, SessionView,
 };
 pub use error::{Error, Result};
 pub use profile::{MAX_PREFERENCES, Preferences};
+pub use recommend::{
+    CandidateSource, MAX_LIMIT as MAX_RECOMMEND_LIMIT, Observation, Proposal, RecContext,
+    RecExplanation, RecommendOutcome, RecommendRequest, Recommendation, RuleEffect, SourceError,
+    Strategy,
+};
 pub use search::{SearchConfig, SearchHit, SearchOutcome, SearchRequest, TextEncoder, item_text};

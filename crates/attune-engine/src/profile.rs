@@ -6,14 +6,21 @@
 //! `user_id` (in the same ingest call, after the live session) and by stated preferences
 //! (onboarding). Search reads it next to the session; the reranker applies its boosts under the
 //! same caps.
+//!
+//! [`Profiles`] owns the profile store and takes the catalog and the rules it needs per call; it
+//! knows nothing of the engine around it.
 
 use std::collections::BTreeMap;
 
-use attune_core::rerank::{KeySpace, Signals};
-use attune_core::{AffinityKind, Event, Key, Session, SessionId, Timestamp, UserId};
+use std::sync::Arc;
 
-use crate::engine::{Engine, Resolved, SessionView};
+use attune_core::rerank::{KeySpace, Signals};
+use attune_core::{AffinityKind, Event, Key, Rules, Session, SessionId, Timestamp, UserId};
+use attune_store::SessionStore;
+
+use crate::catalog::Catalog;
 use crate::error::{Error, Result};
+use crate::resolve::Resolved;
 
 /// Most stated preferences in one call (all kinds together).
 pub const MAX_PREFERENCES: usize = 64;
@@ -50,61 +57,60 @@ pub(crate) fn collect(
     }
 }
 
-impl Engine {
-    /// Applies events to their users' profiles. A failing profile store does not fail the
-    /// ingest (the live session is already updated, and a retry would count the events twice
-    /// there): the error is logged.
-    pub(crate) async fn update_profiles(
+/// The long-term profiles of signed-in users, in their own store.
+pub(crate) struct Profiles {
+    store: Arc<dyn SessionStore>,
+}
+
+impl Profiles {
+    pub(crate) fn new(store: Arc<dyn SessionStore>) -> Self {
+        Profiles { store }
+    }
+
+    pub(crate) fn store(&self) -> &dyn SessionStore {
+        &*self.store
+    }
+
+    /// Applies events to their users' profiles (with the profile rules). A failing profile
+    /// store does not fail the ingest (the live session is already updated, and a retry would
+    /// count the events twice there): the error is logged.
+    pub(crate) async fn update(
         &self,
         work: Vec<(SessionId, Vec<(Event, Resolved)>)>,
         now: Timestamp,
+        rules: &Rules,
     ) {
-        let Some(store) = &self.profiles else { return };
-        let rules = self.profile_rules();
-        let ttl = Self::ttl(&rules);
+        let ttl = ttl(rules);
         for (key, events) in work {
-            let rules = &rules;
             let mutate = move |s: &mut Session| {
                 for (e, r) in &events {
-                    match r {
-                        Resolved::Item(item) => {
-                            s.apply(e, item.as_deref().map(|c| &c.features), rules);
-                        }
-                        Resolved::Search(intents) => {
-                            s.apply_search(e, intents, rules);
-                        }
-                    }
+                    r.apply(s, e, rules);
                 }
             };
-            if let Err(e) = store.update(&key, now, ttl, &mutate, &mut |_| {}).await {
+            if let Err(e) = self
+                .store
+                .update(&key, now, ttl, &mutate, &mut |_| {})
+                .await
+            {
                 tracing::error!(user = %key, error = %e, "profile not updated");
             }
         }
     }
 
-    fn profile_store(&self) -> Result<&dyn attune_store::SessionStore> {
-        self.profiles
-            .as_deref()
-            .ok_or(Error::Unsupported("profiles are not enabled"))
-    }
-
-    /// A user's profile signals, for ranking, if profiles are enabled and the user has one.
-    pub(crate) async fn profile_signals(
+    /// A user's profile signals for ranking one list (`keys`), if the user has a profile.
+    pub(crate) async fn signals(
         &self,
         user: &UserId,
         now: Timestamp,
+        rules: &Rules,
+        catalog: &dyn Catalog,
         keys: &KeySpace,
     ) -> Result<Option<Signals>> {
-        let Some(store) = &self.profiles else {
-            return Ok(None);
-        };
-        let rules = self.profile_rules();
         let mut signals = None;
-        store
-            .read(&profile_key(user)?, now, Self::ttl(&rules), &mut |p| {
+        self.store
+            .read(&profile_key(user)?, now, ttl(rules), &mut |p| {
                 signals = Some(
-                    self.catalog()
-                        .with_ids(|ids| Signals::from_session(p, now, &rules, ids, keys, false)),
+                    catalog.with_ids(|ids| Signals::from_session(p, now, rules, ids, keys, false)),
                 );
             })
             .await?;
@@ -112,91 +118,93 @@ impl Engine {
     }
 
     /// Records stated preferences in a user's profile (creating it) and returns the profile.
-    pub async fn set_preferences(
+    pub(crate) async fn set_preferences(
         &self,
         user: &UserId,
         preferences: &Preferences,
-    ) -> Result<SessionView> {
-        let store = self.profile_store()?;
-        let keys = self.preference_keys(preferences)?;
-        let now = self.now();
-        let rules = self.profile_rules();
-        let ttl = Self::ttl(&rules);
+        catalog: &dyn Catalog,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> Result<Session> {
+        let keys = preference_keys(catalog, preferences)?;
         let mutate = |s: &mut Session| {
-            s.apply_preferences(&keys, now, &rules);
+            s.apply_preferences(&keys, now, rules);
         };
-        let written = store
-            .update_get(&profile_key(user)?, now, ttl, &mutate)
-            .await?;
-        Ok(self.view(written, now, &rules))
+        Ok(self
+            .store
+            .update_get(&profile_key(user)?, now, ttl(rules), &mutate)
+            .await?)
     }
 
-    /// Checks each preference against the catalog and turns it into the affinity it moves.
-    fn preference_keys(&self, p: &Preferences) -> Result<Vec<(AffinityKind, Key)>> {
-        let count = p.brands.len()
-            + p.categories.len()
-            + p.attributes.values().map(Vec::len).sum::<usize>();
-        if count == 0 {
-            return Err(Error::invalid(
-                "",
-                attune_core::Error::invalid("preferences", "name at least one preference"),
-            ));
-        }
-        if count > MAX_PREFERENCES {
-            return Err(Error::TooMany {
-                field: "preferences",
-                len: count,
-                max: MAX_PREFERENCES,
-            });
-        }
-        let catalog = self.catalog();
-        let unknown = |field: String, what: &str| Error::Invalid {
-            field: field.into(),
-            message: format!("no item in the catalog has this {what}"),
-        };
-        let mut keys = Vec::with_capacity(count);
-        for (i, b) in p.brands.iter().enumerate() {
-            let key = catalog
-                .feature_key(b)
-                .filter(|_| !b.contains(':') && !b.contains(" > "))
-                .ok_or_else(|| unknown(format!("brands[{i}]"), "brand"))?;
-            keys.push((AffinityKind::Brand, key));
-        }
-        for (i, c) in p.categories.iter().enumerate() {
-            let key = catalog
-                .feature_key(c)
-                .filter(|_| !c.contains(':'))
-                .ok_or_else(|| unknown(format!("categories[{i}]"), "category"))?;
-            keys.push((AffinityKind::Category, key));
-        }
-        for (name, values) in &p.attributes {
-            if !catalog.has_attribute_key(name) {
-                return Err(unknown(format!("attributes.{name}"), "attribute"));
-            }
-            for (i, v) in values.iter().enumerate() {
-                let key = catalog
-                    .feature_key(&format!("{name}:{v}"))
-                    .ok_or_else(|| unknown(format!("attributes.{name}[{i}]"), "value"))?;
-                keys.push((AffinityKind::Attribute, key));
-            }
-        }
-        Ok(keys)
-    }
-
-    /// A user's profile with every affinity explained.
-    pub async fn profile(&self, user: &UserId) -> Result<SessionView> {
-        let store = self.profile_store()?;
-        let now = self.now();
-        let rules = self.profile_rules();
-        let profile = store
-            .get(&profile_key(user)?, now, Self::ttl(&rules))
+    /// A user's profile.
+    pub(crate) async fn get(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+        rules: &Rules,
+    ) -> Result<Session> {
+        self.store
+            .get(&profile_key(user)?, now, ttl(rules))
             .await?
-            .ok_or_else(|| Error::ProfileNotFound(user.to_string()))?;
-        Ok(self.view(profile, now, &rules))
+            .ok_or_else(|| Error::ProfileNotFound(user.to_string()))
     }
 
     /// Forgets a user's profile at once. Returns whether it existed.
-    pub async fn forget_user(&self, user: &UserId) -> Result<bool> {
-        Ok(self.profile_store()?.delete(&profile_key(user)?).await?)
+    pub(crate) async fn forget(&self, user: &UserId) -> Result<bool> {
+        Ok(self.store.delete(&profile_key(user)?).await?)
     }
+}
+
+fn ttl(rules: &Rules) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(rules.session.ttl_secs))
+}
+
+/// Checks each preference against the catalog and turns it into the affinity it moves.
+fn preference_keys(catalog: &dyn Catalog, p: &Preferences) -> Result<Vec<(AffinityKind, Key)>> {
+    let count =
+        p.brands.len() + p.categories.len() + p.attributes.values().map(Vec::len).sum::<usize>();
+    if count == 0 {
+        return Err(Error::invalid(
+            "",
+            attune_core::Error::invalid("preferences", "name at least one preference"),
+        ));
+    }
+    if count > MAX_PREFERENCES {
+        return Err(Error::TooMany {
+            field: "preferences",
+            len: count,
+            max: MAX_PREFERENCES,
+        });
+    }
+    let unknown = |field: String, what: &str| Error::Invalid {
+        field: field.into(),
+        message: format!("no item in the catalog has this {what}"),
+    };
+    let mut keys = Vec::with_capacity(count);
+    for (i, b) in p.brands.iter().enumerate() {
+        let key = catalog
+            .feature_key(b)
+            .filter(|_| !b.contains(':') && !b.contains(" > "))
+            .ok_or_else(|| unknown(format!("brands[{i}]"), "brand"))?;
+        keys.push((AffinityKind::Brand, key));
+    }
+    for (i, c) in p.categories.iter().enumerate() {
+        let key = catalog
+            .feature_key(c)
+            .filter(|_| !c.contains(':'))
+            .ok_or_else(|| unknown(format!("categories[{i}]"), "category"))?;
+        keys.push((AffinityKind::Category, key));
+    }
+    for (name, values) in &p.attributes {
+        if !catalog.has_attribute_key(name) {
+            return Err(unknown(format!("attributes.{name}"), "attribute"));
+        }
+        for (i, v) in values.iter().enumerate() {
+            let key = catalog
+                .feature_key(&format!("{name}:{v}"))
+                .ok_or_else(|| unknown(format!("attributes.{name}[{i}]"), "value"))?;
+            keys.push((AffinityKind::Attribute, key));
+        }
+    }
+    Ok(keys)
 }

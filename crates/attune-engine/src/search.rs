@@ -10,16 +10,17 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use attune_core::event::{MAX_QUERY_LEN, SearchFilters, SearchRequestEvent};
-use attune_core::rerank::{self, Explanation, RerankRequest, Retrieved};
+use attune_core::rerank::{self, Explanation, RerankRequest, Retrieved, SourceHit};
 use attune_core::{Event, Item, Key, SessionId, UserId};
 use attune_search::cache::{CacheKey, RetrievalCache};
 use attune_search::fusion::{self, Fused};
 use attune_search::keyword::{Facets, KeywordIndex};
 use attune_search::vector::{VectorConfig, VectorIndex};
 
+use crate::catalog::Catalog;
 use crate::catalog::CatalogItem;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::personal::Personal;
 
 /// Turns text into unit vectors (a sentence-embedding model). Implemented by the binary's wiring
 /// over `attune-model`; tests may use anything deterministic.
@@ -128,9 +129,31 @@ pub(crate) struct Retrieval {
 
 #[derive(Debug)]
 struct Candidate {
-    fused: Fused,
+    fused: f32,
+    /// The retrievers that found it (`keyword`, `vector`), with rank and score.
+    sources: Vec<SourceHit>,
     item: Arc<CatalogItem>,
     tier: f32,
+}
+
+/// The sources of a fused search result, in the form recommendations share.
+fn source_hits(f: &Fused) -> Vec<SourceHit> {
+    let mut out = Vec::with_capacity(2);
+    if let Some(rank) = f.keyword_rank {
+        out.push(SourceHit {
+            source: "keyword",
+            rank,
+            score: f.keyword_score.unwrap_or(0.0),
+        });
+    }
+    if let Some(rank) = f.vector_rank {
+        out.push(SourceHit {
+            source: "vector",
+            rank,
+            score: f.vector_score.unwrap_or(0.0),
+        });
+    }
+    out
 }
 
 struct Vectors {
@@ -338,7 +361,7 @@ impl SearchIndex {
     /// Retrieves unpersonalized candidates (from the cache when it has them).
     fn retrieve(
         &self,
-        engine: &Engine,
+        catalog: &dyn Catalog,
         query: &str,
         filters: &SearchFilters,
         now_ms: i64,
@@ -366,7 +389,6 @@ impl SearchIndex {
                 .embed(&[query])
                 .map_err(|e| Error::Search(format!("embedding the query: {e}")))?;
             if let Some(q) = embedded.first() {
-                let catalog = engine.catalog();
                 let accept = |id: &str| catalog.get(id).is_some_and(|c| filters.matches(&c.item));
                 let hits = v
                     .index
@@ -377,9 +399,8 @@ impl SearchIndex {
         }
         let fused = fusion::rrf(&keyword, &vector, self.config.rrf_k, n);
         let vector_only = fused.iter().filter(|f| f.keyword_rank.is_none()).count();
-        let items = engine
-            .catalog()
-            .get_many(fused.iter().map(|f| f.item_id.as_str()));
+        let ids: Vec<&str> = fused.iter().map(|f| f.item_id.as_str()).collect();
+        let items = catalog.get_many(&ids);
         let terms = attune_core::vocab::query_terms(query);
         let mut keys = rerank::KeySpace::default();
         let mut prepared = Vec::with_capacity(fused.len());
@@ -390,14 +411,19 @@ impl SearchIndex {
                 let item = item?;
                 let tier = attune_core::vocab::query_coverage(&terms, &item.item);
                 prepared.push(keys.prepare(&item.item, &item.features, &item.feature_ids));
-                Some(Candidate { fused, item, tier })
+                Some(Candidate {
+                    fused: fused.fused,
+                    sources: source_hits(&fused),
+                    item,
+                    tier,
+                })
             })
             .collect();
         let retrieval = Arc::new(Retrieval {
             candidates,
             prepared,
             keys,
-            intents: engine.catalog().search_intents(query, filters),
+            intents: catalog.search_intents(query, filters),
             total: kw.total + vector_only,
             facets: kw.facets,
         });
@@ -407,145 +433,144 @@ impl SearchIndex {
     }
 }
 
-impl Engine {
-    /// Checks a search request against the limits and the catalog.
-    fn check_search(&self, req: &SearchRequest) -> Result<()> {
-        let invalid = |field: &str, message: String| Error::Invalid {
-            field: field.to_owned().into(),
-            message,
-        };
-        if req.query.len() > MAX_QUERY_LEN {
-            return Err(invalid(
-                "query",
-                format!(
-                    "is {} bytes long; the limit is {MAX_QUERY_LEN}",
-                    req.query.len()
-                ),
-            ));
-        }
-        if req.query.chars().any(char::is_control) {
-            return Err(invalid(
-                "query",
-                "must not contain control characters".into(),
-            ));
-        }
-        let max = self.search_config().max_limit;
-        if req.limit == 0 || req.limit > max {
-            return Err(invalid("limit", format!("must be from 1 to {max}")));
-        }
-        let candidates = self.search_config().candidates;
-        if req.offset >= candidates {
-            return Err(invalid(
-                "offset",
-                format!(
-                    "must be below {candidates} (results are reranked from the best {candidates})"
-                ),
-            ));
-        }
-        req.filters.validate().map_err(|e| Error::invalid("", e))?;
-        for key in req.filters.attributes.keys() {
-            if !self.catalog().has_attribute_key(key) {
-                return Err(invalid(
-                    &format!("filters.{key}"),
-                    "no item in the catalog has this attribute".into(),
-                ));
-            }
-        }
-        Ok(())
+/// Checks a search request against the limits and the catalog.
+fn check_search(config: &SearchConfig, catalog: &dyn Catalog, req: &SearchRequest) -> Result<()> {
+    let invalid = |field: &str, message: String| Error::Invalid {
+        field: field.to_owned().into(),
+        message,
+    };
+    if req.query.len() > MAX_QUERY_LEN {
+        return Err(invalid(
+            "query",
+            format!(
+                "is {} bytes long; the limit is {MAX_QUERY_LEN}",
+                req.query.len()
+            ),
+        ));
     }
-
-    /// Searches: retrieval (cached), the personal reranker, the page; then records the search in
-    /// the visitor's session.
-    pub async fn search(&self, req: SearchRequest) -> Result<SearchOutcome> {
-        self.check_search(&req)?;
-        let now = self.now();
-        let rules = self.rules();
-        let (retrieval, cached) =
-            self.search_index()?
-                .retrieve(self, &req.query, &req.filters, now.as_millis())?;
-
-        let retrieved: Vec<Retrieved<'_>> = retrieval
-            .candidates
-            .iter()
-            .zip(&retrieval.prepared)
-            .map(|(c, prepared)| Retrieved {
-                item: &c.item.item,
-                features: &c.item.features,
-                fused: c.fused.fused,
-                tier: c.tier,
-                keyword_rank: c.fused.keyword_rank,
-                vector_rank: c.fused.vector_rank,
-                prepared,
-            })
-            .collect();
-
-        // The profile as it was before this search (which reaches it below).
-        let profile_signals = match &req.user_id {
-            Some(user) => self.profile_signals(user, now, &retrieval.keys).await?,
-            None => None,
+    if req.query.chars().any(char::is_control) {
+        return Err(invalid(
+            "query",
+            "must not contain control characters".into(),
+        ));
+    }
+    let max = config.max_limit;
+    if req.limit == 0 || req.limit > max {
+        return Err(invalid("limit", format!("must be from 1 to {max}")));
+    }
+    let candidates = config.candidates;
+    if req.offset >= candidates {
+        return Err(invalid(
+            "offset",
+            format!("must be below {candidates} (results are reranked from the best {candidates})"),
+        ));
+    }
+    req.filters.validate().map_err(|e| Error::invalid("", e))?;
+    for key in req.filters.attributes.keys() {
+        if !catalog.has_attribute_key(key) {
+            return Err(invalid(
+                &format!("filters.{key}"),
+                "no item in the catalog has this attribute".into(),
+            ));
         }
-        .filter(|s| !s.is_empty());
-        // The search itself is a signal: recorded in the session in the same store operation
-        // that reads the session's signals (those from before it), at the cost of one event.
-        let signals = match &req.session_id {
-            Some(id) => {
-                let mut event = Event::search(
-                    id.clone(),
-                    SearchRequestEvent {
-                        query: req.query,
-                        filters: req.filters,
-                    },
-                    now,
-                );
-                event.user_id = req.user_id;
-                if event.validate().is_ok() {
-                    self.signals_and_record_search(
+    }
+    Ok(())
+}
+
+/// Searches: retrieval (cached), the personal reranker, the page; then records the search in
+/// the visitor's session.
+pub(crate) async fn search(
+    personal: &Personal<'_>,
+    index: &SearchIndex,
+    req: SearchRequest,
+) -> Result<SearchOutcome> {
+    check_search(&index.config, personal.catalog, &req)?;
+    let now = personal.now;
+    let rules = &personal.rules;
+    let (retrieval, cached) =
+        index.retrieve(personal.catalog, &req.query, &req.filters, now.as_millis())?;
+
+    let retrieved: Vec<Retrieved<'_>> = retrieval
+        .candidates
+        .iter()
+        .zip(&retrieval.prepared)
+        .map(|(c, prepared)| Retrieved {
+            item: &c.item.item,
+            features: &c.item.features,
+            fused: c.fused,
+            tier: c.tier,
+            sources: &c.sources,
+            prepared,
+        })
+        .collect();
+
+    // The profile as it was before this search (which reaches it below).
+    let profile_signals = match &req.user_id {
+        Some(user) => personal.profile_signals(user, &retrieval.keys).await?,
+        None => None,
+    }
+    .filter(|s| !s.is_empty());
+    // The search itself is a signal: recorded in the session in the same store operation
+    // that reads the session's signals (those from before it), at the cost of one event.
+    let signals = match &req.session_id {
+        Some(id) => {
+            let mut event = Event::search(
+                id.clone(),
+                SearchRequestEvent {
+                    query: req.query,
+                    filters: req.filters,
+                },
+                now,
+            );
+            event.user_id = req.user_id;
+            if event.validate().is_ok() {
+                personal
+                    .signals_and_record_search(
                         event,
                         &retrieval.intents,
-                        &rules,
                         &retrieval.keys,
                         req.exclude_seen,
                     )
                     .await?
-                } else {
-                    self.signals_for_ranking(id, now, &rules, &retrieval.keys, req.exclude_seen)
-                        .await?
-                }
+            } else {
+                personal
+                    .session_signals(id, &retrieval.keys, req.exclude_seen)
+                    .await?
             }
-            None => None,
         }
-        .filter(|s| !s.is_empty());
-        let ranked = rerank::rerank(
-            &retrieved,
-            &retrieval.keys,
-            signals.as_ref(),
-            profile_signals.as_ref(),
-            &rules,
-            &RerankRequest {
-                exclude_seen: req.exclude_seen,
-                page_size: req.limit,
-                needed: req.offset + req.limit,
-                explain: req.explain,
-            },
-        );
-        let results = ranked
-            .into_iter()
-            .skip(req.offset)
-            .take(req.limit)
-            .map(|r| SearchHit {
-                item: Arc::clone(&retrieval.candidates[r.index].item),
-                score: r.score,
-                explanation: r.explanation.map(|e| *e),
-            })
-            .collect();
-        let outcome = SearchOutcome {
-            results,
-            total: retrieval.total,
-            facets: retrieval.facets.clone(),
-            personalized: signals.is_some() || profile_signals.is_some(),
-            cached,
-        };
-
-        Ok(outcome)
+        None => None,
     }
+    .filter(|s| !s.is_empty());
+    let ranked = rerank::rerank(
+        &retrieved,
+        &retrieval.keys,
+        signals.as_ref(),
+        profile_signals.as_ref(),
+        rules,
+        &RerankRequest {
+            exclude_seen: req.exclude_seen,
+            page_size: req.limit,
+            needed: req.offset + req.limit,
+            explain: req.explain,
+        },
+    );
+    let results = ranked
+        .into_iter()
+        .skip(req.offset)
+        .take(req.limit)
+        .map(|r| SearchHit {
+            item: Arc::clone(&retrieval.candidates[r.index].item),
+            score: r.score,
+            explanation: r.explanation.map(|e| *e),
+        })
+        .collect();
+    let outcome = SearchOutcome {
+        results,
+        total: retrieval.total,
+        facets: retrieval.facets.clone(),
+        personalized: signals.is_some() || profile_signals.is_some(),
+        cached,
+    };
+
+    Ok(outcome)
 }

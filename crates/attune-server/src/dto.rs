@@ -875,12 +875,67 @@ pub struct BoostOut {
     pub cap: f64,
 }
 
+/// One source that proposed a result: its name, the rank it gave and its own score.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SourceHitOut {
+    /// `keyword`, `vector` (search); `sequential`, `session_knn`, `cooccurrence`, `content`,
+    /// `trending`, `bandit` (recommendations).
+    pub source: &'static str,
+    /// 1-based rank in that source's list.
+    pub rank: u32,
+    /// The source's own score (BM25, cosine, a model score, a decayed count…).
+    pub score: f64,
+}
+
+impl From<&attune_core::rerank::SourceHit> for SourceHitOut {
+    fn from(h: &attune_core::rerank::SourceHit) -> Self {
+        SourceHitOut {
+            source: h.source,
+            rank: h.rank,
+            score: round(h.score),
+        }
+    }
+}
+
+/// The boosts of a reranked result, in wire form.
+pub(crate) fn boosts_out(boosts: &[attune_core::rerank::Boost]) -> Vec<BoostOut> {
+    use attune_core::rerank::{BoostKind, Source};
+    boosts
+        .iter()
+        .map(|b| BoostOut {
+            source: match b.source {
+                Source::Session => "session",
+                Source::Profile => "profile",
+            },
+            kind: match b.kind {
+                BoostKind::Brand => "brand",
+                BoostKind::Category => "category",
+                BoostKind::Attribute => "attribute",
+                BoostKind::Intent => "intent",
+                BoostKind::Skip => "skip",
+            },
+            signals: b
+                .signals
+                .iter()
+                .map(|(key, a)| SignalOut {
+                    key: key.clone(),
+                    affinity: round(*a),
+                })
+                .collect(),
+            boost: round(b.boost),
+            cap: round(b.cap),
+        })
+        .collect()
+}
+
 /// Why a result sits where it does.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExplanationOut {
-    /// Rank in the keyword (BM25) list, 1-based.
+    /// The retrievers that found it, with rank and score.
+    pub sources: Vec<SourceHitOut>,
+    /// Rank in the keyword (BM25) list, 1-based (also in `sources`).
     pub keyword_rank: Option<u32>,
-    /// Rank in the vector list, 1-based.
+    /// Rank in the vector list, 1-based (also in `sources`).
     pub vector_rank: Option<u32>,
     /// Reciprocal-rank-fusion score (six decimals: one rank apart is about 0.0003).
     pub fused: f64,
@@ -904,42 +959,17 @@ pub struct ExplanationOut {
 
 impl ExplanationOut {
     fn new(e: &attune_core::rerank::Explanation, position: usize) -> Self {
-        use attune_core::rerank::{BoostKind, Source};
+        let rank_of = |name: &str| e.sources.iter().find(|h| h.source == name).map(|h| h.rank);
         ExplanationOut {
-            keyword_rank: e.keyword_rank,
-            vector_rank: e.vector_rank,
+            sources: e.sources.iter().map(SourceHitOut::from).collect(),
+            keyword_rank: rank_of("keyword"),
+            vector_rank: rank_of("vector"),
             fused: (f64::from(e.fused) * 1e6).round() / 1e6,
             tier: round(e.tier),
             relevance: round(e.relevance),
             retrieval_position: e.retrieval_position,
             moved: i64::from(e.retrieval_position) - position as i64,
-            boosts: e
-                .boosts
-                .iter()
-                .map(|b| BoostOut {
-                    source: match b.source {
-                        Source::Session => "session",
-                        Source::Profile => "profile",
-                    },
-                    kind: match b.kind {
-                        BoostKind::Brand => "brand",
-                        BoostKind::Category => "category",
-                        BoostKind::Attribute => "attribute",
-                        BoostKind::Intent => "intent",
-                        BoostKind::Skip => "skip",
-                    },
-                    signals: b
-                        .signals
-                        .iter()
-                        .map(|(key, a)| SignalOut {
-                            key: key.clone(),
-                            affinity: round(*a),
-                        })
-                        .collect(),
-                    boost: round(b.boost),
-                    cap: round(b.cap),
-                })
-                .collect(),
+            boosts: boosts_out(&e.boosts),
             adjustment: round(e.adjustment),
             capped: e.capped,
             diversity_demoted: e.diversity_demoted,
@@ -1112,6 +1142,151 @@ impl From<SessionView> for ProfileOut {
             affinities: s.affinities,
             seen: s.seen,
             skipped: s.skipped,
+        }
+    }
+}
+
+/// A rule that moved a recommended item.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleOut {
+    /// `new_arrival`, `buy_again`, `pinned` or `category_cap`.
+    pub rule: &'static str,
+    /// What it added to the blend (`new_arrival`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boost: Option<f64>,
+    /// The cap that moved it down (`category_cap`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+}
+
+impl From<&attune_engine::RuleEffect> for RuleOut {
+    fn from(r: &attune_engine::RuleEffect) -> Self {
+        use attune_engine::RuleEffect as R;
+        let (rule, boost, max) = match r {
+            R::NewArrival { boost } => ("new_arrival", Some(round(*boost)), None),
+            R::BuyAgain => ("buy_again", None, None),
+            R::Pinned => ("pinned", None, None),
+            R::CategoryCap { max } => ("category_cap", None, Some(*max)),
+        };
+        RuleOut { rule, boost, max }
+    }
+}
+
+/// One source's part in a recommended item's blend.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContributionOut {
+    /// The source.
+    pub source: &'static str,
+    /// Its normalized score times its weight.
+    pub value: f64,
+}
+
+/// Why a recommended item is in the list, where it is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecExplanationOut {
+    /// The sources that proposed it (rank from 1) or only scored it (rank 0), with their scores.
+    pub sources: Vec<SourceHitOut>,
+    /// Each source's weighted, normalized score.
+    pub contributions: Vec<ContributionOut>,
+    /// The blend: the contributions plus rule boosts.
+    pub blended: f64,
+    /// Position by the blend alone, 1-based.
+    pub blend_position: u32,
+    /// The personal boosts that applied (session and profile), each with its signal and cap.
+    pub boosts: Vec<BoostOut>,
+    /// All boosts together, after the total cap.
+    pub adjustment: f64,
+    /// Whether the total cap cut the sum.
+    pub capped: bool,
+    /// Whether the brand-diversity cap moved it down.
+    pub diversity_demoted: bool,
+    /// The business rules that moved it.
+    pub rules: Vec<RuleOut>,
+}
+
+impl From<&attune_engine::RecExplanation> for RecExplanationOut {
+    fn from(e: &attune_engine::RecExplanation) -> Self {
+        RecExplanationOut {
+            sources: e.sources.iter().map(SourceHitOut::from).collect(),
+            contributions: e
+                .contributions
+                .iter()
+                .map(|(source, v)| ContributionOut {
+                    source,
+                    value: round(*v),
+                })
+                .collect(),
+            blended: round(e.blended),
+            blend_position: e.rerank.retrieval_position,
+            boosts: boosts_out(&e.rerank.boosts),
+            adjustment: round(e.rerank.adjustment),
+            capped: e.rerank.capped,
+            diversity_demoted: e.rerank.diversity_demoted,
+            rules: e.rules.iter().map(RuleOut::from).collect(),
+        }
+    }
+}
+
+/// One recommended item.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecommendedOut {
+    /// The item.
+    #[schema(value_type = ItemDto)]
+    pub item: ItemView,
+    /// Its score: the blend's share of the best plus personal boosts.
+    pub score: f64,
+    /// The visitor's usual quantity of it, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usual_quantity: Option<f64>,
+    /// Why, when `explain` was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<RecExplanationOut>,
+}
+
+/// A recommendation list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecommendationsOut {
+    /// The surface (`home`, `similar`, `cart`, `bought-together`, `next`).
+    pub surface: &'static str,
+    /// How the list was made: `pipeline` (the sources in `sources`), `bandit` (a cold visitor:
+    /// Thompson sampling over trending and new items) or `fallback` (nothing known yet: new
+    /// arrivals, then the catalog).
+    pub strategy: &'static str,
+    /// The sources that took part.
+    pub sources: Vec<&'static str>,
+    /// The list.
+    pub items: Vec<RecommendedOut>,
+    /// Whether session or profile signals took part.
+    pub personalized: bool,
+    /// Sources that failed for this request (the list was made without them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<&'static str>,
+}
+
+impl From<attune_engine::RecommendOutcome> for RecommendationsOut {
+    fn from(o: attune_engine::RecommendOutcome) -> Self {
+        use attune_engine::Strategy;
+        let (strategy, sources) = match o.strategy {
+            Strategy::Pipeline(used) => ("pipeline", used),
+            Strategy::Bandit => ("bandit", vec!["bandit"]),
+            Strategy::Fallback => ("fallback", Vec::new()),
+        };
+        RecommendationsOut {
+            surface: o.surface.path_name(),
+            strategy,
+            sources,
+            items: o
+                .items
+                .into_iter()
+                .map(|r| RecommendedOut {
+                    score: round(r.score),
+                    usual_quantity: r.usual_quantity.map(round),
+                    explanation: r.explanation.as_deref().map(RecExplanationOut::from),
+                    item: ItemView(r.item),
+                })
+                .collect(),
+            personalized: o.personalized,
+            degraded: o.degraded,
         }
     }
 }

@@ -128,6 +128,12 @@ impl From<attune_engine::Error> for ApiError {
                 message: format!("no item {id:?} in the catalog"),
                 field: Some("id".into()),
             },
+            E::AnchorNotFound(id) => ApiError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: format!("no item {id:?} in the catalog"),
+                field: Some("item_id".into()),
+            },
             E::Search(message) => {
                 tracing::error!(%message, "search failed");
                 ApiError::new(

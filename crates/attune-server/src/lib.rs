@@ -53,6 +53,7 @@ pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
         .merge(routes::items::router())
         .merge(routes::rules::router())
         .merge(routes::search::router())
+        .merge(routes::recommendations::router())
         .merge(openapi::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

@@ -8,7 +8,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 use crate::dto::*;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{events, health, items, rules, search, sessions, users};
+use crate::routes::{events, health, items, recommendations, rules, search, sessions, users};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -21,6 +21,7 @@ use crate::routes::{events, health, items, rules, search, sessions, users};
     paths(
         events::post_events,
         search::search,
+        recommendations::recommendations,
         sessions::get_session,
         sessions::delete_session,
         users::put_preferences,
@@ -58,6 +59,12 @@ use crate::routes::{events, health, items, rules, search, sessions, users};
         HealthOut,
         IndexOut,
         ErrorBody,
+        SourceHitOut,
+        RuleOut,
+        ContributionOut,
+        RecExplanationOut,
+        RecommendedOut,
+        RecommendationsOut,
         ErrorDetail,
     ))
 )]

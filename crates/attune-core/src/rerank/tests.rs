@@ -77,8 +77,7 @@ impl Catalog {
                 features,
                 fused: 1.0 / (60.0 + i as f32 + 1.0),
                 tier: 1.0,
-                keyword_rank: Some(i as u32 + 1),
-                vector_rank: None,
+                sources: &[],
             })
             .collect()
     }
@@ -1116,8 +1115,7 @@ proptest! {
                 score: 1.0,
                 explanation: explain.then(|| {
                     Box::new(Explanation {
-                        keyword_rank: None,
-                        vector_rank: None,
+                        sources: Vec::new(),
                         fused: 0.0,
                         tier: 0.0,
                         relevance: 0.0,

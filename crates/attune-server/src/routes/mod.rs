@@ -7,6 +7,7 @@ use crate::error::ApiError;
 pub(crate) mod events;
 pub(crate) mod health;
 pub(crate) mod items;
+pub(crate) mod recommendations;
 pub(crate) mod rules;
 pub(crate) mod search;
 pub(crate) mod sessions;

@@ -1,0 +1,112 @@
+//! What personalizes a ranked list: the visitor's live session and the signed-in user's profile,
+//! read as [`Signals`] for one list's [`KeySpace`]. Search and recommendations both rank through
+//! this, so a boost means the same on every surface.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use attune_core::rerank::{KeySpace, Signals};
+use attune_core::{Event, Key, Rules, Session, SessionId, Timestamp, UserId};
+use attune_store::SessionStore;
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::profile::{Profiles, collect};
+use crate::resolve::Resolved;
+
+/// The stores, the catalog and the rules one personalized request reads (one rules snapshot per
+/// request: a reload never mixes rules within one).
+pub(crate) struct Personal<'a> {
+    pub(crate) sessions: &'a dyn SessionStore,
+    pub(crate) profiles: Option<&'a Profiles>,
+    pub(crate) catalog: &'a dyn Catalog,
+    pub(crate) rules: Arc<Rules>,
+    pub(crate) profile_rules: Arc<Rules>,
+    pub(crate) now: Timestamp,
+}
+
+pub(crate) fn ttl(rules: &Rules) -> Duration {
+    Duration::from_secs(u64::from(rules.session.ttl_secs))
+}
+
+impl Personal<'_> {
+    /// The signals of a session for ranking one list (`keys`), if the session exists.
+    pub(crate) async fn session_signals(
+        &self,
+        id: &SessionId,
+        keys: &KeySpace,
+        with_seen: bool,
+    ) -> Result<Option<Signals>> {
+        let (now, rules, catalog) = (self.now, &*self.rules, self.catalog);
+        let mut signals = None;
+        self.sessions
+            .read(id, now, ttl(rules), &mut |s| {
+                signals =
+                    Some(catalog.with_ids(|ids| {
+                        Signals::from_session(s, now, rules, ids, keys, with_seen)
+                    }));
+            })
+            .await?;
+        Ok(signals)
+    }
+
+    /// A copy of the session, if it exists (refreshing its expiry like any read).
+    pub(crate) async fn session(&self, id: &SessionId) -> Result<Option<Session>> {
+        Ok(self.sessions.get(id, self.now, ttl(&self.rules)).await?)
+    }
+
+    /// The signals of a session for ranking one list (`keys`), and the search that list answers
+    /// recorded in the session, in one atomic store operation (one round trip on Redis). The
+    /// signals are those from before the search: a search shapes the visitor's later results,
+    /// never its own. The search also reaches the user's profile when the event names a user.
+    /// `None` when the session did not exist before.
+    pub(crate) async fn signals_and_record_search(
+        &self,
+        event: Event,
+        intents: &[Key],
+        keys: &KeySpace,
+        with_seen: bool,
+    ) -> Result<Option<Signals>> {
+        let (now, rules, catalog) = (event.timestamp, &*self.rules, self.catalog);
+        // The mutation may run more than once (after a conflict); the last run's signals are
+        // those of the session the search was recorded in.
+        let signals: parking_lot::Mutex<Option<Signals>> = parking_lot::Mutex::new(None);
+        let mutate = |s: &mut Session| {
+            let before = (s.event_count() > 0).then(|| {
+                catalog.with_ids(|ids| Signals::from_session(s, now, rules, ids, keys, with_seen))
+            });
+            *signals.lock() = before;
+            s.apply_search(&event, intents, rules);
+        };
+        self.sessions
+            .update(&event.session_id, now, ttl(rules), &mutate, &mut |_| {})
+            .await?;
+        if let Some(profiles) = self.profiles
+            && event.user_id.is_some()
+        {
+            let mut work = Vec::new();
+            collect(
+                std::slice::from_ref(&event),
+                &[Resolved::Search(intents.to_vec())],
+                &mut work,
+            );
+            profiles.update(work, now, &self.profile_rules).await;
+        }
+        Ok(signals.into_inner())
+    }
+
+    /// A user's profile signals for ranking one list, if profiles are on and the user has one.
+    pub(crate) async fn profile_signals(
+        &self,
+        user: &UserId,
+        keys: &KeySpace,
+    ) -> Result<Option<Signals>> {
+        match self.profiles {
+            Some(p) => {
+                p.signals(user, self.now, &self.profile_rules, self.catalog, keys)
+                    .await
+            }
+            None => Ok(None),
+        }
+    }
+}

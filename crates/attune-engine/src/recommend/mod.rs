@@ -1,0 +1,789 @@
+//! Recommendations: five surfaces from one staged pipeline.
+//!
+//! 1. **Context**: the visitor's session (recent engagements, cart, purchases, seen items) and the
+//!    anchors the surface is about (the item asked about, the cart, the latest engagements).
+//! 2. **Candidates**: each source the surface's rules name ([`CandidateSource`]) proposes up to
+//!    its budget, every proposal passing the exclusions (blocked, out of stock, the anchor, the
+//!    cart on the cart surface, items already bought unless their category is repeat-purchase,
+//!    items already seen where the surface says so).
+//! 3. **Hybrid scoring**: each source's scores are divided by its best (so a weight means the
+//!    same for every source), sources that can score any item score the others' proposals too,
+//!    and the blend is `Σ weight × normalized score` plus the new-arrival boost.
+//! 4. **Personal rerank**: the same reranker and caps as search (session and profile boosts,
+//!    near-duplicates collapsed, brand diversity), reading the session already in hand.
+//! 5. **Business rules**: at most `max_per_category` per category (the rest move down), then the
+//!    pinned items first.
+//!
+//! Every item can say why it is there: the sources that proposed it with their ranks and scores,
+//! the blend, the boosts with their caps, and each rule that moved it.
+
+mod content;
+mod source;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use attune_core::rerank::{
+    self, Explanation, KeySpace, RerankRequest, Retrieved, Signals, SourceHit,
+};
+use attune_core::rules::{RecommendRules, Surface};
+use attune_core::session::ItemSummary;
+use attune_core::{EventKind, ItemId, Session, SessionId, Timestamp, UserId};
+use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
+
+pub(crate) use content::ContentSource;
+pub use source::{CandidateSource, Observation, Proposal, RecContext, SourceError};
+
+use crate::catalog::{Catalog, CatalogItem};
+use crate::error::{Error, Result};
+use crate::personal::Personal;
+
+/// Largest list.
+pub const MAX_LIMIT: usize = 100;
+
+/// A recommendation request, as the API asks for it.
+#[derive(Debug, Clone)]
+pub struct RecommendRequest {
+    /// Which surface.
+    pub surface: Surface,
+    /// The visitor's session.
+    pub session_id: Option<SessionId>,
+    /// The signed-in user (long-term profile).
+    pub user_id: Option<UserId>,
+    /// The anchor item: required for `similar` and `bought-together`; for `next` and `cart`
+    /// the item being looked at, if any.
+    pub item_id: Option<ItemId>,
+    /// How many items (1 to [`MAX_LIMIT`]).
+    pub limit: usize,
+    /// Attach an explanation to each item.
+    pub explain: bool,
+    /// Restrict the pipeline to these sources (evaluation, debugging); `None`: the surface's.
+    pub sources: Option<Vec<String>>,
+}
+
+/// One rule that moved an item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleEffect {
+    /// Created within `new_arrival_days`: `boost` added to the blend.
+    NewArrival {
+        /// What was added.
+        boost: f32,
+    },
+    /// Bought before, in a repeat-purchase category: kept ("buy again").
+    BuyAgain,
+    /// Pinned on this surface by the rules.
+    Pinned,
+    /// Moved down: its category already had `max` items higher in the list.
+    CategoryCap {
+        /// The cap.
+        max: u32,
+    },
+}
+
+/// Why an item is in the list, where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecExplanation {
+    /// The sources that proposed or scored it: rank (0 when it only scored the item) and score.
+    pub sources: Vec<SourceHit>,
+    /// Each source's normalized score times its weight, by source.
+    pub contributions: Vec<(&'static str, f32)>,
+    /// The blend: the sum of the contributions plus rule boosts.
+    pub blended: f32,
+    /// The personal rerank's explanation (boosts, caps, brand diversity).
+    pub rerank: Explanation,
+    /// The business rules that moved it.
+    pub rules: Vec<RuleEffect>,
+}
+
+/// One recommended item.
+#[derive(Debug, Clone)]
+pub struct Recommendation {
+    /// The item.
+    pub item: Arc<CatalogItem>,
+    /// Its final score (blend share plus personal boosts).
+    pub score: f32,
+    /// How many the visitor usually takes, when known (cart adds and purchases).
+    pub usual_quantity: Option<f32>,
+    /// Why, when asked.
+    pub explanation: Option<Box<RecExplanation>>,
+}
+
+/// How a list was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// The staged pipeline over these sources.
+    Pipeline(Vec<&'static str>),
+    /// A cold visitor: the bandit over trending and new items.
+    Bandit,
+    /// Nothing proposed anything (no history yet): new arrivals, then the catalog in order.
+    Fallback,
+}
+
+/// A recommendation list.
+#[derive(Debug, Clone)]
+pub struct RecommendOutcome {
+    /// Which surface.
+    pub surface: Surface,
+    /// How it was made.
+    pub strategy: Strategy,
+    /// The list.
+    pub items: Vec<Recommendation>,
+    /// Whether session or profile signals took part.
+    pub personalized: bool,
+    /// Sources that failed for this request (the list was made without them).
+    pub degraded: Vec<&'static str>,
+}
+
+/// The engine's recommendation side: the sources, by name.
+pub(crate) struct Recommender {
+    sources: RwLock<Vec<Arc<dyn CandidateSource>>>,
+    content: Arc<ContentSource>,
+    /// Whether any source learns from events (so ingest prepares observations only then).
+    learns: std::sync::atomic::AtomicBool,
+}
+
+impl Recommender {
+    pub(crate) fn new(catalog: Arc<dyn Catalog>) -> Self {
+        let content = Arc::new(ContentSource::new(catalog));
+        let sources: Vec<Arc<dyn CandidateSource>> = vec![content.clone()];
+        Recommender {
+            sources: RwLock::new(sources),
+            content,
+            learns: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn content(&self) -> &ContentSource {
+        &self.content
+    }
+
+    /// Adds a source, replacing one of the same name.
+    pub(crate) fn add(&self, source: Arc<dyn CandidateSource>) {
+        let mut sources = self.sources.write();
+        sources.retain(|s| s.name() != source.name());
+        sources.push(source);
+        let learns = sources.iter().any(|s| s.learns());
+        self.learns
+            .store(learns, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn learns(&self) -> bool {
+        self.learns.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        self.sources.read().iter().map(|s| s.name()).collect()
+    }
+
+    fn source(&self, name: &str) -> Option<Arc<dyn CandidateSource>> {
+        self.sources
+            .read()
+            .iter()
+            .find(|s| s.name() == name)
+            .cloned()
+    }
+
+    /// Lets every source learn from accepted events of one session, in order.
+    pub(crate) fn observe(&self, session_id: &SessionId, events: &[Observed]) {
+        let sources = self.sources.read().clone();
+        for e in events {
+            let o = Observation {
+                session_id,
+                kind: e.kind,
+                item_id: &e.item_id,
+                quantity: e.quantity,
+                at: e.at,
+                earlier: &e.earlier,
+            };
+            for s in &sources {
+                s.observe(&o);
+            }
+        }
+    }
+
+    /// Writes every source's state that must survive a restart.
+    pub(crate) fn save(&self) -> Vec<SourceError> {
+        let sources = self.sources.read().clone();
+        sources.iter().filter_map(|s| s.save().err()).collect()
+    }
+}
+
+/// One applied item event, ready for the online sources.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub(crate) kind: EventKind,
+    pub(crate) item_id: ItemId,
+    pub(crate) quantity: u32,
+    pub(crate) at: Timestamp,
+    pub(crate) earlier: Vec<(EventKind, ItemId)>,
+}
+
+/// Engagements that say the visitor was interested (what sequences and neighbours are made of).
+pub(crate) fn is_engagement(kind: EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::View
+            | EventKind::Click
+            | EventKind::AddToCart
+            | EventKind::Purchase
+            | EventKind::Wishlist
+            | EventKind::RecommendationClick
+    )
+}
+
+/// What the pipeline knows of the visitor.
+struct Visitor {
+    session: Option<Session>,
+    recent: Vec<ItemId>,
+    items: Vec<ItemSummary>,
+}
+
+impl Visitor {
+    fn of(session: Option<Session>) -> Visitor {
+        let (recent, items) = match &session {
+            Some(s) => (
+                s.recent_items()
+                    .into_iter()
+                    .filter(|r| is_engagement(r.kind))
+                    .map(|r| r.item_id)
+                    .collect(),
+                s.items(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        Visitor {
+            session,
+            recent,
+            items,
+        }
+    }
+
+    fn summary(&self, id: &ItemId) -> Option<&ItemSummary> {
+        self.items.iter().find(|s| &s.item_id == id)
+    }
+
+    fn cart(&self) -> Vec<ItemId> {
+        self.items
+            .iter()
+            .filter(|s| s.in_cart > 0)
+            .map(|s| s.item_id.clone())
+            .collect()
+    }
+
+}
+
+/// The items a surface is about, strongest first.
+fn anchors(surface: Surface, item: Option<&ItemId>, visitor: &Visitor) -> Vec<ItemId> {
+    let latest = |n: usize| -> Vec<ItemId> {
+        let mut out: Vec<ItemId> = Vec::new();
+        for id in visitor.recent.iter().rev() {
+            if !out.contains(id) {
+                out.push(id.clone());
+            }
+            if out.len() == n {
+                break;
+            }
+        }
+        out
+    };
+    let mut out = match surface {
+        Surface::Similar | Surface::BoughtTogether => Vec::new(),
+        Surface::Cart => {
+            let cart = visitor.cart();
+            if cart.is_empty() { latest(3) } else { cart }
+        }
+        Surface::Home => latest(5),
+        Surface::Next => latest(3),
+    };
+    if let Some(item) = item {
+        out.retain(|a| a != item);
+        out.insert(0, item.clone());
+    }
+    out
+}
+
+fn known_sources(names: &[String]) -> Result<()> {
+    for (i, n) in names.iter().enumerate() {
+        if !attune_core::rules::SOURCE_NAMES.contains(&n.as_str()) {
+            return Err(Error::Invalid {
+                field: "sources".into(),
+                message: format!(
+                    "sources[{i}] {n:?} is not a source; use {}",
+                    attune_core::rules::SOURCE_NAMES.join(", ")
+                ),
+            });
+        }
+    }
+    if names.is_empty() {
+        return Err(Error::Invalid {
+            field: "sources".into(),
+            message: "name at least one source".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether an item's category path (any level) is one the rules mark as repeat-purchase.
+fn repeat_purchase(item: &CatalogItem, rules: &RecommendRules) -> bool {
+    !rules.repeat_purchase_categories.is_empty()
+        && item.features.categories.iter().any(|c| {
+            rules
+                .repeat_purchase_categories
+                .iter()
+                .any(|r| r == c.as_str())
+        })
+}
+
+fn is_new(item: &CatalogItem, now: Timestamp, rules: &RecommendRules) -> bool {
+    let window = i64::from(rules.new_arrival_days) * 86_400_000;
+    window > 0 && item.item.created_at.as_millis() >= now.as_millis() - window
+}
+
+/// One source's answer: its name, weight, proposals, and the source (to score others').
+type SourceList = (&'static str, f32, Vec<Proposal>, Arc<dyn CandidateSource>);
+
+/// One candidate on its way through the pipeline.
+struct Candidate {
+    item: Arc<CatalogItem>,
+    hits: Vec<SourceHit>,
+    contributions: Vec<(&'static str, f32)>,
+    blended: f32,
+    rules: Vec<RuleEffect>,
+}
+
+/// Runs the pipeline. See the module docs.
+pub(crate) async fn recommend(
+    personal: &Personal<'_>,
+    recommender: &Recommender,
+    req: RecommendRequest,
+) -> Result<RecommendOutcome> {
+    if req.limit == 0 || req.limit > MAX_LIMIT {
+        return Err(Error::Invalid {
+            field: "limit".into(),
+            message: format!("must be from 1 to {MAX_LIMIT}"),
+        });
+    }
+    if let Some(names) = &req.sources {
+        known_sources(names)?;
+    }
+    let catalog = personal.catalog;
+    let anchor_item = match &req.item_id {
+        Some(id) => Some(
+            catalog
+                .get(id.as_str())
+                .ok_or_else(|| Error::AnchorNotFound(id.to_string()))?,
+        ),
+        None if req.surface.needs_anchor() => {
+            return Err(Error::Invalid {
+                field: "item_id".into(),
+                message: format!(
+                    "the {} surface needs the item it is about",
+                    req.surface.path_name()
+                ),
+            });
+        }
+        None => None,
+    };
+    let rules = &personal.rules;
+    let rec = &rules.recommend;
+    let now = personal.now;
+    let session = match &req.session_id {
+        Some(id) => personal.session(id).await?,
+        None => None,
+    };
+    let visitor = Visitor::of(session);
+    let anchors = anchors(req.surface, req.item_id.as_ref(), &visitor);
+    let mut recent = visitor.recent.clone();
+    if req.surface == Surface::Next
+        && let Some(item) = &req.item_id
+        && recent.last() != Some(item)
+    {
+        recent.push(item.clone());
+    }
+    let ctx = RecContext {
+        surface: req.surface,
+        session_id: req.session_id.as_ref(),
+        recent: &recent,
+        anchors: &anchors,
+        now,
+    };
+    let surface_rules = rec.surfaces.of(req.surface);
+    let cart: Vec<ItemId> = if req.surface == Surface::Cart {
+        visitor.cart()
+    } else {
+        Vec::new()
+    };
+
+    // Exclusions, as one predicate every source applies to what it proposes.
+    let excluded_item = |c: &CatalogItem| -> bool {
+        let id = &c.item.id;
+        if rec.in_stock_only && !c.item.in_stock {
+            return true;
+        }
+        if rec.blocked.iter().any(|b| b == id.as_str()) {
+            return true;
+        }
+        if anchor_item.as_ref().is_some_and(|a| &a.item.id == id) && req.surface != Surface::Next {
+            return true;
+        }
+        if cart.contains(id) {
+            return true;
+        }
+        if let Some(s) = visitor.summary(id) {
+            if s.purchases > 0 && !repeat_purchase(c, rec) {
+                return true;
+            }
+            if surface_rules.exclude_seen && s.seen > 0 && s.purchases == 0 {
+                return true;
+            }
+        }
+        false
+    };
+    let accept = |id: &ItemId| catalog.get(id.as_str()).is_some_and(|c| !excluded_item(&c));
+
+    // Cold start: the bandit serves a visitor the sources know nothing about.
+    let configured: Vec<(&'static str, attune_core::rules::SourceWeight)> = match &req.sources {
+        Some(names) => surface_rules
+            .sources
+            .iter()
+            .filter(|(n, _)| names.iter().any(|m| m == n))
+            .chain(
+                // A source asked for but not configured on this surface still runs alone,
+                // with a default budget (evaluation of a single source).
+                attune_core::rules::SOURCE_NAMES
+                    .into_iter()
+                    .filter(|n| {
+                        names.iter().any(|m| m == n)
+                            && !surface_rules.sources.iter().any(|(c, _)| c == *n)
+                    })
+                    .map(|n| {
+                        (
+                            n,
+                            attune_core::rules::SourceWeight {
+                                budget: 100,
+                                weight: 1.0,
+                            },
+                        )
+                    }),
+            )
+            .collect(),
+        None => surface_rules.sources.iter().collect(),
+    };
+
+    // Candidates from each source.
+    let mut degraded = Vec::new();
+    let mut used = Vec::new();
+    let mut by_item: FxHashMap<ItemId, usize> = FxHashMap::default();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut lists: Vec<SourceList> = Vec::new();
+    for (name, weight) in &configured {
+        let Some(source) = recommender.source(name) else {
+            continue;
+        };
+        match source.candidates(&ctx, weight.budget as usize, &accept) {
+            Ok(list) => {
+                used.push(*name);
+                lists.push((name, weight.weight, list, source));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recommendation source failed");
+                degraded.push(*name);
+            }
+        }
+    }
+    for (name, _, list, _) in &lists {
+        for (rank, p) in list.iter().enumerate() {
+            let i = match by_item.get(&p.item_id) {
+                Some(&i) => i,
+                None => {
+                    let Some(item) = catalog.get(p.item_id.as_str()) else {
+                        continue;
+                    };
+                    by_item.insert(p.item_id.clone(), candidates.len());
+                    candidates.push(Candidate {
+                        item,
+                        hits: Vec::new(),
+                        contributions: Vec::new(),
+                        blended: 0.0,
+                        rules: Vec::new(),
+                    });
+                    candidates.len() - 1
+                }
+            };
+            candidates[i].hits.push(SourceHit {
+                source: name,
+                rank: u32::try_from(rank + 1).unwrap_or(u32::MAX),
+                score: p.score,
+            });
+        }
+    }
+
+    // Hybrid scoring: each source's scores over its best, times its weight; sources that can
+    // score any item score what the others proposed.
+    let ids: Vec<ItemId> = candidates.iter().map(|c| c.item.item.id.clone()).collect();
+    for (name, weight, list, source) in &lists {
+        let mut scores: Vec<Option<f32>> = vec![None; candidates.len()];
+        for p in list {
+            if let Some(&i) = by_item.get(&p.item_id) {
+                scores[i] = Some(p.score);
+            }
+        }
+        if scores.iter().any(Option::is_none)
+            && let Some(extra) = source.score(&ctx, &ids)
+        {
+            match extra {
+                Ok(extra) => {
+                    for (s, e) in scores.iter_mut().zip(extra) {
+                        if s.is_none() && e.is_finite() && e > 0.0 {
+                            *s = Some(e);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "recommendation source could not score"),
+            }
+        }
+        let best = scores
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|s| s.is_finite())
+            .fold(0.0f32, f32::max);
+        if best <= 0.0 {
+            continue;
+        }
+        for (c, s) in candidates.iter_mut().zip(&scores) {
+            if let Some(s) = s
+                && s.is_finite()
+                && *s > 0.0
+            {
+                let part = weight * (s / best).min(1.0);
+                c.contributions.push((name, part));
+                c.blended += part;
+                if !c.hits.iter().any(|h| h.source == *name) {
+                    c.hits.push(SourceHit {
+                        source: name,
+                        rank: 0,
+                        score: *s,
+                    });
+                }
+            }
+        }
+    }
+
+    let mut strategy = Strategy::Pipeline(used);
+    if candidates.is_empty() && req.sources.is_none() {
+        // Nothing to go on: new arrivals first, then the catalog (stable, never empty).
+        strategy = Strategy::Fallback;
+        for c in fallback(catalog, now, rec, req.limit * 4, &|c| !excluded_item(c)) {
+            candidates.push(Candidate {
+                item: c,
+                hits: Vec::new(),
+                contributions: Vec::new(),
+                blended: 0.0,
+                rules: Vec::new(),
+            });
+        }
+    }
+
+    // Rules that move the blend: a new arrival gains `new_arrival_boost` of the best blend (a
+    // share, so it means the same whichever sources answered).
+    let best_blend = candidates.iter().map(|c| c.blended).fold(0.0f32, f32::max);
+    let arrival = rec.new_arrival_boost * if best_blend > 0.0 { best_blend } else { 1.0 };
+    for c in &mut candidates {
+        if arrival > 0.0 && is_new(&c.item, now, rec) {
+            c.blended += arrival;
+            c.rules.push(RuleEffect::NewArrival { boost: arrival });
+        }
+        if visitor
+            .summary(&c.item.item.id)
+            .is_some_and(|s| s.purchases > 0)
+        {
+            c.rules.push(RuleEffect::BuyAgain);
+        }
+    }
+
+    // The personal rerank, with the session in hand and the profile.
+    let mut keys = KeySpace::default();
+    let prepared: Vec<rerank::Prepared> = candidates
+        .iter()
+        .map(|c| keys.prepare(&c.item.item, &c.item.features, &c.item.feature_ids))
+        .collect();
+    let best = candidates.iter().map(|c| c.blended).fold(0.0f32, f32::max);
+    let retrieved: Vec<Retrieved<'_>> = candidates
+        .iter()
+        .zip(&prepared)
+        .map(|(c, prepared)| Retrieved {
+            item: &c.item.item,
+            features: &c.item.features,
+            fused: c.blended,
+            tier: if best > 0.0 { c.blended / best } else { 0.0 },
+            sources: &c.hits,
+            prepared,
+        })
+        .collect();
+    let signals: Option<Signals> = visitor
+        .session
+        .as_ref()
+        .filter(|s| s.event_count() > 0)
+        .map(|s| catalog.with_ids(|ids| Signals::from_session(s, now, rules, ids, &keys, false)))
+        .filter(|s| !s.is_empty());
+    let profile_signals = match &req.user_id {
+        Some(user) => personal.profile_signals(user, &keys).await?,
+        None => None,
+    }
+    .filter(|s| !s.is_empty());
+    let needed = (req.limit * 4).min(retrieved.len().max(1));
+    let ranked = rerank::rerank(
+        &retrieved,
+        &keys,
+        signals.as_ref(),
+        profile_signals.as_ref(),
+        rules,
+        &RerankRequest {
+            exclude_seen: false,
+            page_size: req.limit,
+            needed,
+            explain: req.explain,
+        },
+    );
+
+    // Business rules: the category cap, then the pinned items first.
+    let mut per_category: HashMap<&str, u32> = HashMap::new();
+    let mut kept = Vec::with_capacity(req.limit);
+    let mut demoted = Vec::new();
+    for r in ranked {
+        let c = &candidates[r.index];
+        let leaf = c.item.features.categories.last().map(|k| k.as_str());
+        let full = match (leaf, rec.max_per_category) {
+            (_, 0) | (None, _) => false,
+            (Some(leaf), max) => {
+                let n = per_category.entry(leaf).or_insert(0);
+                *n += 1;
+                *n > max
+            }
+        };
+        if full {
+            demoted.push(r);
+        } else {
+            kept.push((r, None));
+        }
+        if kept.len() >= req.limit {
+            break;
+        }
+    }
+    for r in demoted {
+        if kept.len() >= req.limit {
+            break;
+        }
+        kept.push((
+            r,
+            Some(RuleEffect::CategoryCap {
+                max: rec.max_per_category,
+            }),
+        ));
+    }
+    let pinned: Vec<Arc<CatalogItem>> = rec
+        .pinned
+        .get(&req.surface)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| catalog.get(id))
+                .filter(|c| {
+                    rec.blocked.iter().all(|b| b != c.item.id.as_str())
+                        && (c.item.in_stock || !rec.in_stock_only)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let usual = |id: &ItemId| {
+        visitor
+            .summary(id)
+            .map(|s| s.usual_quantity)
+            .filter(|q| *q > 0.0)
+    };
+    let mut items: Vec<Recommendation> = Vec::with_capacity(req.limit);
+    for p in &pinned {
+        items.push(Recommendation {
+            item: Arc::clone(p),
+            score: 0.0,
+            usual_quantity: usual(&p.item.id),
+            explanation: req.explain.then(|| {
+                Box::new(RecExplanation {
+                    sources: Vec::new(),
+                    contributions: Vec::new(),
+                    blended: 0.0,
+                    rerank: empty_explanation(),
+                    rules: vec![RuleEffect::Pinned],
+                })
+            }),
+        });
+    }
+    for (r, effect) in kept {
+        if items.len() >= req.limit {
+            break;
+        }
+        let c = &candidates[r.index];
+        if pinned.iter().any(|p| p.item.id == c.item.item.id) {
+            continue;
+        }
+        let explanation = r.explanation.map(|e| {
+            let mut rules = c.rules.clone();
+            rules.extend(effect);
+            Box::new(RecExplanation {
+                sources: c.hits.clone(),
+                contributions: c.contributions.clone(),
+                blended: c.blended,
+                rerank: *e,
+                rules,
+            })
+        });
+        items.push(Recommendation {
+            item: Arc::clone(&c.item),
+            score: r.score,
+            usual_quantity: usual(&c.item.item.id),
+            explanation,
+        });
+    }
+    Ok(RecommendOutcome {
+        surface: req.surface,
+        strategy,
+        items,
+        personalized: signals.is_some() || profile_signals.is_some(),
+        degraded,
+    })
+}
+
+fn empty_explanation() -> Explanation {
+    Explanation {
+        sources: Vec::new(),
+        fused: 0.0,
+        tier: 0.0,
+        relevance: 0.0,
+        retrieval_position: 0,
+        boosts: Vec::new(),
+        adjustment: 0.0,
+        capped: false,
+        diversity_demoted: false,
+    }
+}
+
+/// New arrivals (newest first), then the rest of the catalog in id order, as far as `n`.
+fn fallback(
+    catalog: &dyn Catalog,
+    now: Timestamp,
+    rules: &RecommendRules,
+    n: usize,
+    keep: &dyn Fn(&CatalogItem) -> bool,
+) -> Vec<Arc<CatalogItem>> {
+    let mut all: Vec<Arc<CatalogItem>> = catalog.all().into_iter().filter(|c| keep(c)).collect();
+    all.sort_by(|a, b| {
+        is_new(b, now, rules)
+            .cmp(&is_new(a, now, rules))
+            .then_with(|| b.item.created_at.cmp(&a.item.created_at))
+            .then_with(|| a.item.id.as_str().cmp(b.item.id.as_str()))
+    });
+    all.truncate(n);
+    all
+}
