@@ -46,7 +46,7 @@ pub enum Error {
         reason: String,
     },
     /// A store URL that names no known backend, or is malformed.
-    #[error("session store url {url:?}: {reason}")]
+    #[error("store url {url:?}: {reason}")]
     BadUrl {
         /// The URL.
         url: String,
