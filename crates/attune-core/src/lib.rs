@@ -30,6 +30,7 @@
 //! assert_eq!(&*scores.brand[0].key, "Oatly");
 //! ```
 
+pub mod bandit;
 mod error;
 pub mod event;
 pub mod id;

@@ -4,18 +4,24 @@
 //! - [`SessionStore`]: live session state. [`memory::MemorySessionStore`] (embedded, the default)
 //!   and [`redis::RedisSessionStore`] (`redis://…`, for stateless replicas). Both pass the same
 //!   conformance suite (`tests/it/conformance.rs`).
+//! - [`bandit::BanditStore`]: the bandit's arms (shows and clicks per surface and item).
+//!   [`bandit::memory::MemoryBanditStore`] (embedded, with a snapshot file) and
+//!   [`bandit::redis::RedisBanditStore`] (shared by replicas). Both pass `tests/it/bandit.rs`.
 //!
-//! It does not own what a session *means* (that is `attune-core`) nor which backend runs (the binary
-//! chooses from the URL in settings). Every implementation makes [`SessionStore::update`] atomic per
-//! session: concurrent updates to one session, from any number of tasks or processes, lose nothing.
+//! It does not own what a session or an arm *means* (that is `attune-core`) nor which backend runs
+//! (the binary chooses from the URL in settings). Every implementation makes
+//! [`SessionStore::update`] atomic per session: concurrent updates to one session, from any number
+//! of tasks or processes, lose nothing; and [`bandit::BanditStore::record`] atomic per feedback.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_core::{Session, SessionId, Timestamp};
 
+pub mod bandit;
 pub mod memory;
 pub mod redis;
+mod snapshot;
 
 /// Everything that can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +52,7 @@ pub enum Error {
         reason: String,
     },
     /// A store URL that names no known backend, or is malformed.
-    #[error("session store url {url:?}: {reason}")]
+    #[error("store url {url:?}: {reason}")]
     BadUrl {
         /// The URL.
         url: String,

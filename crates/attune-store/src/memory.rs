@@ -2,7 +2,6 @@
 //! sessions (approximate-LRU eviction) and an optional snapshot to disk.
 
 use std::hash::{BuildHasher, RandomState};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::{Error, Inspect, Mutation, Result, SessionStore, StoreStats, expiry};
+use crate::{Inspect, Mutation, Result, SessionStore, StoreStats, expiry, snapshot};
 
 /// How many entries eviction samples to find a stale one (as Redis's approximated LRU does).
 const EVICTION_SAMPLES: usize = 5;
@@ -99,11 +98,7 @@ impl MemorySessionStore {
                 Err(e) => {
                     // Keep the file for inspection, out of the way of the next snapshot, and start
                     // empty: refusing to start would keep the service down for stale sessions.
-                    let aside = path.with_extension("unreadable");
-                    std::fs::rename(path, &aside).map_err(|io| Error::Snapshot {
-                        path: path.display().to_string(),
-                        reason: format!("{e}; and it could not be moved aside: {io}"),
-                    })?;
+                    let aside = snapshot::move_aside(path, &e)?;
                     tracing::error!(error = %e, moved_to = %aside.display(), "unreadable session snapshot; starting empty");
                 }
             }
@@ -159,10 +154,6 @@ impl MemorySessionStore {
 
     /// Writes every live session to `path` (atomically: a temporary file, then a rename).
     pub fn save_snapshot(&self, path: &Path, now: Timestamp) -> Result<usize> {
-        let err = |reason: String| Error::Snapshot {
-            path: path.display().to_string(),
-            reason,
-        };
         let mut entries: Vec<(Session, Timestamp)> = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock();
@@ -174,45 +165,27 @@ impl MemorySessionStore {
                     .map(|e| (e.session.clone(), e.expires_at)),
             );
         }
-        let body = postcard::to_stdvec(&entries).map_err(|e| err(e.to_string()))?;
-        let tmp = path.with_extension("tmp");
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        }
-        let mut file = std::fs::File::create(&tmp).map_err(|e| err(e.to_string()))?;
-        file.write_all(SNAPSHOT_MAGIC)
-            .and_then(|()| file.write_all(&[attune_core::session::LAYOUT_VERSION]))
-            .and_then(|()| file.write_all(&body))
-            .and_then(|()| file.sync_all())
-            .map_err(|e| err(e.to_string()))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+        let body =
+            postcard::to_stdvec(&entries).map_err(|e| snapshot::error(path, e.to_string()))?;
+        snapshot::write(
+            path,
+            SNAPSHOT_MAGIC,
+            attune_core::session::LAYOUT_VERSION,
+            &body,
+        )?;
         Ok(entries.len())
     }
 
     /// Loads sessions from a snapshot written by [`MemorySessionStore::save_snapshot`].
     pub fn load_snapshot(&self, path: &Path, now: Timestamp) -> Result<usize> {
-        let err = |reason: String| Error::Snapshot {
-            path: path.display().to_string(),
-            reason,
-        };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let rest = bytes
-            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
-            .ok_or_else(|| err("not an Attune session snapshot (bad header)".into()))?;
-        let body = match rest.split_first() {
-            Some((&attune_core::session::LAYOUT_VERSION, body)) => body,
-            Some((v, _)) => {
-                return Err(err(format!(
-                    "written with session layout {v}; this build reads {}",
-                    attune_core::session::LAYOUT_VERSION
-                )));
-            }
-            None => return Err(err("truncated".into())),
-        };
+        let body = snapshot::read(
+            path,
+            SNAPSHOT_MAGIC,
+            attune_core::session::LAYOUT_VERSION,
+            "session",
+        )?;
         let entries: Vec<(Session, Timestamp)> =
-            postcard::from_bytes(body).map_err(|e| err(e.to_string()))?;
+            postcard::from_bytes(&body).map_err(|e| snapshot::error(path, e.to_string()))?;
         let mut loaded = 0;
         for (session, expires_at) in entries {
             if expires_at <= now {

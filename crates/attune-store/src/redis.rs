@@ -101,27 +101,32 @@ pub struct RedisSessionStore {
     unreadable: AtomicU64,
 }
 
-fn unavailable(e: redis::RedisError) -> Error {
+pub(crate) fn unavailable(e: redis::RedisError) -> Error {
     Error::Unavailable {
         backend: "redis",
         source: Box::new(e),
     }
 }
 
+/// A connection to `url`, failing fast if Redis does not answer within `timeout`.
+pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager> {
+    let client = redis::Client::open(url).map_err(|e| Error::BadUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2);
+    ConnectionManager::new_with_config(client, manager_config)
+        .await
+        .map_err(unavailable)
+}
+
 impl RedisSessionStore {
     /// Connects to Redis (failing fast if it does not answer) and loads the scripts.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| Error::BadUrl {
-            url: config.url.clone(),
-            reason: e.to_string(),
-        })?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, manager_config)
-            .await
-            .map_err(unavailable)?;
+        let conn = connect(&config.url, config.timeout).await?;
         Ok(RedisSessionStore {
             conn,
             prefix: config.prefix,

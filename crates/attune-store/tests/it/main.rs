@@ -4,6 +4,7 @@
 //! behaviour particular to each. Redis tests use the real server (`ATTUNE_TEST_REDIS_URL`,
 //! default `redis://127.0.0.1:6379/0`), each under its own key prefix, and fail if it is down.
 
+mod bandit;
 mod conformance;
 mod memory;
 mod redis;
