@@ -8,12 +8,25 @@
 //!   itself shows (the words before the gender word, "Peter England Men Party Blue Jeans", seen at
 //!   least twice). Category is master > sub > article type; attributes are gender, color, season,
 //!   usage and year. There are no prices.
+//! - `diginetica`: the items of the DIGINETICA benchmark as SR-GNN split it (the `diginetica`
+//!   folder: `train_sessions.txt`, `test.tsv`), 43,097 of them. The benchmark's ids join nothing
+//!   (not even `raw/`), so each item is bare: id, the title `Item <id>`, in stock.
+//! - `beauty`: the items of amazon-beauty (the `amazon-beauty` folder), 12,101 of them, with the
+//!   brand and category path of `items.tsv`, titled by brand, leaf category and ASIN. The S3-Rec
+//!   attribute terms (`item2attributes.json`) are left out: every one of them is the item's brand
+//!   or a level of its category path, so as attributes they would count the same signal twice.
+//!
+//! The benchmark formats name items exactly as the model toolchain does: the id of item index `i`
+//! is `Dataset::item_ids[i - 1]` of the dataset's loader (`"1"` … `"43097"`, `"1"` … `"12101"`),
+//! which `attune train` writes into every manifest, so a model trained with `attune train
+//! --dataset diginetica` (or `amazon-beauty`) loads against the imported catalog.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use attune_model::data::{amazon, beauty, diginetica};
 use attune_server::dto::{AttributeValue, ItemDto};
 
 /// Arguments of `attune import`.
@@ -22,7 +35,9 @@ pub(crate) struct ImportArgs {
     /// The input format.
     #[arg(long, value_enum)]
     format: Format,
-    /// The input file.
+    /// The input: `styles.csv` for `fashion`; the dataset's folder for `diginetica` and `beauty`
+    /// (`../shared/data/diginetica`, `../shared/data/amazon-beauty`; a file inside it names its
+    /// folder).
     input: PathBuf,
     /// Write NDJSON items here (`-` for standard output).
     #[arg(long, default_value = "-")]
@@ -34,6 +49,10 @@ pub(crate) struct ImportArgs {
 enum Format {
     /// Myntra fashion `styles.csv`.
     Fashion,
+    /// The DIGINETICA benchmark's items (SR-GNN split), ids as the model toolchain names them.
+    Diginetica,
+    /// amazon-beauty's items with brand and category path, ids as the model toolchain names them.
+    Beauty,
 }
 
 /// Words that end a brand in a fashion display name.
@@ -186,10 +205,72 @@ pub(crate) fn fashion_items(path: &std::path::Path) -> anyhow::Result<Vec<ItemDt
     Ok(items)
 }
 
+/// The folder of a dataset given as the folder or a file inside it.
+fn dataset_dir(input: &Path) -> &Path {
+    if input.is_file() {
+        input.parent().unwrap_or(Path::new("."))
+    } else {
+        input
+    }
+}
+
+/// A bare item: the id, a title naming it, in stock, nothing else.
+fn bare_item(id: &str) -> ItemDto {
+    ItemDto {
+        id: id.to_owned(),
+        title: format!("Item {id}"),
+        brand: None,
+        category: String::new(),
+        attributes: std::collections::BTreeMap::new(),
+        price: None,
+        in_stock: true,
+        created_at: None,
+    }
+}
+
+/// The DIGINETICA items, one per id of the loader's `item_ids`, bare.
+pub(crate) fn diginetica_items(input: &Path) -> anyhow::Result<Vec<ItemDto>> {
+    let data = diginetica::load(dataset_dir(input))?;
+    Ok(data.item_ids.iter().map(|id| bare_item(id)).collect())
+}
+
+/// The amazon-beauty items, one per id of the loader's `item_ids`, with the brand and category
+/// path of `items.tsv`.
+pub(crate) fn beauty_items(input: &Path) -> anyhow::Result<Vec<ItemDto>> {
+    let dir = dataset_dir(input);
+    let data = amazon::load_beauty(dir)?;
+    let features = beauty::load(dir)?;
+    let items = data
+        .item_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| match features.items.get(i) {
+            Some(f) => {
+                let mut words: Vec<&str> = f.brand.iter().map(String::as_str).collect();
+                words.extend(f.categories.last().map(String::as_str));
+                if !f.asin.is_empty() {
+                    words.push(&f.asin);
+                }
+                let mut item = bare_item(id);
+                if !words.is_empty() {
+                    item.title = words.join(" ");
+                }
+                item.brand = f.brand.clone();
+                item.category = f.categories.join(attune_core::item::CATEGORY_SEPARATOR);
+                item
+            }
+            None => bare_item(id),
+        })
+        .collect();
+    Ok(items)
+}
+
 /// Runs the import.
 pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
     let items = match args.format {
         Format::Fashion => fashion_items(&args.input)?,
+        Format::Diginetica => diginetica_items(&args.input)?,
+        Format::Beauty => beauty_items(&args.input)?,
     };
     let with_brand = items.iter().filter(|i| i.brand.is_some()).count();
     let mut out: Box<dyn Write> = if args.out == "-" {
@@ -260,6 +341,66 @@ mod tests {
         let first = items.iter().find(|i| i.id == "fashion-39386").unwrap();
         assert_eq!(first.brand.as_deref(), Some("Peter England"));
         assert_eq!(first.category, "Apparel > Bottomwear > Jeans");
+        let now = attune_core::Timestamp::from_millis(0);
+        for item in items {
+            item.into_item(now).expect("every imported item is valid");
+        }
+    }
+
+    fn data(folder: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data")
+            .join(folder)
+    }
+
+    #[test]
+    fn the_diginetica_catalog_has_the_loaders_ids_as_bare_valid_items() {
+        let dir = data("diginetica");
+        let items = diginetica_items(&dir).expect("the shared data is beside the checkout");
+        let loaded = diginetica::load(&dir).unwrap();
+        assert_eq!(items.len(), 43_097);
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids, loaded.item_ids,
+            "ids are the manifests' ids, in index order"
+        );
+        assert_eq!(ids[0], "1");
+        assert_eq!(items[1233].title, "Item 1234");
+        assert!(items.iter().all(|i| i.brand.is_none() && i.in_stock));
+        // A file inside the folder names the folder.
+        let via_file = diginetica_items(&dir.join("test.tsv")).unwrap();
+        assert_eq!(via_file.len(), items.len());
+        let now = attune_core::Timestamp::from_millis(0);
+        for item in items {
+            item.into_item(now).expect("every imported item is valid");
+        }
+    }
+
+    #[test]
+    fn the_beauty_catalog_has_the_loaders_ids_with_brands_and_categories() {
+        let dir = data("amazon-beauty");
+        let items = beauty_items(&dir).expect("the shared data is beside the checkout");
+        let loaded = amazon::load_beauty(&dir).unwrap();
+        assert_eq!(items.len(), 12_101);
+        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            ids, loaded.item_ids,
+            "ids are the manifests' ids, in index order"
+        );
+        // items.tsv: `1  B004756YJA  OPI  Makeup > Nails > Nail Polish`.
+        let first = &items[0];
+        assert_eq!(first.id, "1");
+        assert_eq!(first.brand.as_deref(), Some("OPI"));
+        assert_eq!(first.category, "Makeup > Nails > Nail Polish");
+        assert_eq!(first.title, "OPI Nail Polish B004756YJA");
+        assert!(first.attributes.is_empty());
+        let branded = items.iter().filter(|i| i.brand.is_some()).count();
+        assert_eq!(
+            branded,
+            12_101 - 4_627,
+            "the README's count of items without a brand"
+        );
+        assert!(items.iter().all(|i| !i.category.is_empty()));
         let now = attune_core::Timestamp::from_millis(0);
         for item in items {
             item.into_item(now).expect("every imported item is valid");

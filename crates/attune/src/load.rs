@@ -8,7 +8,8 @@
 //! the tool always terminates.
 //!
 //! Only loopback targets are accepted (127.0.0.0/8, `[::1]`, `localhost`): a load test on this
-//! project never sends traffic to another host.
+//! project never sends traffic to another host. `attune replay` reaches its server through the
+//! same [`Target`], [`connect`] and [`exchange`].
 
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
@@ -33,7 +34,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// How long a worker waits for a TCP connection and the HTTP handshake.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a worker waits after a failed connection before it tries again.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(50);
 /// The largest latency the histogram tracks exactly, in microseconds (larger ones saturate).
@@ -264,7 +265,7 @@ fn event_body(kind: EventType, session: u64, item_json: &str, quantity: Option<u
 
 /// Why a `--url` is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum TargetError {
+pub(crate) enum TargetError {
     /// Not a URL.
     Malformed {
         /// The URL given.
@@ -319,20 +320,20 @@ enum TargetHost {
 
 /// The server under test, parsed from `--url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
+pub(crate) struct Target {
     /// The host, checked to be loopback.
     host: TargetHost,
     /// The TCP port.
     port: u16,
     /// The `Host` header: the URL's authority.
-    authority: String,
+    pub(crate) authority: String,
     /// A path prefix before `/v1/...`, without a trailing slash (usually empty).
     base_path: String,
 }
 
 impl Target {
     /// Parses `url` and refuses anything but `http://` on a loopback host.
-    fn parse(url: &str) -> Result<Target, TargetError> {
+    pub(crate) fn parse(url: &str) -> Result<Target, TargetError> {
         let uri: Uri =
             url.parse()
                 .map_err(|e: hyper::http::uri::InvalidUri| TargetError::Malformed {
@@ -379,14 +380,14 @@ impl Target {
     }
 
     /// The request target for `path` (which starts with `/`).
-    fn uri(&self, path: &str) -> anyhow::Result<Uri> {
+    pub(crate) fn uri(&self, path: &str) -> anyhow::Result<Uri> {
         let full = format!("{}{path}", self.base_path);
         full.parse()
             .with_context(|| format!("invalid request path {full:?}"))
     }
 
     /// Finds a loopback socket address that accepts connections.
-    async fn resolve(&self) -> anyhow::Result<SocketAddr> {
+    pub(crate) async fn resolve(&self) -> anyhow::Result<SocketAddr> {
         let candidates: Vec<SocketAddr> = match self.host {
             TargetHost::Ip(ip) => vec![SocketAddr::new(ip, self.port)],
             TargetHost::Localhost => tokio::net::lookup_host(("localhost", self.port))
@@ -421,7 +422,7 @@ fn is_loopback(ip: IpAddr) -> bool {
 }
 
 /// Opens one keep-alive HTTP/1.1 connection and spawns its driver.
-async fn connect<B>(addr: SocketAddr) -> anyhow::Result<SendRequest<B>>
+pub(crate) async fn connect<B>(addr: SocketAddr) -> anyhow::Result<SendRequest<B>>
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -439,7 +440,7 @@ where
 }
 
 /// Sends one request on `sender` and reads the whole response body.
-async fn exchange<B>(
+pub(crate) async fn exchange<B>(
     sender: &mut SendRequest<B>,
     request: Request<B>,
 ) -> Result<(StatusCode, Bytes), hyper::Error>
@@ -678,7 +679,7 @@ impl WorkerStats {
 }
 
 /// A latency histogram in microseconds, 1 µs to 60 s, 3 significant digits.
-fn new_histogram() -> anyhow::Result<Histogram<u64>> {
+pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("cannot create a latency histogram")
 }
 
