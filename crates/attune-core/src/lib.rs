@@ -36,6 +36,7 @@ pub mod id;
 pub mod item;
 mod key;
 pub mod metrics;
+pub mod online;
 pub mod rerank;
 pub mod rules;
 pub mod session;
