@@ -4,9 +4,17 @@
 //!
 //! # State
 //! - session → its distinct items, oldest first (at most [`SessionKnnConfig::max_session_len`];
-//!   a longer session forgets its oldest item), and the time of its latest event;
-//! - item → the [`SessionKnnConfig::sample_size`] (`m`) sessions that most recently added it,
-//!   and how many tracked sessions hold it (its document frequency, for the idf).
+//!   a longer session forgets its oldest item), the time of its latest event, and its rank in
+//!   the order sessions started (a counter: later sessions rank higher);
+//! - item → the [`SessionKnnConfig::sample_size`] (`m`) most recent sessions that hold it
+//!   ("recent": by the order they started), sorted by that order, and how many tracked sessions
+//!   hold it (its document frequency, for the idf).
+//!
+//! VMIS-kNN ranks historical sessions by their latest event; here "recent" is the order sessions
+//! started, which is the same for sessions that do not overlap, is fixed for the session's life
+//! (so index lists stay sorted while sessions grow, with no timestamps to look up: sampling costs
+//! no cache miss per session), and is unique (no ties). Sessions loaded in bulk rank in the order
+//! they are loaded: load history oldest first.
 //!
 //! Sessions are named by a `u64` the caller computes; [`session_key`] hashes a [`SessionId`] to
 //! one with a fixed, versioned function (FNV-1a), so keys in a snapshot stay valid across
@@ -17,12 +25,13 @@
 //!    weighs `π = p / L`, so the latest item weighs 1 (linear decay, as VMIS-kNN); a repeated item
 //!    takes the weight of its latest occurrence.
 //! 2. **Sample**: walking `s`'s items from the latest back, and each item's sessions from the
-//!    most recent back, keep the `m` most recent sessions (by their latest event, ties by key)
-//!    that share an item with `s`, and their similarity `sim(s, h) = Σ π(i)` over the items they
-//!    share. The caller's own session (`self_session`) is skipped: a session is never its own
-//!    neighbour.
+//!    most recent back, keep the `m` most recent sessions that share an item with `s`, and their
+//!    similarity `sim(s, h) = Σ π(i)` over the items they share. The caller's own session
+//!    (`self_session`) is skipped: a session is never its own neighbour. As in Serenade, a
+//!    min-heap holds the sample, and an item's walk stops at the first session older than the
+//!    heap's oldest: the lists are sorted, so no later one could get in.
 //! 3. **Neighbours**: the `k` = [`SessionKnnConfig::neighbors`] most similar of those (ties: the
-//!    more recent, then the larger key).
+//!    more recent).
 //! 4. **Score**: every item `j` of a neighbour `h` gets `sim(s, h) · λ(h)`, summed over the
 //!    neighbours, times `1 + idf_weight · ln(N / df(j))` (`N`: sessions tracked). `λ(h) =
 //!    max(0, 1 − 0.1 · d)` where `d` is how far back in `s` (1 = the latest item) the latest item
@@ -32,10 +41,11 @@
 //!
 //! # Memory
 //! At most [`SessionKnnConfig::max_sessions`] sessions; past it the stalest sixteenth (by latest
-//! event) is dropped at once. A session costs a slot (key, time, item list header: 48 bytes), a
-//! hash-map entry (about 20 bytes), 4 bytes per item in its list and 4 bytes per index entry
-//! naming it (at most one per item), so **at most about `70 + 8 · max_session_len` bytes per
-//! session** (470 bytes at the default 50; a 20-item session costs about 230). An item lives
+//! event) is dropped at once. A session costs a slot (key, rank, item list header: 40 bytes), its
+//! latest time (8 bytes), a hash-map entry (about 20 bytes), 4 bytes per item in its list and 8
+//! bytes per index entry naming it (slot and rank; at most one per item), so **at most about
+//! `70 + 12 · max_session_len` bytes per session** (670 bytes at the default 50; a 20-item
+//! session costs about 310). An item lives
 //! while a tracked session holds it, so there are at most `max_sessions · max_session_len` of
 //! them; each costs a slot (id, frequency, index list header: 48 bytes), a hash-map entry (about
 //! 20 bytes) and its index list, counted above with the sessions (at most `m` entries), so
@@ -117,8 +127,8 @@ impl SessionKnnConfig {
 #[derive(Debug, Clone, Default)]
 struct Session {
     key: u64,
-    /// Milliseconds since the epoch of its latest event.
-    at: i64,
+    /// Rank in the order sessions started (unique among tracked sessions).
+    born: u32,
     /// Distinct item slots, oldest first.
     items: Vec<u32>,
 }
@@ -130,9 +140,9 @@ struct Item {
     id: Option<ItemId>,
     /// Tracked sessions holding the item.
     df: u32,
-    /// Session slots that most recently added the item, oldest first, at most `m`. Invariant: a
-    /// session listed here holds the item.
-    recent: VecDeque<u32>,
+    /// The `m` most recent sessions holding the item, as (slot, rank), sorted by rank (oldest
+    /// first). Invariant: a session listed here holds the item.
+    recent: VecDeque<(u32, u32)>,
 }
 
 /// VMIS-kNN over the sessions seen so far. See the [module docs](self).
@@ -158,7 +168,12 @@ pub struct SessionKnn {
     config: SessionKnnConfig,
     sessions: FxHashMap<u64, u32>,
     session_slots: Vec<Session>,
+    /// Milliseconds since the epoch of each session slot's latest event: apart from the slots, so
+    /// that sampling, which reads it for thousands of sessions per query, finds it in cache.
+    session_at: Vec<i64>,
     free_sessions: Vec<u32>,
+    /// The rank the next new session gets.
+    next_born: u32,
     items: FxHashMap<ItemId, u32>,
     item_slots: Vec<Item>,
     free_items: Vec<u32>,
@@ -172,7 +187,9 @@ impl SessionKnn {
             config,
             sessions: FxHashMap::default(),
             session_slots: Vec::new(),
+            session_at: Vec::new(),
             free_sessions: Vec::new(),
+            next_born: 0,
             items: FxHashMap::default(),
             item_slots: Vec::new(),
             free_items: Vec::new(),
@@ -211,8 +228,8 @@ impl SessionKnn {
     }
 
     /// One event of `session` on `item` at `at`: adds the item to the session (if new to it) and
-    /// the session to the item's index (as its most recent session). Tracks a new session,
-    /// dropping the stalest sixteenth when full.
+    /// the session to the item's index. Tracks a new session (the most recent of all), dropping
+    /// the stalest sixteenth when full.
     pub fn observe(&mut self, session: u64, item: &ItemId, at: Timestamp) {
         let s = match self.sessions.get(&session) {
             Some(&s) => s,
@@ -220,16 +237,19 @@ impl SessionKnn {
         };
         let i = self.item_slot(item);
         let max_len = self.config.max_session_len;
+        let last = &mut self.session_at[s as usize];
+        *last = (*last).max(at.as_millis());
         let sess = &mut self.session_slots[s as usize];
-        sess.at = sess.at.max(at.as_millis());
         if sess.items.contains(&i) {
             return;
         }
         push_capped(&mut sess.items, i, max_len + 1);
         if sess.items.len() > max_len {
             let oldest = sess.items.remove(0);
-            self.unlink(s, oldest);
+            let born = sess.born;
+            self.unlink(born, oldest);
         }
+        let born = self.session_slots[s as usize].born;
         let m = self.config.sample_size;
         let item = &mut self.item_slots[i as usize];
         item.df += 1;
@@ -237,7 +257,13 @@ impl SessionKnn {
             let grow = item.recent.len().max(4).min(m - item.recent.len());
             item.recent.reserve_exact(grow);
         }
-        item.recent.push_back(s);
+        // Usually the newest session: at the back.
+        if item.recent.back().is_none_or(|&(_, b)| b < born) {
+            item.recent.push_back((s, born));
+        } else {
+            let at = item.recent.partition_point(|&(_, b)| b < born);
+            item.recent.insert(at, (s, born));
+        }
         if item.recent.len() > m {
             item.recent.pop_front();
         }
@@ -292,7 +318,7 @@ impl SessionKnn {
         // Distance back of each query item, to find the latest item a neighbour shares.
         let back: FxHashMap<u32, u32> = query.iter().map(|&(i, _, d)| (i, d)).collect();
         let mut scores: FxHashMap<u32, f32> = FxHashMap::default();
-        for &(s, sim) in &neighbors {
+        for &(s, sim, _) in &neighbors {
             let items = &self.session_slots[s as usize].items;
             let Some(d) = items.iter().filter_map(|i| back.get(i)).min() else {
                 continue;
@@ -323,43 +349,46 @@ impl SessionKnn {
 
     /// Steps 2 and 3 of the [module docs](self): the `k` nearest of the `m` most recent sessions
     /// sharing an item with `query`, with their similarities, in a fixed order (most similar
-    /// first) so that the scores sum the same way every time.
-    fn neighbors(&self, query: &[(u32, f32, u32)], own: Option<u32>) -> Vec<(u32, f32)> {
+    /// first, then the most recent) so that the scores sum the same way every time.
+    fn neighbors(&self, query: &[(u32, f32, u32)], own: Option<u32>) -> Vec<(u32, f32, u32)> {
+        use std::cmp::Reverse;
         let m = self.config.sample_size;
-        let recency = |s: u32| {
-            let sess = &self.session_slots[s as usize];
-            (sess.at, sess.key)
-        };
-        let mut sim: FxHashMap<u32, f32> = FxHashMap::default();
+        // Slot → (similarity, rank).
+        let mut sim: FxHashMap<u32, (f32, u32)> = FxHashMap::default();
         sim.reserve(m.min(4096));
-        // Min-heap of the sampled sessions by recency: the root is the first to go.
-        let mut oldest: BinaryHeap<std::cmp::Reverse<((i64, u64), u32)>> = BinaryHeap::new();
+        // Min-heap of the sample by rank: the root is the first to go.
+        let mut oldest: BinaryHeap<Reverse<(u32, u32)>> = BinaryHeap::with_capacity(m.min(4096));
         for &(i, w, _) in query {
-            for &s in self.item_slots[i as usize].recent.iter().rev() {
+            for &(s, born) in self.item_slots[i as usize].recent.iter().rev() {
                 if Some(s) == own {
                     continue;
                 }
                 if let Some(v) = sim.get_mut(&s) {
-                    *v += w;
+                    v.0 += w;
                     continue;
                 }
-                let r = recency(s);
                 if sim.len() < m {
-                    sim.insert(s, w);
-                    oldest.push(std::cmp::Reverse((r, s)));
-                } else if let Some(mut root) = oldest.peek_mut()
-                    && r > root.0.0
-                {
-                    sim.remove(&root.0.1);
-                    sim.insert(s, w);
-                    *root = std::cmp::Reverse((r, s));
+                    sim.insert(s, (w, born));
+                    oldest.push(Reverse((born, s)));
+                    continue;
                 }
+                let Some(mut root) = oldest.peek_mut() else {
+                    break;
+                };
+                let Reverse((root_born, root_s)) = *root;
+                if born < root_born {
+                    // Every session further down this list is older still, and none of them
+                    // is in the sample (all of which are at least as recent as the root).
+                    break;
+                }
+                sim.remove(&root_s);
+                sim.insert(s, (w, born));
+                *root = Reverse((born, s));
             }
         }
-        let mut near: Vec<(u32, f32)> = sim.into_iter().collect();
-        let order = |a: &(u32, f32), b: &(u32, f32)| {
-            b.1.total_cmp(&a.1)
-                .then_with(|| recency(b.0).cmp(&recency(a.0)))
+        let mut near: Vec<(u32, f32, u32)> = sim.into_iter().map(|(s, (w, b))| (s, w, b)).collect();
+        let order = |a: &(u32, f32, u32), b: &(u32, f32, u32)| {
+            b.1.total_cmp(&a.1).then_with(|| b.2.cmp(&a.2))
         };
         let k = self.config.neighbors;
         if near.len() > k {
@@ -379,7 +408,7 @@ impl SessionKnn {
             let mut order: Vec<(i64, u64, u32)> = self
                 .sessions
                 .iter()
-                .map(|(&k, &s)| (self.session_slots[s as usize].at, k, s))
+                .map(|(&k, &s)| (self.session_at[s as usize], k, s))
                 .collect();
             if drop < order.len() {
                 order.select_nth_unstable(drop);
@@ -388,18 +417,24 @@ impl SessionKnn {
                 self.drop_session(s);
             }
         }
+        if self.next_born == u32::MAX {
+            self.renumber();
+        }
         let slot = Session {
             key,
-            at: i64::MIN,
+            born: self.next_born,
             items: Vec::new(),
         };
+        self.next_born += 1;
         let s = match self.free_sessions.pop() {
             Some(s) => {
                 self.session_slots[s as usize] = slot;
+                self.session_at[s as usize] = i64::MIN;
                 s
             }
             None => {
                 self.session_slots.push(slot);
+                self.session_at.push(i64::MIN);
                 (self.session_slots.len() - 1) as u32
             }
         };
@@ -407,11 +442,30 @@ impl SessionKnn {
         s
     }
 
+    /// Ranks the tracked sessions `0..n` again, in the same order (once every 2^32 sessions).
+    fn renumber(&mut self) {
+        let mut live: Vec<(u32, u32)> = self
+            .sessions
+            .values()
+            .map(|&s| (self.session_slots[s as usize].born, s))
+            .collect();
+        live.sort_unstable();
+        for (rank, &(_, s)) in live.iter().enumerate() {
+            self.session_slots[s as usize].born = rank as u32;
+        }
+        for item in &mut self.item_slots {
+            for entry in &mut item.recent {
+                entry.1 = self.session_slots[entry.0 as usize].born;
+            }
+        }
+        self.next_born = live.len() as u32;
+    }
+
     fn drop_session(&mut self, s: u32) {
         let sess = std::mem::take(&mut self.session_slots[s as usize]);
         self.sessions.remove(&sess.key);
         for i in sess.items {
-            self.unlink(s, i);
+            self.unlink(sess.born, i);
         }
         self.free_sessions.push(s);
     }
@@ -440,12 +494,11 @@ impl SessionKnn {
         i
     }
 
-    /// Session `s` no longer holds item `i`: take it out of the item's index and frequency, and
+    /// The session ranked `born` no longer holds item `i`: take it out of the item's index and frequency, and
     /// free the item when no session holds it.
-    fn unlink(&mut self, s: u32, i: u32) {
+    fn unlink(&mut self, born: u32, i: u32) {
         let item = &mut self.item_slots[i as usize];
-        // Stale sessions sit near the front (oldest first).
-        if let Some(p) = item.recent.iter().position(|&x| x == s) {
+        if let Ok(p) = item.recent.binary_search_by_key(&born, |&(_, b)| b) {
             item.recent.remove(p);
         }
         item.df = item.df.saturating_sub(1);
@@ -464,6 +517,9 @@ impl SessionKnn {
 #[serde(deny_unknown_fields)]
 struct SessionSnapshot {
     key: u64,
+    /// Rank in the order sessions started.
+    born: u32,
+    /// Milliseconds since the epoch of the latest event.
     at: i64,
     items: Vec<ItemId>,
 }
@@ -472,7 +528,9 @@ struct SessionSnapshot {
 #[serde(deny_unknown_fields)]
 struct Snapshot {
     config: SessionKnnConfig,
-    /// By key.
+    /// The rank of the next new session.
+    next_born: u32,
+    /// Oldest first.
     sessions: Vec<SessionSnapshot>,
     /// Each item's index, oldest first, by session key; items by id.
     index: Vec<(ItemId, Vec<u64>)>,
@@ -488,12 +546,13 @@ impl Serialize for SessionKnn {
                 let sess = &self.session_slots[s as usize];
                 SessionSnapshot {
                     key: sess.key,
-                    at: sess.at,
+                    born: sess.born,
+                    at: self.session_at[s as usize],
                     items: sess.items.iter().filter_map(|&i| id(i)).collect(),
                 }
             })
             .collect();
-        sessions.sort_unstable_by_key(|s| s.key);
+        sessions.sort_unstable_by_key(|s| s.born);
         let mut index: Vec<(ItemId, Vec<u64>)> = self
             .items
             .iter()
@@ -501,7 +560,7 @@ impl Serialize for SessionKnn {
                 let keys = self.item_slots[i as usize]
                     .recent
                     .iter()
-                    .map(|&s| self.session_slots[s as usize].key)
+                    .map(|&(s, _)| self.session_slots[s as usize].key)
                     .collect();
                 (item.clone(), keys)
             })
@@ -509,6 +568,7 @@ impl Serialize for SessionKnn {
         index.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         Snapshot {
             config: self.config.clone(),
+            next_born: self.next_born,
             sessions,
             index,
         }
@@ -525,7 +585,12 @@ impl<'de> Deserialize<'de> for SessionKnn {
         if snap.sessions.len() > knn.config.max_sessions {
             return Err(bad("more sessions than max_sessions".to_owned()));
         }
+        let mut last_born = None;
         for sess in snap.sessions {
+            if last_born.is_some_and(|b| b >= sess.born) || sess.born >= snap.next_born {
+                return Err(bad(format!("session {} is out of order", sess.key)));
+            }
+            last_born = Some(sess.born);
             if knn.sessions.contains_key(&sess.key) {
                 return Err(bad(format!("session {} appears twice", sess.key)));
             }
@@ -533,7 +598,8 @@ impl<'de> Deserialize<'de> for SessionKnn {
                 return Err(bad(format!("session {} is too long", sess.key)));
             }
             let s = knn.add_session(sess.key);
-            knn.session_slots[s as usize].at = sess.at;
+            knn.session_at[s as usize] = sess.at;
+            knn.session_slots[s as usize].born = sess.born;
             for item in &sess.items {
                 let i = knn.item_slot(item);
                 let slot = &mut knn.session_slots[s as usize];
@@ -557,17 +623,22 @@ impl<'de> Deserialize<'de> for SessionKnn {
             if keys.len() > knn.config.sample_size {
                 return Err(bad(format!("{item} lists more than sample_size sessions")));
             }
-            let mut recent = VecDeque::with_capacity(keys.len());
+            let mut recent: VecDeque<(u32, u32)> = VecDeque::with_capacity(keys.len());
             for key in keys {
                 let s = knn.sessions.get(&key).copied();
-                let holds = s.is_some_and(|s| knn.session_slots[s as usize].items.contains(&i));
-                match s {
-                    Some(s) if holds && !recent.contains(&s) => recent.push_back(s),
-                    _ => return Err(bad(format!("{item} lists session {key}, which lacks it"))),
+                let Some(s) = s.filter(|&s| knn.session_slots[s as usize].items.contains(&i))
+                else {
+                    return Err(bad(format!("{item} lists session {key}, which lacks it")));
+                };
+                let born = knn.session_slots[s as usize].born;
+                if recent.back().is_some_and(|&(_, b)| b >= born) {
+                    return Err(bad(format!("{item} lists its sessions out of order")));
                 }
+                recent.push_back((s, born));
             }
             knn.item_slots[i as usize].recent = recent;
         }
+        knn.next_born = snap.next_born;
         Ok(knn)
     }
 }
@@ -706,7 +777,8 @@ mod tests {
         let got = knn.recommend(&ids(&["p", "q"]), 10, &all, None);
         let names: Vec<_> = got.iter().map(|(i, _)| i.as_str()).collect();
         assert!(!names.contains(&"one") && names.contains(&"two") && names.contains(&"three"));
-        // k = 1 of a sample of 2: ties in similarity go to the more recent session.
+        // k = 1: ties in similarity go to the session that started last (4, though its events
+        // carry the earliest time).
         let mut cfg = config();
         cfg.neighbors = 1;
         let mut knn = SessionKnn::new(cfg).unwrap();
@@ -716,8 +788,55 @@ mod tests {
         let got = knn.recommend(&ids(&["q"]), 10, &all, None);
         assert_eq!(
             got.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
-            ["q", "three"]
+            ["four", "q"]
         );
+    }
+
+    #[test]
+    fn an_older_session_adding_an_item_late_keeps_its_place() {
+        let mut cfg = config();
+        cfg.sample_size = 2;
+        let mut knn = SessionKnn::new(cfg).unwrap();
+        knn.observe(1, &id("a1"), at(0));
+        knn.observe(2, &id("b1"), at(1));
+        knn.observe(3, &id("c1"), at(2));
+        knn.observe(3, &id("x"), at(3));
+        knn.observe(2, &id("x"), at(4));
+        // Session 1 started first: it adds x last, but ranks oldest.
+        knn.observe(1, &id("x"), at(5));
+        let got: Vec<_> = knn
+            .recommend(&ids(&["x"]), 10, &|i| i.as_str() != "x", None)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(got, ids(&["b1", "c1"]));
+        // The index keeps the two most recent holders of x: 1 came and went at once.
+        let x = knn.items[&id("x")];
+        assert_eq!(knn.item_slots[x as usize].recent.len(), 2);
+    }
+
+    #[test]
+    fn ranks_are_renumbered_before_they_run_out() {
+        let mut a = SessionKnn::new(SessionKnnConfig {
+            max_sessions: 16,
+            ..config()
+        })
+        .unwrap();
+        let mut b = a.clone();
+        a.next_born = u32::MAX - 20;
+        for e in 0..400u64 {
+            let item = id(&format!("i{}", (e * 13) % 37));
+            a.observe(e / 5, &item, at(e as i64));
+            b.observe(e / 5, &item, at(e as i64));
+        }
+        assert!(a.next_born < 100);
+        for q in 0..37u64 {
+            let seq = ids(&[&format!("i{q}"), &format!("i{}", (q * 7) % 37)]);
+            assert_eq!(
+                a.recommend(&seq, 20, &all, None),
+                b.recommend(&seq, 20, &all, None)
+            );
+        }
     }
 
     #[test]
@@ -772,9 +891,16 @@ mod tests {
             let slot = &knn.item_slots[i as usize];
             assert_eq!(slot.df, df[i as usize], "{item}");
             assert!(slot.recent.len() <= 8 && slot.recent.capacity() <= 8);
-            for &s in &slot.recent {
+            for &(s, born) in &slot.recent {
                 assert!(knn.session_slots[s as usize].items.contains(&i));
+                assert_eq!(knn.session_slots[s as usize].born, born);
             }
+            assert!(
+                slot.recent
+                    .iter()
+                    .zip(slot.recent.iter().skip(1))
+                    .all(|(a, b)| a.1 < b.1)
+            );
         }
         // The latest session survived.
         assert!(!knn.session_items(19_999 / 12).is_empty());

@@ -274,9 +274,7 @@ impl<'de> Deserialize<'de> for Trending {
         use serde::de::Error as _;
         let snap = Snapshot::deserialize(d)?;
         let mut t = Trending::new(snap.config).map_err(D::Error::custom)?;
-        if !t.scale.check(Some(t.config.half_life_secs))
-            || !snap.scale.check(Some(t.config.half_life_secs))
-        {
+        if !snap.scale.check(Some(t.config.half_life_secs)) {
             return Err(D::Error::custom(
                 "trending: the scale does not match the half-life",
             ));
@@ -514,10 +512,10 @@ mod tests {
             prop_assert!(t.len() <= 10);
             let top = t.top(20, at(now * HOUR), &all);
             prop_assert_eq!(top.len(), t.len());
+            // Best first (ties in the stored scores go by id; decayed to f32, equal scores may
+            // come from stored ones a hair apart).
             for w in top.windows(2) {
-                prop_assert!(w[0].1 > w[1].1 || (w[0].1 == w[1].1 && w[0].0 < w[1].0)
-                    // Scores equal in f32 may still be ordered by their exact values.
-                    || w[0].1 >= w[1].1);
+                prop_assert!(w[0].1 >= w[1].1);
             }
             for (item, s) in &top {
                 prop_assert!(s.is_finite() && *s >= 0.0);
