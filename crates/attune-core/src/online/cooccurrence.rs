@@ -11,7 +11,11 @@
 //! Counts and popularities decay with [`CooccurrenceConfig::half_life_secs`] (or not, with
 //! `None`), kept in the scaled form of the [module docs](super). Every similarity below is a ratio
 //! of values on one scale, so decay changes what the recent past weighs without any query
-//! having to know `now`.
+//! having to know `now`. Decay also lets new pairs into full neighbour lists as old counts fade.
+//! The default half-life is 90 days: on DIGINETICA's five months of sessions (replayed about a
+//! minute apart, close to the real rate) co-view next-item hits at 20 were 41.9% with 90 days,
+//! 41.6% with 30 days or none, 39.8% with 14 and 37.4% with 7: what co-occurs stays true for
+//! months, and a short half-life throws that evidence away.
 //!
 //! # Similarity
 //! `sim(i → j) = c(i, j) / (pop(i)^(1−β) · pop(j)^β)` with `β` =
@@ -95,7 +99,7 @@ pub struct CooccurrenceConfig {
 impl Default for CooccurrenceConfig {
     fn default() -> Self {
         CooccurrenceConfig {
-            half_life_secs: Some(7.0 * 24.0 * 3600.0),
+            half_life_secs: Some(90.0 * 24.0 * 3600.0),
             max_items: 200_000,
             max_neighbors: 100,
             window: 5,
