@@ -37,9 +37,10 @@
 //! neighbour (a 4-byte slot and a 4-byte count; the list never grows past its cap), so at most
 //! **about `72 + 8 · max_neighbors` bytes per item per kind** (872 bytes at the default 100
 //! neighbours), plus the id's allocation when nothing else holds it. A full list drops its weakest
-//! neighbour for a new one at least as strong (of equal ones, the earliest added); a full table drops its stalest sixteenth (least
-//! recently updated) at once, then removes the references to them from every list (one pass over
-//! all lists per sixteenth of the table: amortised, a few neighbour checks per new item).
+//! neighbour for a new one at least as strong (of equal ones, the earliest added); a full table
+//! drops its stalest sixteenth (least recently updated) at once, then removes the references to
+//! them from every list (one pass over all lists per sixteenth of the table: a pause of some
+//! milliseconds on a full table, amortised to a few neighbour checks per new item).
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -929,6 +930,12 @@ mod tests {
         let mut negative = good;
         negative["view"]["items"][0]["pop"] = serde_json::json!(-1.0);
         assert!(serde_json::from_value::<Cooccurrence>(negative).is_err());
+    }
+
+    #[test]
+    fn sizes_are_as_documented() {
+        assert!(std::mem::size_of::<Node>() <= 48);
+        assert_eq!(std::mem::size_of::<(u32, f32)>(), 8);
     }
 
     proptest! {

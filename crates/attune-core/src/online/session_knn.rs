@@ -40,16 +40,17 @@
 //!    weighting, whose negative values past ten are clamped to 0 here).
 //!
 //! # Memory
-//! At most [`SessionKnnConfig::max_sessions`] sessions; past it the stalest sixteenth (by latest
-//! event) is dropped at once. A session costs a slot (key, rank, item list header: 40 bytes), its
-//! latest time (8 bytes), a hash-map entry (about 20 bytes), 4 bytes per item in its list and 8
-//! bytes per index entry naming it (slot and rank; at most one per item), so **at most about
-//! `70 + 12 · max_session_len` bytes per session** (670 bytes at the default 50; a 20-item
-//! session costs about 310). An item lives
-//! while a tracked session holds it, so there are at most `max_sessions · max_session_len` of
-//! them; each costs a slot (id, frequency, index list header: 48 bytes), a hash-map entry (about
-//! 20 bytes) and its index list, counted above with the sessions (at most `m` entries), so
-//! **about 70 bytes per item** plus the id's allocation when nothing else holds it.
+//! At most [`SessionKnnConfig::max_sessions`] sessions; past it each new session drops the one
+//! that started first (whose entries are at the front of its items' index lists: a step per
+//! item it holds, no pause). A session costs a slot (key, rank, item list header: 40 bytes),
+//! its latest time (8 bytes), its place in the first-in-first-out queue (8 bytes), a hash-map
+//! entry (about 20 bytes), 4 bytes per item in its list and 8 bytes per index entry naming it
+//! (slot and rank; at most one per item), so **at most about `80 + 12 · max_session_len` bytes
+//! per session** (680 bytes at the default 50; a 20-item session costs about 320). An item
+//! lives while a tracked session holds it, so there are at most `max_sessions · max_session_len`
+//! of them; each costs a slot (id, frequency, index list header: 48 bytes), a hash-map entry
+//! (about 20 bytes) and its index list, counted above with the sessions (at most `m` entries),
+//! so **about 70 bytes per item** plus the id's allocation when nothing else holds it.
 
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -174,6 +175,9 @@ pub struct SessionKnn {
     free_sessions: Vec<u32>,
     /// The rank the next new session gets.
     next_born: u32,
+    /// (Rank, slot) of the tracked sessions in the order they started, the first to be dropped
+    /// in front; may also hold sessions dropped by [`SessionKnn::remove_session`], skipped.
+    by_age: VecDeque<(u32, u32)>,
     items: FxHashMap<ItemId, u32>,
     item_slots: Vec<Item>,
     free_items: Vec<u32>,
@@ -190,6 +194,7 @@ impl SessionKnn {
             session_at: Vec::new(),
             free_sessions: Vec::new(),
             next_born: 0,
+            by_age: VecDeque::new(),
             items: FxHashMap::default(),
             item_slots: Vec::new(),
             free_items: Vec::new(),
@@ -229,7 +234,7 @@ impl SessionKnn {
 
     /// One event of `session` on `item` at `at`: adds the item to the session (if new to it) and
     /// the session to the item's index. Tracks a new session (the most recent of all), dropping
-    /// the stalest sixteenth when full.
+    /// the one that started first when full.
     pub fn observe(&mut self, session: u64, item: &ItemId, at: Timestamp) {
         let s = match self.sessions.get(&session) {
             Some(&s) => s,
@@ -257,15 +262,19 @@ impl SessionKnn {
             let grow = item.recent.len().max(4).min(m - item.recent.len());
             item.recent.reserve_exact(grow);
         }
+        if item.recent.len() >= m {
+            // Full: the oldest makes way, unless the newcomer is older still.
+            if item.recent.front().is_some_and(|&(_, b)| b > born) {
+                return;
+            }
+            item.recent.pop_front();
+        }
         // Usually the newest session: at the back.
         if item.recent.back().is_none_or(|&(_, b)| b < born) {
             item.recent.push_back((s, born));
         } else {
             let at = item.recent.partition_point(|&(_, b)| b < born);
             item.recent.insert(at, (s, born));
-        }
-        if item.recent.len() > m {
-            item.recent.pop_front();
         }
     }
 
@@ -282,6 +291,10 @@ impl SessionKnn {
     pub fn remove_session(&mut self, session: u64) {
         if let Some(&s) = self.sessions.get(&session) {
             self.drop_session(s);
+            // Its entry in `by_age` stays until it reaches the front: keep such leftovers few.
+            if self.by_age.len() > 2 * self.sessions.len() + 64 {
+                self.rebuild_by_age();
+            }
         }
     }
 
@@ -399,21 +412,30 @@ impl SessionKnn {
         near
     }
 
-    /// A slot for a new session, dropping the stalest sixteenth first when full.
+    /// Whether an entry of `by_age` names a tracked session (not one dropped since).
+    fn is_live(&self, s: u32, born: u32) -> bool {
+        let sess = &self.session_slots[s as usize];
+        sess.born == born && self.sessions.get(&sess.key) == Some(&s)
+    }
+
+    /// `by_age` anew from the tracked sessions.
+    fn rebuild_by_age(&mut self) {
+        let mut live: Vec<(u32, u32)> = self
+            .sessions
+            .values()
+            .map(|&s| (self.session_slots[s as usize].born, s))
+            .collect();
+        live.sort_unstable();
+        self.by_age = live.into();
+    }
+
+    /// A slot for a new session, dropping the one that started first when full.
     fn add_session(&mut self, key: u64) -> u32 {
-        if self.sessions.len() >= self.config.max_sessions {
-            let drop = (self.config.max_sessions / 16)
-                .max(1)
-                .min(self.sessions.len());
-            let mut order: Vec<(i64, u64, u32)> = self
-                .sessions
-                .iter()
-                .map(|(&k, &s)| (self.session_at[s as usize], k, s))
-                .collect();
-            if drop < order.len() {
-                order.select_nth_unstable(drop);
-            }
-            for &(_, _, s) in &order[..drop] {
+        while self.sessions.len() >= self.config.max_sessions {
+            let Some((born, s)) = self.by_age.pop_front() else {
+                break;
+            };
+            if self.is_live(s, born) {
                 self.drop_session(s);
             }
         }
@@ -438,6 +460,8 @@ impl SessionKnn {
                 (self.session_slots.len() - 1) as u32
             }
         };
+        self.by_age
+            .push_back((self.session_slots[s as usize].born, s));
         self.sessions.insert(key, s);
         s
     }
@@ -459,6 +483,7 @@ impl SessionKnn {
             }
         }
         self.next_born = live.len() as u32;
+        self.rebuild_by_age();
     }
 
     fn drop_session(&mut self, s: u32) {
@@ -498,7 +523,10 @@ impl SessionKnn {
     /// free the item when no session holds it.
     fn unlink(&mut self, born: u32, i: u32) {
         let item = &mut self.item_slots[i as usize];
-        if let Ok(p) = item.recent.binary_search_by_key(&born, |&(_, b)| b) {
+        // A session dropped for being the oldest is at the front of every list it is in.
+        if item.recent.front().is_some_and(|&(_, b)| b == born) {
+            item.recent.pop_front();
+        } else if let Ok(p) = item.recent.binary_search_by_key(&born, |&(_, b)| b) {
             item.recent.remove(p);
         }
         item.df = item.df.saturating_sub(1);
@@ -639,6 +667,7 @@ impl<'de> Deserialize<'de> for SessionKnn {
             knn.item_slots[i as usize].recent = recent;
         }
         knn.next_born = snap.next_born;
+        knn.rebuild_by_age();
         Ok(knn)
     }
 }
@@ -877,6 +906,18 @@ mod tests {
         }
         assert!(knn.item_count() <= 64 * 5);
         assert!(knn.session_slots.len() <= 64 + 1);
+        assert!(knn.by_age.len() <= 2 * 64 + 64);
+        // The oldest went first: the tracked sessions are the last 64.
+        let last = 19_999 / 12;
+        for session in last - 63..=last {
+            assert!(!knn.session_items(session).is_empty(), "{session}");
+        }
+        // Forgetting sessions keeps the queue small too.
+        for session in 0..=last {
+            knn.remove_session(session);
+            knn.observe(session + 10_000, &id("x"), at(0));
+            assert!(knn.by_age.len() <= 2 * knn.len() + 64);
+        }
         for &s in knn.sessions.values() {
             let items = &knn.session_slots[s as usize].items;
             assert!(items.len() <= 5 && items.capacity() <= 6);
@@ -902,8 +943,6 @@ mod tests {
                     .all(|(a, b)| a.1 < b.1)
             );
         }
-        // The latest session survived.
-        assert!(!knn.session_items(19_999 / 12).is_empty());
     }
 
     #[test]
@@ -1002,6 +1041,13 @@ mod tests {
             session_key(&SessionId::new("foobar").unwrap()),
             0x8594_4171_f739_67e8
         );
+    }
+
+    #[test]
+    fn sizes_are_as_documented() {
+        assert!(std::mem::size_of::<Session>() <= 40);
+        assert!(std::mem::size_of::<Item>() <= 48);
+        assert_eq!(std::mem::size_of::<(u32, u32)>(), 8);
     }
 
     proptest! {

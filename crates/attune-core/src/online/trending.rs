@@ -495,6 +495,12 @@ mod tests {
         assert!(serde_json::from_value::<Trending>(too_many).is_err());
     }
 
+    #[test]
+    fn sizes_are_as_documented() {
+        assert_eq!(std::mem::size_of::<Ranked>(), 16);
+        assert_eq!(std::mem::size_of::<(ItemId, f64)>(), 16);
+    }
+
     proptest! {
         #[test]
         fn scores_stay_finite_ordered_and_capped(
