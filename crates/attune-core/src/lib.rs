@@ -37,6 +37,7 @@ pub mod id;
 pub mod item;
 mod key;
 pub mod metrics;
+pub mod online;
 pub mod rerank;
 pub mod rules;
 pub mod session;
