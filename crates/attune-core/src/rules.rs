@@ -258,6 +258,10 @@ pub struct RecommendRules {
     /// A session with fewer events than this is served by the bandit (trending and new items,
     /// explored by Thompson sampling) on the home surface.
     pub cold_start_events: u32,
+    /// Candidates the bandit draws for: the top trending items and the newest arrivals, each
+    /// up to this many.
+    #[serde(deserialize_with = "budget")]
+    pub bandit_candidates: u32,
     /// At most this many items of one category (the deepest level) in a list (0: no cap).
     pub max_per_category: u32,
     /// Only items in stock.
@@ -276,6 +280,8 @@ pub struct RecommendRules {
     /// Items put first on a surface, in this order (when in the catalog and, with
     /// `in_stock_only`, in stock).
     pub pinned: std::collections::BTreeMap<Surface, Vec<String>>,
+    /// The Thompson-sampling bandit that serves cold visitors.
+    pub bandit: crate::bandit::BanditParams,
     /// Each surface's sources.
     pub surfaces: Surfaces,
 }
@@ -284,6 +290,7 @@ impl Default for RecommendRules {
     fn default() -> Self {
         RecommendRules {
             cold_start_events: 3,
+            bandit_candidates: 100,
             max_per_category: 3,
             in_stock_only: true,
             new_arrival_days: 30,
@@ -291,6 +298,7 @@ impl Default for RecommendRules {
             repeat_purchase_categories: Vec::new(),
             blocked: Vec::new(),
             pinned: std::collections::BTreeMap::new(),
+            bandit: crate::bandit::BanditParams::default(),
             surfaces: Surfaces::default(),
         }
     }

@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::personal::{Personal, ttl};
 use crate::profile::{Preferences, Profiles};
 use crate::recommend::{
-    CandidateSource, Observed, RecommendOutcome, RecommendRequest, Recommender,
+    CandidateSource, FeedbackRequest, Observed, OnlineConfig, OnlineSources, RecommendOutcome,
+    RecommendRequest, Recommender,
 };
 use crate::resolve::{Resolved, resolve};
 use crate::search::{SearchConfig, SearchIndex, SearchOutcome, SearchRequest, TextEncoder};
@@ -129,10 +130,16 @@ impl Engine {
             }
         };
         let catalog: Arc<dyn Catalog> = Arc::new(MemoryCatalog::new());
+        let recommender = Recommender::new(Arc::clone(&catalog));
+        // The online sources learn from the first event, in memory, with no configuration.
+        match OnlineSources::open(&OnlineConfig::default()) {
+            Ok(online) => add_online(&recommender, online),
+            Err(e) => tracing::error!(error = %e, "online recommendation sources are off"),
+        }
         Engine {
             sessions,
             profiles: None,
-            recommender: Recommender::new(Arc::clone(&catalog)),
+            recommender,
             catalog,
             search,
             profile_rules: ArcSwap::from_pointee(rules.for_profile()),
@@ -150,9 +157,28 @@ impl Engine {
 
     /// Serves from this catalog instead of an empty in-memory one. Call before loading items.
     pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
-        self.recommender = Recommender::new(Arc::clone(&catalog));
+        self.recommender.set_catalog(Arc::clone(&catalog));
         self.catalog = catalog;
         self
+    }
+
+    /// Uses these online sources (e.g. opened from a state directory, or seeded) instead of the
+    /// empty in-memory ones.
+    pub fn with_online(self, online: OnlineSources) -> Self {
+        add_online(&self.recommender, online);
+        self
+    }
+
+    /// Keeps the bandit's arms in this store (Redis when replicas share them) instead of the
+    /// in-memory default.
+    pub fn with_bandit(mut self, store: Arc<dyn attune_store::bandit::BanditStore>) -> Self {
+        self.recommender.set_bandit(store);
+        self
+    }
+
+    /// Records which items a surface showed and which were clicked (the bandit learns from it).
+    pub async fn feedback(&self, req: FeedbackRequest) -> Result<()> {
+        crate::recommend::feedback(&self.recommender, req).await
     }
 
     /// Adds a recommendation source (replacing one of the same name).
@@ -483,6 +509,7 @@ impl Engine {
 
     /// Forgets a session everywhere, at once. Returns whether it existed.
     pub async fn forget_session(&self, id: &SessionId) -> Result<bool> {
+        self.recommender.forget_session(id);
         Ok(self.sessions.delete(id).await?)
     }
 
@@ -553,12 +580,21 @@ impl Engine {
         for e in self.recommender.save() {
             tracing::error!(error = %e, "recommendation source state not saved");
         }
+        if let Err(e) = self.recommender.bandit().close().await {
+            tracing::error!(error = %e, "bandit state not saved");
+        }
         let sessions = self.sessions.close().await;
         if let Some(p) = &self.profiles {
             p.store().close().await?;
         }
         Ok(sessions?)
     }
+}
+
+fn add_online(recommender: &Recommender, online: OnlineSources) {
+    recommender.add(online.trending);
+    recommender.add(online.cooccurrence);
+    recommender.add(online.session_knn);
 }
 
 /// Gives each event of a batch just applied to `s` the session's item events before it, from

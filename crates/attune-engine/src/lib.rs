@@ -26,8 +26,9 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use profile::{MAX_PREFERENCES, Preferences};
 pub use recommend::{
-    CandidateSource, MAX_LIMIT as MAX_RECOMMEND_LIMIT, Observation, Proposal, RecContext,
-    RecExplanation, RecommendOutcome, RecommendRequest, Recommendation, RuleEffect, SourceError,
-    Strategy,
+    CandidateSource, CooccurrenceSource, FeedbackRequest, MAX_LIMIT as MAX_RECOMMEND_LIMIT,
+    Observation, OnlineConfig, OnlineSources, Proposal, RecContext, RecExplanation,
+    RecommendOutcome, RecommendRequest, Recommendation, RuleEffect, SessionKnnSource, SourceError,
+    Strategy, TrendingSource,
 };
 pub use search::{SearchConfig, SearchHit, SearchOutcome, SearchRequest, TextEncoder, item_text};

@@ -1290,3 +1290,28 @@ impl From<attune_engine::RecommendOutcome> for RecommendationsOut {
         }
     }
 }
+
+/// What a surface showed and what was clicked.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackIn {
+    /// The surface the list was shown on (`home`, `similar`, `cart`, `bought-together`, `next`).
+    pub surface: String,
+    /// The visitor's session (optional; not used by the bandit, kept for attribution).
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// The items shown, in order (1 to 100).
+    pub shown: Vec<String>,
+    /// The items clicked, each among `shown` (may be empty: shown, nothing clicked).
+    #[serde(default)]
+    pub clicked: Vec<String>,
+}
+
+/// What a feedback recorded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedbackOut {
+    /// Items counted as shown (repeats once).
+    pub shown: usize,
+    /// Items counted as clicked.
+    pub clicked: usize,
+}

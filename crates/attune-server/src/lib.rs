@@ -54,6 +54,7 @@ pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
         .merge(routes::rules::router())
         .merge(routes::search::router())
         .merge(routes::recommendations::router())
+        .merge(routes::feedback::router())
         .merge(openapi::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

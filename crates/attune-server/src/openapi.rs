@@ -8,7 +8,9 @@ use utoipa::OpenApi;
 use crate::AppState;
 use crate::dto::*;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{events, health, items, recommendations, rules, search, sessions, users};
+use crate::routes::{
+    events, feedback, health, items, recommendations, rules, search, sessions, users,
+};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -22,6 +24,7 @@ use crate::routes::{events, health, items, recommendations, rules, search, sessi
         events::post_events,
         search::search,
         recommendations::recommendations,
+        feedback::post_feedback,
         sessions::get_session,
         sessions::delete_session,
         users::put_preferences,
@@ -65,6 +68,8 @@ use crate::routes::{events, health, items, recommendations, rules, search, sessi
         RecExplanationOut,
         RecommendedOut,
         RecommendationsOut,
+        FeedbackIn,
+        FeedbackOut,
         ErrorDetail,
     ))
 )]

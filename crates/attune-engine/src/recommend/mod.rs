@@ -18,21 +18,29 @@
 //! the blend, the boosts with their caps, and each rule that moved it.
 
 mod content;
+mod online;
 mod source;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use attune_core::bandit::{self, Draw};
 use attune_core::rerank::{
     self, Explanation, KeySpace, RerankRequest, Retrieved, Signals, SourceHit,
 };
 use attune_core::rules::{RecommendRules, Surface};
 use attune_core::session::ItemSummary;
 use attune_core::{EventKind, ItemId, Session, SessionId, Timestamp, UserId};
+use attune_store::bandit::BanditStore;
+use attune_store::bandit::memory::{MemoryBanditConfig, MemoryBanditStore};
 use parking_lot::RwLock;
+use rand::SeedableRng;
 use rustc_hash::FxHashMap;
 
 pub(crate) use content::ContentSource;
+pub use online::{
+    CooccurrenceSource, OnlineConfig, OnlineSources, SessionKnnSource, TrendingSource,
+};
 pub use source::{CandidateSource, Observation, Proposal, RecContext, SourceError};
 
 use crate::catalog::{Catalog, CatalogItem};
@@ -92,6 +100,8 @@ pub struct RecExplanation {
     pub blended: f32,
     /// The personal rerank's explanation (boosts, caps, brand diversity).
     pub rerank: Explanation,
+    /// The bandit's draw, when a cold visitor's list was made by the bandit.
+    pub bandit: Option<Draw>,
     /// The business rules that moved it.
     pub rules: Vec<RuleEffect>,
 }
@@ -139,6 +149,7 @@ pub struct RecommendOutcome {
 pub(crate) struct Recommender {
     sources: RwLock<Vec<Arc<dyn CandidateSource>>>,
     content: Arc<ContentSource>,
+    bandit: Arc<dyn BanditStore>,
     /// Whether any source learns from events (so ingest prepares observations only then).
     learns: std::sync::atomic::AtomicBool,
 }
@@ -150,12 +161,35 @@ impl Recommender {
         Recommender {
             sources: RwLock::new(sources),
             content,
+            bandit: Arc::new(MemoryBanditStore::new(MemoryBanditConfig::default())),
             learns: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     pub(crate) fn content(&self) -> &ContentSource {
         &self.content
+    }
+
+    /// Serves from another catalog: the content source reads it.
+    pub(crate) fn set_catalog(&mut self, catalog: Arc<dyn Catalog>) {
+        let content = Arc::new(ContentSource::new(catalog));
+        self.add(content.clone());
+        self.content = content;
+    }
+
+    pub(crate) fn set_bandit(&mut self, store: Arc<dyn BanditStore>) {
+        self.bandit = store;
+    }
+
+    pub(crate) fn bandit(&self) -> &dyn BanditStore {
+        &*self.bandit
+    }
+
+    /// Forgets what sources keep of one session (privacy: "forget me").
+    pub(crate) fn forget_session(&self, session: &SessionId) {
+        for s in self.sources.read().iter() {
+            s.forget_session(session);
+        }
     }
 
     /// Adds a source, replacing one of the same name.
@@ -270,7 +304,6 @@ impl Visitor {
             .map(|s| s.item_id.clone())
             .collect()
     }
-
 }
 
 /// The items a surface is about, strongest first.
@@ -341,7 +374,12 @@ fn is_new(item: &CatalogItem, now: Timestamp, rules: &RecommendRules) -> bool {
 }
 
 /// One source's answer: its name, weight, proposals, and the source (to score others').
-type SourceList = (&'static str, f32, Vec<Proposal>, Arc<dyn CandidateSource>);
+type SourceList = (
+    &'static str,
+    f32,
+    Vec<Proposal>,
+    Option<Arc<dyn CandidateSource>>,
+);
 
 /// One candidate on its way through the pipeline.
 struct Candidate {
@@ -350,6 +388,20 @@ struct Candidate {
     contributions: Vec<(&'static str, f32)>,
     blended: f32,
     rules: Vec<RuleEffect>,
+    draw: Option<Draw>,
+}
+
+impl Candidate {
+    fn new(item: Arc<CatalogItem>) -> Candidate {
+        Candidate {
+            item,
+            hits: Vec::new(),
+            contributions: Vec::new(),
+            blended: 0.0,
+            rules: Vec::new(),
+            draw: None,
+        }
+    }
 }
 
 /// Runs the pipeline. See the module docs.
@@ -471,20 +523,63 @@ pub(crate) async fn recommend(
         None => surface_rules.sources.iter().collect(),
     };
 
-    // Candidates from each source.
+    // Candidates from each source, or, for a cold visitor's home feed, from the bandit.
     let mut degraded = Vec::new();
     let mut used = Vec::new();
+    let cold = req.surface == Surface::Home
+        && req.sources.is_none()
+        && visitor.session.as_ref().map_or(0, Session::event_count) < rec.cold_start_events;
+    let mut draws: FxHashMap<ItemId, Draw> = FxHashMap::default();
+    let mut bandit_list = None;
+    if cold {
+        match bandit_pool(recommender, catalog, &ctx, rec, &accept, &|c| {
+            !excluded_item(c)
+        })
+        .await
+        {
+            Ok(list) if !list.is_empty() => {
+                for (id, d) in &list {
+                    draws.insert(id.clone(), *d);
+                }
+                bandit_list = Some(
+                    list.into_iter()
+                        .map(|(item_id, d)| Proposal {
+                            item_id,
+                            // A draw of 0 (which a Beta can give) still ranks, just last.
+                            score: (d.sample as f32).max(f32::MIN_POSITIVE),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the bandit store failed; serving the pipeline");
+                degraded.push("bandit");
+            }
+        }
+    }
     let mut by_item: FxHashMap<ItemId, usize> = FxHashMap::default();
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut lists: Vec<SourceList> = Vec::new();
-    for (name, weight) in &configured {
+    if let Some(list) = bandit_list {
+        used.push("bandit");
+        lists.push(("bandit", 1.0, list, None));
+    }
+    let from_sources = if lists.is_empty() {
+        configured.as_slice()
+    } else {
+        &[]
+    };
+    for (name, weight) in from_sources {
         let Some(source) = recommender.source(name) else {
             continue;
         };
         match source.candidates(&ctx, weight.budget as usize, &accept) {
             Ok(list) => {
-                used.push(*name);
-                lists.push((name, weight.weight, list, source));
+                if !list.is_empty() {
+                    used.push(*name);
+                }
+                lists.push((name, weight.weight, list, Some(source)));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recommendation source failed");
@@ -501,13 +596,7 @@ pub(crate) async fn recommend(
                         continue;
                     };
                     by_item.insert(p.item_id.clone(), candidates.len());
-                    candidates.push(Candidate {
-                        item,
-                        hits: Vec::new(),
-                        contributions: Vec::new(),
-                        blended: 0.0,
-                        rules: Vec::new(),
-                    });
+                    candidates.push(Candidate::new(item));
                     candidates.len() - 1
                 }
             };
@@ -530,6 +619,7 @@ pub(crate) async fn recommend(
             }
         }
         if scores.iter().any(Option::is_none)
+            && let Some(source) = source
             && let Some(extra) = source.score(&ctx, &ids)
         {
             match extra {
@@ -571,18 +661,19 @@ pub(crate) async fn recommend(
         }
     }
 
-    let mut strategy = Strategy::Pipeline(used);
+    for c in &mut candidates {
+        c.draw = draws.get(&c.item.item.id).copied();
+    }
+    let mut strategy = if draws.is_empty() {
+        Strategy::Pipeline(used)
+    } else {
+        Strategy::Bandit
+    };
     if candidates.is_empty() && req.sources.is_none() {
         // Nothing to go on: new arrivals first, then the catalog (stable, never empty).
         strategy = Strategy::Fallback;
         for c in fallback(catalog, now, rec, req.limit * 4, &|c| !excluded_item(c)) {
-            candidates.push(Candidate {
-                item: c,
-                hits: Vec::new(),
-                contributions: Vec::new(),
-                blended: 0.0,
-                rules: Vec::new(),
-            });
+            candidates.push(Candidate::new(c));
         }
     }
 
@@ -590,7 +681,7 @@ pub(crate) async fn recommend(
     // share, so it means the same whichever sources answered).
     let best_blend = candidates.iter().map(|c| c.blended).fold(0.0f32, f32::max);
     let arrival = rec.new_arrival_boost * if best_blend > 0.0 { best_blend } else { 1.0 };
-    for c in &mut candidates {
+    for c in candidates.iter_mut().filter(|c| c.draw.is_none()) {
         if arrival > 0.0 && is_new(&c.item, now, rec) {
             c.blended += arrival;
             c.rules.push(RuleEffect::NewArrival { boost: arrival });
@@ -715,6 +806,7 @@ pub(crate) async fn recommend(
                     contributions: Vec::new(),
                     blended: 0.0,
                     rerank: empty_explanation(),
+                    bandit: None,
                     rules: vec![RuleEffect::Pinned],
                 })
             }),
@@ -736,6 +828,7 @@ pub(crate) async fn recommend(
                 contributions: c.contributions.clone(),
                 blended: c.blended,
                 rerank: *e,
+                bandit: c.draw,
                 rules,
             })
         });
@@ -786,4 +879,90 @@ fn fallback(
     });
     all.truncate(n);
     all
+}
+
+/// The bandit's candidates for a cold visitor: the top trending items and the newest arrivals
+/// (or, with neither, the catalog's first items), each with a Thompson draw from its arm on the
+/// surface, best draw first. The draws are seeded by the session and the time, so one request
+/// is reproducible and two visitors see different explorations.
+async fn bandit_pool(
+    recommender: &Recommender,
+    catalog: &dyn Catalog,
+    ctx: &RecContext<'_>,
+    rules: &RecommendRules,
+    accept: &(dyn Fn(&ItemId) -> bool + Sync),
+    keep: &(dyn Fn(&CatalogItem) -> bool + Sync),
+) -> Result<Vec<(ItemId, Draw)>> {
+    let n = rules.bandit_candidates as usize;
+    let mut pool: Vec<Arc<CatalogItem>> = Vec::with_capacity(2 * n);
+    if let Some(trending) = recommender.source("trending")
+        && let Ok(top) = trending.candidates(ctx, n, accept)
+    {
+        let ids: Vec<&str> = top.iter().map(|p| p.item_id.as_str()).collect();
+        pool.extend(catalog.get_many(&ids).into_iter().flatten());
+    }
+    let fresh = fallback(catalog, ctx.now, rules, n, keep);
+    let new: Vec<Arc<CatalogItem>> = fresh
+        .iter()
+        .filter(|c| is_new(c, ctx.now, rules))
+        .cloned()
+        .collect();
+    // New arrivals, then the catalog while the pool holds fewer than `n`, so a young shop's
+    // bandit still explores.
+    for c in new.into_iter().chain(fresh) {
+        let is_new_item = is_new(&c, ctx.now, rules);
+        if !is_new_item && pool.len() >= n {
+            continue;
+        }
+        if !pool.iter().any(|p| p.item.id == c.item.id) {
+            pool.push(c);
+        }
+    }
+    if pool.is_empty() {
+        return Ok(Vec::new());
+    }
+    let surface =
+        bandit::Surface::new(ctx.surface.path_name()).map_err(|e| Error::invalid("", e))?;
+    let ids: Vec<ItemId> = pool.iter().map(|c| c.item.id.clone()).collect();
+    let arms = recommender.bandit().arms(&surface, &ids).await?;
+    let seed = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ctx.session_id.map(SessionId::as_str).hash(&mut h);
+        ctx.now.as_millis().hash(&mut h);
+        h.finish()
+    };
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let candidates = pool.iter().zip(arms).map(|(c, arm)| bandit::Candidate {
+        item: c.item.id.clone(),
+        arm,
+        is_new: is_new(c, ctx.now, rules),
+    });
+    Ok(bandit::rank(
+        candidates,
+        pool.len(),
+        &rules.bandit,
+        &mut rng,
+    ))
+}
+
+/// Which items a surface showed and which were clicked, for the bandit.
+#[derive(Debug, Clone)]
+pub struct FeedbackRequest {
+    /// The surface the list was shown on.
+    pub surface: Surface,
+    /// The items shown, in order.
+    pub shown: Vec<ItemId>,
+    /// The ones clicked (each among `shown`).
+    pub clicked: Vec<ItemId>,
+}
+
+/// Records one feedback in the bandit's arms (atomically: all of it or nothing).
+pub(crate) async fn feedback(recommender: &Recommender, req: FeedbackRequest) -> Result<()> {
+    let surface =
+        bandit::Surface::new(req.surface.path_name()).map_err(|e| Error::invalid("", e))?;
+    let feedback = bandit::Feedback::new(surface, req.shown, req.clicked)
+        .map_err(|e| Error::invalid("", e))?;
+    recommender.bandit().record(&feedback).await?;
+    Ok(())
 }

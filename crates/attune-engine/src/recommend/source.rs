@@ -96,6 +96,11 @@ pub trait CandidateSource: Send + Sync + 'static {
         let _ = event;
     }
 
+    /// Forgets what the source keeps of one session (privacy: the visitor asked to be forgotten).
+    fn forget_session(&self, session: &SessionId) {
+        let _ = session;
+    }
+
     /// Writes what must survive a restart, if the source keeps state and was given a place.
     fn save(&self) -> Result<(), SourceError> {
         Ok(())

@@ -127,13 +127,13 @@ async fn pinned_items_come_first_and_blocked_ones_never() {
 }
 
 #[tokio::test]
-async fn a_visitor_nothing_is_known_of_gets_new_arrivals_first() {
+async fn a_visitor_nothing_is_known_of_is_explored_with_new_arrivals_in_the_pool() {
     let t = engine();
     let out = t.recommend(t.request(Surface::Home)).await;
-    assert_eq!(out.strategy, Strategy::Fallback);
-    assert_eq!(ids(&out)[0], "soy-yogurt");
+    assert_eq!(out.strategy, Strategy::Bandit);
     assert_eq!(out.items.len(), 10);
     assert!(out.items.iter().all(|r| r.item.item.in_stock));
+    assert!(ids(&out).contains(&"soy-yogurt"), "{:?}", ids(&out));
 }
 
 #[tokio::test]
@@ -175,4 +175,131 @@ async fn one_source_alone_can_be_asked_for() {
     assert_eq!(out.strategy, Strategy::Pipeline(vec!["content"]));
     let got = ids(&out);
     assert_eq!(&got[..2], ["bbq-chips", "salted-chips"], "{got:?}");
+}
+
+#[tokio::test]
+async fn one_visitors_clicks_reach_the_next_visitor_at_once() {
+    let t = engine();
+    // Visitor a looks at coffee beans, then at chips (nothing in the catalog links them).
+    for _ in 0..2 {
+        t.send("a", EventKind::View, "espresso-beans", 1).await;
+        t.send("a", EventKind::View, "bbq-chips", 1).await;
+    }
+    // Visitor b looks at the same beans: what comes next already knows a's session.
+    t.send("b", EventKind::View, "espresso-beans", 1).await;
+    let mut req = t.request(Surface::Next);
+    req.session_id = Some(sid("b"));
+    let out = t.recommend(req).await;
+    let chips = out
+        .items
+        .iter()
+        .find(|r| r.item.item.id.as_str() == "bbq-chips")
+        .expect("the chips a saw next");
+    let e = chips.explanation.as_ref().unwrap();
+    let sources: Vec<&str> = e
+        .sources
+        .iter()
+        .filter(|h| h.rank > 0)
+        .map(|h| h.source)
+        .collect();
+    for s in ["session_knn", "cooccurrence", "trending"] {
+        assert!(sources.contains(&s), "{s} missing from {sources:?}");
+    }
+    // Content alone would never link beans and chips.
+    let mut req = t.request(Surface::Next);
+    req.session_id = Some(sid("b"));
+    req.sources = Some(vec!["content".into()]);
+    let out = t.recommend(req).await;
+    assert!(!ids(&out).contains(&"bbq-chips"));
+}
+
+#[tokio::test]
+async fn forgetting_a_session_forgets_it_in_session_knn_too() {
+    let t = engine();
+    t.send("a", EventKind::View, "espresso-beans", 1).await;
+    t.send("a", EventKind::View, "bbq-chips", 1).await;
+    assert!(t.engine.forget_session(&sid("a")).await.unwrap());
+    t.send("b", EventKind::View, "espresso-beans", 1).await;
+    let mut req = t.request(Surface::Next);
+    req.session_id = Some(sid("b"));
+    req.sources = Some(vec!["session_knn".into()]);
+    let out = t.recommend(req).await;
+    assert!(out.items.is_empty(), "{:?}", ids(&out));
+}
+
+#[tokio::test]
+async fn a_cold_visitor_gets_the_bandit_which_learns_from_feedback() {
+    let t = engine();
+    let cold = || {
+        let mut req = t.request(Surface::Home);
+        req.session_id = Some(sid("new-visitor"));
+        req
+    };
+    let out = t.recommend(cold()).await;
+    assert_eq!(out.strategy, Strategy::Bandit);
+    assert!(out.items.iter().all(|r| {
+        let e = r.explanation.as_ref().unwrap();
+        e.bandit.is_some_and(|d| (0.0..=1.0).contains(&d.sample))
+    }));
+    // Show ten items fifty times; the visitors always click the rice milk.
+    let shown: Vec<_> = [
+        "rice-milk",
+        "oat-milk",
+        "almond-milk",
+        "soy-milk",
+        "whole-milk",
+        "oat-yogurt",
+        "greek-yogurt",
+        "spicy-chips",
+        "salted-chips",
+        "filter-coffee",
+    ]
+    .map(iid)
+    .to_vec();
+    for _ in 0..50 {
+        t.engine
+            .feedback(attune_engine::FeedbackRequest {
+                surface: Surface::Home,
+                shown: shown.clone(),
+                clicked: vec![iid("rice-milk")],
+            })
+            .await
+            .unwrap();
+    }
+    for visitor in ["v1", "v2", "v3"] {
+        let mut req = t.request(Surface::Home);
+        req.session_id = Some(sid(visitor));
+        let out = t.recommend(req).await;
+        assert_eq!(ids(&out)[0], "rice-milk", "{visitor}: {:?}", ids(&out));
+        let d = out.items[0].explanation.as_ref().unwrap().bandit.unwrap();
+        assert_eq!((d.alpha, d.beta), (51.0, 19.0));
+    }
+    // Once the visitor has done enough, the pipeline takes over.
+    for item in ["oat-milk", "soy-milk", "rice-milk"] {
+        t.send("v1", EventKind::View, item, 1).await;
+    }
+    let mut req = t.request(Surface::Home);
+    req.session_id = Some(sid("v1"));
+    assert!(matches!(
+        t.recommend(req).await.strategy,
+        Strategy::Pipeline(_)
+    ));
+}
+
+#[tokio::test]
+async fn feedback_with_a_click_on_an_item_not_shown_is_refused_whole() {
+    let t = engine();
+    let err = t
+        .engine
+        .feedback(attune_engine::FeedbackRequest {
+            surface: Surface::Home,
+            shown: vec![iid("oat-milk")],
+            clicked: vec![iid("soy-milk")],
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Invalid { ref field, .. } if field == "clicked"),
+        "{err:?}"
+    );
 }

@@ -5,6 +5,7 @@ use axum::http::{Method, StatusCode, Uri};
 use crate::error::ApiError;
 
 pub(crate) mod events;
+pub(crate) mod feedback;
 pub(crate) mod health;
 pub(crate) mod items;
 pub(crate) mod recommendations;

@@ -11,6 +11,7 @@ mod health;
 mod items;
 mod openapi;
 mod profiles;
+mod recommendations;
 mod redis;
 mod search;
 mod sessions;
