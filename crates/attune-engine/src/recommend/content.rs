@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use attune_core::ItemId;
+use attune_core::{ItemId, Key};
 use attune_search::vector::VectorIndex;
 use rustc_hash::FxHashMap;
 
@@ -15,6 +15,9 @@ use crate::catalog::{Catalog, CatalogItem};
 
 /// Anchors taken into account, strongest first; each weighs a fifth less than the one before.
 const MAX_ANCHORS: usize = 5;
+
+/// What a searched feature (an intent of affinity 1 or more) weighs, against an anchor's 1.
+const INTENT_WEIGHT: f32 = 2.0;
 
 /// See the module docs.
 pub(crate) struct ContentSource {
@@ -87,6 +90,7 @@ impl ContentSource {
     fn by_features(
         &self,
         anchors: &[ItemId],
+        intents: &[(Key, f32)],
         budget: usize,
         accept: &dyn Fn(&ItemId) -> bool,
     ) -> Vec<Proposal> {
@@ -103,6 +107,15 @@ impl ContentSource {
                 *weights.entry(id).or_insert(0.0) += w * anchor_weight(i);
             }
         }
+        // A searched brand, category or attribute value counts like a feature of a strong
+        // anchor (its weight grows with the intent's affinity, up to twice an anchor's).
+        self.catalog.visit_ids(&mut |ids| {
+            for (key, affinity) in intents {
+                if let Some((_, id)) = ids.intent_of(key) {
+                    *weights.entry(id).or_insert(0.0) += INTENT_WEIGHT * affinity.clamp(0.0, 1.0);
+                }
+            }
+        });
         if weights.is_empty() {
             return Vec::new();
         }
@@ -170,16 +183,19 @@ impl CandidateSource for ContentSource {
         budget: usize,
         accept: &dyn Fn(&ItemId) -> bool,
     ) -> Result<Vec<Proposal>, SourceError> {
-        if ctx.anchors.is_empty() {
+        if ctx.anchors.is_empty() && ctx.intents.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(index) = self.vectors.load_full()
+        // Vectors know the items' text, not the visitor's intents: with intents to follow, the
+        // features decide.
+        if ctx.intents.is_empty()
+            && let Some(index) = self.vectors.load_full()
             && !index.is_empty()
             && let Some(found) = self.by_vectors(&index, ctx.anchors, budget, accept)?
         {
             return Ok(found);
         }
-        Ok(self.by_features(ctx.anchors, budget, accept))
+        Ok(self.by_features(ctx.anchors, ctx.intents, budget, accept))
     }
 
     fn score(

@@ -30,7 +30,7 @@ use attune_core::rerank::{
 };
 use attune_core::rules::{RecommendRules, Surface};
 use attune_core::session::ItemSummary;
-use attune_core::{EventKind, ItemId, Session, SessionId, Timestamp, UserId};
+use attune_core::{AffinityKind, EventKind, ItemId, Key, Session, SessionId, Timestamp, UserId};
 use attune_store::bandit::BanditStore;
 use attune_store::bandit::memory::{MemoryBanditConfig, MemoryBanditStore};
 use parking_lot::RwLock;
@@ -49,6 +49,9 @@ use crate::personal::Personal;
 
 /// Largest list.
 pub const MAX_LIMIT: usize = 100;
+
+/// Intents of the session a feed follows.
+const MAX_INTENTS: usize = 5;
 
 /// A recommendation request, as the API asks for it.
 #[derive(Debug, Clone)]
@@ -453,11 +456,23 @@ pub(crate) async fn recommend(
     {
         recent.push(item.clone());
     }
+    // Feeds follow what the visitor searched for; lists about an item follow the item.
+    let intents: Vec<(Key, f32)> = match (&visitor.session, req.surface) {
+        (Some(s), Surface::Home | Surface::Next | Surface::Cart) => s
+            .top(now, rules, MAX_INTENTS)
+            .of(AffinityKind::Intent)
+            .iter()
+            .filter(|a| a.score > 0.0)
+            .map(|a| (a.key.clone(), a.score))
+            .collect(),
+        _ => Vec::new(),
+    };
     let ctx = RecContext {
         surface: req.surface,
         session_id: req.session_id.as_ref(),
         recent: &recent,
         anchors: &anchors,
+        intents: &intents,
         now,
     };
     let surface_rules = rec.surfaces.of(req.surface);

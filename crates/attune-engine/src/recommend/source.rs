@@ -4,7 +4,7 @@
 //! it wires the text encoder.
 
 use attune_core::rules::Surface;
-use attune_core::{EventKind, ItemId, SessionId, Timestamp};
+use attune_core::{EventKind, ItemId, Key, SessionId, Timestamp};
 
 /// What a source may use to propose candidates.
 #[derive(Debug, Clone, Copy)]
@@ -18,6 +18,9 @@ pub struct RecContext<'a> {
     /// The items the list is about, strongest first: the anchor item (similar, bought
     /// together), the cart (cart), the latest engagements (home, next).
     pub anchors: &'a [ItemId],
+    /// What the visitor searched for lately (the session's strongest positive intents, as
+    /// `brand:…`, `category:…` or `key:value` keys, with their affinities), for feeds to follow.
+    pub intents: &'a [(Key, f32)],
     /// The request's time.
     pub now: Timestamp,
 }

@@ -13,6 +13,7 @@ fn next_after(online: &OnlineSources, item: &str) -> Vec<String> {
         session_id: None,
         recent: &recent,
         anchors: &recent,
+        intents: &[],
         now: Timestamp::from_millis(T0 + 10_000),
     };
     let mut out = Vec::new();

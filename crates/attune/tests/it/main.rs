@@ -5,5 +5,6 @@
 mod cli;
 mod models;
 mod reindex;
+mod replay;
 mod smoke;
 mod support;

@@ -1,4 +1,3 @@
-// Needs the recommendation endpoint (GET /v1/recommendations/{surface}): register `mod replay;` in main.rs once it is in.
 //! `attune replay` end to end: a real `attune serve` on a small catalog imported from a slice of
 //! DIGINETICA (copied to a temporary folder, never into the repository), the last training
 //! sessions sent as warmup, then 50 test sessions replayed; the JSON report is checked.

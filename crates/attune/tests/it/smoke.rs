@@ -169,9 +169,9 @@ fn the_embedded_store_survives_a_restart_through_its_snapshot() {
 
 /// The search-intent demonstration on the real fashion catalog (44,446 products, imported with
 /// `attune import`): a visitor who searched "shirt" filtered to navy twice sees navy items boosted
-/// in a later, unfiltered "jacket" search.
+/// in a later, unfiltered "jacket" search, and in the home feed.
 #[test]
-fn searching_navy_shirts_boosts_navy_jackets_on_the_fashion_catalog() {
+fn searching_navy_shirts_boosts_navy_jackets_and_the_home_feed_on_the_fashion_catalog() {
     let dir = temp_dir("fashion");
     let catalog = dir.join("fashion.ndjson");
     let styles = concat!(
@@ -248,6 +248,60 @@ fn searching_navy_shirts_boosts_navy_jackets_on_the_fashion_catalog() {
                     .any(|s| s["key"] == "color:navy_blue")
         });
     assert!(cites_intent, "{navy}");
+
+    // The same intents steer the home feed: both visitors look at one white shirt; the one who
+    // searched navy shirts sees more navy in the feed, and the feed says why.
+    let (status, found) = server.http(
+        "POST",
+        "/v1/search",
+        Some(&json!({"query": "shirt", "limit": 1, "filters": {"color": "white"}})),
+    );
+    assert_eq!(status, 200, "{found}");
+    let shirt = found["results"][0]["item"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let view = |session: &str| {
+        let e = json!({"type": "view", "session_id": session, "item_id": shirt});
+        assert_eq!(server.http("POST", "/v1/events", Some(&e)).0, 200);
+    };
+    view("navy");
+    for _ in 0..3 {
+        view("plain");
+    }
+    let home = |session: &str| {
+        let (status, out) = server.http(
+            "GET",
+            &format!("/v1/recommendations/home?session_id={session}&limit=20&explain=true"),
+            None,
+        );
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["strategy"], "pipeline", "{out}");
+        out
+    };
+    let navy_in_feed = |out: &serde_json::Value| {
+        out["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["item"]["attributes"]["color"] == "navy_blue")
+            .count()
+    };
+    let (steered, plain) = (home("navy"), home("plain"));
+    assert!(
+        navy_in_feed(&steered) > navy_in_feed(&plain),
+        "navy in the home feed: {} after searching navy, {} without",
+        navy_in_feed(&steered),
+        navy_in_feed(&plain)
+    );
+    let cites = steered["items"].as_array().unwrap().iter().any(|r| {
+        r["explanation"]["boosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["kind"] == "intent")
+    });
+    assert!(cites, "{steered}");
     server.stop();
     std::fs::remove_dir_all(&dir).ok();
 }
