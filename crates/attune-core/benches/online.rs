@@ -3,6 +3,7 @@
 //! of 20 events).
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use attune_core::online::{
     CoKind, Cooccurrence, CooccurrenceConfig, SessionKnn, SessionKnnConfig, Trending,
@@ -56,6 +57,18 @@ fn sessions(rng: &mut Rng, items: &[ItemId], n: usize) -> Vec<Vec<ItemId>> {
                 .collect()
         })
         .collect()
+}
+
+/// How long this thread has run on a CPU (Linux: the first field of
+/// `/proc/thread-self/schedstat`, in nanoseconds; updated at least every scheduler tick). On a
+/// shared machine, wall-clock times include the waits for a CPU that other processes cause;
+/// this does not.
+fn on_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
 }
 
 fn at(session: usize, event: usize) -> Timestamp {
@@ -146,6 +159,22 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let (key, s, k, t) = next(&mut cursor);
             state.knn.observe(key, black_box(&live[s][k]), t);
+        })
+    });
+    g.finish();
+
+    // The same, timed on the CPU: the counter moves at scheduler ticks (a few ms), so samples
+    // are long (about 2 s each).
+    let mut g = c.benchmark_group("online/update, on-CPU time");
+    g.sample_size(10).measurement_time(Duration::from_secs(20));
+    g.bench_function("all three, one event", |b| {
+        b.iter_custom(|iters| {
+            let t0 = on_cpu();
+            for _ in 0..iters {
+                let (key, s, k, t) = next(&mut cursor);
+                state.update(key, black_box(&live[s]), k, t);
+            }
+            on_cpu().saturating_sub(t0)
         })
     });
     g.finish();

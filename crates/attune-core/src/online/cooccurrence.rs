@@ -33,10 +33,10 @@
 //! # Memory
 //! Per kind, at most [`CooccurrenceConfig::max_items`] items, each with at most
 //! [`CooccurrenceConfig::max_neighbors`] neighbours. An item costs a node (id, popularity,
-//! generation, mark, neighbour list header: 48 bytes), a hash-map entry (about 20 bytes) and 12
-//! bytes per neighbour (slot, generation and count; the list never grows past its cap), so at
-//! most **about `70 + 12 · max_neighbors` bytes per item per kind** (1,270 bytes at the default
-//! 100 neighbours), plus the id's allocation when nothing else holds it.
+//! generation, mark, two column headers of its neighbour list: 72 bytes), a hash-map entry
+//! (about 20 bytes) and 12 bytes per neighbour (slot and generation, count; the list never grows
+//! past its cap), so at most **about `92 + 12 · max_neighbors` bytes per item per kind** (1,292
+//! bytes at the default 100 neighbours), plus the id's allocation when nothing else holds it.
 //!
 //! A full list drops its weakest neighbour for a new one at least as strong (of equal ones, the
 //! earliest added). A full table evicts one item per new one, chosen by a clock (second chance):
@@ -163,8 +163,12 @@ struct Node {
     era: u32,
     /// Touched since the eviction hand last passed (the "second chance" of the clock).
     referenced: bool,
+    /// A lower bound of the weakest count in `nbrs`: a full list's weakest only ever grows (a
+    /// count grows, or the weakest makes way for a stronger one), so a new pair weaker than
+    /// this cannot get in, and needs no scan.
+    floor: f32,
     /// At most `max_neighbors`, in the order they were added.
-    nbrs: Vec<Nbr>,
+    nbrs: Neighbors,
 }
 
 /// One neighbour in a list: the slot and generation it names, and the scaled count.
@@ -175,19 +179,77 @@ struct Nbr {
     count: f32,
 }
 
-/// The position of `(slot, era)` in a neighbour list. Scans eight entries at a time without an
-/// early exit inside each group, which the compiler turns into vector compares: this scan is
-/// most of the cost of an update.
-fn find(nbrs: &[Nbr], slot: u32, era: u32) -> Option<usize> {
-    let is = |e: &Nbr| e.slot == slot && e.era == era;
-    let mut chunks = nbrs.chunks_exact(8);
-    for (c, chunk) in chunks.by_ref().enumerate() {
-        if chunk.iter().fold(false, |hit, e| hit | is(e)) {
-            return chunk.iter().position(is).map(|k| c * 8 + k);
-        }
+/// A neighbour list, its columns apart so that the two scans of an update (find a neighbour,
+/// find the weakest) read plain arrays the compiler turns into vector instructions: those scans
+/// are most of the cost of an update.
+#[derive(Debug, Clone, Default)]
+struct Neighbors {
+    /// `era << 32 | slot` of each neighbour.
+    keys: Vec<u64>,
+    /// Scaled counts.
+    counts: Vec<f32>,
+}
+
+fn key(slot: u32, era: u32) -> u64 {
+    (u64::from(era) << 32) | u64::from(slot)
+}
+
+impl Neighbors {
+    fn len(&self) -> usize {
+        self.keys.len()
     }
-    let done = nbrs.len() - chunks.remainder().len();
-    chunks.remainder().iter().position(is).map(|k| done + k)
+
+    fn iter(&self) -> impl Iterator<Item = Nbr> + '_ {
+        self.keys.iter().zip(&self.counts).map(|(&k, &count)| Nbr {
+            slot: k as u32,
+            era: (k >> 32) as u32,
+            count,
+        })
+    }
+
+    /// The position of `key`, eight entries at a time (no early exit inside a group).
+    fn find(&self, key: u64) -> Option<usize> {
+        let mut chunks = self.keys.chunks_exact(8);
+        for (c, chunk) in chunks.by_ref().enumerate() {
+            if chunk.iter().fold(false, |hit, &k| hit | (k == key)) {
+                return chunk.iter().position(|&k| k == key).map(|p| c * 8 + p);
+            }
+        }
+        let done = self.keys.len() - chunks.remainder().len();
+        chunks
+            .remainder()
+            .iter()
+            .position(|&k| k == key)
+            .map(|p| done + p)
+    }
+
+    /// The position of the weakest (of equal ones, the earliest added), if any.
+    fn weakest(&self) -> Option<usize> {
+        let mut lanes = [f32::INFINITY; 8];
+        let mut chunks = self.counts.chunks_exact(8);
+        for chunk in chunks.by_ref() {
+            for (lane, &c) in lanes.iter_mut().zip(chunk) {
+                *lane = if c < *lane { c } else { *lane };
+            }
+        }
+        let mut min = lanes
+            .iter()
+            .fold(f32::INFINITY, |m, &c| if c < m { c } else { m });
+        for &c in chunks.remainder() {
+            min = if c < min { c } else { min };
+        }
+        self.counts.iter().position(|&c| c == min)
+    }
+
+    fn push(&mut self, key: u64, count: f32, cap: usize) {
+        push_capped(&mut self.keys, key, cap);
+        push_capped(&mut self.counts, count, cap);
+    }
+
+    fn remove(&mut self, at: usize) {
+        self.keys.remove(at);
+        self.counts.remove(at);
+    }
 }
 
 /// One kind's graph.
@@ -217,8 +279,9 @@ impl Graph {
             let k = k as f32;
             for node in &mut self.nodes {
                 node.pop *= k;
-                for e in &mut node.nbrs {
-                    e.count *= k;
+                node.floor *= k;
+                for c in &mut node.nbrs.counts {
+                    *c *= k;
                 }
             }
         }
@@ -269,7 +332,8 @@ impl Graph {
             }
             node.era = node.era.wrapping_add(1);
             node.pop = 0.0;
-            node.nbrs = Vec::new();
+            node.floor = 0.0;
+            node.nbrs = Neighbors::default();
             self.free.push(slot);
             return;
         }
@@ -309,31 +373,29 @@ impl Graph {
     /// is in the order its entries were added, which snapshots keep, so ties fall the same way
     /// after a restart.
     fn add(&mut self, i: u32, j: u32, w: f32, max_neighbors: usize) {
-        let era = self.nodes[j as usize].era;
-        let nbrs = &mut self.nodes[i as usize].nbrs;
-        if let Some(k) = find(nbrs, j, era) {
-            let entry = &mut nbrs[k].count;
-            *entry = (*entry + w).min(f32::MAX);
+        let key = key(j, self.nodes[j as usize].era);
+        let node = &mut self.nodes[i as usize];
+        let nbrs = &mut node.nbrs;
+        if let Some(k) = nbrs.find(key) {
+            let count = &mut nbrs.counts[k];
+            *count = (*count + w).min(f32::MAX);
             return;
         }
         if nbrs.len() >= max_neighbors {
-            let mut weakest = 0;
-            for (k, e) in nbrs.iter().enumerate() {
-                if e.count < nbrs[weakest].count {
-                    weakest = k;
-                }
-            }
-            if nbrs.get(weakest).is_none_or(|e| e.count > w) {
+            if w < node.floor {
                 return;
             }
-            nbrs.remove(weakest);
+            let Some(k) = nbrs.weakest() else {
+                return;
+            };
+            node.floor = nbrs.counts[k];
+            if node.floor > w {
+                return;
+            }
+            nbrs.remove(k);
         }
-        let e = Nbr {
-            slot: j,
-            era,
-            count: w,
-        };
-        push_capped(nbrs, e, max_neighbors);
+        nbrs.push(key, w, max_neighbors);
+        node.floor = node.floor.min(w);
     }
 
     fn id(&self, slot: u32) -> Option<&ItemId> {
@@ -344,7 +406,7 @@ impl Graph {
     fn similarities(&self, i: u32, beta: f32, weight: f32, mut f: impl FnMut(u32, f32)) {
         let node = &self.nodes[i as usize];
         let pi = node.pop.max(f32::MIN_POSITIVE).powf(1.0 - beta);
-        for e in &node.nbrs {
+        for e in node.nbrs.iter() {
             let other = &self.nodes[e.slot as usize];
             if other.era != e.era || other.id.is_none() {
                 continue;
@@ -657,19 +719,15 @@ impl Graph {
                 return Err(format!("{} has more than max_neighbors", item.id));
             }
             let i = g.index[&item.id];
-            let mut nbrs = Vec::with_capacity(item.neighbors.len());
+            let mut nbrs = Neighbors::default();
             for (j_id, c) in item.neighbors {
                 let Some(&j) = g.index.get(&j_id) else {
                     return Err(format!("{} names an unknown neighbour {j_id}", item.id));
                 };
-                if !ok(c) || j == i || nbrs.iter().any(|e: &Nbr| e.slot == j) {
+                if !ok(c) || j == i || nbrs.find(key(j, 0)).is_some() {
                     return Err(format!("bad neighbour {j_id} of {}", item.id));
                 }
-                nbrs.push(Nbr {
-                    slot: j,
-                    era: 0,
-                    count: c,
-                });
+                nbrs.push(key(j, 0), c, config.max_neighbors);
             }
             g.nodes[i as usize].nbrs = nbrs;
         }
@@ -876,9 +934,10 @@ mod tests {
         let mut stale = 0;
         for (id, &slot) in &g.index {
             let node = &g.nodes[slot as usize];
-            assert!(node.nbrs.len() <= 5 && node.nbrs.capacity() <= 5, "{id}");
-            for e in &node.nbrs {
-                if !g.live(e) {
+            let caps = (node.nbrs.keys.capacity(), node.nbrs.counts.capacity());
+            assert!(node.nbrs.len() <= 5 && caps.0 <= 5 && caps.1 <= 5, "{id}");
+            for e in node.nbrs.iter() {
+                if !g.live(&e) {
                     stale += 1;
                 }
             }
@@ -1011,8 +1070,7 @@ mod tests {
 
     #[test]
     fn sizes_are_as_documented() {
-        assert!(std::mem::size_of::<Node>() <= 48);
-        assert_eq!(std::mem::size_of::<Nbr>(), 12);
+        assert!(std::mem::size_of::<Node>() <= 72);
     }
 
     #[test]
