@@ -22,13 +22,13 @@
 //! [`CooccurrenceConfig::popularity_exponent`]. `β = 0` is the conditional frequency `c/pop(i)`
 //! (the chance of seeing `j` near `i`; popular `j` rank high), `β = 0.5` the cosine-like
 //! `c/√(pop(i)·pop(j))` (popular `j` pay for their popularity). The default `β = 0.2` sits near
-//! the first: on DIGINETICA (all training sessions, the first 20,000 test prefixes, the last five
-//! items as anchors weighing 1, 1/2, 1/4, …) the next item was in the top 20 for 41.5–41.7% of
-//! the prefixes at `β` from 0 to 0.25 (0.15 best by a hair), 41.0% at 0.35 and 40.0% at the cosine's
-//! 0.5: the item that comes next is often a popular one. The window mattered less (5 or 10 within
-//! 0.1 points; 3 about half a point worse), so the default is the cheaper 5. The `pop(i)` factor
-//! matters only across the anchors of [`Cooccurrence::recommend`], where it keeps a popular anchor
-//! from drowning the others.
+//! the first: on DIGINETICA (all training sessions without decay, the first 20,000 test prefixes,
+//! the last five items as anchors weighing 1, 1/2, 1/4, …) the next item was in the top 20 for
+//! 41.5–41.7% of the prefixes at `β` from 0 to 0.25 (0.15 best by a hair), 41.0% at 0.35 and
+//! 40.0% at the cosine's 0.5: the item that comes next is often a popular one. The window
+//! mattered less (5 or 10 within 0.1 points; 3 about half a point worse), so the default is the
+//! cheaper 5. The `pop(i)` factor matters only across the anchors of
+//! [`Cooccurrence::recommend`], where it keeps a popular anchor from drowning the others.
 //!
 //! # Memory
 //! Per kind, at most [`CooccurrenceConfig::max_items`] items, each with at most
@@ -43,7 +43,9 @@
 //! the hand sweeps the slots, spares an item touched since it last passed (clearing its mark)
 //! and evicts the first untouched one, which approximates least-recently-used in O(1) amortised
 //! time without a pause. Entries in other lists that name the evicted item go stale (the slot's
-//! generation moves on): queries skip them, and they fade and get dropped like weak ones.
+//! generation moves on): queries skip them, and they fade and get dropped like weak ones. A
+//! snapshot leaves stale entries out, so a restored graph answers exactly as the saved one but
+//! may later evict a little differently (its lists have the room the stale entries took).
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};

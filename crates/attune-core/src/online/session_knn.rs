@@ -154,7 +154,8 @@ struct Item {
 ///
 /// let mut knn = SessionKnn::new(SessionKnnConfig::default()).unwrap();
 /// let t = Timestamp::from_millis(1_700_000_000_000);
-/// let [tent, mat, stove, lamp] = ["tent", "mat", "stove", "lamp"].map(|s| ItemId::new(s).unwrap());
+/// let [tent, mat, stove, lamp] =
+///     ["tent", "mat", "stove", "lamp"].map(|s| ItemId::new(s).unwrap());
 /// knn.observe_session(1, &[tent.clone(), mat.clone(), stove.clone()], t);
 /// knn.observe_session(2, &[lamp.clone(), stove.clone()], t);
 /// // The visitor (session 3) looked at the tent: session 1 is the neighbour.
@@ -519,8 +520,8 @@ impl SessionKnn {
         i
     }
 
-    /// The session ranked `born` no longer holds item `i`: take it out of the item's index and frequency, and
-    /// free the item when no session holds it.
+    /// The session ranked `born` no longer holds item `i`: take it out of the item's index and
+    /// frequency, and free the item when no session holds it.
     fn unlink(&mut self, born: u32, i: u32) {
         let item = &mut self.item_slots[i as usize];
         // A session dropped for being the oldest is at the front of every list it is in.
