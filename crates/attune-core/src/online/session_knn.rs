@@ -971,19 +971,33 @@ mod tests {
             knn.observe(e / 7, &item, at((e * 1000) as i64));
         }
         let json = serde_json::to_string(&knn).unwrap();
-        let back: SessionKnn = serde_json::from_str(&json).unwrap();
+        let mut back: SessionKnn = serde_json::from_str(&json).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), json);
-        for q in 0..41u64 {
-            let seq: Vec<ItemId> = (0..4)
-                .map(|k| id(&format!("i{}", (q * 5 + k * 3) % 41)))
-                .collect();
-            for own in [None, Some(85)] {
-                assert_eq!(
-                    knn.recommend(&seq, 20, &all, own),
-                    back.recommend(&seq, 20, &all, own)
-                );
+        let same = |a: &SessionKnn, b: &SessionKnn| {
+            for q in 0..41u64 {
+                let seq: Vec<ItemId> = (0..4)
+                    .map(|k| id(&format!("i{}", (q * 5 + k * 3) % 41)))
+                    .collect();
+                for own in [None, Some(85)] {
+                    assert_eq!(
+                        a.recommend(&seq, 20, &all, own),
+                        b.recommend(&seq, 20, &all, own)
+                    );
+                }
             }
+        };
+        same(&knn, &back);
+        // Both keep learning (and evicting) the same way.
+        for e in 600..900u64 {
+            let item = id(&format!("i{}", (e * 17) % 43));
+            knn.observe(e / 7, &item, at((e * 1000) as i64));
+            back.observe(e / 7, &item, at((e * 1000) as i64));
         }
+        same(&knn, &back);
+        assert_eq!(
+            serde_json::to_string(&knn).unwrap(),
+            serde_json::to_string(&back).unwrap()
+        );
     }
 
     #[test]
