@@ -1086,7 +1086,7 @@ mod tests {
             .flat_map(|&(i, _, _)| knn.item_slots[i as usize].recent.iter().copied())
             .filter(|&(s, _)| Some(s) != own)
             .collect();
-        candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        candidates.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
         candidates.dedup();
         candidates.truncate(cfg.sample_size);
         let mut near: Vec<(u32, f32, u32)> = candidates
