@@ -22,25 +22,30 @@
 //! [`CooccurrenceConfig::popularity_exponent`]. `β = 0` is the conditional frequency `c/pop(i)`
 //! (the chance of seeing `j` near `i`; popular `j` rank high), `β = 0.5` the cosine-like
 //! `c/√(pop(i)·pop(j))` (popular `j` pay for their popularity). The default `β = 0.2` sits near
-//! the first: on DIGINETICA (all training sessions, the first 20,000 test prefixes, the last five
-//! items as anchors weighing 1, 1/2, 1/4, …) the next item was in the top 20 for 41.5–41.7% of
-//! the prefixes at `β` from 0 to 0.25 (0.15 best by a hair), 41.0% at 0.35 and 40.0% at the cosine's
-//! 0.5: the item that comes next is often a popular one. The window mattered less (5 or 10 within
-//! 0.1 points; 3 about half a point worse), so the default is the cheaper 5. The `pop(i)` factor
-//! matters only across the anchors of [`Cooccurrence::recommend`], where it keeps a popular anchor
-//! from drowning the others.
+//! the first: on DIGINETICA (all training sessions without decay, the first 20,000 test prefixes,
+//! the last five items as anchors weighing 1, 1/2, 1/4, …) the next item was in the top 20 for
+//! 41.5–41.7% of the prefixes at `β` from 0 to 0.25 (0.15 best by a hair), 41.0% at 0.35 and
+//! 40.0% at the cosine's 0.5: the item that comes next is often a popular one. The window
+//! mattered less (5 or 10 within 0.1 points; 3 about half a point worse), so the default is the
+//! cheaper 5. The `pop(i)` factor matters only across the anchors of
+//! [`Cooccurrence::recommend`], where it keeps a popular anchor from drowning the others.
 //!
 //! # Memory
 //! Per kind, at most [`CooccurrenceConfig::max_items`] items, each with at most
-//! [`CooccurrenceConfig::max_neighbors`] neighbours. An item costs a node (id, popularity, last
-//! update, neighbour list header: 48 bytes), a hash-map entry (about 20 bytes) and 8 bytes per
-//! neighbour (a 4-byte slot and a 4-byte count; the list never grows past its cap), so at most
-//! **about `72 + 8 · max_neighbors` bytes per item per kind** (872 bytes at the default 100
-//! neighbours), plus the id's allocation when nothing else holds it. A full list drops its weakest
-//! neighbour for a new one at least as strong (of equal ones, the earliest added); a full table
-//! drops its stalest sixteenth (least recently updated) at once, then removes the references to
-//! them from every list (one pass over all lists per sixteenth of the table: a pause of some
-//! milliseconds on a full table, amortised to a few neighbour checks per new item).
+//! [`CooccurrenceConfig::max_neighbors`] neighbours. An item costs a node (id, popularity,
+//! generation, mark, two column headers of its neighbour list: 72 bytes), a hash-map entry
+//! (about 20 bytes) and 12 bytes per neighbour (slot and generation, count; the list never grows
+//! past its cap), so at most **about `92 + 12 · max_neighbors` bytes per item per kind** (1,292
+//! bytes at the default 100 neighbours), plus the id's allocation when nothing else holds it.
+//!
+//! A full list drops its weakest neighbour for a new one at least as strong (of equal ones, the
+//! earliest added). A full table evicts one item per new one, chosen by a clock (second chance):
+//! the hand sweeps the slots, spares an item touched since it last passed (clearing its mark)
+//! and evicts the first untouched one, which approximates least-recently-used in O(1) amortised
+//! time without a pause. Entries in other lists that name the evicted item go stale (the slot's
+//! generation moves on): queries skip them, and they fade and get dropped like weak ones. A
+//! snapshot leaves stale entries out, so a restored graph answers exactly as the saved one but
+//! may later evict a little differently (its lists have the room the stale entries took).
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -155,28 +160,98 @@ struct Node {
     id: Option<ItemId>,
     /// Scaled popularity.
     pop: f32,
-    /// Milliseconds since the epoch of the last update that touched the item (for eviction).
-    last: i64,
-    /// (Slot, scaled count), at most `max_neighbors`, in no order.
-    nbrs: Vec<(u32, f32)>,
+    /// Bumped each time the slot is freed: an entry naming the slot with an older generation
+    /// is about an evicted item, and ignored.
+    era: u32,
+    /// Touched since the eviction hand last passed (the "second chance" of the clock).
+    referenced: bool,
+    /// A lower bound of the weakest count in `nbrs`: a full list's weakest only ever grows (a
+    /// count grows, or the weakest makes way for a stronger one), so a new pair weaker than
+    /// this cannot get in, and needs no scan.
+    floor: f32,
+    /// At most `max_neighbors`, in the order they were added.
+    nbrs: Neighbors,
 }
 
-/// The position of slot `j` in a neighbour list. Scans eight entries at a time without an early
-/// exit inside each group, which the compiler turns into vector compares: this scan is most of
-/// the cost of an update.
-fn find(nbrs: &[(u32, f32)], j: u32) -> Option<usize> {
-    let mut chunks = nbrs.chunks_exact(8);
-    for (c, chunk) in chunks.by_ref().enumerate() {
-        if chunk.iter().fold(false, |hit, e| hit | (e.0 == j)) {
-            return chunk.iter().position(|e| e.0 == j).map(|k| c * 8 + k);
-        }
+/// One neighbour in a list: the slot and generation it names, and the scaled count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Nbr {
+    slot: u32,
+    era: u32,
+    count: f32,
+}
+
+/// A neighbour list, its columns apart so that the two scans of an update (find a neighbour,
+/// find the weakest) read plain arrays the compiler turns into vector instructions: those scans
+/// are most of the cost of an update.
+#[derive(Debug, Clone, Default)]
+struct Neighbors {
+    /// `era << 32 | slot` of each neighbour.
+    keys: Vec<u64>,
+    /// Scaled counts.
+    counts: Vec<f32>,
+}
+
+fn key(slot: u32, era: u32) -> u64 {
+    (u64::from(era) << 32) | u64::from(slot)
+}
+
+impl Neighbors {
+    fn len(&self) -> usize {
+        self.keys.len()
     }
-    let done = nbrs.len() - chunks.remainder().len();
-    chunks
-        .remainder()
-        .iter()
-        .position(|e| e.0 == j)
-        .map(|k| done + k)
+
+    fn iter(&self) -> impl Iterator<Item = Nbr> + '_ {
+        self.keys.iter().zip(&self.counts).map(|(&k, &count)| Nbr {
+            slot: k as u32,
+            era: (k >> 32) as u32,
+            count,
+        })
+    }
+
+    /// The position of `key`, eight entries at a time (no early exit inside a group).
+    fn find(&self, key: u64) -> Option<usize> {
+        let mut chunks = self.keys.chunks_exact(8);
+        for (c, chunk) in chunks.by_ref().enumerate() {
+            if chunk.iter().fold(false, |hit, &k| hit | (k == key)) {
+                return chunk.iter().position(|&k| k == key).map(|p| c * 8 + p);
+            }
+        }
+        let done = self.keys.len() - chunks.remainder().len();
+        chunks
+            .remainder()
+            .iter()
+            .position(|&k| k == key)
+            .map(|p| done + p)
+    }
+
+    /// The position of the weakest (of equal ones, the earliest added), if any.
+    fn weakest(&self) -> Option<usize> {
+        let mut lanes = [f32::INFINITY; 8];
+        let mut chunks = self.counts.chunks_exact(8);
+        for chunk in chunks.by_ref() {
+            for (lane, &c) in lanes.iter_mut().zip(chunk) {
+                *lane = if c < *lane { c } else { *lane };
+            }
+        }
+        let mut min = lanes
+            .iter()
+            .fold(f32::INFINITY, |m, &c| if c < m { c } else { m });
+        for &c in chunks.remainder() {
+            min = if c < min { c } else { min };
+        }
+        self.counts.iter().position(|&c| c == min)
+    }
+
+    fn push(&mut self, key: u64, count: f32, cap: usize) {
+        push_capped(&mut self.keys, key, cap);
+        push_capped(&mut self.counts, count, cap);
+    }
+
+    fn remove(&mut self, at: usize) {
+        self.keys.remove(at);
+        self.counts.remove(at);
+    }
 }
 
 /// One kind's graph.
@@ -186,6 +261,8 @@ struct Graph {
     index: FxHashMap<ItemId, u32>,
     nodes: Vec<Node>,
     free: Vec<u32>,
+    /// The eviction clock's hand: the next slot it looks at.
+    hand: u32,
 }
 
 impl Graph {
@@ -195,6 +272,7 @@ impl Graph {
             index: FxHashMap::default(),
             nodes: Vec::new(),
             free: Vec::new(),
+            hand: 0,
         }
     }
 
@@ -203,43 +281,63 @@ impl Graph {
             let k = k as f32;
             for node in &mut self.nodes {
                 node.pop *= k;
-                for (_, c) in &mut node.nbrs {
+                node.floor *= k;
+                for c in &mut node.nbrs.counts {
                     *c *= k;
                 }
             }
         }
     }
 
-    /// Makes room for `extra` new items, evicting the stalest sixteenth of the table (or more,
-    /// if `extra` needs it) when full.
-    fn reserve(&mut self, extra: usize, max_items: usize) {
-        let live = self.index.len();
-        if live + extra <= max_items {
+    /// Makes room for the items of `touched` that are not tracked yet. While the table is too
+    /// full for them, the clock's hand sweeps the slots, giving each touched item a second
+    /// chance (clearing its mark) and evicting the first untouched one: an approximation of
+    /// least-recently-used that costs O(1) amortised and never pauses. References to an evicted
+    /// item in other lists go stale (the slot's generation moves on) instead of being searched
+    /// for. The tracked items of `touched` are marked first, so the hand spares them unless it
+    /// goes all the way round; the count of new ones is taken again after each eviction, in case
+    /// it took one of them.
+    fn make_room(&mut self, touched: &[Option<(usize, &ItemId)>], max_items: usize) {
+        if self.index.len() + touched.len() <= max_items {
             return;
         }
-        let drop = (live + extra - max_items).max(max_items / 16).min(live);
-        let mut order: Vec<(i64, &ItemId, u32)> = self
-            .index
-            .iter()
-            .map(|(id, &slot)| (self.nodes[slot as usize].last, id, slot))
-            .collect();
-        if drop < order.len() {
-            order.select_nth_unstable_by(drop, |a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        for &(_, x) in touched.iter().flatten() {
+            if let Some(&slot) = self.index.get(x) {
+                self.touch(slot);
+            }
         }
-        let gone: Vec<u32> = order[..drop].iter().map(|&(_, _, slot)| slot).collect();
-        for slot in gone {
+        loop {
+            let new = touched
+                .iter()
+                .flatten()
+                .filter(|(_, x)| !self.index.contains_key(*x))
+                .count();
+            if self.index.is_empty() || self.index.len() + new <= max_items {
+                return;
+            }
+            self.evict_one();
+        }
+    }
+
+    /// Moves the clock's hand to the next untouched item, clearing marks on the way, and
+    /// evicts it.
+    fn evict_one(&mut self) {
+        while !self.index.is_empty() {
+            let slot = self.hand;
+            self.hand = (self.hand + 1) % self.nodes.len() as u32;
             let node = &mut self.nodes[slot as usize];
+            if node.id.is_none() || std::mem::replace(&mut node.referenced, false) {
+                continue;
+            }
             if let Some(id) = node.id.take() {
                 self.index.remove(&id);
             }
-            *node = Node::default();
+            node.era = node.era.wrapping_add(1);
+            node.pop = 0.0;
+            node.floor = 0.0;
+            node.nbrs = Neighbors::default();
             self.free.push(slot);
-        }
-        // No list may keep a freed slot: it is about to name another item.
-        let nodes = &mut self.nodes;
-        let live: Vec<bool> = nodes.iter().map(|n| n.id.is_some()).collect();
-        for node in nodes.iter_mut() {
-            node.nbrs.retain(|&(j, _)| live[j as usize]);
+            return;
         }
     }
 
@@ -248,29 +346,28 @@ impl Graph {
         if let Some(&slot) = self.index.get(item) {
             return slot;
         }
-        let node = Node {
-            id: Some(item.clone()),
-            pop: 0.0,
-            last: i64::MIN,
-            nbrs: Vec::new(),
-        };
         let slot = match self.free.pop() {
-            Some(slot) => {
-                self.nodes[slot as usize] = node;
-                slot
-            }
+            Some(slot) => slot,
             None => {
-                self.nodes.push(node);
+                self.nodes.push(Node::default());
                 (self.nodes.len() - 1) as u32
             }
         };
+        let node = &mut self.nodes[slot as usize];
+        node.id = Some(item.clone());
+        node.referenced = true;
         self.index.insert(item.clone(), slot);
         slot
     }
 
-    fn touch(&mut self, slot: u32, at: Timestamp) {
-        let node = &mut self.nodes[slot as usize];
-        node.last = node.last.max(at.as_millis());
+    fn touch(&mut self, slot: u32) {
+        self.nodes[slot as usize].referenced = true;
+    }
+
+    /// Whether an entry still names a tracked item.
+    fn live(&self, e: &Nbr) -> bool {
+        let node = &self.nodes[e.slot as usize];
+        node.era == e.era && node.id.is_some()
     }
 
     /// `c(i, j) += w`. A full list makes room by dropping its weakest neighbour, if that one is
@@ -278,40 +375,48 @@ impl Graph {
     /// is in the order its entries were added, which snapshots keep, so ties fall the same way
     /// after a restart.
     fn add(&mut self, i: u32, j: u32, w: f32, max_neighbors: usize) {
-        let nbrs = &mut self.nodes[i as usize].nbrs;
-        if let Some(k) = find(nbrs, j) {
-            let entry = &mut nbrs[k].1;
-            *entry = (*entry + w).min(f32::MAX);
+        let key = key(j, self.nodes[j as usize].era);
+        let node = &mut self.nodes[i as usize];
+        let nbrs = &mut node.nbrs;
+        if let Some(k) = nbrs.find(key) {
+            let count = &mut nbrs.counts[k];
+            *count = (*count + w).min(f32::MAX);
             return;
         }
         if nbrs.len() >= max_neighbors {
-            let mut weakest = 0;
-            for (k, e) in nbrs.iter().enumerate() {
-                if e.1 < nbrs[weakest].1 {
-                    weakest = k;
-                }
-            }
-            if nbrs.get(weakest).is_none_or(|e| e.1 > w) {
+            if w < node.floor {
                 return;
             }
-            nbrs.remove(weakest);
+            let Some(k) = nbrs.weakest() else {
+                return;
+            };
+            node.floor = nbrs.counts[k];
+            if node.floor > w {
+                return;
+            }
+            nbrs.remove(k);
         }
-        push_capped(nbrs, (j, w), max_neighbors);
+        nbrs.push(key, w, max_neighbors);
+        node.floor = node.floor.min(w);
     }
 
     fn id(&self, slot: u32) -> Option<&ItemId> {
         self.nodes[slot as usize].id.as_ref()
     }
 
-    /// `sim(i → j)` for every neighbour `j` of `i`, times `weight`, passed to `f`.
+    /// `sim(i → j)` for every live neighbour `j` of `i`, times `weight`, passed to `f`.
     fn similarities(&self, i: u32, beta: f32, weight: f32, mut f: impl FnMut(u32, f32)) {
         let node = &self.nodes[i as usize];
         let pi = node.pop.max(f32::MIN_POSITIVE).powf(1.0 - beta);
-        for &(j, c) in &node.nbrs {
-            let pj = self.nodes[j as usize].pop.max(f32::MIN_POSITIVE).powf(beta);
-            let s = clean(f64::from(weight) * f64::from(c) / (f64::from(pi) * f64::from(pj)));
+        for e in node.nbrs.iter() {
+            let other = &self.nodes[e.slot as usize];
+            if other.era != e.era || other.id.is_none() {
+                continue;
+            }
+            let pj = other.pop.max(f32::MIN_POSITIVE).powf(beta);
+            let s = clean(f64::from(weight) * f64::from(e.count) / (f64::from(pi) * f64::from(pj)));
             if s > 0.0 {
-                f(j, s);
+                f(e.slot, s);
             }
         }
     }
@@ -371,9 +476,13 @@ impl Cooccurrence {
     /// How many neighbours `item` keeps for `kind` (0 if not tracked).
     pub fn neighbor_count(&self, kind: CoKind, item: &ItemId) -> usize {
         let g = &self.graphs[kind.index()];
-        g.index
-            .get(item)
-            .map_or(0, |&slot| g.nodes[slot as usize].nbrs.len())
+        g.index.get(item).map_or(0, |&slot| {
+            g.nodes[slot as usize]
+                .nbrs
+                .iter()
+                .filter(|e| g.live(e))
+                .count()
+        })
     }
 
     /// One event of `kind` on `item` at `at`; `earlier` are the same session's earlier items of
@@ -382,31 +491,32 @@ impl Cooccurrence {
     pub fn observe(&mut self, kind: CoKind, item: &ItemId, earlier: &[ItemId], at: Timestamp) {
         let max_neighbors = self.config.max_neighbors;
         let window = self.config.window;
+        // The items this event touches: `item`, then up to `window` distinct earlier ones,
+        // latest first, with their distances.
+        let mut touched: [Option<(usize, &ItemId)>; MAX_WINDOW + 1] = [None; MAX_WINDOW + 1];
+        touched[0] = Some((0, item));
+        let mut n = 1;
+        for (d, e) in earlier.iter().rev().enumerate() {
+            if n > window {
+                break;
+            }
+            if !touched[..n].iter().flatten().any(|&(_, x)| x == e) {
+                touched[n] = Some((d + 1, e));
+                n += 1;
+            }
+        }
         let g = &mut self.graphs[kind.index()];
         g.rebase(at);
         let f = g.scale.factor(at) as f32;
-        g.reserve(1 + window.min(earlier.len()), self.config.max_items);
+        g.make_room(&touched[..n], self.config.max_items);
         let i = g.slot(item);
-        g.touch(i, at);
+        g.touch(i);
         let node = &mut g.nodes[i as usize];
         node.pop = (node.pop + f).min(f32::MAX);
-        let mut seen = [i; MAX_WINDOW + 1];
-        let mut n_seen = 1;
-        for (d, e) in earlier.iter().rev().enumerate() {
-            if n_seen > window {
-                break;
-            }
-            if e == item {
-                continue;
-            }
+        for &(d, e) in touched[1..n].iter().flatten() {
             let j = g.slot(e);
-            if seen[..n_seen].contains(&j) {
-                continue;
-            }
-            seen[n_seen] = j;
-            n_seen += 1;
-            g.touch(j, at);
-            let w = f / (d + 1) as f32;
+            g.touch(j);
+            let w = f / d as f32;
             g.add(i, j, w, max_neighbors);
             g.add(j, i, w, max_neighbors);
         }
@@ -447,16 +557,20 @@ impl Cooccurrence {
         let g = &mut self.graphs[kind.index()];
         g.rebase(at);
         let f = g.scale.factor(at) as f32;
-        g.reserve(1 + strongest.len(), self.config.max_items);
+        let touched: Vec<Option<(usize, &ItemId)>> = std::iter::once(item)
+            .chain(strongest.iter().map(|&(j, _)| j))
+            .map(|x| Some((0, x)))
+            .collect();
+        g.make_room(&touched, self.config.max_items);
         let i = g.slot(item);
-        g.touch(i, at);
+        g.touch(i);
         if ok(pop) {
             let node = &mut g.nodes[i as usize];
             node.pop = (node.pop + pop.min(MAX_SEED) * f).min(f32::MAX);
         }
         for (j_id, c) in strongest {
             let j = g.slot(j_id);
-            g.touch(j, at);
+            g.touch(j);
             g.add(i, j, (c * f).min(f32::MAX), max_neighbors);
         }
     }
@@ -513,7 +627,8 @@ impl Cooccurrence {
 struct ItemSnapshot {
     id: ItemId,
     pop: f32,
-    last: i64,
+    /// The eviction clock's mark.
+    referenced: bool,
     /// Neighbours in the order they were added (which decides ties when a full list drops one).
     neighbors: Vec<(ItemId, f32)>,
 }
@@ -522,8 +637,10 @@ struct ItemSnapshot {
 #[serde(deny_unknown_fields)]
 struct GraphSnapshot {
     scale: Scale,
-    /// Items by id.
+    /// Items in the order the eviction clock visits them.
     items: Vec<ItemSnapshot>,
+    /// The position in `items` the clock's hand points at.
+    hand: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -537,27 +654,31 @@ struct Snapshot {
 
 impl Graph {
     fn snapshot(&self) -> GraphSnapshot {
-        let mut items: Vec<ItemSnapshot> = self
-            .index
-            .iter()
-            .map(|(id, &slot)| {
-                let node = &self.nodes[slot as usize];
-                let neighbors = node
-                    .nbrs
-                    .iter()
-                    .filter_map(|&(j, c)| self.id(j).map(|jd| (jd.clone(), c)))
-                    .collect();
-                ItemSnapshot {
-                    id: id.clone(),
-                    pop: node.pop,
-                    last: node.last,
-                    neighbors,
-                }
-            })
-            .collect();
-        items.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut items = Vec::with_capacity(self.index.len());
+        let mut hand = 0;
+        for (slot, node) in self.nodes.iter().enumerate() {
+            let Some(id) = &node.id else {
+                continue;
+            };
+            if slot < self.hand as usize {
+                hand += 1;
+            }
+            let neighbors = node
+                .nbrs
+                .iter()
+                .filter(|e| self.live(e))
+                .filter_map(|e| self.id(e.slot).map(|j| (j.clone(), e.count)))
+                .collect();
+            items.push(ItemSnapshot {
+                id: id.clone(),
+                pop: node.pop,
+                referenced: node.referenced,
+                neighbors,
+            });
+        }
         GraphSnapshot {
             scale: self.scale,
+            hand: if hand == items.len() { 0 } else { hand },
             items,
         }
     }
@@ -585,22 +706,30 @@ impl Graph {
             let slot = g.slot(&item.id);
             let node = &mut g.nodes[slot as usize];
             node.pop = item.pop;
-            node.last = item.last;
+            node.referenced = item.referenced;
         }
+        if snap.hand > snap.items.len() {
+            return Err("the clock's hand points past the items".to_owned());
+        }
+        g.hand = if snap.hand == snap.items.len() {
+            0
+        } else {
+            snap.hand as u32
+        };
         for item in snap.items {
             if item.neighbors.len() > config.max_neighbors {
                 return Err(format!("{} has more than max_neighbors", item.id));
             }
             let i = g.index[&item.id];
-            let mut nbrs = Vec::with_capacity(item.neighbors.len());
+            let mut nbrs = Neighbors::default();
             for (j_id, c) in item.neighbors {
                 let Some(&j) = g.index.get(&j_id) else {
                     return Err(format!("{} names an unknown neighbour {j_id}", item.id));
                 };
-                if !ok(c) || j == i || nbrs.iter().any(|&(s, _)| s == j) {
+                if !ok(c) || j == i || nbrs.find(key(j, 0)).is_some() {
                     return Err(format!("bad neighbour {j_id} of {}", item.id));
                 }
-                nbrs.push((j, c));
+                nbrs.push(key(j, 0), c, config.max_neighbors);
             }
             g.nodes[i as usize].nbrs = nbrs;
         }
@@ -801,16 +930,25 @@ mod tests {
             }
             let g = &co.graphs[0];
             assert!(g.index.len() <= 64);
-            assert!(g.nodes.len() <= 64 + 6);
+            assert!(g.nodes.len() <= 64);
         }
         let g = &co.graphs[0];
+        let mut stale = 0;
         for (id, &slot) in &g.index {
             let node = &g.nodes[slot as usize];
-            assert!(node.nbrs.len() <= 5 && node.nbrs.capacity() <= 5, "{id}");
-            for &(j, _) in &node.nbrs {
-                assert!(g.nodes[j as usize].id.is_some());
+            let caps = (node.nbrs.keys.capacity(), node.nbrs.counts.capacity());
+            assert!(node.nbrs.len() <= 5 && caps.0 <= 5 && caps.1 <= 5, "{id}");
+            for e in node.nbrs.iter() {
+                if !g.live(&e) {
+                    stale += 1;
+                }
+            }
+            // Queries see live neighbours only.
+            for (n, _) in co.neighbors(CoKind::View, id, 10, &all) {
+                assert!(g.index.contains_key(&n));
             }
         }
+        assert!(stale > 0, "the flood evicted items that others still named");
         // The most recent items are still there.
         assert!(co.neighbor_count(CoKind::View, earlier.last().unwrap()) > 0);
     }
@@ -934,8 +1072,56 @@ mod tests {
 
     #[test]
     fn sizes_are_as_documented() {
-        assert!(std::mem::size_of::<Node>() <= 48);
-        assert_eq!(std::mem::size_of::<(u32, f32)>(), 8);
+        assert!(std::mem::size_of::<Node>() <= 72);
+    }
+
+    #[test]
+    fn the_clock_spares_what_was_touched() {
+        let mut cfg = config(0.0);
+        cfg.max_items = 22;
+        let mut co = Cooccurrence::new(cfg).unwrap();
+        for k in 0..22 {
+            co.observe(CoKind::View, &id(&format!("i{k:02}")), &[], at(0));
+        }
+        // The first new item sends the hand round once, clearing every mark, and takes i00.
+        // Then i02 is touched again, and two new items come: the hand takes i01, spares i02
+        // (clearing its mark) and takes i03.
+        co.observe(CoKind::View, &id("new0"), &[], at(1));
+        co.observe(CoKind::View, &id("i02"), &[], at(2));
+        co.observe(CoKind::View, &id("new1"), &[], at(3));
+        co.observe(CoKind::View, &id("new2"), &[], at(4));
+        let g = &co.graphs[0];
+        assert_eq!(g.index.len(), 22);
+        for (name, tracked) in [
+            ("i00", false),
+            ("i01", false),
+            ("i02", true),
+            ("i03", false),
+            ("i04", true),
+            ("new2", true),
+        ] {
+            assert_eq!(g.index.contains_key(name), tracked, "{name}");
+        }
+        // References to an evicted item go stale, and stay so when it comes back.
+        co.observe(CoKind::View, &id("i05"), &[id("i04")], at(5));
+        assert_eq!(co.neighbor_count(CoKind::View, &id("i04")), 1);
+        let mut k = 0;
+        while co.graphs[0].index.contains_key("i05") {
+            co.observe(CoKind::View, &id(&format!("y{k}")), &[], at(6));
+            co.observe(CoKind::View, &id("i04"), &[], at(6));
+            k += 1;
+        }
+        assert!(co.graphs[0].index.contains_key("i04"));
+        assert_eq!(co.neighbor_count(CoKind::View, &id("i04")), 0);
+        co.observe(CoKind::View, &id("i05"), &[], at(7));
+        assert_eq!(co.neighbor_count(CoKind::View, &id("i04")), 0);
+        assert!(co.neighbors(CoKind::View, &id("i04"), 5, &all).is_empty());
+        assert_eq!(
+            co.graphs[0].nodes[co.graphs[0].index["i04"] as usize]
+                .nbrs
+                .len(),
+            1
+        );
     }
 
     proptest! {

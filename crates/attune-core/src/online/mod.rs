@@ -12,8 +12,10 @@
 //! no locks (the engine wraps each in one), no randomness. They share these rules:
 //!
 //! - **Bounded memory.** Each has caps (items tracked, neighbours per item, sessions tracked,
-//!   items per session) and evicts the stalest entries when full; each type's docs give the
-//!   worst-case bytes per item and per session.
+//!   items per session) and evicts when full, one entry at a time so that no update pauses:
+//!   trending drops its lowest score, co-occurrence its least recently touched item (a clock
+//!   approximation) and weakest neighbour, session kNN the session that started first and a
+//!   session's oldest item. Each type's docs give the worst-case bytes per item and per session.
 //! - **Snapshots.** Each is `Serialize`/`Deserialize` (serde) as a whole, in a layout that names
 //!   items by id (not by internal slot), so the engine can write it to disk and load it at restart.
 //!   Loading validates the snapshot and rebuilds the internal indexes; a loaded structure answers

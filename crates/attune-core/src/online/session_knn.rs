@@ -154,7 +154,8 @@ struct Item {
 ///
 /// let mut knn = SessionKnn::new(SessionKnnConfig::default()).unwrap();
 /// let t = Timestamp::from_millis(1_700_000_000_000);
-/// let [tent, mat, stove, lamp] = ["tent", "mat", "stove", "lamp"].map(|s| ItemId::new(s).unwrap());
+/// let [tent, mat, stove, lamp] =
+///     ["tent", "mat", "stove", "lamp"].map(|s| ItemId::new(s).unwrap());
 /// knn.observe_session(1, &[tent.clone(), mat.clone(), stove.clone()], t);
 /// knn.observe_session(2, &[lamp.clone(), stove.clone()], t);
 /// // The visitor (session 3) looked at the tent: session 1 is the neighbour.
@@ -519,8 +520,8 @@ impl SessionKnn {
         i
     }
 
-    /// The session ranked `born` no longer holds item `i`: take it out of the item's index and frequency, and
-    /// free the item when no session holds it.
+    /// The session ranked `born` no longer holds item `i`: take it out of the item's index and
+    /// frequency, and free the item when no session holds it.
     fn unlink(&mut self, born: u32, i: u32) {
         let item = &mut self.item_slots[i as usize];
         // A session dropped for being the oldest is at the front of every list it is in.
@@ -970,19 +971,33 @@ mod tests {
             knn.observe(e / 7, &item, at((e * 1000) as i64));
         }
         let json = serde_json::to_string(&knn).unwrap();
-        let back: SessionKnn = serde_json::from_str(&json).unwrap();
+        let mut back: SessionKnn = serde_json::from_str(&json).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), json);
-        for q in 0..41u64 {
-            let seq: Vec<ItemId> = (0..4)
-                .map(|k| id(&format!("i{}", (q * 5 + k * 3) % 41)))
-                .collect();
-            for own in [None, Some(85)] {
-                assert_eq!(
-                    knn.recommend(&seq, 20, &all, own),
-                    back.recommend(&seq, 20, &all, own)
-                );
+        let same = |a: &SessionKnn, b: &SessionKnn| {
+            for q in 0..41u64 {
+                let seq: Vec<ItemId> = (0..4)
+                    .map(|k| id(&format!("i{}", (q * 5 + k * 3) % 41)))
+                    .collect();
+                for own in [None, Some(85)] {
+                    assert_eq!(
+                        a.recommend(&seq, 20, &all, own),
+                        b.recommend(&seq, 20, &all, own)
+                    );
+                }
             }
+        };
+        same(&knn, &back);
+        // Both keep learning (and evicting) the same way.
+        for e in 600..900u64 {
+            let item = id(&format!("i{}", (e * 17) % 43));
+            knn.observe(e / 7, &item, at((e * 1000) as i64));
+            back.observe(e / 7, &item, at((e * 1000) as i64));
         }
+        same(&knn, &back);
+        assert_eq!(
+            serde_json::to_string(&knn).unwrap(),
+            serde_json::to_string(&back).unwrap()
+        );
     }
 
     #[test]
@@ -1050,6 +1065,82 @@ mod tests {
         assert_eq!(std::mem::size_of::<(u32, u32)>(), 8);
     }
 
+    /// The scores of the [module docs](self) computed the slow way, from the index lists: every
+    /// session listed under a query item is a candidate, the sample is the `m` most recent
+    /// candidates, and so on, with no heap and no early exit.
+    fn reference(knn: &SessionKnn, seq: &[ItemId], own: Option<u64>) -> Vec<(ItemId, f32)> {
+        let cfg = &knn.config;
+        let seq = &seq[seq.len().saturating_sub(cfg.max_session_len)..];
+        let len = seq.len() as f32;
+        let mut query: Vec<(u32, f32, u32)> = Vec::new();
+        for (back, item) in seq.iter().rev().enumerate() {
+            if let Some(&i) = knn.items.get(item)
+                && query.iter().all(|q| q.0 != i)
+            {
+                query.push((i, (seq.len() - back) as f32 / len, back as u32 + 1));
+            }
+        }
+        let own = own.and_then(|k| knn.sessions.get(&k).copied());
+        let mut candidates: Vec<(u32, u32)> = query
+            .iter()
+            .flat_map(|&(i, _, _)| knn.item_slots[i as usize].recent.iter().copied())
+            .filter(|&(s, _)| Some(s) != own)
+            .collect();
+        candidates.sort_unstable_by_key(|e| std::cmp::Reverse(e.1));
+        candidates.dedup();
+        candidates.truncate(cfg.sample_size);
+        let mut near: Vec<(u32, f32, u32)> = candidates
+            .iter()
+            .map(|&(s, born)| {
+                // Summed in query order, as the index walk does.
+                let mut sim = 0.0;
+                for &(i, w, _) in &query {
+                    if knn.item_slots[i as usize].recent.iter().any(|e| e.0 == s) {
+                        sim += w;
+                    }
+                }
+                (s, sim, born)
+            })
+            .collect();
+        near.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.2.cmp(&a.2)));
+        near.truncate(cfg.neighbors);
+        let mut scores: Vec<(u32, f32)> = Vec::new();
+        for &(s, sim, _) in &near {
+            let items = &knn.session_slots[s as usize].items;
+            let Some(d) = query
+                .iter()
+                .filter(|q| items.contains(&q.0))
+                .map(|q| q.2)
+                .min()
+            else {
+                continue;
+            };
+            let w = sim * (1.0 - 0.1 * d as f32).max(0.0);
+            if w <= 0.0 {
+                continue;
+            }
+            for &i in items {
+                match scores.iter_mut().find(|e| e.0 == i) {
+                    Some(e) => e.1 += w,
+                    None => scores.push((i, w)),
+                }
+            }
+        }
+        let total = knn.sessions.len().max(1) as f64;
+        let mut out: Vec<(ItemId, f32)> = scores
+            .into_iter()
+            .map(|(i, score)| {
+                let item = &knn.item_slots[i as usize];
+                let idf = (total / f64::from(item.df.max(1))).ln().max(0.0);
+                let factor = 1.0 + f64::from(cfg.idf_weight) * idf;
+                (item.id.clone().unwrap(), clean(f64::from(score) * factor))
+            })
+            .filter(|e| e.1 > 0.0)
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
     proptest! {
         #[test]
         fn scores_are_finite_ordered_and_deterministic(
@@ -1079,6 +1170,35 @@ mod tests {
             }
             for (_, s) in &got {
                 prop_assert!(s.is_finite() && *s > 0.0);
+            }
+        }
+
+        #[test]
+        fn the_index_walk_matches_the_slow_reference(
+            events in prop::collection::vec((0u64..40, 0u8..25), 1..300),
+            query in prop::collection::vec(0u8..28, 1..10),
+            own in prop::option::of(0u64..40),
+            sample_size in 1usize..12,
+            neighbors in 1usize..8,
+        ) {
+            let cfg = SessionKnnConfig {
+                sample_size,
+                neighbors,
+                max_sessions: 24,
+                max_session_len: 8,
+                idf_weight: 1.0,
+            };
+            let mut knn = SessionKnn::new(cfg).unwrap();
+            for (k, (s, i)) in events.iter().enumerate() {
+                knn.observe(*s, &id(&format!("i{i}")), at(k as i64));
+            }
+            let seq: Vec<ItemId> = query.iter().map(|k| id(&format!("i{k}"))).collect();
+            let got = knn.recommend(&seq, 1000, &all, own);
+            let want = reference(&knn, &seq, own);
+            prop_assert_eq!(got.len(), want.len());
+            for ((gi, gs), (wi, ws)) in got.iter().zip(&want) {
+                prop_assert_eq!(gi, wi);
+                prop_assert!(close(*gs, *ws), "{}: {} vs {}", gi, gs, ws);
             }
         }
     }

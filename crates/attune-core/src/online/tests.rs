@@ -131,9 +131,17 @@ impl Tally {
 }
 
 #[test]
+fn the_sources_can_sit_behind_a_lock_shared_by_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Trending>();
+    shareable::<Cooccurrence>();
+    shareable::<SessionKnn>();
+}
+
+#[test]
 fn on_diginetica_knn_and_coview_beat_trending() {
     const TRAIN: usize = 20_000;
-    const HOLDOUT: usize = 1_500;
+    const HOLDOUT: usize = 1_000;
     let sessions = train_sessions();
     assert!(sessions.len() >= TRAIN + HOLDOUT, "too few sessions");
     let mut sources = Sources::new();

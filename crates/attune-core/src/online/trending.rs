@@ -511,7 +511,8 @@ mod tests {
             half_life in 0.001f64..1e7,
             now in -2_000i64..2_000,
         ) {
-            let mut t = Trending::new(TrendingConfig { half_life_secs: half_life, max_items: 10 }).unwrap();
+            let config = TrendingConfig { half_life_secs: half_life, max_items: 10 };
+            let mut t = Trending::new(config).unwrap();
             for (item, w, hours) in events {
                 t.observe(&id(&format!("i{item}")), w, at(hours * HOUR));
             }
@@ -530,7 +531,11 @@ mod tests {
         }
 
         #[test]
-        fn decay_is_monotone(w in 0.001f32..1e6, t1 in 0i64..1_000_000_000, dt in 0i64..1_000_000_000) {
+        fn decay_is_monotone(
+            w in 0.001f32..1e6,
+            t1 in 0i64..1_000_000_000,
+            dt in 0i64..1_000_000_000,
+        ) {
             let mut t = hourly(4);
             t.observe(&id("a"), w, at(0));
             prop_assert!(t.score(&id("a"), at(t1 + dt)) <= t.score(&id("a"), at(t1)));
