@@ -1202,6 +1202,21 @@ pub struct RecExplanationOut {
     pub diversity_demoted: bool,
     /// The business rules that moved it.
     pub rules: Vec<RuleOut>,
+    /// A cold visitor's list: the bandit's Thompson draw for the item.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandit: Option<BanditDrawOut>,
+}
+
+/// One Thompson draw: a click rate sampled from Beta(alpha, beta), the item's posterior on the
+/// surface (prior, clicks, shows without a click, and a new item's exploration boost).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BanditDrawOut {
+    /// The sampled click rate.
+    pub sample: f64,
+    /// α of the posterior.
+    pub alpha: f64,
+    /// β of the posterior.
+    pub beta: f64,
 }
 
 impl From<&attune_engine::RecExplanation> for RecExplanationOut {
@@ -1223,6 +1238,11 @@ impl From<&attune_engine::RecExplanation> for RecExplanationOut {
             capped: e.rerank.capped,
             diversity_demoted: e.rerank.diversity_demoted,
             rules: e.rules.iter().map(RuleOut::from).collect(),
+            bandit: e.bandit.map(|d| BanditDrawOut {
+                sample: (d.sample * 10_000.0).round() / 10_000.0,
+                alpha: (d.alpha * 10_000.0).round() / 10_000.0,
+                beta: (d.beta * 10_000.0).round() / 10_000.0,
+            }),
         }
     }
 }

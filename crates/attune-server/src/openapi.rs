@@ -70,6 +70,7 @@ use crate::routes::{
         RecommendationsOut,
         FeedbackIn,
         FeedbackOut,
+        BanditDrawOut,
         ErrorDetail,
     ))
 )]

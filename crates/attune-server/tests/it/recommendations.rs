@@ -64,6 +64,19 @@ async fn a_cold_visitor_is_served_by_the_bandit_and_feedback_is_taken() {
     assert_eq!(out["sources"], json!(["bandit"]));
     let shown: Vec<&str> = ids(&out);
     assert_eq!(shown.len(), 10);
+    for r in out["items"].as_array().unwrap() {
+        let d = &r["explanation"]["bandit"];
+        assert!(
+            d["sample"]
+                .as_f64()
+                .is_some_and(|p| (0.0..=1.0).contains(&p)),
+            "{r}"
+        );
+        assert!(
+            d["alpha"].as_f64().unwrap() > 0.0 && d["beta"].as_f64().unwrap() > 0.0,
+            "{r}"
+        );
+    }
     let (status, ack) = app
         .post_json(
             "/v1/feedback",
