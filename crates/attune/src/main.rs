@@ -13,6 +13,7 @@ mod import;
 mod load;
 mod reindex;
 mod rules_watch;
+mod sequential;
 mod serve;
 mod settings;
 mod train;
