@@ -5,5 +5,6 @@
 mod cli;
 mod models;
 mod reindex;
+mod sequential;
 mod smoke;
 mod support;
