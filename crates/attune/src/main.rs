@@ -14,6 +14,7 @@ mod load;
 mod reindex;
 mod replay;
 mod rules_watch;
+mod sequential;
 mod serve;
 mod settings;
 mod train;

@@ -19,6 +19,7 @@ use attune_search::keyword::KeywordIndex;
 use attune_search::vector::{VectorConfig, VectorIndex};
 
 use crate::rules_watch;
+use crate::sequential::SequentialSource;
 use crate::settings::{SearchSettings, SessionSettings, Settings};
 
 /// The built-in demo catalog: grocery products written for Attune.
@@ -169,6 +170,25 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
             _ => VectorIndex::new(encoder.dim(), config),
         };
         engine = engine.with_vectors(Arc::new(index), encoder, saved);
+    }
+    if let Some(dir) = &settings.recommend.model {
+        let (source, loaded) =
+            SequentialSource::load(dir, &|id| engine.catalog().get(id).is_some()).with_context(
+                || {
+                    format!(
+                        "setting recommend.model: the SASRec model in {} cannot serve this catalog",
+                        dir.display()
+                    )
+                },
+            )?;
+        tracing::info!(
+            dir = %loaded.dir.display(),
+            items = loaded.items,
+            max_len = loaded.max_len,
+            ms = loaded.took.as_millis() as u64,
+            "sequential model loaded"
+        );
+        engine = engine.with_source(Arc::new(source));
     }
     Ok(Arc::new(engine))
 }

@@ -25,6 +25,8 @@ pub(crate) struct Settings {
     pub(crate) rules: RulesSettings,
     /// Search: where the index lives, the embedding model, retrieval sizes.
     pub(crate) search: SearchSettings,
+    /// Recommendations: the trained models behind the model-backed sources.
+    pub(crate) recommend: RecommendSettings,
     /// Logging.
     pub(crate) log: LogSettings,
 }
@@ -149,6 +151,16 @@ impl Default for SearchSettings {
             exact_below: 20_000,
         }
     }
+}
+
+/// Recommendation settings (the surfaces' recipes are rules, in `rules.path`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RecommendSettings {
+    /// A SASRec model directory (`attune train --model sasrec --out DIR`) for the `sequential`
+    /// source; every item of the model must be in the catalog. No model (the default): the
+    /// source is off.
+    pub(crate) model: Option<PathBuf>,
 }
 
 /// Rules settings.
@@ -358,6 +370,18 @@ impl Settings {
         if self.sessions.timeout_ms == 0 {
             return Err(err("sessions.timeout_ms", "must be at least 1"));
         }
+        if let Some(dir) = &self.recommend.model
+            && !dir.join(attune_model::manifest::MANIFEST_FILE).is_file()
+        {
+            return Err(err(
+                "recommend.model",
+                format!(
+                    "{} is not a model directory (no {}; `attune train --model sasrec --out DIR` writes one)",
+                    dir.display(),
+                    attune_model::manifest::MANIFEST_FILE
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -420,11 +444,35 @@ mod tests {
                 "sessions.url",
             ),
             (env(&[("ATTUNE__HTTP__MAX_BATCH", "0")]), "http.max_batch"),
+            (
+                env(&[("ATTUNE__RECOMMEND__MODEL", "/no/such/model")]),
+                "recommend.model",
+            ),
+            (env(&[("ATTUNE__RECOMMEND__MODL", "/x")]), "recommend.modl"),
         ];
         for (vars, key) in cases {
             let e = Settings::load(None, vars).unwrap_err();
             assert_eq!(e.key, key, "{e}");
         }
+    }
+
+    #[test]
+    fn the_sequential_model_is_off_by_default_and_read_from_the_environment() {
+        assert_eq!(Settings::default().recommend.model, None);
+        let dir =
+            std::env::temp_dir().join(format!("attune-settings-model-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("manifest.json"), "{}").unwrap();
+        let s = Settings::load(
+            None,
+            env(&[("ATTUNE__RECOMMEND__MODEL", dir.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(s.recommend.model.as_deref(), Some(dir.as_path()));
+        let e = Settings::load(None, env(&[("ATTUNE__RECOMMEND__MODEL", "/no/such/model")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("/no/such/model"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -64,4 +64,5 @@ fn config_prints_the_effective_settings() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("max_batch: 42"), "{stdout}");
+    assert!(stdout.contains("recommend:\n  model: null"), "{stdout}");
 }

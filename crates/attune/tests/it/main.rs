@@ -6,5 +6,6 @@ mod cli;
 mod models;
 mod reindex;
 mod replay;
+mod sequential;
 mod smoke;
 mod support;

@@ -1,60 +1,11 @@
 //! `attune train` and `attune eval` on slices of the real data (copied to a temporary data
 //! directory for the run, never into the repository).
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::support::*;
-
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
-
-/// A data directory with the first `lines` lines of each named file of the real data.
-fn slice(name: &str, files: &[(&str, usize)]) -> PathBuf {
-    let dir = temp_dir(name);
-    for (file, lines) in files {
-        let text = std::fs::read_to_string(Path::new(DATA).join(file)).unwrap();
-        let head: String = text
-            .lines()
-            .take(*lines)
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let out = dir.join(file);
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        std::fs::write(out, head).unwrap();
-    }
-    dir
-}
-
-fn run(args: &[&str]) -> Output {
-    attune().args(args).output().unwrap()
-}
-
-#[track_caller]
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-#[track_caller]
-fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn train_and_evaluate_baselines_on_a_beauty_slice() {

@@ -1,7 +1,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -179,4 +179,53 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The real data (`shared/data`), beside the repository.
+pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
+
+/// A data directory with the first `lines` lines of each named file of the real data.
+pub fn slice(name: &str, files: &[(&str, usize)]) -> PathBuf {
+    let dir = temp_dir(name);
+    for (file, lines) in files {
+        let text = std::fs::read_to_string(Path::new(DATA).join(file)).unwrap();
+        let head: String = text
+            .lines()
+            .take(*lines)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let out = dir.join(file);
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        std::fs::write(out, head).unwrap();
+    }
+    dir
+}
+
+pub fn run(args: &[&str]) -> Output {
+    attune().args(args).output().unwrap()
+}
+
+#[track_caller]
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[track_caller]
+pub fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }

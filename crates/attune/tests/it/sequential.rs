@@ -1,0 +1,215 @@
+//! The `sequential` source end to end: a tiny SASRec trained by `attune train` on a slice of
+//! DIGINETICA, served by `attune serve` over a catalog of its items, answering in the order the
+//! model itself ranks.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use attune_model::sasrec::SasRec;
+use attune_model::scorer::SequenceScorer;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+/// Trains a tiny SASRec on the first DIGINETICA sessions (the last 3,000 of them validate).
+fn train(data: &Path) -> std::path::PathBuf {
+    let model = data.join("sasrec");
+    let config = data.join("sasrec.yaml");
+    std::fs::write(
+        &config,
+        "max_len: 20\nhidden: 16\nbatch: 64\nnegatives: 32\neval_every: 1\nthreads: 1\n",
+    )
+    .unwrap();
+    ok(&run(&[
+        "train",
+        "--model",
+        "sasrec",
+        "--dataset",
+        "diginetica",
+        "--data-dir",
+        s(data),
+        "--config",
+        s(&config),
+        "--epochs",
+        "1",
+        "--out",
+        s(&model),
+    ]));
+    model
+}
+
+/// NDJSON bare items, one per id.
+fn write_catalog(path: &Path, ids: &[&str]) {
+    let lines: Vec<String> = ids
+        .iter()
+        .map(|id| json!({"id": id, "title": format!("Item {id}")}).to_string())
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+fn manifest_ids(model: &Path) -> Vec<String> {
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).unwrap())
+            .unwrap();
+    manifest["item_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The model's own ranking for a sequence of catalog ids: every item by score (best first,
+/// equal scores by index), with its logit.
+fn model_ranking(model: &Path, ids: &[String], sequence: &[&str]) -> Vec<(String, f32)> {
+    let (sasrec, _) = SasRec::load(model, None).unwrap();
+    let indices: Vec<u32> = sequence
+        .iter()
+        .filter_map(|s| ids.iter().position(|id| id == s))
+        .map(|i| i as u32 + 1)
+        .collect();
+    let scores = sasrec.score_all(&[&indices]).unwrap().remove(0);
+    let mut order: Vec<usize> = (1..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .map(|i| (ids[i - 1].clone(), scores[i]))
+        .collect()
+}
+
+#[test]
+fn sasrec_serves_the_next_items_of_a_session_in_the_models_own_order() {
+    // 3,500 sessions: 500 train, 3,000 validate; the test prefixes are not needed (header only).
+    let data = slice(
+        "sequential",
+        &[
+            ("diginetica/train_sessions.txt", 3_500),
+            ("diginetica/test.tsv", 1),
+        ],
+    );
+    let model = train(&data);
+    let ids = manifest_ids(&model);
+    assert!(ids.len() > 1_000, "{} items", ids.len());
+
+    // The catalog holds every item of the model, and one it does not know.
+    let catalog = data.join("items.ndjson");
+    let mut all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    all.push("not-in-the-model");
+    write_catalog(&catalog, &all);
+    let env = [
+        ("ATTUNE__CATALOG__PATH", s(&catalog)),
+        ("ATTUNE__RECOMMEND__MODEL", s(&model)),
+        ("ATTUNE__SEARCH__MODEL", "off"),
+    ];
+    let server = Server::start(&["serve"], &env);
+    let log = server.log_text();
+    assert!(
+        log.contains("sequential model loaded") && log.contains(&format!("items={}", ids.len())),
+        "{log}"
+    );
+
+    // A session walks the first training session's items, with an item the model does not
+    // know in the middle (left out of the sequence).
+    let first = std::fs::read_to_string(data.join("diginetica/train_sessions.txt")).unwrap();
+    let walk: Vec<&str> = first
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|s| s.len() >= 3)
+        .unwrap();
+    let mut viewed: Vec<&str> = walk.clone();
+    viewed.insert(1, "not-in-the-model");
+    let events: Vec<Value> = viewed
+        .iter()
+        .map(|id| json!({"type": "view", "session_id": "seq-1", "item_id": id}))
+        .collect();
+    let (status, body) = server.http("POST", "/v1/events", Some(&json!({ "events": events })));
+    assert_eq!(status, 200, "{body}");
+
+    let (status, out) = server.http(
+        "GET",
+        "/v1/recommendations/next?session_id=seq-1&sources=sequential&limit=20&explain=true",
+        None,
+    );
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["strategy"], "pipeline", "{out}");
+    assert_eq!(out["sources"], json!(["sequential"]), "{out}");
+    let items = out["items"].as_array().unwrap();
+    assert_eq!(items.len(), 20, "{out}");
+
+    let ranking = model_ranking(&model, &ids, &walk);
+    let logit = |id: &str| ranking.iter().find(|(i, _)| i == id).unwrap().1;
+    let top = ranking[0].1;
+    for (k, (item, (want, _))) in items.iter().zip(&ranking).enumerate() {
+        let got = item["item"]["id"].as_str().unwrap();
+        // Ties aside: an item in another place must score the same as the one expected there.
+        assert!(
+            got == want || (logit(got) - logit(want)).abs() < 1e-5,
+            "position {k}: {got} ({}) where the model ranks {want} ({})",
+            logit(got),
+            logit(want)
+        );
+        let hit = &item["explanation"]["sources"][0];
+        assert_eq!(hit["source"], "sequential", "{item}");
+        assert_eq!(hit["rank"], k + 1, "{item}");
+        let strength = hit["score"].as_f64().unwrap();
+        let expected = f64::from((logit(got) - top).exp());
+        assert!(
+            (strength - expected).abs() < 2e-4 && strength > 0.0 && strength <= 1.0,
+            "position {k}: strength {strength}, exp(logit - best) {expected}"
+        );
+    }
+
+    // A visitor the model knows nothing about gets nothing from this source.
+    let (status, body) = server.http(
+        "POST",
+        "/v1/events",
+        Some(&json!({"type": "view", "session_id": "seq-2", "item_id": "not-in-the-model"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, out) = server.http(
+        "GET",
+        "/v1/recommendations/next?session_id=seq-2&sources=sequential&limit=20",
+        None,
+    );
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["items"], json!([]), "{out}");
+    server.stop();
+
+    // A catalog lacking most of the model's items: the server does not start, and says why.
+    let partial = data.join("partial.ndjson");
+    write_catalog(&partial, &all[..100]);
+    let mut child = attune()
+        .args(["serve", "--listen", &free_addr().to_string()])
+        .env("ATTUNE__CATALOG__PATH", s(&partial))
+        .env("ATTUNE__RECOMMEND__MODEL", s(&model))
+        .env("ATTUNE__SEARCH__MODEL", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("attune serve started with a model whose items are not in the catalog");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    let missing = ids.len() - 100;
+    assert!(
+        stderr.contains("recommend.model")
+            && stderr.contains(&format!(
+                "{missing} of the model's {} items are not in the catalog",
+                ids.len()
+            )),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&data).ok();
+}
