@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use attune_core::Rules;
-use attune_engine::{Clock, Engine, EngineConfig, SystemClock};
+use attune_engine::{Clock, Engine, EngineConfig, OnlineConfig, OnlineSources, SystemClock};
 use attune_server::extract::BodyKind;
 use attune_server::{ServerConfig, app};
 use attune_store::SessionStore;
+use attune_store::bandit::BanditStore;
+use attune_store::bandit::memory::{MemoryBanditConfig, MemoryBanditStore};
+use attune_store::bandit::redis::{RedisBanditConfig, RedisBanditStore};
 use attune_store::memory::{MemoryConfig, MemorySessionStore};
 use attune_store::redis::{RedisConfig, RedisSessionStore};
 
@@ -171,6 +174,15 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
         };
         engine = engine.with_vectors(Arc::new(index), encoder, saved);
     }
+    engine = engine
+        .with_online(
+            OnlineSources::open(&OnlineConfig {
+                state_dir: settings.recommend.state_dir.clone(),
+                ..OnlineConfig::default()
+            })
+            .context("opening the online recommendation sources")?,
+        )
+        .with_bandit(open_bandit(settings).await?);
     if let Some(dir) = &settings.recommend.model {
         let (source, loaded) =
             SequentialSource::load(dir, &|id| engine.catalog().get(id).is_some()).with_context(
@@ -191,6 +203,34 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
         engine = engine.with_source(Arc::new(source));
     }
     Ok(Arc::new(engine))
+}
+
+/// The bandit's store: Redis when sessions are there (replicas share the arms), else in
+/// process, snapshotted in `recommend.state_dir` when it is set.
+async fn open_bandit(settings: &Settings) -> anyhow::Result<Arc<dyn BanditStore>> {
+    let s = &settings.sessions;
+    if s.url.starts_with("redis://") || s.url.starts_with("rediss://") {
+        let store = RedisBanditStore::connect(RedisBanditConfig {
+            url: s.url.clone(),
+            prefix: format!("{}bandit:", s.redis_prefix),
+            timeout: Duration::from_millis(s.timeout_ms),
+            ..RedisBanditConfig::default()
+        })
+        .await
+        .with_context(|| format!("connecting the bandit store at {}", s.url))?;
+        Ok(Arc::new(store))
+    } else {
+        let store = MemoryBanditStore::open(MemoryBanditConfig {
+            snapshot: settings
+                .recommend
+                .state_dir
+                .as_ref()
+                .map(|d| d.join("bandit.bin")),
+            ..MemoryBanditConfig::default()
+        })
+        .context("opening the bandit store")?;
+        Ok(Arc::new(store))
+    }
 }
 
 /// Reads a rules file (or the compiled defaults when there is none).

@@ -161,6 +161,10 @@ pub(crate) struct RecommendSettings {
     /// source; every item of the model must be in the catalog. No model (the default): the
     /// source is off.
     pub(crate) model: Option<PathBuf>,
+    /// Where the online sources (trending, co-occurrence, session kNN) and the embedded bandit
+    /// are written at shutdown and read back at start. None (the default): they live in memory
+    /// only and start empty.
+    pub(crate) state_dir: Option<PathBuf>,
 }
 
 /// Rules settings.

@@ -167,6 +167,70 @@ fn the_embedded_store_survives_a_restart_through_its_snapshot() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// What the online sources learned and the bandit's arms survive a restart with
+/// `recommend.state_dir`: one visitor's path (beans, then chips) still reaches the next visitor
+/// after the server restarts, and the clicked item's arm keeps its click.
+#[test]
+fn online_sources_and_the_bandit_survive_a_restart_in_their_state_dir() {
+    let dir = temp_dir("online-state");
+    let state = dir.join("state");
+    let env = [
+        ("ATTUNE__RECOMMEND__STATE_DIR", state.to_str().unwrap()),
+        ("ATTUNE__CATALOG__DEMO", "true"),
+        ("ATTUNE__SEARCH__MODEL", "off"),
+    ];
+    let beans = "lavazza-qualita-rossa-ground-coffee-250g";
+    let chips = "kettle-brand-sea-salt-potato-chips-142g";
+    let server = Server::start(&["serve"], &env);
+    for session in ["a", "b", "c"] {
+        for item in [beans, chips] {
+            let e = json!({"type": "view", "session_id": session, "item_id": item});
+            let (status, out) = server.http("POST", "/v1/events", Some(&e));
+            assert_eq!(status, 200, "{out}");
+        }
+    }
+    let feedback = json!({"surface": "home", "shown": [beans, chips], "clicked": [chips]});
+    assert_eq!(server.http("POST", "/v1/feedback", Some(&feedback)).0, 202);
+    server.stop();
+    for file in [
+        "trending.bin",
+        "cooccurrence.bin",
+        "session_knn.bin",
+        "bandit.bin",
+    ] {
+        assert!(state.join(file).exists(), "{file} not written");
+    }
+
+    let again = Server::start(&["serve"], &env);
+    let e = json!({"type": "view", "session_id": "d", "item_id": beans});
+    assert_eq!(again.http("POST", "/v1/events", Some(&e)).0, 200);
+    for source in ["cooccurrence", "session_knn"] {
+        let (status, out) = again.http(
+            "GET",
+            &format!("/v1/recommendations/next?session_id=d&sources={source}&limit=5"),
+            None,
+        );
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["items"][0]["item"]["id"], chips, "{source}: {out}");
+    }
+    let (status, out) = again.http(
+        "GET",
+        "/v1/recommendations/home?session_id=fresh&limit=100&explain=true",
+        None,
+    );
+    assert_eq!(status, 200, "{out}");
+    let arm = out["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["item"]["id"] == chips)
+        .unwrap_or_else(|| panic!("{out}"));
+    // The prior (1, 19) plus one click and one show without a click on the beans' side.
+    assert_eq!(arm["explanation"]["bandit"]["alpha"], 2.0, "{arm}");
+    again.stop();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// The search-intent demonstration on the real fashion catalog (44,446 products, imported with
 /// `attune import`): a visitor who searched "shirt" filtered to navy twice sees navy items boosted
 /// in a later, unfiltered "jacket" search, and in the home feed.
