@@ -41,6 +41,30 @@ pub struct OnlineSources {
     pub session_knn: Arc<SessionKnnSource>,
 }
 
+/// One online structure behind its lock, with the file its snapshot goes to (if any).
+struct Held<T> {
+    name: &'static str,
+    inner: RwLock<T>,
+    path: Option<PathBuf>,
+}
+
+impl<T: Serialize> Held<T> {
+    fn new(name: &'static str, inner: T, path: Option<PathBuf>) -> Self {
+        Held {
+            name,
+            inner: RwLock::new(inner),
+            path,
+        }
+    }
+
+    fn save(&self) -> Result<(), SourceError> {
+        match &self.path {
+            Some(p) => save(self.name, p, &*self.inner.read()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Snapshot file layout version (a format byte first, then postcard).
 const FORMAT: u8 = 1;
 
@@ -133,18 +157,21 @@ impl OnlineSources {
             SessionKnn::new(config.session_knn.clone()).map_err(|e| invalid("session_knn", e))
         })?;
         Ok(OnlineSources {
-            trending: Arc::new(TrendingSource {
-                inner: RwLock::new(trending),
-                path: trending_path,
-            }),
-            cooccurrence: Arc::new(CooccurrenceSource {
-                inner: RwLock::new(cooccurrence),
-                path: cooc_path,
-            }),
-            session_knn: Arc::new(SessionKnnSource {
-                inner: RwLock::new(session_knn),
-                path: knn_path,
-            }),
+            trending: Arc::new(TrendingSource(Held::new(
+                "trending",
+                trending,
+                trending_path,
+            ))),
+            cooccurrence: Arc::new(CooccurrenceSource(Held::new(
+                "cooccurrence",
+                cooccurrence,
+                cooc_path,
+            ))),
+            session_knn: Arc::new(SessionKnnSource(Held::new(
+                "session_knn",
+                session_knn,
+                knn_path,
+            ))),
         })
     }
 
@@ -155,9 +182,9 @@ impl OnlineSources {
         sessions: impl IntoIterator<Item = &'a [ItemId]>,
         at: Timestamp,
     ) {
-        let mut trending = self.trending.inner.write();
-        let mut cooc = self.cooccurrence.inner.write();
-        let mut knn = self.session_knn.inner.write();
+        let mut trending = self.trending.0.inner.write();
+        let mut cooc = self.cooccurrence.0.inner.write();
+        let mut knn = self.session_knn.0.inner.write();
         for (n, items) in sessions.into_iter().enumerate() {
             for item in items {
                 trending.observe(item, view_weight(EventKind::View), at);
@@ -198,15 +225,12 @@ fn co_kind(kind: EventKind) -> Option<CoKind> {
 }
 
 /// `trending`: time-decayed popularity.
-pub struct TrendingSource {
-    inner: RwLock<Trending>,
-    path: Option<PathBuf>,
-}
+pub struct TrendingSource(Held<Trending>);
 
 impl TrendingSource {
     /// The decayed popularity of one item now.
     pub fn score(&self, item: &ItemId, now: Timestamp) -> f32 {
-        self.inner.read().score(item, now)
+        self.0.inner.read().score(item, now)
     }
 }
 
@@ -221,7 +245,7 @@ impl CandidateSource for TrendingSource {
         budget: usize,
         accept: &dyn Fn(&ItemId) -> bool,
     ) -> Result<Vec<Proposal>, SourceError> {
-        Ok(proposals(self.inner.read().top(budget, ctx.now, accept)))
+        Ok(proposals(self.0.inner.read().top(budget, ctx.now, accept)))
     }
 
     fn score(
@@ -229,7 +253,7 @@ impl CandidateSource for TrendingSource {
         ctx: &RecContext<'_>,
         items: &[ItemId],
     ) -> Option<Result<Vec<f32>, SourceError>> {
-        let t = self.inner.read();
+        let t = self.0.inner.read();
         Some(Ok(items.iter().map(|i| t.score(i, ctx.now)).collect()))
     }
 
@@ -240,23 +264,17 @@ impl CandidateSource for TrendingSource {
     fn observe(&self, e: &Observation<'_>) {
         let w = view_weight(e.kind);
         if w > 0.0 {
-            self.inner.write().observe(e.item_id, w, e.at);
+            self.0.inner.write().observe(e.item_id, w, e.at);
         }
     }
 
     fn save(&self) -> Result<(), SourceError> {
-        match &self.path {
-            Some(p) => save("trending", p, &*self.inner.read()),
-            None => Ok(()),
-        }
+        self.0.save()
     }
 }
 
 /// `cooccurrence`: items seen, carted or bought in the same sessions as the anchors.
-pub struct CooccurrenceSource {
-    inner: RwLock<Cooccurrence>,
-    path: Option<PathBuf>,
-}
+pub struct CooccurrenceSource(Held<Cooccurrence>);
 
 /// Which co-occurrences a surface reads, and how much each counts.
 fn kinds_for(surface: Surface) -> &'static [(CoKind, f32)] {
@@ -304,7 +322,7 @@ impl CandidateSource for CooccurrenceSource {
         }
         let anchors = weighted(ctx.anchors);
         let keep = |id: &ItemId| !ctx.anchors.contains(id) && accept(id);
-        let c = self.inner.read();
+        let c = self.0.inner.read();
         let mut merged: Vec<(ItemId, f32)> = Vec::new();
         for (kind, w) in kinds_for(ctx.surface) {
             for (id, s) in c.recommend(*kind, &anchors, budget, &keep) {
@@ -335,22 +353,19 @@ impl CandidateSource for CooccurrenceSource {
             .filter(|(k, id)| co_kind(*k) == Some(kind) && id != e.item_id)
             .map(|(_, id)| id.clone())
             .collect();
-        self.inner.write().observe(kind, e.item_id, &earlier, e.at);
+        self.0
+            .inner
+            .write()
+            .observe(kind, e.item_id, &earlier, e.at);
     }
 
     fn save(&self) -> Result<(), SourceError> {
-        match &self.path {
-            Some(p) => save("cooccurrence", p, &*self.inner.read()),
-            None => Ok(()),
-        }
+        self.0.save()
     }
 }
 
 /// `session_knn`: items of the sessions most like this one (VMIS-kNN).
-pub struct SessionKnnSource {
-    inner: RwLock<SessionKnn>,
-    path: Option<PathBuf>,
-}
+pub struct SessionKnnSource(Held<SessionKnn>);
 
 impl CandidateSource for SessionKnnSource {
     fn name(&self) -> &'static str {
@@ -376,7 +391,10 @@ impl CandidateSource for SessionKnnSource {
         }
         let own = ctx.session_id.map(session_key);
         Ok(proposals(
-            self.inner.read().recommend(&sequence, budget, accept, own),
+            self.0
+                .inner
+                .read()
+                .recommend(&sequence, budget, accept, own),
         ))
     }
 
@@ -386,21 +404,19 @@ impl CandidateSource for SessionKnnSource {
 
     fn observe(&self, e: &Observation<'_>) {
         if super::is_engagement(e.kind) {
-            self.inner
+            self.0
+                .inner
                 .write()
                 .observe(session_key(e.session_id), e.item_id, e.at);
         }
     }
 
     fn forget_session(&self, session: &SessionId) {
-        self.inner.write().remove_session(session_key(session));
+        self.0.inner.write().remove_session(session_key(session));
     }
 
     fn save(&self) -> Result<(), SourceError> {
-        match &self.path {
-            Some(p) => save("session_knn", p, &*self.inner.read()),
-            None => Ok(()),
-        }
+        self.0.save()
     }
 }
 
