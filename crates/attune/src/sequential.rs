@@ -11,6 +11,11 @@
 //! takes the best `budget` accepted ones by partial selection. Scores are returned as strengths
 //! `exp(logit − best logit)`: positive, finite, at most 1, and comparable within one list (the
 //! model's softmax probabilities divided by the best one's).
+//!
+//! Cost, measured once (release build, 2 cores shared with other builds): over DIGINETICA's 43,097
+//! items with the shipped config (hidden 128, max_len 20), one `candidates` call takes about
+//! 3.2 ms (median), nearly all of it scoring every item; the selection of 200 takes 0.25 ms
+//! where a full sort would take 2 ms; `score` of 400 items takes 0.6 ms.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

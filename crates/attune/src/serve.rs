@@ -188,7 +188,7 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
             SequentialSource::load(dir, &|id| engine.catalog().get(id).is_some()).with_context(
                 || {
                     format!(
-                        "setting recommend.model: the SASRec model in {} cannot serve this catalog",
+                        "setting recommend.model: cannot serve the SASRec model in {}",
                         dir.display()
                     )
                 },
