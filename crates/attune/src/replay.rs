@@ -14,6 +14,9 @@
 //!   order), and the surface is asked before every event but the first, so the cases asked are
 //!   exactly the file's (prefix → label) pairs (a test checks this on the real file).
 //!   `--warmup-sessions N` first sends the last N training sessions, unscored.
+//!   `--split validation` tunes without the test cases: the last `--validation-sessions`
+//!   training sessions (of at least 2 items) are held out and replayed exactly like the test
+//!   sessions, and the warmup draws only from the training sessions before the first of them.
 //! - `amazon-beauty`: leave-one-out. Each user's items but the last (the training part of the
 //!   split, then the validation item) are sent as one session, then the surface is asked once and
 //!   the user's last item (the test item) is the target. The test item is never sent.
@@ -81,6 +84,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const DIGINETICA_PROTOCOL: &str = "SR-GNN: the test sessions rebuilt from test.tsv's prefixes in \
     file (time) order; asked before every event but the first, so the cases are exactly the \
     file's (prefix -> label) pairs";
+/// How the DIGINETICA validation replay is scored, for the report.
+const DIGINETICA_VALIDATION_PROTOCOL: &str = "SR-GNN on a validation split: the last \
+    --validation-sessions training sessions (of at least 2 items) held out and replayed like the \
+    test sessions (asked before every event but the first); the warmup draws only from the \
+    training sessions before them; test.tsv is not read";
 /// How the Beauty replay is scored, for `--help` and the report.
 const BEAUTY_PROTOCOL: &str = "leave-one-out: each user's training items then validation item \
     sent as one session, then one ask scored on the user's test item (never sent)";
@@ -90,7 +98,10 @@ const BEAUTY_PROTOCOL: &str = "leave-one-out: each user's training items then va
 #[command(
     after_help = "Protocols:\n  diginetica     SR-GNN: the test sessions rebuilt from \
     test.tsv's prefixes in file (time) order; the surface is asked before every event but the \
-    first, so the cases are exactly the file's (prefix -> label) pairs.\n  amazon-beauty  \
+    first, so the cases are exactly the file's (prefix -> label) pairs. With --split validation \
+    the last --validation-sessions training sessions are replayed the same way instead, and the \
+    warmup draws only from the training sessions before them (tune on these, not on the \
+    test).\n  amazon-beauty  \
     leave-one-out: each user's training items, then the validation item, are sent as one \
     session; then the surface is asked once and scored on the user's test item, which is never \
     sent.\n\nThe server should serve the dataset's catalog (`attune import --format diginetica` \
@@ -133,6 +144,15 @@ pub(crate) struct ReplayArgs {
     /// period), unscored, in file order.
     #[arg(long, default_value_t = 0)]
     warmup_sessions: usize,
+    /// diginetica: replay the test sessions (`test`), or hold out the last
+    /// `--validation-sessions` training sessions and replay those (`validation`, for tuning);
+    /// the warmup then counts back from the training sessions before them.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// diginetica `--split validation`: how many of the last training sessions (of at least 2
+    /// items) are held out.
+    #[arg(long, default_value_t = 10_000)]
+    validation_sessions: usize,
     /// Names this run's sessions (`replay-<run id>-<n>`); letters, digits, `.`, `_`, `-`.
     /// Default: the clock in milliseconds.
     #[arg(long)]
@@ -168,6 +188,25 @@ impl DatasetArg {
         match self {
             DatasetArg::Diginetica => DIGINETICA_PROTOCOL,
             DatasetArg::AmazonBeauty => BEAUTY_PROTOCOL,
+        }
+    }
+}
+
+/// Which held-out sessions a DIGINETICA replay scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SplitArg {
+    /// The SR-GNN test sessions (`test.tsv`).
+    Test,
+    /// The last training sessions, held out from the warmup (for tuning).
+    Validation,
+}
+
+impl SplitArg {
+    /// The name on the command line and in the report.
+    const fn as_str(self) -> &'static str {
+        match self {
+            SplitArg::Test => "test",
+            SplitArg::Validation => "validation",
         }
     }
 }
@@ -343,6 +382,40 @@ fn diginetica_sessions(test: &[Prefix]) -> anyhow::Result<Vec<Replay>> {
         bail!("the last test session's prefixes stop before its first item");
     }
     Ok(sessions)
+}
+
+/// DIGINETICA's validation split: the last `n` training sessions of at least 2 items are held
+/// out and replayed like the test sessions (asked before every event but the first). Returns
+/// them and how many training sessions come before the first of them: the warmup draws only
+/// from those, so no held-out session is ever sent unscored (a 1-item session among the
+/// held-out ones has nothing to ask and is neither replayed nor sent).
+fn diginetica_validation(sequences: &[Vec<u32>], n: usize) -> anyhow::Result<(Vec<Replay>, usize)> {
+    if n == 0 {
+        bail!("--validation-sessions must be at least 1");
+    }
+    let mut cut = sequences.len();
+    let mut held = 0;
+    while held < n && cut > 0 {
+        cut -= 1;
+        if sequences[cut].len() >= 2 {
+            held += 1;
+        }
+    }
+    if held < n {
+        bail!(
+            "--validation-sessions {n}: the training part has only {held} sessions of at least 2 items"
+        );
+    }
+    let sessions = sequences[cut..]
+        .iter()
+        .filter(|s| s.len() >= 2)
+        .map(|s| Replay {
+            items: s.clone(),
+            first_ask: 1,
+            send_last: true,
+        })
+        .collect();
+    Ok((sessions, cut))
 }
 
 /// amazon-beauty's leave-one-out cases as sessions: the training part and the validation item
@@ -587,6 +660,8 @@ struct VariantReport {
 struct Report {
     /// `diginetica` or `amazon-beauty`.
     dataset: &'static str,
+    /// `test` or `validation` (held-out training sessions).
+    split: &'static str,
     /// How the cases are built and scored.
     protocol: &'static str,
     /// The surface asked.
@@ -629,6 +704,7 @@ struct Report {
 /// What a report repeats from the run.
 struct RunInfo {
     dataset: DatasetArg,
+    split: SplitArg,
     surface: Surface,
     url: String,
     run_id: String,
@@ -667,7 +743,11 @@ fn build_report(
     };
     Ok(Report {
         dataset: info.dataset.as_str(),
-        protocol: info.dataset.protocol(),
+        split: info.split.as_str(),
+        protocol: match (info.dataset, info.split) {
+            (DatasetArg::Diginetica, SplitArg::Validation) => DIGINETICA_VALIDATION_PROTOCOL,
+            (dataset, _) => dataset.protocol(),
+        },
         surface: info.surface.as_str(),
         url: info.url,
         run_id: info.run_id,
@@ -716,8 +796,9 @@ fn render_table(report: &Report) -> String {
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
-        "replay of {} on {} (surface {}, run {}): {} sessions, {} cases per variant, k = {}",
+        "replay of {} ({} split) on {} (surface {}, run {}): {} sessions, {} cases per variant, k = {}",
         report.dataset,
+        report.split,
         report.url,
         report.surface,
         report.run_id,
@@ -1139,12 +1220,22 @@ fn plan(args: &ReplayArgs) -> anyhow::Result<Plan> {
     let (mut sessions, warmup, item_ids) = match args.dataset {
         DatasetArg::Diginetica => {
             let data = diginetica::load(&args.data_dir.join("diginetica"))?;
-            let sessions = diginetica_sessions(&data.test)?;
-            let keep = data.sequences.len().saturating_sub(args.warmup_sessions);
-            let warmup = data.sequences[keep..].to_vec();
+            let (sessions, training) = match args.split {
+                SplitArg::Test => (diginetica_sessions(&data.test)?, data.sequences.len()),
+                SplitArg::Validation => {
+                    diginetica_validation(&data.sequences, args.validation_sessions)?
+                }
+            };
+            let keep = training.saturating_sub(args.warmup_sessions);
+            let warmup = data.sequences[keep..training].to_vec();
             (sessions, warmup, data.item_ids)
         }
         DatasetArg::AmazonBeauty => {
+            if args.split != SplitArg::Test {
+                bail!(
+                    "--split validation is for diginetica: amazon-beauty's replay already sends each user's validation item"
+                );
+            }
             if args.warmup_sessions > 0 {
                 bail!(
                     "--warmup-sessions is for diginetica: amazon-beauty sends each user's history before asking"
@@ -1196,8 +1287,9 @@ pub(crate) fn run(args: ReplayArgs, runtime: &tokio::runtime::Runtime) -> anyhow
     let (sessions, warmup, item_ids) = plan(&args)?;
     let cases: usize = sessions.iter().map(Replay::asks).sum();
     eprintln!(
-        "attune replay: {} sessions of {} ({cases} cases, {} variants each), {} warmup sessions, loaded in {:.1} s",
+        "attune replay: {} {} sessions of {} ({cases} cases, {} variants each), {} warmup sessions, loaded in {:.1} s",
         sessions.len(),
+        args.split.as_str(),
         args.dataset.as_str(),
         variants.len(),
         warmup.len(),
@@ -1310,6 +1402,7 @@ async fn drive(
     let report = build_report(
         RunInfo {
             dataset: args.dataset,
+            split: args.split,
             surface: args.surface,
             url: args.url,
             run_id,
@@ -1391,6 +1484,114 @@ mod tests {
         // The first session of the file: `21566 <TAB> 21553 20071 8762 21566 6381`.
         assert_eq!(sessions[0].items, [21553, 20071, 8762, 21566, 6381, 21566]);
         assert_eq!(sessions.iter().map(Replay::asks).sum::<usize>(), 60_858);
+    }
+
+    #[test]
+    fn the_validation_split_holds_out_the_last_sessions_and_warms_up_before_them() {
+        // Sessions 0..8; the 1-item ones (3 and 6) are never held out.
+        let sequences: Vec<Vec<u32>> = vec![
+            vec![1, 2],
+            vec![3, 4, 5],
+            vec![6, 7],
+            vec![8],
+            vec![9, 10],
+            vec![11, 12, 13],
+            vec![14],
+            vec![15, 16],
+        ];
+        let (held, training) = diginetica_validation(&sequences, 3).unwrap();
+        assert_eq!(training, 4, "held out from session 4 on");
+        assert_eq!(
+            held.iter().map(|s| s.items.clone()).collect::<Vec<_>>(),
+            [vec![9, 10], vec![11, 12, 13], vec![15, 16]]
+        );
+        // Asked exactly like the test sessions: before every event but the first.
+        let pairs = asked_pairs(&held);
+        assert_eq!(
+            pairs,
+            [
+                (vec![9], 10),
+                (vec![11], 12),
+                (vec![11, 12], 13),
+                (vec![15], 16)
+            ]
+        );
+        assert!(held.iter().all(|s| s.send_last && s.first_ask == 1));
+        assert!(diginetica_validation(&sequences, 0).is_err());
+        assert!(
+            diginetica_validation(&sequences, 7).is_err(),
+            "only 6 sessions of 2+ items"
+        );
+    }
+
+    #[test]
+    fn the_validation_replay_of_diginetica_never_warms_up_on_a_held_out_session() {
+        use clap::Parser as _;
+        let dir = shared_data("diginetica");
+        let data = diginetica::load(&dir).expect("the shared data is beside the checkout");
+        let data_dir = dir.parent().unwrap().to_str().unwrap().to_owned();
+        let cli = Cli::try_parse_from([
+            "replay",
+            "--dataset",
+            "diginetica",
+            "--data-dir",
+            &data_dir,
+            "--split",
+            "validation",
+            "--warmup-sessions",
+            "1000000",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.validation_sessions, 10_000);
+        let (sessions, warmup, _) = plan(&cli.args).unwrap();
+        assert_eq!(sessions.len(), 10_000);
+        let n = data.sequences.len();
+        // Every training session is 2+ items long, so the held-out ones are the last 10,000 and
+        // the warmup is everything before them, in order.
+        assert_eq!(warmup.len(), n - 10_000);
+        assert_eq!(warmup[..], data.sequences[..n - 10_000]);
+        let held: Vec<Vec<u32>> = sessions.iter().map(|s| s.items.clone()).collect();
+        assert_eq!(held[..], data.sequences[n - 10_000..]);
+        // The cases: one per item but the first of each held-out session.
+        let cases: usize = data.sequences[n - 10_000..]
+            .iter()
+            .map(|s| s.len() - 1)
+            .sum();
+        assert_eq!(sessions.iter().map(Replay::asks).sum::<usize>(), cases);
+        assert_eq!(asked_pairs(&sessions).len(), cases);
+        // --warmup-sessions counts back from the held-out sessions.
+        let cli = Cli::try_parse_from([
+            "replay",
+            "--dataset",
+            "diginetica",
+            "--data-dir",
+            &data_dir,
+            "--split",
+            "validation",
+            "--validation-sessions",
+            "500",
+            "--warmup-sessions",
+            "2000",
+        ])
+        .unwrap();
+        let (sessions, warmup, _) = plan(&cli.args).unwrap();
+        assert_eq!(sessions.len(), 500);
+        assert_eq!(warmup[..], data.sequences[n - 2_500..n - 500]);
+        // The test split is unchanged: the whole training part warms up.
+        let cli = Cli::try_parse_from([
+            "replay",
+            "--dataset",
+            "diginetica",
+            "--data-dir",
+            &data_dir,
+            "--warmup-sessions",
+            "3000",
+        ])
+        .unwrap();
+        assert_eq!(cli.args.split, SplitArg::Test);
+        let (sessions, warmup, _) = plan(&cli.args).unwrap();
+        assert_eq!(sessions.len(), 15_963);
+        assert_eq!(warmup[..], data.sequences[n - 3_000..]);
     }
 
     #[test]
@@ -1552,6 +1753,7 @@ mod tests {
         a.merge(&b).unwrap();
         let info = RunInfo {
             dataset: DatasetArg::Diginetica,
+            split: SplitArg::Test,
             surface: Surface::Next,
             url: "http://127.0.0.1:1".into(),
             run_id: "t".into(),
