@@ -237,14 +237,16 @@ impl Default for Surfaces {
                     trending: w(50, 0.1),
                 },
             },
+            // Tuned on a DIGINETICA validation replay without SASRec (bench/replay.md): trending
+            // and content only dilute session kNN there; sequential's weight is not tuned yet.
             next: SurfaceRules {
                 exclude_seen: false,
                 sources: SurfaceSources {
                     sequential: w(200, 0.4),
                     session_knn: w(200, 0.35),
-                    cooccurrence: w(100, 0.15),
-                    content: w(50, 0.05),
-                    trending: w(50, 0.05),
+                    cooccurrence: w(100, 0.025),
+                    content: w(50, 0.0),
+                    trending: w(50, 0.0),
                 },
             },
         }
