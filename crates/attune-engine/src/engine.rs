@@ -605,11 +605,12 @@ fn fill_earlier(s: &Session, observed: &mut [Observed]) {
         .into_iter()
         .map(|r| (r.kind, r.item_id))
         .collect();
-    let first = trail.len().saturating_sub(observed.len());
-    let skipped = observed.len().saturating_sub(trail.len());
+    // The j-th of the batch's n events sits at `len - n + j` on the trail; events that fell
+    // off a trail shorter than the batch get nothing before them.
+    let (len, n) = (trail.len(), observed.len());
     for (j, o) in observed.iter_mut().enumerate() {
-        let end = (first + j).saturating_sub(skipped).min(trail.len());
-        o.earlier = trail[..if j < skipped { 0 } else { end }].to_vec();
+        let at = (len + j).saturating_sub(n).min(len);
+        o.earlier = trail[..at].to_vec();
     }
 }
 

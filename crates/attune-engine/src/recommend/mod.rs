@@ -155,6 +155,7 @@ pub(crate) struct Recommender {
     bandit: Arc<dyn BanditStore>,
     /// Whether any source learns from events (so ingest prepares observations only then).
     learns: std::sync::atomic::AtomicBool,
+    newest: parking_lot::Mutex<Option<Newest>>,
 }
 
 impl Recommender {
@@ -166,6 +167,7 @@ impl Recommender {
             content,
             bandit: Arc::new(MemoryBanditStore::new(MemoryBanditConfig::default())),
             learns: std::sync::atomic::AtomicBool::new(false),
+            newest: parking_lot::Mutex::new(None),
         }
     }
 
@@ -223,7 +225,8 @@ impl Recommender {
 
     /// Lets every source learn from accepted events of one session, in order.
     pub(crate) fn observe(&self, session_id: &SessionId, events: &[Observed]) {
-        let sources = self.sources.read().clone();
+        // Observing takes microseconds and never waits: the list is read under its lock.
+        let sources = self.sources.read();
         for e in events {
             let o = Observation {
                 session_id,
@@ -233,7 +236,7 @@ impl Recommender {
                 at: e.at,
                 earlier: &e.earlier,
             };
-            for s in &sources {
+            for s in sources.iter() {
                 s.observe(&o);
             }
         }
@@ -274,6 +277,8 @@ struct Visitor {
     session: Option<Session>,
     recent: Vec<ItemId>,
     items: Vec<ItemSummary>,
+    /// `items` by id: the exclusions ask once per proposed candidate (hundreds per request).
+    by_id: FxHashMap<ItemId, usize>,
 }
 
 impl Visitor {
@@ -289,15 +294,21 @@ impl Visitor {
             ),
             None => (Vec::new(), Vec::new()),
         };
+        let by_id = items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.item_id.clone(), i))
+            .collect();
         Visitor {
             session,
             recent,
             items,
+            by_id,
         }
     }
 
     fn summary(&self, id: &ItemId) -> Option<&ItemSummary> {
-        self.items.iter().find(|s| &s.item_id == id)
+        self.by_id.get(id).map(|&i| &self.items[i])
     }
 
     fn cart(&self) -> Vec<ItemId> {
@@ -687,7 +698,9 @@ pub(crate) async fn recommend(
     if candidates.is_empty() && req.sources.is_none() {
         // Nothing to go on: new arrivals first, then the catalog (stable, never empty).
         strategy = Strategy::Fallback;
-        for c in fallback(catalog, now, rec, req.limit * 4, &|c| !excluded_item(c)) {
+        for c in fallback(recommender, catalog, now, req.limit * 4, &|c| {
+            !excluded_item(c)
+        }) {
             candidates.push(Candidate::new(c));
         }
     }
@@ -877,23 +890,74 @@ fn empty_explanation() -> Explanation {
     }
 }
 
-/// New arrivals (newest first), then the rest of the catalog in id order, as far as `n`.
+/// How long the newest-first ordering of the catalog is reused.
+const NEWEST_TTL_MS: i64 = 60_000;
+
+/// How many of the newest items that ordering keeps.
+const NEWEST_KEPT: usize = 2_000;
+
+/// The catalog's newest items, newest first, as of `at` (the fallback and the bandit's new
+/// arrivals read it on every cold request; sorting a 44k catalog each time would not do).
+struct Newest {
+    at: Timestamp,
+    catalog_len: usize,
+    items: Vec<ItemId>,
+}
+
+impl Recommender {
+    /// The newest `NEWEST_KEPT` items' ids, newest first (then by id), recomputed when older
+    /// than a minute or when the catalog's size changed.
+    fn newest(&self, catalog: &dyn Catalog, now: Timestamp) -> Vec<ItemId> {
+        let mut cached = self.newest.lock();
+        if let Some(n) = cached.as_ref()
+            && now.as_millis() - n.at.as_millis() < NEWEST_TTL_MS
+            && n.catalog_len == catalog.len()
+        {
+            return n.items.clone();
+        }
+        let mut all = catalog.all();
+        let order = |a: &Arc<CatalogItem>, b: &Arc<CatalogItem>| {
+            b.item
+                .created_at
+                .cmp(&a.item.created_at)
+                .then_with(|| a.item.id.as_str().cmp(b.item.id.as_str()))
+        };
+        if all.len() > NEWEST_KEPT {
+            all.select_nth_unstable_by(NEWEST_KEPT - 1, order);
+            all.truncate(NEWEST_KEPT);
+        }
+        all.sort_by(order);
+        let items: Vec<ItemId> = all.iter().map(|c| c.item.id.clone()).collect();
+        *cached = Some(Newest {
+            at: now,
+            catalog_len: catalog.len(),
+            items: items.clone(),
+        });
+        items
+    }
+}
+
+/// The newest items that `keep` lets through, as far as `n` (new arrivals come first, being
+/// the newest), read from the catalog as it is now.
 fn fallback(
+    recommender: &Recommender,
     catalog: &dyn Catalog,
     now: Timestamp,
-    rules: &RecommendRules,
     n: usize,
     keep: &dyn Fn(&CatalogItem) -> bool,
 ) -> Vec<Arc<CatalogItem>> {
-    let mut all: Vec<Arc<CatalogItem>> = catalog.all().into_iter().filter(|c| keep(c)).collect();
-    all.sort_by(|a, b| {
-        is_new(b, now, rules)
-            .cmp(&is_new(a, now, rules))
-            .then_with(|| b.item.created_at.cmp(&a.item.created_at))
-            .then_with(|| a.item.id.as_str().cmp(b.item.id.as_str()))
-    });
-    all.truncate(n);
-    all
+    let mut out = Vec::with_capacity(n);
+    for id in recommender.newest(catalog, now) {
+        if out.len() >= n {
+            break;
+        }
+        if let Some(c) = catalog.get(id.as_str())
+            && keep(&c)
+        {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The bandit's candidates for a cold visitor: the top trending items and the newest arrivals
@@ -916,7 +980,7 @@ async fn bandit_pool(
         let ids: Vec<&str> = top.iter().map(|p| p.item_id.as_str()).collect();
         pool.extend(catalog.get_many(&ids).into_iter().flatten());
     }
-    let fresh = fallback(catalog, ctx.now, rules, n, keep);
+    let fresh = fallback(recommender, catalog, ctx.now, n, keep);
     let new: Vec<Arc<CatalogItem>> = fresh
         .iter()
         .filter(|c| is_new(c, ctx.now, rules))

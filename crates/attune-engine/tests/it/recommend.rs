@@ -303,3 +303,21 @@ async fn feedback_with_a_click_on_an_item_not_shown_is_refused_whole() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_batch_pairs_each_event_with_the_ones_before_it() {
+    let t = engine();
+    // One batch: beans then chips; co-occurrence pairs them only if the chips event sees the
+    // beans event before it on the session's trail.
+    let at = t.engine.now();
+    let batch = ["espresso-beans", "bbq-chips"]
+        .map(|i| attune_core::Event::item(EventKind::View, sid("a"), iid(i), at))
+        .to_vec();
+    t.engine.ingest(batch, true).await.unwrap();
+    t.send("b", EventKind::View, "espresso-beans", 1).await;
+    let mut req = t.request(Surface::Next);
+    req.session_id = Some(sid("b"));
+    req.sources = Some(vec!["cooccurrence".into()]);
+    let out = t.recommend(req).await;
+    assert_eq!(ids(&out).first(), Some(&"bbq-chips"), "{:?}", ids(&out));
+}
