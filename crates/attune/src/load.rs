@@ -84,6 +84,15 @@ pub(crate) struct LoadArgs {
     /// none.
     #[arg(long, default_value_t = 8)]
     history: u32,
+    /// `next` and `home`: a DIGINETICA folder (`../shared/data/diginetica`); session `i` is given
+    /// the views of the `i`-th SR-GNN test prefix (item ids as `attune import --format
+    /// diginetica` names them), and `--sessions` is capped at the number of prefixes. Without
+    /// it, each session gets `--history` random item events.
+    #[arg(long)]
+    diginetica: Option<std::path::PathBuf>,
+    /// `next` and `home`: the `limit` of each request.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
     /// Seconds one request may take before it counts as a connection error.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
@@ -109,6 +118,9 @@ impl LoadArgs {
         }
         if self.max_requests == Some(0) {
             bail!("--max-requests must be at least 1");
+        }
+        if !(1..=100).contains(&self.limit) {
+            bail!("--limit must be from 1 to 100");
         }
         let seconds = |name: &str, v: f64, min: f64| -> anyhow::Result<Duration> {
             if !v.is_finite() || v < min || v > 86_400.0 {
@@ -136,6 +148,12 @@ enum Scenario {
     /// The same searches with a `session_id` rotating over `--sessions`: personalized, and each
     /// search recorded in its session (so sessions gain history as the run goes).
     SearchPersonal,
+    /// `GET /v1/recommendations/next` for sessions rotating over `--sessions`, each given a
+    /// history before the load starts (`--diginetica` test prefixes, else `--history` random
+    /// item events). Reads only: the sessions keep their history through the run.
+    Next,
+    /// `GET /v1/recommendations/home` for the same sessions.
+    Home,
 }
 
 impl Scenario {
@@ -145,7 +163,14 @@ impl Scenario {
             Scenario::Events => "events",
             Scenario::Search => "search",
             Scenario::SearchPersonal => "search-personal",
+            Scenario::Next => "next",
+            Scenario::Home => "home",
         }
+    }
+
+    /// Whether the scenario reads recommendations (sessions seeded first, `GET` requests).
+    const fn recommends(self) -> bool {
+        matches!(self, Scenario::Next | Scenario::Home)
     }
 }
 
@@ -240,20 +265,28 @@ const DEFAULT_QUERIES: &[&str] = &[
 ];
 
 /// The JSON body of one search.
-fn search_body(query_json: &str, session: Option<u64>) -> String {
+fn search_body(query_json: &str, prefix: &str, session: Option<u64>) -> String {
     match session {
-        Some(s) => format!(r#"{{"query":{query_json},"session_id":"load-{s}","limit":20}}"#),
+        Some(s) => {
+            format!(r#"{{"query":{query_json},"session_id":"{prefix}-{s}","limit":20}}"#)
+        }
         None => format!(r#"{{"query":{query_json},"limit":20}}"#),
     }
 }
 
 /// The JSON body of one event. `item_json` is the item id already encoded as a JSON string.
-fn event_body(kind: EventType, session: u64, item_json: &str, quantity: Option<u32>) -> String {
+fn event_body(
+    kind: EventType,
+    prefix: &str,
+    session: u64,
+    item_json: &str,
+    quantity: Option<u32>,
+) -> String {
     let mut body = String::with_capacity(96 + item_json.len());
     // Writing to a String cannot fail.
     let _ = write!(
         body,
-        r#"{{"type":"{}","session_id":"load-{session}","item_id":{item_json}"#,
+        r#"{{"type":"{}","session_id":"{prefix}-{session}","item_id":{item_json}"#,
         kind.as_str()
     );
     if let Some(q) = quantity {
@@ -528,49 +561,112 @@ async fn fetch_items(target: &Target, addr: SocketAddr) -> anyhow::Result<Vec<St
     Ok(items_from_json(&body))
 }
 
-/// Gives every session of the run a history of item events (one batch each, on one connection),
-/// drawn from the run's seed.
+/// Each session's history as one `POST /v1/events` batch body, drawn from the run's seed:
+/// `--history` events of the `events` mix over `items_json`.
+fn random_histories(args: &LoadArgs, prefix: &str, items_json: &[String]) -> Vec<String> {
+    let mut rng = SmallRng::seed_from_u64(args.seed ^ 0x4849_5354);
+    (0..args.sessions)
+        .map(|session| {
+            let events: Vec<String> = (0..args.history)
+                .map(|_| {
+                    let kind = EventType::from_roll(rng.random_range(0..100));
+                    let item = &items_json[rng.random_range(0..items_json.len())];
+                    let quantity =
+                        (kind == EventType::AddToCart).then(|| rng.random_range(1..=3u32));
+                    event_body(kind, prefix, session, item, quantity)
+                })
+                .collect();
+            format!(r#"{{"events":[{}]}}"#, events.join(","))
+        })
+        .collect()
+}
+
+/// Each session's history as one batch body: session `i` views the items of DIGINETICA's `i`-th
+/// SR-GNN test prefix, oldest first, with the ids `attune import --format diginetica` gives them.
+/// At most `sessions` prefixes.
+fn prefix_histories(dir: &Path, prefix: &str, sessions: u64) -> anyhow::Result<Vec<String>> {
+    let data = attune_model::data::diginetica::load(dir).with_context(|| {
+        format!(
+            "loading the DIGINETICA test prefixes from {}",
+            dir.display()
+        )
+    })?;
+    let id = |index: u32| -> anyhow::Result<String> {
+        let raw = data
+            .item_ids
+            .get((index as usize).wrapping_sub(1))
+            .with_context(|| format!("item index {index} is outside the dataset"))?;
+        Ok(serde_json::to_string(raw)?)
+    };
+    data.test
+        .iter()
+        .take(usize::try_from(sessions).unwrap_or(usize::MAX))
+        .enumerate()
+        .map(|(session, p)| {
+            let events = p
+                .input
+                .iter()
+                .map(|&item| {
+                    Ok(event_body(
+                        EventType::View,
+                        prefix,
+                        session as u64,
+                        &id(item)?,
+                        None,
+                    ))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(format!(r#"{{"events":[{}]}}"#, events.join(",")))
+        })
+        .collect()
+}
+
+/// How many connections give sessions their history before a run.
+const SEED_CONNECTIONS: usize = 4;
+
+/// Sends each batch body to `POST /v1/events` (over [`SEED_CONNECTIONS`] connections); fails on
+/// the first answer that is not a success.
 async fn seed_history(
     target: &Target,
     addr: SocketAddr,
-    args: &LoadArgs,
-    items_json: &[String],
+    bodies: Vec<String>,
 ) -> anyhow::Result<()> {
-    let mut sender = tokio::time::timeout(CONNECT_TIMEOUT, connect::<Full<Bytes>>(addr))
-        .await
-        .context("connecting to the server timed out")?
-        .context("cannot connect to the server")?;
-    let mut rng = SmallRng::seed_from_u64(args.seed ^ 0x4849_5354);
     let uri = target.uri("/v1/events")?;
     let host = HeaderValue::from_str(&target.authority)?;
-    for session in 0..args.sessions {
-        let events: Vec<String> = (0..args.history)
-            .map(|_| {
-                let kind = EventType::from_roll(rng.random_range(0..100));
-                let item = &items_json[rng.random_range(0..items_json.len())];
-                let quantity = (kind == EventType::AddToCart).then(|| rng.random_range(1..=3u32));
-                event_body(kind, session, item, quantity)
-            })
-            .collect();
-        let body = format!(r#"{{"events":[{}]}}"#, events.join(","));
-        let mut request = Request::new(Full::new(Bytes::from(body)));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri.clone();
-        request.headers_mut().insert(HOST, host.clone());
-        request
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let (status, answer) =
-            tokio::time::timeout(Duration::from_secs(10), exchange(&mut sender, request))
+    let bodies: Arc<[String]> = bodies.into();
+    let mut set = JoinSet::new();
+    for part in 0..SEED_CONNECTIONS {
+        let (bodies, uri, host) = (Arc::clone(&bodies), uri.clone(), host.clone());
+        set.spawn(async move {
+            let mut sender = tokio::time::timeout(CONNECT_TIMEOUT, connect::<Full<Bytes>>(addr))
                 .await
-                .context("seeding session history timed out")?
-                .context("seeding session history failed")?;
-        if !status.is_success() {
-            bail!(
-                "seeding session history: POST /v1/events answered {status}: {}",
-                String::from_utf8_lossy(&answer)
-            );
-        }
+                .context("connecting to the server timed out")?
+                .context("cannot connect to the server")?;
+            for body in bodies.iter().skip(part).step_by(SEED_CONNECTIONS) {
+                let mut request = Request::new(Full::new(Bytes::from(body.clone())));
+                *request.method_mut() = Method::POST;
+                *request.uri_mut() = uri.clone();
+                request.headers_mut().insert(HOST, host.clone());
+                request
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let (status, answer) =
+                    tokio::time::timeout(Duration::from_secs(10), exchange(&mut sender, request))
+                        .await
+                        .context("seeding session history timed out")?
+                        .context("seeding session history failed")?;
+                if !status.is_success() {
+                    bail!(
+                        "seeding session history: POST /v1/events answered {status}: {}",
+                        String::from_utf8_lossy(&answer)
+                    );
+                }
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.context("a seeding task failed")??;
     }
     Ok(())
 }
@@ -593,11 +689,22 @@ struct Workload {
     queries_json: Arc<[String]>,
     /// The `Host` header.
     host: HeaderValue,
+    /// Session ids are `{prefix}-{index}`.
+    prefix: Arc<str>,
+    /// `GET` targets of the recommend scenarios, one per session.
+    recommend_uris: Arc<[Uri]>,
 }
 
 impl Workload {
     /// The next request of the scenario.
     fn next_request(&mut self) -> Request<Full<Bytes>> {
+        if self.scenario.recommends() {
+            let session = self.rng.random_range(0..self.recommend_uris.len());
+            let mut request = Request::new(Full::new(Bytes::new()));
+            *request.uri_mut() = self.recommend_uris[session].clone();
+            request.headers_mut().insert(HOST, self.host.clone());
+            return request;
+        }
         let (uri, body) = match self.scenario {
             Scenario::Events => {
                 let kind = EventType::from_roll(self.rng.random_range(0..100));
@@ -607,15 +714,19 @@ impl Workload {
                     (kind == EventType::AddToCart).then(|| self.rng.random_range(1..=3u32));
                 (
                     self.events_uri.clone(),
-                    event_body(kind, session, item, quantity),
+                    event_body(kind, &self.prefix, session, item, quantity),
                 )
             }
             Scenario::Search | Scenario::SearchPersonal => {
                 let query = &self.queries_json[self.rng.random_range(0..self.queries_json.len())];
                 let session = (self.scenario == Scenario::SearchPersonal)
                     .then(|| self.rng.random_range(0..self.sessions));
-                (self.search_uri.clone(), search_body(query, session))
+                (
+                    self.search_uri.clone(),
+                    search_body(query, &self.prefix, session),
+                )
             }
+            Scenario::Next | Scenario::Home => unreachable!("answered above"),
         };
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
@@ -968,16 +1079,58 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         items_json.len()
     );
 
-    if args.scenario == Scenario::SearchPersonal && args.history > 0 {
-        let seeded = Instant::now();
-        seed_history(&target, addr, &args, &items_json).await?;
+    // The recommend scenarios seed sessions of their own (a run never reads another's), named
+    // after the start time; the others keep `load-{i}`.
+    let prefix: Arc<str> = if args.scenario.recommends() {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("load{millis}").into()
+    } else {
+        "load".into()
+    };
+    let mut sessions = args.sessions;
+    let seeded = Instant::now();
+    let histories = match (&args.diginetica, args.scenario) {
+        (Some(_), s) if !s.recommends() => {
+            bail!("--diginetica gives sessions for the next and home scenarios only")
+        }
+        (Some(dir), _) => prefix_histories(dir, &prefix, sessions)?,
+        (None, Scenario::SearchPersonal | Scenario::Next | Scenario::Home) if args.history > 0 => {
+            random_histories(&args, &prefix, &items_json)
+        }
+        _ => Vec::new(),
+    };
+    if !histories.is_empty() {
+        sessions = histories.len() as u64;
+        let events: usize = histories
+            .iter()
+            .map(|b| b.matches(r#""type""#).count())
+            .sum();
+        seed_history(&target, addr, histories).await?;
         eprintln!(
-            "attune load: gave {} sessions {} item events each in {:.1} s",
-            args.sessions,
-            args.history,
+            "attune load: gave {sessions} sessions {events} item events in {:.1} s",
             seeded.elapsed().as_secs_f64()
         );
     }
+    let recommend_uris: Arc<[Uri]> = if args.scenario.recommends() {
+        let surface = if args.scenario == Scenario::Next {
+            "next"
+        } else {
+            "home"
+        };
+        (0..sessions)
+            .map(|i| {
+                target.uri(&format!(
+                    "/v1/recommendations/{surface}?session_id={prefix}-{i}&limit={}",
+                    args.limit
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into()
+    } else {
+        Arc::from(Vec::new())
+    };
 
     let start = Instant::now();
     let measure_start = start + warmup;
@@ -996,12 +1149,14 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             rng: SmallRng::seed_from_u64(
                 args.seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             ),
-            sessions: args.sessions,
+            sessions,
             items_json: Arc::clone(&items_json),
             events_uri: events_uri.clone(),
             search_uri: search_uri.clone(),
             queries_json: Arc::clone(&queries_json),
             host: host.clone(),
+            prefix: Arc::clone(&prefix),
+            recommend_uris: Arc::clone(&recommend_uris),
         };
         workers.spawn(worker(Arc::clone(&plan), workload));
     }
@@ -1075,6 +1230,78 @@ mod tests {
             search_uri: Uri::from_static("/v1/search"),
             queries_json: vec![r#""navy shirt""#.to_owned()].into(),
             host: HeaderValue::from_static("127.0.0.1:8787"),
+            prefix: "load".into(),
+            recommend_uris: vec![
+                Uri::from_static("/v1/recommendations/next?session_id=r-0&limit=20"),
+                Uri::from_static("/v1/recommendations/next?session_id=r-1&limit=20"),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn recommend_requests_are_gets_over_the_seeded_sessions() {
+        let mut w = workload(3);
+        w.scenario = Scenario::Next;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let request = w.next_request();
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(futures_body(request.body().clone()).len(), 0);
+            assert_eq!(request.headers()[HOST], "127.0.0.1:8787");
+            seen.insert(request.uri().to_string());
+        }
+        assert_eq!(seen.len(), 2, "both sessions are asked: {seen:?}");
+    }
+
+    #[test]
+    fn histories_are_one_batch_per_session() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        let args =
+            <Cli as clap::Parser>::parse_from(["load", "--sessions", "3", "--history", "4"]).load;
+        let bodies = random_histories(&args, "p", &[r#""a""#.to_owned()]);
+        assert_eq!(bodies.len(), 3);
+        for (i, body) in bodies.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            let events = v["events"].as_array().unwrap();
+            assert_eq!(events.len(), 4);
+            assert!(events.iter().all(|e| e["session_id"] == format!("p-{i}")));
+        }
+    }
+
+    #[test]
+    fn diginetica_histories_are_the_test_prefixes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/data/diginetica");
+        if !dir.is_dir() {
+            eprintln!("skipped: {} is not here", dir.display());
+            return;
+        }
+        let data = attune_model::data::diginetica::load(&dir).unwrap();
+        let bodies = prefix_histories(&dir, "d", 5).unwrap();
+        assert_eq!(bodies.len(), 5);
+        for (i, body) in bodies.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            let items: Vec<&str> = v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    assert_eq!(e["type"], "view");
+                    assert_eq!(e["session_id"], format!("d-{i}"));
+                    e["item_id"].as_str().unwrap()
+                })
+                .collect();
+            let want: Vec<&str> = data.test[i]
+                .input
+                .iter()
+                .map(|&x| data.item_ids[x as usize - 1].as_str())
+                .collect();
+            assert_eq!(items, want);
         }
     }
 
@@ -1186,11 +1413,11 @@ mod tests {
     #[test]
     fn event_body_is_exact() {
         assert_eq!(
-            event_body(EventType::AddToCart, 3, r#""x""#, Some(2)),
+            event_body(EventType::AddToCart, "load", 3, r#""x""#, Some(2)),
             r#"{"type":"add_to_cart","session_id":"load-3","item_id":"x","quantity":2}"#
         );
         assert_eq!(
-            event_body(EventType::Skip, 0, r#""x""#, None),
+            event_body(EventType::Skip, "load", 0, r#""x""#, None),
             r#"{"type":"skip","session_id":"load-0","item_id":"x"}"#
         );
     }
@@ -1369,12 +1596,17 @@ mod tests {
             items: None,
             queries: None,
             history: 8,
+            diginetica: None,
+            limit: 20,
             timeout: 5.0,
             seed: 0,
             json: false,
             label: String::new(),
         };
         assert!(args(1, 1.0, 0.0).durations().is_ok());
+        let mut no_limit = args(1, 1.0, 0.0);
+        no_limit.limit = 0;
+        assert!(no_limit.durations().is_err());
         assert!(args(0, 1.0, 0.0).durations().is_err());
         assert!(args(1, 0.0, 0.0).durations().is_err());
         assert!(args(1, f64::NAN, 0.0).durations().is_err());

@@ -178,6 +178,7 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
         .with_online(
             OnlineSources::open(&OnlineConfig {
                 state_dir: settings.recommend.state_dir.clone(),
+                seed_dir: settings.recommend.online_seed.clone(),
                 ..OnlineConfig::default()
             })
             .context("opening the online recommendation sources")?,

@@ -165,6 +165,10 @@ pub(crate) struct RecommendSettings {
     /// are written at shutdown and read back at start. None (the default): they live in memory
     /// only and start empty.
     pub(crate) state_dir: Option<PathBuf>,
+    /// Where the online sources start from when `state_dir` holds no state of its own: a
+    /// directory `attune train --model online` wrote (from a dataset or Attune's event log).
+    /// Only read. None (the default): they start empty.
+    pub(crate) online_seed: Option<PathBuf>,
 }
 
 /// Rules settings.

@@ -148,6 +148,9 @@ pub(crate) enum ModelArg {
     Cooccurrence,
     /// The SASRec transformer.
     Sasrec,
+    /// The server's online sources (trending, co-occurrence, session kNN) fed every training
+    /// sequence as a session: their snapshots, for the setting `recommend.online_seed`.
+    Online,
 }
 
 /// The dataset named on the command line, loaded.
@@ -256,6 +259,14 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
             model.save(&args.out)?;
             format!("cooccurrence ({} pairs) {config:?}", model.pairs())
         }
+        ModelArg::Online => {
+            if args.config.is_some() {
+                bail!(
+                    "--config is for popularity, cooccurrence and sasrec; online uses the server's defaults"
+                );
+            }
+            train_online(&train, &args.out)?
+        }
         ModelArg::Sasrec => unreachable!("trained above"),
     };
     eprintln!(
@@ -265,6 +276,47 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Feeds every training sequence to a fresh set of the server's online sources, as one session
+/// each in file order and all at the same moment (now), and writes their snapshots to `out`.
+fn train_online(train: &Dataset, out: &Path) -> anyhow::Result<String> {
+    let online = attune_engine::OnlineSources::open(&attune_engine::OnlineConfig::default())
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.source_name, e.reason))?;
+    let ids = train
+        .item_ids
+        .iter()
+        .map(|raw| {
+            attune_core::ItemId::new(raw)
+                .map_err(|e| anyhow::anyhow!("item id {raw:?} cannot be served: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sessions: Vec<Vec<attune_core::ItemId>> = train
+        .sequences
+        .iter()
+        .map(|s| {
+            s.iter()
+                .filter_map(|&i| ids.get((i as usize).wrapping_sub(1)).cloned())
+                .collect()
+        })
+        .collect();
+    let now = attune_core::Timestamp::from_millis(
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the clock is before 1970")?
+                .as_millis(),
+        )
+        .context("the clock is past 2^63 ms")?,
+    );
+    online.seed_sessions(sessions.iter().map(Vec::as_slice), now);
+    online
+        .write_to(out)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.source_name, e.reason))?;
+    Ok(format!(
+        "online sources ({} sessions) for recommend.online_seed",
+        sessions.len()
+    ))
 }
 
 /// Trains SASRec with validation (early stopping on NDCG@10 of the validation split, or MRR@20

@@ -29,6 +29,9 @@ pub struct OnlineConfig {
     pub session_knn: SessionKnnConfig,
     /// Where snapshots are written at shutdown and read at start; `None` keeps nothing on disk.
     pub state_dir: Option<PathBuf>,
+    /// Snapshots to start from when `state_dir` has none of its own (`attune train --model
+    /// online` writes them); only read, never written.
+    pub seed_dir: Option<PathBuf>,
 }
 
 /// The three online sources, built together.
@@ -64,6 +67,11 @@ impl<T: Serialize> Held<T> {
         }
     }
 }
+
+/// The snapshot files in a state or seed directory.
+const TRENDING_FILE: &str = "trending.bin";
+const COOCCURRENCE_FILE: &str = "cooccurrence.bin";
+const SESSION_KNN_FILE: &str = "session_knn.bin";
 
 /// Snapshot file layout version (a format byte first, then postcard).
 const FORMAT: u8 = 1;
@@ -109,11 +117,13 @@ fn save<T: Serialize>(name: &'static str, path: &Path, value: &T) -> Result<(), 
     std::fs::rename(&tmp, path).map_err(|e| snapshot_error(name, path, e))
 }
 
-/// Opens one structure: its snapshot if there is a usable one, else a new one. An unreadable
-/// snapshot is logged and set aside (renamed `.bad`), never fatal: the source starts empty.
+/// Opens one structure: its snapshot if there is a usable one, else the seed's (which must be
+/// usable: a seed was asked for), else a new one. An unreadable state snapshot is logged and set
+/// aside (renamed `.bad`), never fatal: the source starts from its seed or empty.
 fn open<T: DeserializeOwned>(
     name: &'static str,
     path: Option<&Path>,
+    seed: Option<&Path>,
     fresh: impl FnOnce() -> Result<T, SourceError>,
 ) -> Result<T, SourceError> {
     if let Some(path) = path {
@@ -124,10 +134,23 @@ fn open<T: DeserializeOwned>(
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::error!(error = %e, "online source state unusable; starting empty");
+                tracing::error!(error = %e, "online source state unusable; set aside");
                 let _ = std::fs::rename(path, path.with_extension("bad"));
             }
         }
+    }
+    if let Some(seed) = seed {
+        return match load(name, seed)? {
+            Some(v) => {
+                tracing::info!(source = name, path = %seed.display(), "online source seeded");
+                Ok(v)
+            }
+            None => Err(snapshot_error(
+                name,
+                seed,
+                "no such file (attune train --model online writes it)",
+            )),
+        };
     }
     fresh()
 }
@@ -144,18 +167,31 @@ impl OnlineSources {
     pub fn open(config: &OnlineConfig) -> Result<OnlineSources, SourceError> {
         let dir = config.state_dir.as_deref();
         let path = |file: &str| dir.map(|d| d.join(file));
-        let trending_path = path("trending.bin");
-        let cooc_path = path("cooccurrence.bin");
-        let knn_path = path("session_knn.bin");
-        let trending = open("trending", trending_path.as_deref(), || {
-            Trending::new(config.trending.clone()).map_err(|e| invalid("trending", e))
-        })?;
-        let cooccurrence = open("cooccurrence", cooc_path.as_deref(), || {
-            Cooccurrence::new(config.cooccurrence.clone()).map_err(|e| invalid("cooccurrence", e))
-        })?;
-        let session_knn = open("session_knn", knn_path.as_deref(), || {
-            SessionKnn::new(config.session_knn.clone()).map_err(|e| invalid("session_knn", e))
-        })?;
+        let seed = |file: &str| config.seed_dir.as_deref().map(|d| d.join(file));
+        let trending_path = path(TRENDING_FILE);
+        let cooc_path = path(COOCCURRENCE_FILE);
+        let knn_path = path(SESSION_KNN_FILE);
+        let trending = open(
+            "trending",
+            trending_path.as_deref(),
+            seed(TRENDING_FILE).as_deref(),
+            || Trending::new(config.trending.clone()).map_err(|e| invalid("trending", e)),
+        )?;
+        let cooccurrence = open(
+            "cooccurrence",
+            cooc_path.as_deref(),
+            seed(COOCCURRENCE_FILE).as_deref(),
+            || {
+                Cooccurrence::new(config.cooccurrence.clone())
+                    .map_err(|e| invalid("cooccurrence", e))
+            },
+        )?;
+        let session_knn = open(
+            "session_knn",
+            knn_path.as_deref(),
+            seed(SESSION_KNN_FILE).as_deref(),
+            || SessionKnn::new(config.session_knn.clone()).map_err(|e| invalid("session_knn", e)),
+        )?;
         Ok(OnlineSources {
             trending: Arc::new(TrendingSource(Held::new(
                 "trending",
@@ -194,6 +230,28 @@ impl OnlineSources {
             // ordinal), so a visitor is never their own seeded neighbour by accident.
             knn.observe_session((1u64 << 63) | n as u64, items, at);
         }
+    }
+}
+
+impl OnlineSources {
+    /// Writes the three snapshots into `dir` (created if missing), whatever `state_dir` is: what
+    /// `attune train --model online` leaves for `recommend.online_seed`.
+    pub fn write_to(&self, dir: &Path) -> Result<(), SourceError> {
+        save(
+            "trending",
+            &dir.join(TRENDING_FILE),
+            &*self.trending.0.inner.read(),
+        )?;
+        save(
+            "cooccurrence",
+            &dir.join(COOCCURRENCE_FILE),
+            &*self.cooccurrence.0.inner.read(),
+        )?;
+        save(
+            "session_knn",
+            &dir.join(SESSION_KNN_FILE),
+            &*self.session_knn.0.inner.read(),
+        )
     }
 }
 
