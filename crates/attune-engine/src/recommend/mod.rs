@@ -518,7 +518,23 @@ pub(crate) async fn recommend(
         }
         false
     };
-    let accept = |id: &ItemId| catalog.get(id.as_str()).is_some_and(|c| !excluded_item(&c));
+    // Each proposed id is looked up once per request: the exclusions ask, the candidates reuse.
+    // (A mutex only because the request's future must be `Send`: one task holds it, never
+    // across an await.)
+    let looked_up: parking_lot::Mutex<FxHashMap<ItemId, Option<(Arc<CatalogItem>, bool)>>> =
+        parking_lot::Mutex::default();
+    let lookup = |id: &ItemId| -> Option<(Arc<CatalogItem>, bool)> {
+        if let Some(hit) = looked_up.lock().get(id) {
+            return hit.clone();
+        }
+        let hit = catalog.get(id.as_str()).map(|c| {
+            let ok = !excluded_item(&c);
+            (c, ok)
+        });
+        looked_up.lock().insert(id.clone(), hit.clone());
+        hit
+    };
+    let accept = |id: &ItemId| lookup(id).is_some_and(|(_, ok)| ok);
 
     // Cold start: the bandit serves a visitor the sources know nothing about.
     let configured: Vec<(&'static str, attune_core::rules::SourceWeight)> = match &req.sources {
@@ -618,7 +634,7 @@ pub(crate) async fn recommend(
             let i = match by_item.get(&p.item_id) {
                 Some(&i) => i,
                 None => {
-                    let Some(item) = catalog.get(p.item_id.as_str()) else {
+                    let Some((item, _)) = lookup(&p.item_id) else {
                         continue;
                     };
                     by_item.insert(p.item_id.clone(), candidates.len());
