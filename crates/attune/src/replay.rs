@@ -20,6 +20,7 @@
 //! - `amazon-beauty`: leave-one-out. Each user's items but the last (the training part of the
 //!   split, then the validation item) are sent as one session, then the surface is asked once and
 //!   the user's last item (the test item) is the target. The test item is never sent.
+//!   `--split validation` sends the training part only and asks for the validation item.
 //!
 //! Metrics per variant, overall and by the session's length when asked (buckets 1, 2, 3–4, 5–9,
 //! 10+): P@20 and MRR@20 in percent as the SR-GNN papers print them (the hit rate at 20, and the
@@ -93,6 +94,11 @@ const DIGINETICA_VALIDATION_PROTOCOL: &str = "SR-GNN on a validation split: the 
 const BEAUTY_PROTOCOL: &str = "leave-one-out: each user's training items then validation item \
     sent as one session, then one ask scored on the user's test item (never sent)";
 
+/// How the Beauty validation replay is scored, for the report.
+const BEAUTY_VALIDATION_PROTOCOL: &str = "leave-one-out on the validation item: each user's \
+    training items sent as one session, then one ask scored on the validation item (never \
+    sent); the test item is never read (tune on this, not on the test)";
+
 /// Arguments of `attune replay`.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -104,7 +110,8 @@ const BEAUTY_PROTOCOL: &str = "leave-one-out: each user's training items then va
     test).\n  amazon-beauty  \
     leave-one-out: each user's training items, then the validation item, are sent as one \
     session; then the surface is asked once and scored on the user's test item, which is never \
-    sent.\n\nThe server should serve the dataset's catalog (`attune import --format diginetica` \
+    sent. With --split validation the training items are sent and the validation item is \
+    asked (tune on these, not on the test).\n\nThe server should serve the dataset's catalog (`attune import --format diginetica` \
     or `--format beauty`); a fresh server gives honest figures (its online sources keep what \
     earlier runs sent)."
 )]
@@ -144,9 +151,10 @@ pub(crate) struct ReplayArgs {
     /// period), unscored, in file order.
     #[arg(long, default_value_t = 0)]
     warmup_sessions: usize,
-    /// diginetica: replay the test sessions (`test`), or hold out the last
-    /// `--validation-sessions` training sessions and replay those (`validation`, for tuning);
-    /// the warmup then counts back from the training sessions before them.
+    /// Score the test cases (`test`) or validation cases (`validation`, for tuning). diginetica:
+    /// hold out the last `--validation-sessions` training sessions and replay those (the warmup
+    /// then counts back from the training sessions before them); amazon-beauty: send each
+    /// user's training items and ask the validation item.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
     /// diginetica `--split validation`: how many of the last training sessions (of at least 2
@@ -421,8 +429,8 @@ fn diginetica_validation(sequences: &[Vec<u32>], n: usize) -> anyhow::Result<(Ve
 /// amazon-beauty's leave-one-out cases as sessions: the training part and the validation item
 /// are sent, then the test item is asked for and never sent. Users too short to evaluate (fewer
 /// than `split::MIN_LEN` items) are left out, as the offline protocol does.
-fn beauty_sessions(data: &Dataset) -> Vec<Replay> {
-    split::cases(data, Split::Test)
+fn beauty_sessions(data: &Dataset, split: Split) -> Vec<Replay> {
+    split::cases(data, split)
         .into_iter()
         .map(|case| {
             let mut items = case.input.to_vec();
@@ -746,6 +754,7 @@ fn build_report(
         split: info.split.as_str(),
         protocol: match (info.dataset, info.split) {
             (DatasetArg::Diginetica, SplitArg::Validation) => DIGINETICA_VALIDATION_PROTOCOL,
+            (DatasetArg::AmazonBeauty, SplitArg::Validation) => BEAUTY_VALIDATION_PROTOCOL,
             (dataset, _) => dataset.protocol(),
         },
         surface: info.surface.as_str(),
@@ -1231,18 +1240,17 @@ fn plan(args: &ReplayArgs) -> anyhow::Result<Plan> {
             (sessions, warmup, data.item_ids)
         }
         DatasetArg::AmazonBeauty => {
-            if args.split != SplitArg::Test {
-                bail!(
-                    "--split validation is for diginetica: amazon-beauty's replay already sends each user's validation item"
-                );
-            }
             if args.warmup_sessions > 0 {
                 bail!(
                     "--warmup-sessions is for diginetica: amazon-beauty sends each user's history before asking"
                 );
             }
             let data = amazon::load_beauty(&args.data_dir.join("amazon-beauty"))?;
-            (beauty_sessions(&data), Vec::new(), data.item_ids)
+            let split = match args.split {
+                SplitArg::Test => Split::Test,
+                SplitArg::Validation => Split::Validation,
+            };
+            (beauty_sessions(&data, split), Vec::new(), data.item_ids)
         }
     };
     if let Some(n) = args.max_sessions {
@@ -1625,7 +1633,7 @@ mod tests {
             checksum: String::new(),
             test: vec![],
         };
-        let sessions = beauty_sessions(&data);
+        let sessions = beauty_sessions(&data, Split::Test);
         assert_eq!(sessions.len(), 2, "the 2-item user is not evaluated");
         let steps: Vec<Step> = sessions[0].steps().collect();
         assert_eq!(
@@ -1657,13 +1665,28 @@ mod tests {
             assert_eq!(sent, expected);
             assert_eq!(s.asks(), 1);
         }
+        // The validation split sends the training part and asks the validation item: the
+        // test item is never sent nor asked.
+        let sessions = beauty_sessions(&data, Split::Validation);
+        let steps: Vec<Step> = sessions[0].steps().collect();
+        assert_eq!(
+            steps,
+            [
+                Step::Send { item: 1 },
+                Step::Send { item: 2 },
+                Step::Ask {
+                    target: 3,
+                    length: 2
+                },
+            ]
+        );
     }
 
     #[test]
     fn beauty_has_one_case_per_user_on_the_real_file() {
         let data = amazon::load_beauty(&shared_data("amazon-beauty"))
             .expect("the shared data is beside the checkout");
-        let sessions = beauty_sessions(&data);
+        let sessions = beauty_sessions(&data, Split::Test);
         assert_eq!(sessions.len(), 22_363);
         for (s, seq) in sessions.iter().zip(&data.sequences) {
             assert_eq!(&s.items, seq);
