@@ -13,14 +13,23 @@
 //! - `sasrec_forward/serve_len50_items{12k,43k}`: one sequence of 50 scored against every item;
 //!   `…43k_cosine` with the cosine output (every item's norm computed per call).
 //!
-//! `cargo bench -p attune-model --bench sasrec`. Threads: `SASREC_THREADS` (default: all cores).
+//! - `sasrec_serve/…`: serving one sequence on a DIGINETICA-sized model (43,097 items, hidden
+//!   128, 2 blocks, 2 heads, max_len 20, cosine output scale 16, random weights; no data file):
+//!   `len{5,20}_candle` is [`SasRec`]'s own `score_all` (the candle path training and `attune
+//!   eval` use), `len{5,20}_serving` the frozen [`Serving`] form's `score_all_into`, both over
+//!   every item; `len{5,20}_top200_serving` the 200 best of the items `accept` takes (nine in
+//!   ten) by [`Serving::top_accepted`]; `len{5,20}_candidates400_{candle,serving}` score 400
+//!   candidates.
+//!
+//! `cargo bench -p attune-model --bench sasrec` (`-- sasrec_serve` for the serving group
+//! alone). Threads: `SASREC_THREADS` (default: all cores).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use attune_model::sasrec::{SasRec, SasRecConfig, SasRecLoss, Trainer};
+use attune_model::sasrec::{SasRec, SasRecConfig, SasRecLoss, Serving, Trainer};
 use attune_model::scorer::SequenceScorer;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -172,5 +181,72 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, train_step, forward);
+/// Serving one sequence, the candle path and the frozen form side by side (same model, same
+/// sequences, same run). Each iteration scores the next of two sequences of the same length,
+/// so [`Serving`]'s per-thread cache of the last state never answers.
+fn serve(c: &mut Criterion) {
+    let items = 43_097u32;
+    let config = SasRecConfig {
+        max_len: 20,
+        hidden: 128,
+        blocks: 2,
+        heads: 2,
+        cosine_scale: 16.0,
+        threads: threads(),
+        ..SasRecConfig::default()
+    };
+    let model = SasRec::new(&config, items as usize).unwrap();
+    let serving: Serving = model.serving().unwrap();
+    // Spread-out item indices (a fixed multiplicative walk from `start`).
+    let walk = |len: u32, start: u32| -> Vec<u32> {
+        (start..start + len)
+            .map(|i| 1 + (i.wrapping_mul(2_654_435_761) >> 7) % items)
+            .collect()
+    };
+    let candidates: Vec<u32> = (0..400).map(|i| 1 + (i * 107) % items).collect();
+    let mut group = c.benchmark_group("sasrec_serve");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let mut scores = Vec::new();
+    for len in [5, 20] {
+        let seqs = [walk(len, 0), walk(len, 1000)];
+        let mut turn = 0usize;
+        let mut next = || {
+            turn += 1;
+            seqs[turn % 2].as_slice()
+        };
+        group.bench_function(format!("len{len}_candle"), |b| {
+            b.iter(|| black_box(model.score_all(&[next()]).unwrap()))
+        });
+        group.bench_function(format!("len{len}_serving"), |b| {
+            b.iter(|| {
+                serving.score_all_into(next(), &mut scores);
+                black_box(scores[1])
+            })
+        });
+        group.bench_function(format!("len{len}_top200_serving"), |b| {
+            b.iter(|| black_box(serving.top_accepted(next(), 200, &mut |i| i % 10 != 0)))
+        });
+        group.bench_function(format!("len{len}_candidates400_candle"), |b| {
+            b.iter(|| {
+                black_box(
+                    model
+                        .score_candidates(&[next()], &[candidates.as_slice()])
+                        .unwrap(),
+                )
+            })
+        });
+        group.bench_function(format!("len{len}_candidates400_serving"), |b| {
+            b.iter(|| {
+                serving.score_candidates_into(next(), &candidates, &mut scores);
+                black_box(scores[0])
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, serve, train_step, forward);
 criterion_main!(benches);

@@ -85,7 +85,7 @@ impl<'a> Params<'a> {
 }
 
 /// `Wᵀ` `[din, dout]` of a weight `w` `[dout, din]` (a `y = x·Wᵀ` layer's right-hand matrix).
-fn transpose(w: &[f32], dout: usize, din: usize) -> Vec<f32> {
+pub(super) fn transpose(w: &[f32], dout: usize, din: usize) -> Vec<f32> {
     let mut t = vec![0f32; w.len()];
     for o in 0..dout {
         for i in 0..din {

@@ -10,7 +10,10 @@
 //! - [`SasRecConfig`]: hyper-parameters (serde, validated; errors name the field).
 //! - [`train`]: seeded training with validation, early stopping and resumable checkpoints.
 //! - [`SasRec`]: the model; [`SasRec::save`] / [`SasRec::load`] (safetensors + manifest);
-//!   scoring through [`crate::scorer::SequenceScorer`].
+//!   scoring through [`crate::scorer::SequenceScorer`] (batches, as evaluation asks).
+//! - [`Serving`] ([`SasRec::serving`]): a loaded model frozen for serving one sequence at a
+//!   time (plain weights, no candle; the best accepted items without scoring every item
+//!   exactly), with the same scores within float rounding.
 //!
 //! Speed: sequences are packed row after row and padding is never computed. That is exact for
 //! the reference's left-padded layout: a padding position enters every block as zeros (the
@@ -35,6 +38,7 @@ mod config;
 mod model;
 mod ops;
 mod pool;
+mod serving;
 mod tile;
 mod train;
 
@@ -44,6 +48,7 @@ mod tests;
 pub use checkpoint::{ModelInfo, WEIGHTS_FILE};
 pub use config::{SasRecConfig, SasRecLoss};
 pub use model::SasRec;
+pub use serving::Serving;
 pub use train::{Candidate, PreparedBatch, Progress, TrainOptions, TrainReport, Trainer, train};
 
 use candle_core::Tensor;
@@ -53,7 +58,8 @@ use crate::scorer::SequenceScorer;
 use model::backend;
 
 /// `1 / ‖e‖` as the cosine output computes it (a zero row stays zero). The squares are summed
-/// in eight lanes so the loop vectorizes: serving computes this for every item on each call.
+/// in eight lanes so the loop vectorizes: [`SasRec`]'s scoring computes this for every item on
+/// each call ([`Serving`] once, when it is built).
 fn inverse_norm(e: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let mut chunks = e.chunks_exact(8);
