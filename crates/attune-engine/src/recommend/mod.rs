@@ -395,6 +395,9 @@ type SourceList = (
     Option<Arc<dyn CandidateSource>>,
 );
 
+/// A catalog item a request looked up, and whether it passed the exclusions.
+type LookedUp = (Arc<CatalogItem>, bool);
+
 /// One candidate on its way through the pipeline.
 struct Candidate {
     item: Arc<CatalogItem>,
@@ -521,9 +524,9 @@ pub(crate) async fn recommend(
     // Each proposed id is looked up once per request: the exclusions ask, the candidates reuse.
     // (A mutex only because the request's future must be `Send`: one task holds it, never
     // across an await.)
-    let looked_up: parking_lot::Mutex<FxHashMap<ItemId, Option<(Arc<CatalogItem>, bool)>>> =
+    let looked_up: parking_lot::Mutex<FxHashMap<ItemId, Option<LookedUp>>> =
         parking_lot::Mutex::default();
-    let lookup = |id: &ItemId| -> Option<(Arc<CatalogItem>, bool)> {
+    let lookup = |id: &ItemId| -> Option<LookedUp> {
         if let Some(hit) = looked_up.lock().get(id) {
             return hit.clone();
         }
