@@ -95,7 +95,7 @@ pub struct EventIn {
     /// The filters, for `search`: `brand`, `category` (a string or a list), `price`
     /// (`{"min", "max"}`), `in_stock` (bool), and any attribute key (a string or a list).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<BTreeMap<String, serde_json::Value>>)]
     pub filters: Option<serde_json::Map<String, Value>>,
 }
 
@@ -105,6 +105,19 @@ pub struct EventIn {
 pub struct EventBatchIn {
     /// The events, applied in order per session.
     pub events: Vec<EventIn>,
+}
+
+/// The body of `POST /v1/events`: one event, or a batch. Only describes the contract (the
+/// handler reads the body itself to name the offending field of a bad event).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventsIn {
+    /// A batch: `{"events": [...]}`.
+    #[schema(title = "EventBatchIn")]
+    Batch(EventBatchIn),
+    /// One event.
+    #[schema(title = "EventIn")]
+    One(EventIn),
 }
 
 fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
@@ -816,7 +829,7 @@ pub struct SearchIn {
     /// Filters: `brand`, `category` (a string or a list; any level of the path), `price`
     /// (`{"min", "max"}`), `in_stock` (bool), and any attribute key (a string or a list).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<BTreeMap<String, serde_json::Value>>)]
     pub filters: Option<serde_json::Map<String, Value>>,
     /// Page size, 1 to 100 (default 20).
     #[serde(default)]

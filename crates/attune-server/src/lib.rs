@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 mod routes;
+pub mod storefront;
 
 pub use routes::items::parse_items;
 
@@ -56,7 +57,7 @@ pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
         .merge(routes::recommendations::router())
         .merge(routes::feedback::router())
         .merge(openapi::router())
-        .fallback(routes::not_found)
+        .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)

@@ -41,6 +41,7 @@ use crate::routes::{
     components(schemas(
         EventIn,
         EventBatchIn,
+        EventsIn,
         EventType,
         IngestOut,
         SessionTopOut,

@@ -4,7 +4,7 @@ use axum::{Json, Router};
 use serde_json::Value;
 
 use crate::AppState;
-use crate::dto::{EventBatchIn, EventIn, IngestOut};
+use crate::dto::{EventBatchIn, EventIn, EventsIn, IngestOut};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Body};
 
@@ -50,7 +50,7 @@ fn read_events(bytes: &[u8]) -> Result<(Vec<EventIn>, bool), ApiError> {
     post,
     path = "/v1/events",
     tag = "events",
-    request_body(content = EventIn, description = "One event, or `{\"events\": [...]}` (an EventBatchIn)"),
+    request_body(content = EventsIn, description = "One event, or a batch `{\"events\": [...]}`"),
     responses(
         (status = 200, description = "Applied", body = IngestOut),
         (status = 400, description = "Malformed JSON", body = ErrorBody),

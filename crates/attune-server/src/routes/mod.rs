@@ -1,6 +1,7 @@
 //! One module per resource, each exposing `router()`.
 
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
 
@@ -14,7 +15,15 @@ pub(crate) mod search;
 pub(crate) mod sessions;
 pub(crate) mod users;
 
-pub(crate) async fn not_found(method: Method, uri: Uri) -> ApiError {
+/// Anything no API route took: a page or file of the storefront, else a JSON 404.
+pub(crate) async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    match crate::storefront::serve(&method, uri.path(), &headers) {
+        Some(page) => page,
+        None => not_found(method, uri).into_response(),
+    }
+}
+
+pub(crate) fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
