@@ -2,11 +2,11 @@
 // `attune demo`: each scenario of issue 21, with a screenshot per step in web/test-results/.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { launch } from "./browser";
 import { startAttune, type Attune } from "./server";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const SHOTS = new URL("../test-results", import.meta.url).pathname;
 
 let attune: Attune;
@@ -14,22 +14,6 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 let problems: string[];
-
-export async function launch(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-default-apps",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-gpu",
-    ],
-  });
-}
 
 async function shot(name: string): Promise<void> {
   mkdirSync(SHOTS, { recursive: true });
@@ -197,7 +181,20 @@ describe("the storefront", () => {
   });
 
   it("the home feed after three clicks differs from a fresh visitor's, and says why", async () => {
-    for (const q of ["oat milk", "yogurt", "granola"]) {
+    // The first click is on the cold visitor's home shelf: the list goes to /v1/feedback with
+    // what was shown and what was clicked (the bandit learns from it).
+    const shelf = page.locator('section[data-surface=home][aria-label="For you"]');
+    const firstId = await shelf.locator("[data-testid=product-card]").first().getAttribute("data-item-id");
+    const feedback = page.waitForRequest(
+      (r) => r.url().endsWith("/v1/feedback") && (r.postData() ?? "").includes(`"clicked":["${firstId}"]`),
+    );
+    await shelf.locator("[data-testid=product-card] a").first().click();
+    const sent = JSON.parse((await feedback).postData() ?? "{}") as { surface: string; shown: string[]; clicked: string[] };
+    expect(sent.surface).toBe("home");
+    expect(sent.shown.length).toBe(8);
+    expect(sent.clicked).toEqual([firstId]);
+    await page.getByRole("heading", { level: 1 }).waitFor();
+    for (const q of ["oat milk", "yogurt"]) {
       await searchFor(q);
       const posted = eventsPosted();
       await page.locator('section[aria-label="Search results"] [data-testid=product-card] a').first().click();
@@ -241,4 +238,57 @@ describe("the storefront", () => {
     expect(gone.status).toBe(404);
     await shot("11-after-forget");
   });
+
+  it("search as you type never shows results older than the last keystroke", async () => {
+    // Record every query the results line has claimed, as the page changed.
+    await page.evaluate(() => {
+      const w = window as unknown as { seen: string[] };
+      w.seen = [];
+      new MutationObserver(() => {
+        const q = document.querySelector("[data-testid=results-for]")?.getAttribute("data-query");
+        if (q && w.seen[w.seen.length - 1] !== q) w.seen.push(q);
+      }).observe(document.body, { subtree: true, childList: true, attributes: true });
+    });
+    const box = page.getByRole("searchbox", { name: "Search the shop" });
+    await box.pressSequentially("yogurt", { delay: 40 });
+    await page.locator('[data-testid=results-for][data-query="yogurt"]').waitFor();
+    await box.pressSequentially(" plain", { delay: 220 }); // slower: some prefixes get answers
+    await page.locator('[data-testid=results-for][data-query="yogurt plain"]').waitFor();
+    await page.waitForTimeout(500);
+    const seen = await page.evaluate(() => (window as unknown as { seen: string[] }).seen);
+    // Each result list shown belongs to a longer prefix than the one before: never an older one.
+    for (let i = 1; i < seen.length; i++) {
+      expect(seen[i]!.startsWith(seen[i - 1]!), `${seen[i - 1]} then ${seen[i]}`).toBe(true);
+      expect(seen[i]!.length).toBeGreaterThan(seen[i - 1]!.length);
+    }
+    expect(seen[seen.length - 1]).toBe("yogurt plain");
+    await expect(box.inputValue()).resolves.toBe("yogurt plain");
+    await shot("12-as-you-type");
+  });
+
+  it("works on a phone, with an accessible name on every control", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.reload();
+    await page.locator("section[data-surface=home][data-strategy]").first().waitFor();
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    await page.getByRole("button", { name: "Your session" }).click();
+    await expect(page.getByRole("complementary", { name: "Your session" }).isVisible()).resolves.toBe(false);
+    await page.getByRole("button", { name: "Your session" }).click();
+    await searchFor("oat milk");
+    await shot("13-phone-search");
+    const unnamed = await page.evaluate(() =>
+      [...document.querySelectorAll("button, a, input, select, [role=img]")]
+        .filter((el) => {
+          const label = el.getAttribute("aria-label") ?? "";
+          const text = (el.textContent ?? "").trim();
+          const byLabel = el.id ? document.querySelector(`label[for="${el.id}"]`) : null;
+          const wrapped = el.closest("label");
+          return !label && !text && !byLabel && !wrapped;
+        })
+        .map((el) => el.outerHTML.slice(0, 120)),
+    );
+    expect(unnamed).toEqual([]);
+  });
 });
+

@@ -101,14 +101,14 @@ export function App() {
       )}
       <div className="flex flex-col gap-4 lg:flex-row">
         <main className={`grid flex-1 gap-4 ${compare ? "md:grid-cols-2" : ""}`}>
-          <div data-pane="you">
+          <div data-pane="you" className="@container">
             {compare && <h2 className="mb-2 text-sm font-semibold text-violet-700">You</h2>}
             <ViewerProvider fresh={false}>
               <Page route={route} />
             </ViewerProvider>
           </div>
           {compare && (
-            <div data-pane="fresh" className="border-t border-dashed border-stone-300 pt-4 md:border-l md:border-t-0 md:pl-4 md:pt-0">
+            <div data-pane="fresh" className="@container border-t border-dashed border-stone-300 pt-4 md:border-l md:border-t-0 md:pl-4 md:pt-0">
               <h2 className="mb-2 text-sm font-semibold text-stone-600">A fresh visitor (read-only)</h2>
               <ViewerProvider fresh>
                 <Page route={route} />

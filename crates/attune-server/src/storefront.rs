@@ -13,30 +13,27 @@ use rust_embed::Embed;
 #[folder = "../../web/dist"]
 struct Assets;
 
-/// Paths that belong to the API (and so never fall back to the shop's page).
-fn is_api(path: &str) -> bool {
-    path == "/v1"
-        || path.starts_with("/v1/")
-        || matches!(path, "/openapi.json" | "/healthz" | "/readyz")
+/// The shop's own pages (its client-side routes): each gets `index.html`.
+fn is_page(path: &str) -> bool {
+    matches!(path, "/" | "/search" | "/cart")
+        || path.strip_prefix("/item/").is_some_and(|id| !id.is_empty())
 }
 
-/// The storefront's answer to `GET`/`HEAD path`, or `None` when the path is not the shop's:
-/// API paths, other methods, and missing files with an extension (`/assets/gone.js`). Any other
-/// path is a page of the single-page app and gets `index.html`.
+/// The storefront's answer to `GET`/`HEAD path`: a built file (`/assets/…`), or the app's page
+/// for one of its routes (`/`, `/search`, `/item/{id}`, `/cart`). `None` for everything else,
+/// which the API answers with its JSON 404: an API client never gets HTML by mistake.
 pub(crate) fn serve(method: &Method, path: &str, headers: &HeaderMap) -> Option<Response> {
-    if (method != Method::GET && method != Method::HEAD) || is_api(path) {
+    if method != Method::GET && method != Method::HEAD {
         return None;
     }
-    let name = path.trim_start_matches('/');
-    let (file, name) = match Assets::get(name) {
-        Some(f) if !name.is_empty() => (f, name),
-        _ => {
-            let last = name.rsplit('/').next().unwrap_or_default();
-            if last.contains('.') {
-                return None;
-            }
-            (Assets::get("index.html")?, "index.html")
+    let (file, name) = if is_page(path) {
+        (Assets::get("index.html")?, "index.html")
+    } else {
+        let name = path.trim_start_matches('/');
+        if name == "index.html" {
+            return None;
         }
+        (Assets::get(name)?, name)
     };
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
     // Hashed file names under assets/ never change; the page itself must always be revalidated.

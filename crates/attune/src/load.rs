@@ -154,6 +154,13 @@ enum Scenario {
     Next,
     /// `GET /v1/recommendations/home` for the same sessions.
     Home,
+    /// The storefront's home page as one unit: its API calls sent at once on parallel
+    /// connections (the "For you" shelf, the "Trending" shelf, "Because you viewed" an item,
+    /// and the visitor's session), timed until the last answer, for the same sessions.
+    PageHome,
+    /// The storefront's search page as one unit: a personalized search with facets and
+    /// explanations (24 results) and the visitor's session, sent at once.
+    PageSearch,
 }
 
 impl Scenario {
@@ -165,12 +172,22 @@ impl Scenario {
             Scenario::SearchPersonal => "search-personal",
             Scenario::Next => "next",
             Scenario::Home => "home",
+            Scenario::PageHome => "page-home",
+            Scenario::PageSearch => "page-search",
         }
     }
 
     /// Whether the scenario reads recommendations (sessions seeded first, `GET` requests).
     const fn recommends(self) -> bool {
-        matches!(self, Scenario::Next | Scenario::Home)
+        matches!(
+            self,
+            Scenario::Next | Scenario::Home | Scenario::PageHome | Scenario::PageSearch
+        )
+    }
+
+    /// Whether one unit of the scenario is a page: several requests at once.
+    const fn is_page(self) -> bool {
+        matches!(self, Scenario::PageHome | Scenario::PageSearch)
     }
 }
 
@@ -693,9 +710,57 @@ struct Workload {
     prefix: Arc<str>,
     /// `GET` targets of the recommend scenarios, one per session.
     recommend_uris: Arc<[Uri]>,
+    /// The server, for the page scenarios' URIs.
+    base: Arc<Target>,
 }
 
 impl Workload {
+    /// A `GET` of `path` (already encoded).
+    fn get(&self, path: &str) -> anyhow::Result<Request<Full<Bytes>>> {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        *request.uri_mut() = self.base.uri(path)?;
+        request.headers_mut().insert(HOST, self.host.clone());
+        Ok(request)
+    }
+
+    /// The API calls of one storefront page for a random seeded session, as the shop sends them.
+    fn page_requests(&mut self) -> anyhow::Result<Vec<Request<Full<Bytes>>>> {
+        let session = format!(
+            "{}-{}",
+            self.prefix,
+            self.rng.random_range(0..self.sessions)
+        );
+        let mut requests = Vec::with_capacity(4);
+        if self.scenario == Scenario::PageHome {
+            let item = &self.items_json[self.rng.random_range(0..self.items_json.len())];
+            let item: String = serde_json::from_str(item)?;
+            requests.push(self.get(&format!(
+                "/v1/recommendations/home?session_id={session}&limit=8&explain=true"
+            ))?);
+            requests.push(self.get(&format!(
+                "/v1/recommendations/home?session_id={session}&sources=trending&limit=8&explain=true"
+            ))?);
+            requests.push(self.get(&format!(
+                "/v1/recommendations/similar?session_id={session}&item_id={}&limit=4&explain=true",
+                encode_query(&item)
+            ))?);
+        } else {
+            let query = &self.queries_json[self.rng.random_range(0..self.queries_json.len())];
+            let body = format!(
+                r#"{{"query":{query},"session_id":"{session}","limit":24,"explain":true}}"#
+            );
+            let mut request = Request::new(Full::new(Bytes::from(body)));
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = self.search_uri.clone();
+            let headers = request.headers_mut();
+            headers.insert(HOST, self.host.clone());
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            requests.push(request);
+        }
+        requests.push(self.get(&format!("/v1/sessions/{session}"))?);
+        Ok(requests)
+    }
+
     /// The next request of the scenario.
     fn next_request(&mut self) -> Request<Full<Bytes>> {
         if self.scenario.recommends() {
@@ -726,7 +791,9 @@ impl Workload {
                     search_body(query, &self.prefix, session),
                 )
             }
-            Scenario::Next | Scenario::Home => unreachable!("answered above"),
+            Scenario::Next | Scenario::Home | Scenario::PageHome | Scenario::PageSearch => {
+                unreachable!("answered above")
+            }
         };
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
@@ -862,6 +929,109 @@ async fn worker(plan: Arc<Plan>, mut workload: Workload) -> anyhow::Result<Worke
         }
     }
     Ok(stats)
+}
+
+/// Connections a page worker holds: one per API call of a page, as a browser opens them.
+const PAGE_CONNECTIONS: usize = 4;
+
+/// One page worker: the API calls of one page at once, on parallel keep-alive connections;
+/// a page's latency is the time until its last answer, and any failed call fails the page.
+async fn page_worker(plan: Arc<Plan>, mut workload: Workload) -> anyhow::Result<WorkerStats> {
+    let mut stats = WorkerStats::new()?;
+    let mut connections: Vec<Option<SendRequest<Full<Bytes>>>> =
+        (0..PAGE_CONNECTIONS).map(|_| None).collect();
+    loop {
+        let now = Instant::now();
+        if now >= plan.end {
+            break;
+        }
+        let measured = now >= plan.measure_start;
+        if measured
+            && let Some(max) = plan.max_requests
+            && plan.issued.fetch_add(1, Ordering::Relaxed) >= max
+        {
+            break;
+        }
+        let requests = workload.page_requests()?;
+        let started = Instant::now();
+        let mut calls = JoinSet::new();
+        for (slot, request) in requests.into_iter().enumerate() {
+            let existing = connections[slot].take();
+            let (addr, timeout) = (plan.addr, plan.request_timeout);
+            calls.spawn(async move {
+                let mut sender = match existing {
+                    Some(sender) => sender,
+                    None => match tokio::time::timeout(CONNECT_TIMEOUT, connect(addr)).await {
+                        Ok(Ok(sender)) => sender,
+                        Ok(Err(e)) => return (slot, None, Err(format!("connect: {e:#}"))),
+                        Err(_) => return (slot, None, Err("connect: timed out".to_owned())),
+                    },
+                };
+                match tokio::time::timeout(timeout, exchange(&mut sender, request)).await {
+                    Ok(Ok(answer)) => (slot, Some(sender), Ok(answer)),
+                    Ok(Err(e)) => (slot, None, Err(format!("request: {e}"))),
+                    Err(_) => (
+                        slot,
+                        None,
+                        Err(format!("request: timed out after {timeout:?}")),
+                    ),
+                }
+            });
+        }
+        let mut failure: Option<String> = None;
+        let mut non_2xx = false;
+        while let Some(joined) = calls.join_next().await {
+            let (slot, sender, outcome) = joined.context("a page call panicked")?;
+            connections[slot] = sender;
+            match outcome {
+                Ok((status, body)) if !status.is_success() => {
+                    non_2xx = true;
+                    let end = body.len().min(ERROR_SNIPPET_LEN);
+                    failure.get_or_insert_with(|| {
+                        format!("{status}: {}", String::from_utf8_lossy(&body[..end]))
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        if !measured {
+            continue;
+        }
+        match failure {
+            Some(f) if !non_2xx => {
+                stats.connection_error(|| f);
+                let retry_at = (Instant::now() + RECONNECT_BACKOFF).min(plan.end);
+                tokio::time::sleep_until(retry_at).await;
+            }
+            other => {
+                let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                stats.histogram.saturating_record(micros);
+                stats.responses += 1;
+                if let Some(f) = other {
+                    stats.non_2xx += 1;
+                    stats.first_failure.get_or_insert(f);
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Percent-encodes a query-string value (item ids are free text).
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 /// The result of one run, as printed.
@@ -1093,10 +1263,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let seeded = Instant::now();
     let histories = match (&args.diginetica, args.scenario) {
         (Some(_), s) if !s.recommends() => {
-            bail!("--diginetica gives sessions for the next and home scenarios only")
+            bail!("--diginetica gives sessions to the recommendation and page scenarios only")
         }
         (Some(dir), _) => prefix_histories(dir, &prefix, sessions)?,
-        (None, Scenario::SearchPersonal | Scenario::Next | Scenario::Home) if args.history > 0 => {
+        (None, s) if (s.recommends() || s == Scenario::SearchPersonal) && args.history > 0 => {
             random_histories(&args, &prefix, &items_json)
         }
         _ => Vec::new(),
@@ -1113,7 +1283,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             seeded.elapsed().as_secs_f64()
         );
     }
-    let recommend_uris: Arc<[Uri]> = if args.scenario.recommends() {
+    let base = Arc::new(target.clone());
+    let recommend_uris: Arc<[Uri]> = if matches!(args.scenario, Scenario::Next | Scenario::Home) {
         let surface = if args.scenario == Scenario::Next {
             "next"
         } else {
@@ -1157,8 +1328,13 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             host: host.clone(),
             prefix: Arc::clone(&prefix),
             recommend_uris: Arc::clone(&recommend_uris),
+            base: Arc::clone(&base),
         };
-        workers.spawn(worker(Arc::clone(&plan), workload));
+        if args.scenario.is_page() {
+            workers.spawn(page_worker(Arc::clone(&plan), workload));
+        } else {
+            workers.spawn(worker(Arc::clone(&plan), workload));
+        }
     }
 
     // Every request and connect is bounded, so the workers end shortly after `end`; the outer
@@ -1236,7 +1412,42 @@ mod tests {
                 Uri::from_static("/v1/recommendations/next?session_id=r-1&limit=20"),
             ]
             .into(),
+            base: Arc::new(Target::parse("http://127.0.0.1:8787").unwrap()),
         }
+    }
+
+    #[test]
+    fn a_home_page_is_its_three_shelves_and_the_session_and_a_search_page_two_calls() {
+        let mut w = workload(5);
+        w.scenario = Scenario::PageHome;
+        for _ in 0..20 {
+            let calls = w.page_requests().unwrap();
+            let uris: Vec<String> = calls.iter().map(|r| r.uri().to_string()).collect();
+            assert_eq!(uris.len(), 4, "{uris:?}");
+            assert!(calls.iter().all(|r| r.method() == Method::GET));
+            let session = uris[3].rsplit('/').next().unwrap().to_owned();
+            assert!(session.starts_with("load-"), "{session}");
+            assert!(uris[0].contains(&format!("home?session_id={session}&limit=8&explain=true")));
+            assert!(uris[1].contains("sources=trending"), "{}", uris[1]);
+            // Item ids are free text: `b"q` travels percent-encoded.
+            assert!(
+                uris[2].contains("similar?")
+                    && (uris[2].contains("item_id=a&") || uris[2].contains("item_id=b%22q&")),
+                "{}",
+                uris[2]
+            );
+        }
+        w.scenario = Scenario::PageSearch;
+        let calls = w.page_requests().unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].method(), Method::POST);
+        let body: serde_json::Value =
+            serde_json::from_slice(&futures_body(calls[0].body().clone())).unwrap();
+        assert_eq!(body["limit"], 24);
+        assert_eq!(body["explain"], true);
+        assert_eq!(body["query"], "navy shirt");
+        assert_eq!(calls[1].method(), Method::GET);
+        assert!(calls[1].uri().path().starts_with("/v1/sessions/load-"));
     }
 
     #[test]

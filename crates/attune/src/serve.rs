@@ -323,6 +323,8 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         || "compiled defaults".to_owned(),
         |p| p.display().to_string(),
     );
+    // The address actually bound (`--listen 127.0.0.1:0` picks a free port).
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(
         %addr,
         sessions = %settings.sessions.url,
@@ -330,6 +332,9 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         rules = %rules_source,
         "attune listening on http://{addr}"
     );
+    if attune_server::storefront::available() {
+        tracing::info!("the storefront: open http://{addr}/ in a browser (the API is under /v1)");
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -105,7 +105,7 @@ export function ProductCard({ item, explanation, usualQuantity, onOpen, onSkip }
       {list.length > 0 && (
         <ul className="flex flex-wrap gap-1" aria-label="personalization">
           {list.map((b) => (
-            <li key={b.kind + b.label} data-badge={b.kind} className={`rounded-full px-2 py-0.5 text-[11px] font-medium ${TONE[b.kind]}`}>
+            <li key={b.kind + b.label} data-badge={b.kind} className={`rounded-md px-2 py-0.5 text-[11px] font-medium leading-tight ${TONE[b.kind]}`}>
               {b.label}
             </li>
           ))}

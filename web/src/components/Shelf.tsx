@@ -66,7 +66,7 @@ export function Shelf({ title, surface, query, refreshKey, hideEmpty }: ShelfPro
       </div>
       {error && <p role="alert" className="text-sm text-red-700">{error}</p>}
       {data && data.items.length === 0 && <p className="text-sm text-stone-500">Nothing to show yet.</p>}
-      <div className="grid grid-cols-2 gap-3 sm:grid-cols-3 lg:grid-cols-4">
+      <div className="grid grid-cols-2 gap-3 @lg:grid-cols-3 @2xl:grid-cols-4">
         {data?.items.map((r) => (
           <ProductCard
             key={r.item.id}

@@ -71,7 +71,7 @@ export function SearchPage({ query }: { query: string }) {
       {shown && (
         <Facets facets={shown.out.facets} selected={selected} onChange={setSelected} />
       )}
-      <section aria-label="Search results" aria-busy={pending} className="flex-1">
+      <section aria-label="Search results" aria-busy={pending} className="@container flex-1">
         <p className="mb-2 text-sm text-stone-500" data-testid="results-for"
           data-query={shown?.query ?? ""}
           data-filters={shown?.filters ?? ""}
@@ -83,7 +83,7 @@ export function SearchPage({ query }: { query: string }) {
               : "Type to search the shop."}
         </p>
         {error && <p role="alert" className="text-sm text-red-700">{error}</p>}
-        <div className={`grid grid-cols-2 gap-3 sm:grid-cols-3 lg:grid-cols-4 ${pending ? "opacity-60" : ""}`}>
+        <div className={`grid grid-cols-2 gap-3 @lg:grid-cols-3 @2xl:grid-cols-4 ${pending ? "opacity-60" : ""}`}>
           {shown?.out.results.map((r) => (
             <ProductCard
               key={r.item.id}

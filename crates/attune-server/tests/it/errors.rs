@@ -266,7 +266,10 @@ fn cases() -> Vec<Case> {
         get("session id with a space", "/v1/sessions/a%20b", bad("session_id")),
         get("session id of 129 bytes", &long_session, bad("session_id")),
         get("unknown route", "/v2/events", NO_ROUTE),
-        get("root", "/", NO_ROUTE),
+        // The storefront answers GET / and its pages; nothing else falls back to it.
+        req("POST to the storefront", (Method::POST, "/", JSON), "{}", NO_ROUTE),
+        get("a missing storefront file", "/assets/gone.js", NO_ROUTE),
+        get("an API path no route takes", "/v1/nope", NO_ROUTE),
         get("GET events", "/v1/events", NO_METHOD),
         req("POST items", (Method::POST, "/v1/items", JSON), "[]", NO_METHOD),
         req("PUT a session", (Method::PUT, "/v1/sessions/s1", JSON), "{}", NO_METHOD),

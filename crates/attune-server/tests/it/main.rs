@@ -15,4 +15,5 @@ mod recommendations;
 mod redis;
 mod search;
 mod sessions;
+mod storefront;
 mod support;
