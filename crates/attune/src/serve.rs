@@ -90,7 +90,7 @@ impl TextEncoder for MiniLm {
 }
 
 /// Where `scripts/fetch-model` puts the embedding model.
-fn default_model_dir() -> Option<std::path::PathBuf> {
+pub(crate) fn default_model_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME")
         .map(|h| std::path::Path::new(&h).join(".cache/attune/models/all-MiniLM-L6-v2"))
 }

