@@ -821,6 +821,25 @@ struct Plan {
     request_timeout: Duration,
 }
 
+impl Plan {
+    /// Whether a worker may start another request (or page), and if so whether it is measured
+    /// (`None`: the run is over, by time or by `--max-requests`).
+    fn next_unit(&self) -> Option<bool> {
+        let now = Instant::now();
+        if now >= self.end {
+            return None;
+        }
+        let measured = now >= self.measure_start;
+        if measured
+            && let Some(max) = self.max_requests
+            && self.issued.fetch_add(1, Ordering::Relaxed) >= max
+        {
+            return None;
+        }
+        Some(measured)
+    }
+}
+
 /// What one worker measured.
 struct WorkerStats {
     /// Latency of every measured response, in microseconds.
@@ -865,18 +884,7 @@ pub(crate) fn new_histogram() -> anyhow::Result<Histogram<u64>> {
 async fn worker(plan: Arc<Plan>, mut workload: Workload) -> anyhow::Result<WorkerStats> {
     let mut stats = WorkerStats::new()?;
     let mut connection: Option<SendRequest<Full<Bytes>>> = None;
-    loop {
-        let now = Instant::now();
-        if now >= plan.end {
-            break;
-        }
-        let measured = now >= plan.measure_start;
-        if measured
-            && let Some(max) = plan.max_requests
-            && plan.issued.fetch_add(1, Ordering::Relaxed) >= max
-        {
-            break;
-        }
+    while let Some(measured) = plan.next_unit() {
         let sender = match connection.as_mut() {
             Some(sender) => sender,
             None => match tokio::time::timeout(CONNECT_TIMEOUT, connect(plan.addr)).await {
@@ -940,18 +948,7 @@ async fn page_worker(plan: Arc<Plan>, mut workload: Workload) -> anyhow::Result<
     let mut stats = WorkerStats::new()?;
     let mut connections: Vec<Option<SendRequest<Full<Bytes>>>> =
         (0..PAGE_CONNECTIONS).map(|_| None).collect();
-    loop {
-        let now = Instant::now();
-        if now >= plan.end {
-            break;
-        }
-        let measured = now >= plan.measure_start;
-        if measured
-            && let Some(max) = plan.max_requests
-            && plan.issued.fetch_add(1, Ordering::Relaxed) >= max
-        {
-            break;
-        }
+    while let Some(measured) = plan.next_unit() {
         let requests = workload.page_requests()?;
         let started = Instant::now();
         let mut calls = JoinSet::new();

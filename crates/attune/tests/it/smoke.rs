@@ -419,3 +419,43 @@ fn the_load_tool_seeds_sessions_and_drives_personal_search() {
     );
     server.stop();
 }
+
+/// The load tool's storefront pages against the real demo: every page's calls (three shelves and
+/// the session; a search and the session) answered, none failing, the seeded sessions found.
+#[test]
+fn the_load_tool_times_whole_storefront_pages() {
+    let server = Server::start(&["demo"], &[]);
+    for scenario in ["page-home", "page-search"] {
+        let out = attune()
+            .args([
+                "load",
+                "--url",
+                &format!("http://{}", server.addr),
+                "--scenario",
+                scenario,
+                "--sessions",
+                "20",
+                "--history",
+                "4",
+                "--concurrency",
+                "2",
+                "--duration",
+                "1",
+                "--warmup",
+                "0",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["scenario"], scenario, "{report}");
+        assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+    }
+    server.stop();
+}
