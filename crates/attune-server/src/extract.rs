@@ -164,3 +164,42 @@ fn from_path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError
         field: (!field.is_empty()).then_some(field),
     }
 }
+
+/// One path parameter, percent-decoded. A segment that does not decode to UTF-8
+/// (`/v1/sessions/%ff%fe`) gets the API's JSON 400 naming the parameter, not axum's plain text.
+#[derive(Debug)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::Path;
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let mut error = ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_path",
+                    format!("the path does not decode: {}", e.body_text()),
+                );
+                if let ErrorKind::InvalidUtf8InPathParam { key } = e.kind() {
+                    error.message =
+                        format!("path parameter {key} is not valid UTF-8 once percent-decoded");
+                    error.field = Some(key.clone());
+                }
+                Err(error)
+            }
+            Err(other) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_path",
+                other.body_text(),
+            )),
+        }
+    }
+}

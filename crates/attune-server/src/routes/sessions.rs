@@ -1,5 +1,5 @@
 use attune_core::SessionId;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use crate::AppState;
 use crate::dto::SessionOut;
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::PathParam;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route(
@@ -27,6 +28,7 @@ fn session_id(raw: &str) -> Result<SessionId, ApiError> {
     tag = "sessions",
     params(("session_id" = String, Path, description = "The session")),
     responses(
+        (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 200, description = "The session", body = SessionOut),
         (status = 404, description = "Never seen, expired or forgotten", body = ErrorBody),
         (status = 422, description = "Invalid session id", body = ErrorBody),
@@ -34,7 +36,7 @@ fn session_id(raw: &str) -> Result<SessionId, ApiError> {
 )]
 pub(crate) async fn get_session(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Json<SessionOut>, ApiError> {
     let id = session_id(&raw)?;
     let view = state.engine.session(&id).await?;
@@ -48,6 +50,7 @@ pub(crate) async fn get_session(
     tag = "sessions",
     params(("session_id" = String, Path, description = "The session")),
     responses(
+        (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 204, description = "Forgotten"),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 422, description = "Invalid session id", body = ErrorBody),
@@ -55,7 +58,7 @@ pub(crate) async fn get_session(
 )]
 pub(crate) async fn delete_session(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<StatusCode, ApiError> {
     let id = session_id(&raw)?;
     if state.engine.forget_session(&id).await? {

@@ -1,5 +1,5 @@
 use attune_core::UserId;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use crate::AppState;
 use crate::dto::{PreferencesIn, ProfileOut};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{self, Body};
+use crate::extract::{self, Body, PathParam};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -38,7 +38,7 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
 )]
 pub(crate) async fn put_preferences(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     body: Body,
 ) -> Result<Json<ProfileOut>, ApiError> {
     let id = user_id(&raw)?;
@@ -57,6 +57,7 @@ pub(crate) async fn put_preferences(
     tag = "users",
     params(("user_id" = String, Path, description = "The signed-in user")),
     responses(
+        (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 200, description = "The profile", body = ProfileOut),
         (status = 404, description = "No profile for this user", body = ErrorBody),
         (status = 422, description = "Invalid user id", body = ErrorBody),
@@ -64,7 +65,7 @@ pub(crate) async fn put_preferences(
 )]
 pub(crate) async fn get_profile(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<Json<ProfileOut>, ApiError> {
     let id = user_id(&raw)?;
     Ok(Json(state.engine.profile(&id).await?.into()))
@@ -78,6 +79,7 @@ pub(crate) async fn get_profile(
     tag = "users",
     params(("user_id" = String, Path, description = "The signed-in user")),
     responses(
+        (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 204, description = "Forgotten"),
         (status = 404, description = "No profile for this user", body = ErrorBody),
         (status = 422, description = "Invalid user id", body = ErrorBody),
@@ -85,7 +87,7 @@ pub(crate) async fn get_profile(
 )]
 pub(crate) async fn delete_user(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&raw)?;
     if state.engine.forget_user(&id).await? {

@@ -264,6 +264,10 @@ fn cases() -> Vec<Case> {
         get("unknown item", "/v1/items/nope", (StatusCode::NOT_FOUND, "not_found", Some("id"))),
         get("unknown session", "/v1/sessions/nope", (StatusCode::NOT_FOUND, "not_found", Some("session_id"))),
         get("session id with a space", "/v1/sessions/a%20b", bad("session_id")),
+        get("session id not UTF-8", "/v1/sessions/%ff%fe", (StatusCode::BAD_REQUEST, "invalid_path", Some("session_id"))),
+        get("item id not UTF-8", "/v1/items/%ff", (StatusCode::BAD_REQUEST, "invalid_path", Some("id"))),
+        get("surface not UTF-8", "/v1/recommendations/%c3%28", (StatusCode::BAD_REQUEST, "invalid_path", Some("surface"))),
+        req("user id not UTF-8", (Method::DELETE, "/v1/users/%ff", None), "", (StatusCode::BAD_REQUEST, "invalid_path", Some("user_id"))),
         get("session id of 129 bytes", &long_session, bad("session_id")),
         get("unknown route", "/v2/events", NO_ROUTE),
         // The storefront answers GET / and its pages; nothing else falls back to it.

@@ -121,3 +121,41 @@ fn the_demo_can_be_told_not_to_fetch_the_model() {
     server.stop();
     std::fs::remove_dir_all(&home).ok();
 }
+
+/// `attune demo` reads the same settings as `serve`: a `--config` file and `ATTUNE__…` variables
+/// (the demo catalog is always used), and stops on an unknown key.
+#[test]
+fn the_demo_takes_a_config_file_and_environment_settings() {
+    let three = serde_json::json!({"events": [
+        {"type": "view", "session_id": "s", "item_id": "oatly-oat-milk-barista-1l"},
+        {"type": "view", "session_id": "s", "item_id": "oatly-oat-milk-barista-1l"},
+        {"type": "view", "session_id": "s", "item_id": "oatly-oat-milk-barista-1l"},
+    ]});
+    let server = Server::start(&["demo", "--no-fetch"], &[("ATTUNE__HTTP__MAX_BATCH", "2")]);
+    let (status, body) = server.http("POST", "/v1/events", Some(&three));
+    assert_eq!(status, 413, "{body}");
+    let (_, items) = server.http("GET", "/v1/items?limit=1", None);
+    assert_eq!(items["total"], 312, "{items}");
+    server.stop();
+
+    let dir = temp_dir("demo-config");
+    let file = dir.join("attune.yaml");
+    std::fs::write(&file, "http:\n  max_batch: 2\n").unwrap();
+    let server = Server::start(
+        &["demo", "--no-fetch", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    let (status, body) = server.http("POST", "/v1/events", Some(&three));
+    assert_eq!(status, 413, "{body}");
+    server.stop();
+
+    let out = attune()
+        .args(["demo", "--no-fetch", "--listen", &free_addr().to_string()])
+        .env("ATTUNE__HTTP__MAX_BACH", "2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("http.max_bach"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
