@@ -373,7 +373,9 @@ impl Session {
         self.record(
             TrailEvent {
                 at,
-                weight,
+                // What the event moved: an event from before the session's clock (clamped to it)
+                // explains itself with its decayed weight, not its full one.
+                weight: weight * late,
                 kind: event.kind,
                 item,
             },
@@ -399,7 +401,7 @@ impl Session {
         self.record(
             TrailEvent {
                 at,
-                weight,
+                weight: weight * late,
                 kind: EventKind::Search,
                 item: u16::MAX,
             },

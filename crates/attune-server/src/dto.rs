@@ -123,11 +123,17 @@ pub enum EventsIn {
 fn de_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
     match Option::<Value>::deserialize(d)? {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .filter(|ms| *ms >= 0)
-            .map(|ms| Some(Timestamp::from_millis(ms)))
-            .ok_or_else(|| serde::de::Error::custom("must be non-negative epoch milliseconds")),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+            (Some(ms), _) if ms >= 0 => Ok(Some(Timestamp::from_millis(ms))),
+            // Past i64: thousands of years ahead, far beyond the allowed skew.
+            (None, Some(_)) => Err(serde::de::Error::custom(
+                "is more than 5 minutes ahead of the server clock",
+            )),
+            (Some(_), _) => Err(serde::de::Error::custom(
+                "must be non-negative epoch milliseconds",
+            )),
+            (None, None) => Err(serde::de::Error::custom("must be whole epoch milliseconds")),
+        },
         Some(Value::String(s)) => parse_time(&s).map(Some).ok_or_else(|| {
             serde::de::Error::custom("must be an RFC 3339 time, e.g. 2026-11-22T09:30:00Z")
         }),

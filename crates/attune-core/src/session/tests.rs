@@ -228,6 +228,26 @@ fn a_late_event_counts_less_than_a_fresh_one() {
     assert!(view_plus_old_click < click_now + rules.weights.view);
 }
 
+/// An event dated long before the session began (1970) moves nothing, and its reason says so
+/// instead of claiming the full weight at the session's start.
+#[test]
+fn an_ancient_event_moves_nothing_and_explains_itself_as_such() {
+    let rules = Rules::default();
+    let milk = oat_milk();
+    let mut s = Session::new(sid(), at(0));
+    s.apply(
+        &event(EventKind::Click, "oat-milk", Timestamp::from_millis(0)),
+        Some(&milk),
+        &rules,
+    );
+    assert!(s.affinity(AffinityKind::Brand, "Oatly", at(0), &rules) < 1e-6);
+    let reasons = s.reasons(AffinityKind::Brand, "Oatly", at(0), &rules, |_| Some(&milk));
+    assert_eq!(reasons.len(), 1);
+    assert!(reasons[0].delta < 1e-6, "{:?}", reasons[0]);
+    assert!(reasons[0].decayed < 1e-6, "{:?}", reasons[0]);
+    assert_eq!(s.event_count, 1, "it still counts as an event");
+}
+
 #[test]
 fn sessions_that_outlive_the_relative_clock_are_rebased() {
     let rules = Rules::default();

@@ -211,6 +211,8 @@ fn cases() -> Vec<Case> {
         ev("quantity \"NaN\"", click_with("quantity", json!("NaN")), bad("quantity")),
         ev("timestamp a bool", click_with("timestamp", json!(true)), bad("timestamp")),
         ev("timestamp negative", click_with("timestamp", json!(-1)), bad("timestamp")),
+        ev("timestamp past i64", click_with("timestamp", json!(u64::MAX)), bad("timestamp")),
+        ev("timestamp fractional", click_with("timestamp", json!(1.5)), bad("timestamp")),
         ev("timestamp not RFC 3339", click_with("timestamp", json!("yesterday")), bad("timestamp")),
         ev("query on a click", click_with("query", json!("milk")), bad("query")),
         ev("filters on a click", click_with("filters", json!({"brand": "X"})), bad("filters")),
@@ -382,5 +384,24 @@ async fn a_json_content_type_with_parameters_or_a_suffix_is_json() {
             .send(Method::POST, "/v1/events", Some(ct), body.clone())
             .await;
         assert_eq!(status, StatusCode::OK, "{ct}: {out}");
+    }
+}
+
+/// A timestamp too large for any clock is called what it is, not "negative".
+#[tokio::test]
+async fn a_timestamp_far_in_the_future_is_named_as_such() {
+    let app = small_app();
+    app.load_catalog().await;
+    for (value, words) in [
+        (json!(u64::MAX), "ahead of the server clock"),
+        (json!(-5), "non-negative"),
+        (json!(2.5), "whole epoch milliseconds"),
+    ] {
+        let body = json!({"type": "click", "session_id": "s", "item_id": "a", "timestamp": value});
+        let (status, out) = app.post_json("/v1/events", &body).await;
+        assert_eq!(status.as_u16(), 422, "{out}");
+        assert_eq!(out["error"]["field"], "timestamp", "{out}");
+        let message = out["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{value}: {message}");
     }
 }
