@@ -12,6 +12,19 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/events", post(post_events))
 }
 
+/// The number of events in a batch body `{"events": [...]}`, found without building them: each
+/// event is only a borrowed slice of the body. `None` when the body is not such a batch.
+fn batch_len(bytes: &[u8]) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a serde_json::value::RawValue>,
+    }
+    serde_json::from_slice::<Batch<'_>>(bytes)
+        .ok()
+        .map(|b| b.events.len())
+}
+
 /// Reads one event or a batch. A well-formed single event (the common case) is parsed in one
 /// pass; anything else goes through a parsed `Value` first, so errors can name the field exactly.
 fn read_events(bytes: &[u8]) -> Result<(Vec<EventIn>, bool), ApiError> {
@@ -64,14 +77,25 @@ pub(crate) async fn post_events(
     State(state): State<AppState>,
     body: Body,
 ) -> Result<Json<IngestOut>, ApiError> {
-    let (incoming, is_batch) = read_events(&body.bytes)?;
-    if incoming.len() > state.engine.config().max_batch {
-        return Err(attune_engine::Error::TooMany {
+    // An over-long batch is refused before any event is built: parsing thousands of events into
+    // values only to refuse them cost memory and other requests' latency.
+    let max = state.engine.config().max_batch;
+    let too_many = |len: usize| -> ApiError {
+        attune_engine::Error::TooMany {
             field: "events",
-            len: incoming.len(),
-            max: state.engine.config().max_batch,
+            len,
+            max,
         }
-        .into());
+        .into()
+    };
+    if let Some(len) = batch_len(&body.bytes)
+        && len > max
+    {
+        return Err(too_many(len));
+    }
+    let (incoming, is_batch) = read_events(&body.bytes)?;
+    if incoming.len() > max {
+        return Err(too_many(incoming.len()));
     }
     let now = state.engine.now();
     let events = incoming
@@ -89,4 +113,21 @@ pub(crate) async fn post_events(
         .collect::<Result<Vec<_>, _>>()?;
     let outcome = state.engine.ingest(events, is_batch).await?;
     Ok(Json(outcome.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_len;
+
+    #[test]
+    fn a_batch_is_counted_without_reading_its_events() {
+        assert_eq!(
+            batch_len(br#"{"events": [{"a": 1}, 2, "x", {"deep": [1, [2]]}]}"#),
+            Some(4)
+        );
+        assert_eq!(batch_len(br#"{"events": []}"#), Some(0));
+        assert_eq!(batch_len(br#"{"type": "view", "session_id": "s"}"#), None);
+        assert_eq!(batch_len(br#"{"events": [1, 2"#), None);
+        assert_eq!(batch_len(br#"[1, 2]"#), None);
+    }
 }

@@ -235,6 +235,8 @@ fn cases() -> Vec<Case> {
         ev("empty batch", r#"{"events": []}"#, bad("events")),
         ev("events not a list", r#"{"events": {}}"#, bad("events")),
         ev("batch over the limit", four.to_string(), (StatusCode::PAYLOAD_TOO_LARGE, "too_many", Some("events"))),
+        // Refused by its count before any event is read: bad events past the limit do not matter.
+        ev("batch over the limit of junk", r#"{"events": [1, "x", null, {"type": 5}]}"#, (StatusCode::PAYLOAD_TOO_LARGE, "too_many", Some("events"))),
         // The body itself.
         ev("body over the limit", big.to_string(), (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None)),
         req("text/plain", (Method::POST, "/v1/events", Some("text/plain")), valid.clone(), UNSUPPORTED),
