@@ -742,10 +742,13 @@ pub(crate) async fn recommend(
     }
 
     // The personal rerank, with the session in hand and the profile.
-    let mut keys = KeySpace::default();
+    let mut keys = KeySpace::with_capacity(candidates.len());
     let prepared: Vec<rerank::Prepared> = candidates
         .iter()
-        .map(|c| keys.prepare(&c.item.item, &c.item.features, &c.item.feature_ids))
+        .map(|c| {
+            let c = &c.item;
+            keys.prepare_keyed(&c.item, &c.features, &c.feature_ids, c.duplicate)
+        })
         .collect();
     let best = candidates.iter().map(|c| c.blended).fold(0.0f32, f32::max);
     let retrieved: Vec<Retrieved<'_>> = candidates
