@@ -181,6 +181,11 @@ pub trait Catalog: Send + Sync + 'static {
     fn delete(&self, id: &str) -> Result<bool>;
     /// One item.
     fn get(&self, id: &str) -> Option<Arc<CatalogItem>>;
+    /// One item, by an id that may be the catalog's own copy (the online sources and sessions
+    /// hold those): a backend may then match it by address instead of comparing the strings.
+    fn get_id(&self, id: &ItemId) -> Option<Arc<CatalogItem>> {
+        self.get(id.as_str())
+    }
     /// Several items, in the order asked (`None` where unknown).
     fn get_many(&self, ids: &[&str]) -> Vec<Option<Arc<CatalogItem>>>;
     /// A page of items in id order, and the total count.
@@ -305,6 +310,11 @@ impl Catalog for MemoryCatalog {
 
     /// One item.
     fn get(&self, id: &str) -> Option<Arc<CatalogItem>> {
+        self.inner.read().by_id.get(id).cloned()
+    }
+
+    /// By the key: the map compares the allocations first (see [`attune_core::Key`]).
+    fn get_id(&self, id: &ItemId) -> Option<Arc<CatalogItem>> {
         self.inner.read().by_id.get(id).cloned()
     }
 

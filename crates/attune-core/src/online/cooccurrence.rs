@@ -50,7 +50,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Accept, Scale, clean, push_capped, top_accepted};
+use super::{Accept, Canonical, Scale, clean, push_capped, shared, top_accepted};
 use crate::error::{Error, Result};
 use crate::id::ItemId;
 use crate::time::Timestamp;
@@ -266,6 +266,19 @@ struct Graph {
 }
 
 impl Graph {
+    /// See [`Cooccurrence::share_ids`].
+    fn share_ids(&mut self, canonical: Canonical<'_>) {
+        let nodes = &mut self.nodes;
+        self.index = std::mem::take(&mut self.index)
+            .into_iter()
+            .map(|(id, slot)| {
+                let id = shared(id, canonical);
+                nodes[slot as usize].id = Some(id.clone());
+                (id, slot)
+            })
+            .collect();
+    }
+
     fn new(half_life_secs: Option<f64>) -> Self {
         Graph {
             scale: Scale::new(half_life_secs),
@@ -461,6 +474,15 @@ impl Cooccurrence {
     /// The settings.
     pub fn config(&self) -> &CooccurrenceConfig {
         &self.config
+    }
+
+    /// Keeps, for each item id held, the equal copy `canonical` gives (the catalog's, say), so
+    /// that lookups by that copy compare pointers, not strings, and the strings are held once.
+    /// Changes no answer.
+    pub fn share_ids(&mut self, canonical: Canonical<'_>) {
+        for g in &mut self.graphs {
+            g.share_ids(canonical);
+        }
     }
 
     /// Items tracked for `kind`.

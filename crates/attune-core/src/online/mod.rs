@@ -53,6 +53,18 @@ use crate::time::Timestamp;
 /// down its ranking for a replacement).
 pub type Accept<'a> = &'a dyn Fn(&ItemId) -> bool;
 
+/// What [`Trending::share_ids`] and its siblings take: an item id's copy to keep instead (an
+/// equal id in another allocation, such as the catalog's), or `None` to keep the one held.
+pub type Canonical<'a> = &'a dyn Fn(&ItemId) -> Option<ItemId>;
+
+/// The copy of `id` to keep: `canonical`'s when it is equal, else `id`'s own.
+fn shared(id: ItemId, canonical: Canonical<'_>) -> ItemId {
+    match canonical(&id) {
+        Some(c) if c == id => c,
+        _ => id,
+    }
+}
+
 /// The time-invariant decay scale described in the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Scale {

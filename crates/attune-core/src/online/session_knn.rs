@@ -57,7 +57,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Accept, clean, push_capped, top_accepted};
+use super::{Accept, Canonical, clean, push_capped, shared, top_accepted};
 use crate::error::{Error, Result};
 use crate::id::{ItemId, SessionId};
 use crate::time::Timestamp;
@@ -220,6 +220,21 @@ impl SessionKnn {
     /// Distinct items held by tracked sessions.
     pub fn item_count(&self) -> usize {
         self.items.len()
+    }
+
+    /// Keeps, for each item id held, the equal copy `canonical` gives (the catalog's, say), so
+    /// that lookups by that copy compare pointers, not strings, and the strings are held once.
+    /// Changes no answer.
+    pub fn share_ids(&mut self, canonical: Canonical<'_>) {
+        let slots = &mut self.item_slots;
+        self.items = std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|(id, slot)| {
+                let id = shared(id, canonical);
+                slots[slot as usize].id = Some(id.clone());
+                (id, slot)
+            })
+            .collect();
     }
 
     /// The items `session` holds, oldest first (empty if not tracked).
