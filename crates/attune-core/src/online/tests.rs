@@ -248,3 +248,34 @@ fn sharing_ids_changes_no_answer_and_shares_the_allocations() {
         }
     }
 }
+
+#[test]
+fn snapshots_with_escaped_ids_read_back_the_same() {
+    let ids: Vec<ItemId> = ["q\"uote", "back\\slash", "plain", "uni\u{e9}"]
+        .iter()
+        .map(|s| ItemId::new(s).unwrap())
+        .collect();
+    let mut co = Cooccurrence::new(CooccurrenceConfig::default()).unwrap();
+    let mut knn = SessionKnn::new(SessionKnnConfig::default()).unwrap();
+    for (n, w) in ids.windows(2).enumerate() {
+        co.observe_session(CoKind::View, w, time(n, 0));
+        knn.observe_session(n as u64, w, time(n, 0));
+    }
+    let all = |_: &ItemId| true;
+    let co_back: Cooccurrence = serde_json::from_str(&serde_json::to_string(&co).unwrap()).unwrap();
+    let knn_back: SessionKnn =
+        serde_json::from_str(&serde_json::to_string(&knn).unwrap()).unwrap();
+    for id in &ids {
+        let anchors = [(id.clone(), 1.0)];
+        assert_eq!(
+            co.recommend(CoKind::View, &anchors, 10, &all),
+            co_back.recommend(CoKind::View, &anchors, 10, &all)
+        );
+        let seq = [id.clone()];
+        assert_eq!(
+            knn.recommend(&seq, 10, &all, None),
+            knn_back.recommend(&seq, 10, &all, None)
+        );
+    }
+    assert_eq!(knn_back.item_count(), ids.len());
+}
