@@ -82,6 +82,9 @@ pub struct UpsertOutcome {
     pub updated: usize,
 }
 
+/// An item's brand and normalized title: what near-duplicates share.
+type TitleKey = (Option<Arc<str>>, String);
+
 #[derive(Default)]
 struct Inner {
     /// In id order (pages, rebuilds).
@@ -96,7 +99,7 @@ struct Inner {
     attribute_keys: std::collections::HashMap<String, usize>,
     /// (Brand, normalized title) → (its near-duplicate key, how many items hold it); an entry
     /// goes with its last item, and keys are never reused.
-    duplicates: FxHashMap<(Option<Arc<str>>, String), (u32, u32)>,
+    duplicates: FxHashMap<TitleKey, (u32, u32)>,
     /// The next near-duplicate key.
     next_duplicate: u32,
 }
@@ -111,7 +114,9 @@ impl Inner {
         let next = &mut self.next_duplicate;
         let entry = self.duplicates.entry(key).or_insert_with(|| {
             let id = *next;
-            *next = next.checked_add(1).expect("fewer than 2^32 titles upserted");
+            *next = next
+                .checked_add(1)
+                .expect("fewer than 2^32 titles upserted");
             (id, 0)
         });
         entry.1 += 1;

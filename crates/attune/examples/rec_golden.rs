@@ -69,7 +69,12 @@ fn args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn request(surface: Surface, session: &str, item: Option<&ItemId>, explain: bool) -> RecommendRequest {
+fn request(
+    surface: Surface,
+    session: &str,
+    item: Option<&ItemId>,
+    explain: bool,
+) -> RecommendRequest {
     RecommendRequest {
         surface,
         session_id: Some(SessionId::new(session).expect("session id")),
@@ -85,8 +90,16 @@ fn request(surface: Surface, session: &str, item: Option<&ItemId>, explain: bool
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(NOW)));
-    let store = Arc::new(MemorySessionStore::open(MemoryConfig::default(), clock.now())?);
-    let engine = Engine::new(store, Rules::default(), clock.clone(), EngineConfig::default());
+    let store = Arc::new(MemorySessionStore::open(
+        MemoryConfig::default(),
+        clock.now(),
+    )?);
+    let engine = Engine::new(
+        store,
+        Rules::default(),
+        clock.clone(),
+        EngineConfig::default(),
+    );
     let bytes = std::fs::read(&a.catalog)?;
     let items = attune_server::parse_items(&bytes, BodyKind::Ndjson, clock.now())
         .map_err(|e| anyhow::anyhow!("catalog: {}", e.message))?;
@@ -125,20 +138,35 @@ async fn main() -> anyhow::Result<()> {
     let mut asks: Vec<(String, RecommendRequest)> = Vec::new();
     for s in 0..n {
         let sid = format!("golden-{s}");
-        asks.push((format!("next {sid} explain"), request(Surface::Next, &sid, None, true)));
+        asks.push((
+            format!("next {sid} explain"),
+            request(Surface::Next, &sid, None, true),
+        ));
         if s % 3 == 0 {
-            asks.push((format!("next {sid} quiet"), request(Surface::Next, &sid, None, false)));
+            asks.push((
+                format!("next {sid} quiet"),
+                request(Surface::Next, &sid, None, false),
+            ));
         }
         if s % 4 == 0 {
-            asks.push((format!("home {sid} explain"), request(Surface::Home, &sid, None, true)));
-            asks.push((format!("home {sid} quiet"), request(Surface::Home, &sid, None, false)));
+            asks.push((
+                format!("home {sid} explain"),
+                request(Surface::Home, &sid, None, true),
+            ));
+            asks.push((
+                format!("home {sid} quiet"),
+                request(Surface::Home, &sid, None, false),
+            ));
         }
         if s % 8 == 1 {
             asks.push((
                 format!("similar {sid} explain"),
                 request(Surface::Similar, &sid, Some(&last[s]), true),
             ));
-            asks.push((format!("cart {sid} explain"), request(Surface::Cart, &sid, None, true)));
+            asks.push((
+                format!("cart {sid} explain"),
+                request(Surface::Cart, &sid, None, true),
+            ));
             asks.push((
                 format!("next {sid} item explain"),
                 request(Surface::Next, &sid, Some(&last[(s * 7) % n]), true),
@@ -146,8 +174,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     // A cold visitor (the bandit's home) and an unknown session.
-    asks.push(("home cold explain".into(), request(Surface::Home, "golden-cold", None, true)));
-    asks.push(("next cold explain".into(), request(Surface::Next, "golden-cold", None, true)));
+    asks.push((
+        "home cold explain".into(),
+        request(Surface::Home, "golden-cold", None, true),
+    ));
+    asks.push((
+        "next cold explain".into(),
+        request(Surface::Next, "golden-cold", None, true),
+    ));
 
     let mut out = std::io::BufWriter::new(std::fs::File::create(&a.out)?);
     for (label, req) in &asks {
@@ -178,7 +212,11 @@ async fn main() -> anyhow::Result<()> {
                 }
                 best = best.min(t.elapsed().as_secs_f64() / reqs.len() as f64);
             }
-            eprintln!("{name}: {:.1} µs per request (best round of {})", best * 1e6, a.time);
+            eprintln!(
+                "{name}: {:.1} µs per request (best round of {})",
+                best * 1e6,
+                a.time
+            );
         }
     }
     Ok(())

@@ -50,9 +50,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Accept, Canonical, Scale, SnapshotId, clean, push_capped, shared, top_accepted,
-};
+use super::{Accept, Canonical, Scale, SnapshotId, clean, push_capped, shared, top_accepted};
 use crate::error::{Error, Result};
 use crate::id::ItemId;
 use crate::time::Timestamp;

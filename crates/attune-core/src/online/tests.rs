@@ -263,8 +263,7 @@ fn snapshots_with_escaped_ids_read_back_the_same() {
     }
     let all = |_: &ItemId| true;
     let co_back: Cooccurrence = serde_json::from_str(&serde_json::to_string(&co).unwrap()).unwrap();
-    let knn_back: SessionKnn =
-        serde_json::from_str(&serde_json::to_string(&knn).unwrap()).unwrap();
+    let knn_back: SessionKnn = serde_json::from_str(&serde_json::to_string(&knn).unwrap()).unwrap();
     for id in &ids {
         let anchors = [(id.clone(), 1.0)];
         assert_eq!(

@@ -1153,7 +1153,10 @@ fn keyed_preparing_groups_as_the_titles_do() {
             .entry((i.brand.clone(), normalize_title(&i.title)))
             .or_insert(n);
     }
-    assert!(numbers.len() < c.items.len(), "the catalog has near-duplicates");
+    assert!(
+        numbers.len() < c.items.len(),
+        "the catalog has near-duplicates"
+    );
     let mut keyed = KeySpace::default();
     let prepared: Vec<Prepared> = KEY_IDS.with_borrow_mut(|ids| {
         c.items

@@ -528,30 +528,23 @@ pub(crate) async fn recommend(
     // (A mutex only because the request's future must be `Send`: one task holds it, never
     // across an await.)
     // (Sized for the proposals of a usual recipe: growing it took a tenth of a request.)
-    let looked_up: parking_lot::Mutex<FxHashMap<ItemId, Option<LookedUp>>> = parking_lot::Mutex::new(
-        FxHashMap::with_capacity_and_hasher(LOOKUPS, Default::default()),
-    );
-    // `f` sees the memo's entry for `id`, looked up first if new (one lock per call).
-    let with_lookup = |id: &ItemId, f: &mut dyn FnMut(Option<&LookedUp>)| {
+    let looked_up: parking_lot::Mutex<FxHashMap<ItemId, Option<LookedUp>>> =
+        parking_lot::Mutex::new(FxHashMap::with_capacity_and_hasher(
+            LOOKUPS,
+            Default::default(),
+        ));
+    // One lock per call: the task holding it is the only one.
+    let accept = |id: &ItemId| {
         let mut memo = looked_up.lock();
         if let Some(hit) = memo.get(id) {
-            return f(hit.as_ref());
+            return hit.as_ref().is_some_and(|(_, ok)| *ok);
         }
         let hit = catalog.get_id(id).map(|c| {
             let ok = !excluded_item(&c);
             (c, ok)
         });
-        f(hit.as_ref());
+        let ok = hit.as_ref().is_some_and(|(_, ok)| *ok);
         memo.insert(id.clone(), hit);
-    };
-    let lookup = |id: &ItemId| -> Option<LookedUp> {
-        let mut out = None;
-        with_lookup(id, &mut |hit| out = hit.cloned());
-        out
-    };
-    let accept = |id: &ItemId| {
-        let mut ok = false;
-        with_lookup(id, &mut |hit| ok = hit.is_some_and(|(_, ok)| *ok));
         ok
     };
 
@@ -649,12 +642,19 @@ pub(crate) async fn recommend(
             }
         }
     }
+    // Each candidate's item is moved out of the memo (an Arc count touched once, not twice: the
+    // items are shared by every request in flight).
+    let mut memo = looked_up.into_inner();
     for (name, _, list, _) in &lists {
         for (rank, p) in list.iter().enumerate() {
             let i = match by_item.get(&p.item_id) {
                 Some(&i) => i,
                 None => {
-                    let Some((item, _)) = lookup(&p.item_id) else {
+                    let found = match memo.get_mut(&p.item_id) {
+                        Some(hit) => hit.take().map(|(item, _)| item),
+                        None => catalog.get_id(&p.item_id),
+                    };
+                    let Some(item) = found else {
                         continue;
                     };
                     by_item.insert(p.item_id.clone(), candidates.len());

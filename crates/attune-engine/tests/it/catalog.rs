@@ -55,7 +55,10 @@ macro_rules! conformance {
             fn near_duplicate_keys_are_equal_exactly_for_equal_brand_and_title() {
                 let c = catalog();
                 let titled = |id: &str, title: &str, brand: &str| {
-                    Item::builder(id, title).brand(brand).build().expect("valid item")
+                    Item::builder(id, title)
+                        .brand(brand)
+                        .build()
+                        .expect("valid item")
                 };
                 c.upsert(vec![
                     titled("a", "Oat Drink 1 L", "Oatly"),
@@ -70,14 +73,16 @@ macro_rules! conformance {
                 assert_ne!(key("a"), key("d"));
                 // Renamed, an item leaves its group; a key whose last item went is not reused.
                 let soy = key("d");
-                c.upsert(vec![titled("d", "Oat Drink 1L", "Oatly")]).unwrap();
+                c.upsert(vec![titled("d", "Oat Drink 1L", "Oatly")])
+                    .unwrap();
                 assert_ne!(key("d"), key("a"));
                 c.upsert(vec![titled("e", "Rice Drink", "Oatly")]).unwrap();
                 assert_ne!(key("e"), soy);
                 c.upsert(vec![titled("f", "soy drink", "Oatly")]).unwrap();
                 assert_ne!(key("f"), soy);
                 assert!(c.delete("b").unwrap());
-                c.upsert(vec![titled("g", "Oat drink 1 l", "Oatly")]).unwrap();
+                c.upsert(vec![titled("g", "Oat drink 1 l", "Oatly")])
+                    .unwrap();
                 assert_eq!(key("g"), key("a"));
             }
 
