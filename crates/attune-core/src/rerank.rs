@@ -125,8 +125,12 @@ pub struct KeySpace {
     attribute_of: FxHashMap<u32, u32>,
     /// Item id → slot (of its first candidate).
     item_of: FxHashMap<ItemId, u32>,
-    /// (Brand, normalized title) → near-duplicate group.
+    /// (Brand, normalized title) → near-duplicate group ([`KeySpace::prepare`]).
     groups: FxHashMap<(Option<Arc<str>>, String), u32>,
+    /// Caller's duplicate key → near-duplicate group ([`KeySpace::prepare_keyed`]).
+    keyed_groups: FxHashMap<u32, u32>,
+    /// Groups numbered so far (by either map; a list uses one of them).
+    group_count: u32,
 }
 
 impl Default for KeySpace {
@@ -147,6 +151,8 @@ impl Default for KeySpace {
             attribute_of: FxHashMap::default(),
             item_of: FxHashMap::default(),
             groups: FxHashMap::default(),
+            keyed_groups: FxHashMap::default(),
+            group_count: 0,
         }
     }
 }
@@ -165,6 +171,15 @@ fn number(of: &mut FxHashMap<u32, u32>, list: &mut Vec<u32>, id: u32) -> u32 {
 }
 
 impl KeySpace {
+    /// An empty key space with room for `candidates` items (and as many near-duplicate
+    /// groups) before its tables grow.
+    pub fn with_capacity(candidates: usize) -> Self {
+        let mut keys = KeySpace::default();
+        keys.item_of.reserve(candidates);
+        keys.keyed_groups.reserve(candidates);
+        keys
+    }
+
     /// Prepares the next candidate of this list; `ids` are its features' [`KeyIds`] ids, in
     /// order: the brand (if any), each category level, then each attribute (as
     /// [`KeySpace::feature_ids`] gives them). The levels are the prefixes of the deepest one, so
@@ -173,6 +188,47 @@ impl KeySpace {
     /// # Panics
     /// If `ids` is not one id per feature key.
     pub fn prepare(&mut self, item: &Item, features: &ItemFeatures, ids: &[u32]) -> Prepared {
+        debug_assert!(self.keyed_groups.is_empty(), "one way of grouping per list");
+        let mut prepared = self.prepare_keys(item, features, ids);
+        let next = self.group_count;
+        prepared.group = *self
+            .groups
+            .entry((item.brand.clone(), normalize_title(&item.title)))
+            .or_insert(next);
+        if prepared.group == next {
+            self.group_count += 1;
+        }
+        prepared
+    }
+
+    /// [`KeySpace::prepare`] with the candidate's near-duplicate key computed by the caller, once
+    /// per item instead of once per list: `duplicate` must be equal for two candidates exactly
+    /// when their brands and normalized titles ([`normalize_title`]) are (the engine's catalog
+    /// numbers each distinct pair when an item is upserted). Gives the same [`Prepared`] as
+    /// [`KeySpace::prepare`] without reading the title. A list prepares all its candidates one
+    /// way or the other, never both.
+    ///
+    /// # Panics
+    /// If `ids` is not one id per feature key.
+    pub fn prepare_keyed(
+        &mut self,
+        item: &Item,
+        features: &ItemFeatures,
+        ids: &[u32],
+        duplicate: u32,
+    ) -> Prepared {
+        debug_assert!(self.groups.is_empty(), "one way of grouping per list");
+        let mut prepared = self.prepare_keys(item, features, ids);
+        let next = self.group_count;
+        prepared.group = *self.keyed_groups.entry(duplicate).or_insert(next);
+        if prepared.group == next {
+            self.group_count += 1;
+        }
+        prepared
+    }
+
+    /// Everything of [`Prepared`] but the near-duplicate group (left 0).
+    fn prepare_keys(&mut self, item: &Item, features: &ItemFeatures, ids: &[u32]) -> Prepared {
         let levels = features.categories.len();
         let has_brand = features.brand.is_some();
         let len = usize::from(has_brand) + levels + features.attributes.len();
@@ -208,13 +264,8 @@ impl KeySpace {
         let slot = self.slots;
         self.slots += 1;
         self.item_of.entry(item.id.clone()).or_insert(slot);
-        let next = local(self.groups.len());
-        let group = *self
-            .groups
-            .entry((item.brand.clone(), normalize_title(&item.title)))
-            .or_insert(next);
         Prepared {
-            group,
+            group: 0,
             slot,
             brand,
             path,
@@ -741,7 +792,7 @@ pub fn rerank(
         .filter(|f| f.is_finite())
         .fold(0.0f32, f32::max);
     // Whether a result of each near-duplicate group is already in.
-    let mut taken = vec![false; keys.groups.len()];
+    let mut taken = vec![false; keys.group_count as usize];
     // Signals matched to another list would boost the wrong keys: a caller's bug, ignored.
     debug_assert!(
         [session, profile]

@@ -26,6 +26,11 @@ pub struct CatalogItem {
     pub features: ItemFeatures,
     /// The catalog's [`KeyIds`] ids of those keys (brand, category levels, attributes).
     pub feature_ids: Vec<u32>,
+    /// Its near-duplicate key: equal for two items of the catalog exactly when their brands and
+    /// normalized titles ([`attune_core::rerank::normalize_title`]) are, numbered at upsert so
+    /// that a list of candidates is prepared without reading a title
+    /// ([`attune_core::rerank::KeySpace::prepare_keyed`]).
+    pub duplicate: u32,
     /// The item's JSON as the API writes it, kept by the API layer on first use.
     pub wire: WireMemo,
 }
@@ -77,6 +82,9 @@ pub struct UpsertOutcome {
     pub updated: usize,
 }
 
+/// An item's brand and normalized title: what near-duplicates share.
+type TitleKey = (Option<Arc<str>>, String);
+
 #[derive(Default)]
 struct Inner {
     /// In id order (pages, rebuilds).
@@ -89,9 +97,46 @@ struct Inner {
     strings: KeyIds,
     /// How many items carry each attribute key (filters on other keys are errors).
     attribute_keys: std::collections::HashMap<String, usize>,
+    /// (Brand, normalized title) → (its near-duplicate key, how many items hold it); an entry
+    /// goes with its last item, and keys are never reused.
+    duplicates: FxHashMap<TitleKey, (u32, u32)>,
+    /// The next near-duplicate key.
+    next_duplicate: u32,
 }
 
 impl Inner {
+    /// The near-duplicate key of an item being added (counted until [`Inner::forget_duplicate`]).
+    fn duplicate(&mut self, item: &Item) -> u32 {
+        let key = (
+            item.brand.clone(),
+            attune_core::rerank::normalize_title(&item.title),
+        );
+        let next = &mut self.next_duplicate;
+        let entry = self.duplicates.entry(key).or_insert_with(|| {
+            let id = *next;
+            *next = next
+                .checked_add(1)
+                .expect("fewer than 2^32 titles upserted");
+            (id, 0)
+        });
+        entry.1 += 1;
+        entry.0
+    }
+
+    /// An item that is going: its near-duplicate key loses a holder.
+    fn forget_duplicate(&mut self, item: &Item) {
+        let key = (
+            item.brand.clone(),
+            attune_core::rerank::normalize_title(&item.title),
+        );
+        if let Some(entry) = self.duplicates.get_mut(&key) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                self.duplicates.remove(&key);
+            }
+        }
+    }
+
     fn forget_attribute_keys(&mut self, item: &Item) {
         for k in item.attributes.keys() {
             if let Some(n) = self.attribute_keys.get_mut(k) {
@@ -141,6 +186,11 @@ pub trait Catalog: Send + Sync + 'static {
     fn delete(&self, id: &str) -> Result<bool>;
     /// One item.
     fn get(&self, id: &str) -> Option<Arc<CatalogItem>>;
+    /// One item, by an id that may be the catalog's own copy (the online sources and sessions
+    /// hold those): a backend may then match it by address instead of comparing the strings.
+    fn get_id(&self, id: &ItemId) -> Option<Arc<CatalogItem>> {
+        self.get(id.as_str())
+    }
     /// Several items, in the order asked (`None` where unknown).
     fn get_many(&self, ids: &[&str]) -> Vec<Option<Arc<CatalogItem>>>;
     /// A page of items in id order, and the total count.
@@ -210,6 +260,7 @@ impl MemoryCatalog {
         let mut fresh: HashSet<ItemId> = HashSet::new();
         for item in items {
             let (features, feature_ids) = inner.interned_features(&item);
+            let duplicate = inner.duplicate(&item);
             inner.vocab.add(&item);
             for k in item.attributes.keys() {
                 *inner.attribute_keys.entry(k.clone()).or_insert(0) += 1;
@@ -218,6 +269,7 @@ impl MemoryCatalog {
                 item,
                 features,
                 feature_ids,
+                duplicate,
                 wire: WireMemo::default(),
             });
             let id = entry.item.id.clone();
@@ -226,6 +278,7 @@ impl MemoryCatalog {
                 Some(old) => {
                     inner.vocab.remove(&old.item);
                     inner.forget_attribute_keys(&old.item);
+                    inner.forget_duplicate(&old.item);
                     if !fresh.contains(&id) {
                         outcome.updated += 1;
                     }
@@ -253,6 +306,7 @@ impl Catalog for MemoryCatalog {
             Some(old) => {
                 inner.vocab.remove(&old.item);
                 inner.forget_attribute_keys(&old.item);
+                inner.forget_duplicate(&old.item);
                 Ok(true)
             }
             None => Ok(false),
@@ -261,6 +315,11 @@ impl Catalog for MemoryCatalog {
 
     /// One item.
     fn get(&self, id: &str) -> Option<Arc<CatalogItem>> {
+        self.inner.read().by_id.get(id).cloned()
+    }
+
+    /// By the key: the map compares the allocations first (see [`attune_core::Key`]).
+    fn get_id(&self, id: &ItemId) -> Option<Arc<CatalogItem>> {
         self.inner.read().by_id.get(id).cloned()
     }
 

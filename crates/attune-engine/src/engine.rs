@@ -165,6 +165,10 @@ impl Engine {
     /// Uses these online sources (e.g. opened from a state directory, or seeded) instead of the
     /// empty in-memory ones.
     pub fn with_online(self, online: OnlineSources) -> Self {
+        // The sources name the catalog's items with the catalog's copies of their ids (a
+        // request's lookups then compare pointers), as far as the catalog is loaded by now.
+        let catalog = &self.catalog;
+        online.share_ids(&|id| catalog.get(id.as_str()).map(|c| c.item.id.clone()));
         add_online(&self.recommender, online);
         self
     }
@@ -392,8 +396,16 @@ impl Engine {
             session: None,
         };
         let mut for_profiles: Vec<(SessionId, Vec<(Event, Resolved)>)> = Vec::new();
-        for (session_id, events) in groups {
+        for (session_id, mut events) in groups {
             let resolved = resolve(&*self.catalog, &events);
+            // The catalog's copy of each known item's id (an equal string): what the session
+            // and the online sources keep of it is then shared with the catalog, and their
+            // lookups there compare pointers.
+            for (e, r) in events.iter_mut().zip(&resolved) {
+                if let (Some(id), Resolved::Item(Some(c))) = (&mut e.item_id, r) {
+                    *id = c.item.id.clone();
+                }
+            }
             if self.profiles.is_some() {
                 crate::profile::collect(&events, &resolved, &mut for_profiles);
             }

@@ -402,7 +402,7 @@ impl SearchIndex {
         let ids: Vec<&str> = fused.iter().map(|f| f.item_id.as_str()).collect();
         let items = catalog.get_many(&ids);
         let terms = attune_core::vocab::query_terms(query);
-        let mut keys = rerank::KeySpace::default();
+        let mut keys = rerank::KeySpace::with_capacity(fused.len());
         let mut prepared = Vec::with_capacity(fused.len());
         let candidates = fused
             .into_iter()
@@ -410,7 +410,12 @@ impl SearchIndex {
             .filter_map(|(fused, item)| {
                 let item = item?;
                 let tier = attune_core::vocab::query_coverage(&terms, &item.item);
-                prepared.push(keys.prepare(&item.item, &item.features, &item.feature_ids));
+                prepared.push(keys.prepare_keyed(
+                    &item.item,
+                    &item.features,
+                    &item.feature_ids,
+                    item.duplicate,
+                ));
                 Some(Candidate {
                     fused: fused.fused,
                     sources: source_hits(&fused),

@@ -50,7 +50,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Accept, Scale, clean, push_capped, top_accepted};
+use super::{Accept, Canonical, Scale, SnapshotId, clean, push_capped, shared, top_accepted};
 use crate::error::{Error, Result};
 use crate::id::ItemId;
 use crate::time::Timestamp;
@@ -266,6 +266,19 @@ struct Graph {
 }
 
 impl Graph {
+    /// See [`Cooccurrence::share_ids`].
+    fn share_ids(&mut self, canonical: Canonical<'_>) {
+        let nodes = &mut self.nodes;
+        self.index = std::mem::take(&mut self.index)
+            .into_iter()
+            .map(|(id, slot)| {
+                let id = shared(id, canonical);
+                nodes[slot as usize].id = Some(id.clone());
+                (id, slot)
+            })
+            .collect();
+    }
+
     fn new(half_life_secs: Option<f64>) -> Self {
         Graph {
             scale: Scale::new(half_life_secs),
@@ -463,6 +476,15 @@ impl Cooccurrence {
         &self.config
     }
 
+    /// Keeps, for each item id held, the equal copy `canonical` gives (the catalog's, say), so
+    /// that lookups by that copy compare pointers, not strings, and the strings are held once.
+    /// Changes no answer.
+    pub fn share_ids(&mut self, canonical: Canonical<'_>) {
+        for g in &mut self.graphs {
+            g.share_ids(canonical);
+        }
+    }
+
     /// Items tracked for `kind`.
     pub fn len(&self, kind: CoKind) -> usize {
         self.graphs[kind.index()].index.len()
@@ -622,8 +644,7 @@ impl Cooccurrence {
 }
 
 /// One item of one kind in a snapshot.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize)]
 struct ItemSnapshot {
     id: ItemId,
     pop: f32,
@@ -633,8 +654,18 @@ struct ItemSnapshot {
     neighbors: Vec<(ItemId, f32)>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// [`ItemSnapshot`] as it is read (neighbours by borrowed id).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ItemSnapshotIn<'a> {
+    id: ItemId,
+    pop: f32,
+    referenced: bool,
+    #[serde(borrow)]
+    neighbors: Vec<(SnapshotId<'a>, f32)>,
+}
+
+#[derive(Serialize)]
 struct GraphSnapshot {
     scale: Scale,
     /// Items in the order the eviction clock visits them.
@@ -643,13 +674,35 @@ struct GraphSnapshot {
     hand: usize,
 }
 
-#[derive(Serialize, Deserialize)]
+/// [`GraphSnapshot`] as it is read.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct GraphSnapshotIn<'a> {
+    scale: Scale,
+    #[serde(borrow)]
+    items: Vec<ItemSnapshotIn<'a>>,
+    hand: usize,
+}
+
+#[derive(Serialize)]
 struct Snapshot {
     config: CooccurrenceConfig,
     view: GraphSnapshot,
     cart: GraphSnapshot,
     purchase: GraphSnapshot,
+}
+
+/// [`Snapshot`] as it is read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotIn<'a> {
+    config: CooccurrenceConfig,
+    #[serde(borrow)]
+    view: GraphSnapshotIn<'a>,
+    #[serde(borrow)]
+    cart: GraphSnapshotIn<'a>,
+    #[serde(borrow)]
+    purchase: GraphSnapshotIn<'a>,
 }
 
 impl Graph {
@@ -684,7 +737,7 @@ impl Graph {
     }
 
     fn restore(
-        snap: GraphSnapshot,
+        snap: GraphSnapshotIn<'_>,
         config: &CooccurrenceConfig,
     ) -> std::result::Result<Graph, String> {
         if !snap.scale.check(config.half_life_secs) {
@@ -723,7 +776,8 @@ impl Graph {
             let i = g.index[&item.id];
             let mut nbrs = Neighbors::default();
             for (j_id, c) in item.neighbors {
-                let Some(&j) = g.index.get(&j_id) else {
+                let j_id = j_id.as_str();
+                let Some(&j) = g.index.get(j_id) else {
                     return Err(format!("{} names an unknown neighbour {j_id}", item.id));
                 };
                 if !ok(c) || j == i || nbrs.find(key(j, 0)).is_some() {
@@ -753,7 +807,7 @@ impl Serialize for Cooccurrence {
 impl<'de> Deserialize<'de> for Cooccurrence {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let snap = Snapshot::deserialize(d)?;
+        let snap = SnapshotIn::deserialize(d)?;
         snap.config.validate().map_err(D::Error::custom)?;
         let restore = |g, kind: &str| {
             Graph::restore(g, &snap.config)

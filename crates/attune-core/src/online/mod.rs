@@ -53,6 +53,33 @@ use crate::time::Timestamp;
 /// down its ranking for a replacement).
 pub type Accept<'a> = &'a dyn Fn(&ItemId) -> bool;
 
+/// What [`Trending::share_ids`] and its siblings take: an item id's copy to keep instead (an
+/// equal id in another allocation, such as the catalog's), or `None` to keep the one held.
+pub type Canonical<'a> = &'a dyn Fn(&ItemId) -> Option<ItemId>;
+
+/// The copy of `id` to keep: `canonical`'s when it is equal, else `id`'s own.
+fn shared(id: ItemId, canonical: Canonical<'_>) -> ItemId {
+    match canonical(&id) {
+        Some(c) if c == id => c,
+        _ => id,
+    }
+}
+
+/// An item id as a snapshot is read: borrowed from the input where it can be (postcard always,
+/// JSON without escapes), so that reading a snapshot does not allocate an id per mention
+/// (neighbour lists and sessions name the same items over and over: a DIGINETICA seed makes
+/// millions of them, and their allocations, freed among the ones kept, left the process a
+/// hundred megabytes larger); the structure then keeps one id per item.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct SnapshotId<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+impl SnapshotId<'_> {
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The time-invariant decay scale described in the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Scale {

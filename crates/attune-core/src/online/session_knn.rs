@@ -57,7 +57,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Accept, clean, push_capped, top_accepted};
+use super::{Accept, Canonical, SnapshotId, clean, push_capped, shared, top_accepted};
 use crate::error::{Error, Result};
 use crate::id::{ItemId, SessionId};
 use crate::time::Timestamp;
@@ -220,6 +220,21 @@ impl SessionKnn {
     /// Distinct items held by tracked sessions.
     pub fn item_count(&self) -> usize {
         self.items.len()
+    }
+
+    /// Keeps, for each item id held, the equal copy `canonical` gives (the catalog's, say), so
+    /// that lookups by that copy compare pointers, not strings, and the strings are held once.
+    /// Changes no answer.
+    pub fn share_ids(&mut self, canonical: Canonical<'_>) {
+        let slots = &mut self.item_slots;
+        self.items = std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|(id, slot)| {
+                let id = shared(id, canonical);
+                slots[slot as usize].id = Some(id.clone());
+                (id, slot)
+            })
+            .collect();
     }
 
     /// The items `session` holds, oldest first (empty if not tracked).
@@ -542,8 +557,7 @@ impl SessionKnn {
 }
 
 /// One session in a snapshot.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize)]
 struct SessionSnapshot {
     key: u64,
     /// Rank in the order sessions started.
@@ -553,8 +567,18 @@ struct SessionSnapshot {
     items: Vec<ItemId>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// [`SessionSnapshot`] as it is read (items by borrowed id).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SessionSnapshotIn<'a> {
+    key: u64,
+    born: u32,
+    at: i64,
+    #[serde(borrow)]
+    items: Vec<SnapshotId<'a>>,
+}
+
+#[derive(Serialize)]
 struct Snapshot {
     config: SessionKnnConfig,
     /// The rank of the next new session.
@@ -563,6 +587,18 @@ struct Snapshot {
     sessions: Vec<SessionSnapshot>,
     /// Each item's index, oldest first, by session key; items by id.
     index: Vec<(ItemId, Vec<u64>)>,
+}
+
+/// [`Snapshot`] as it is read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotIn<'a> {
+    config: SessionKnnConfig,
+    next_born: u32,
+    #[serde(borrow)]
+    sessions: Vec<SessionSnapshotIn<'a>>,
+    #[serde(borrow)]
+    index: Vec<(SnapshotId<'a>, Vec<u64>)>,
 }
 
 impl Serialize for SessionKnn {
@@ -608,7 +644,7 @@ impl Serialize for SessionKnn {
 impl<'de> Deserialize<'de> for SessionKnn {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let snap = Snapshot::deserialize(d)?;
+        let snap = SnapshotIn::deserialize(d)?;
         let bad = |what: String| D::Error::custom(format!("session_knn: {what}"));
         let mut knn = SessionKnn::new(snap.config).map_err(D::Error::custom)?;
         if snap.sessions.len() > knn.config.max_sessions {
@@ -630,7 +666,11 @@ impl<'de> Deserialize<'de> for SessionKnn {
             knn.session_at[s as usize] = sess.at;
             knn.session_slots[s as usize].born = sess.born;
             for item in &sess.items {
-                let i = knn.item_slot(item);
+                let item = item.as_str();
+                let i = match knn.items.get(item) {
+                    Some(&i) => i,
+                    None => knn.item_slot(&ItemId::new(item).map_err(D::Error::custom)?),
+                };
                 let slot = &mut knn.session_slots[s as usize];
                 if slot.items.contains(&i) {
                     return Err(bad(format!("session {} holds {item} twice", sess.key)));
@@ -641,7 +681,8 @@ impl<'de> Deserialize<'de> for SessionKnn {
         }
         let mut seen = vec![false; knn.item_slots.len()];
         for (item, keys) in snap.index {
-            let Some(&i) = knn.items.get(&item) else {
+            let item = item.as_str();
+            let Some(&i) = knn.items.get(item) else {
                 return Err(bad(format!(
                     "the index names {item}, which no session holds"
                 )));

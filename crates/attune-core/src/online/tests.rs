@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::id::ItemId;
+use crate::key::Key;
 use crate::time::Timestamp;
 
 fn data_dir() -> PathBuf {
@@ -191,4 +192,89 @@ fn diginetica_benchmark() {
     }
     tally.report("diginetica benchmark (P@20 = HR@20)");
     assert!(tally.hit_rate(2) > 0.45 && tally.mrr(2) > 0.15);
+}
+
+#[test]
+fn sharing_ids_changes_no_answer_and_shares_the_allocations() {
+    let sessions: Vec<Vec<ItemId>> = train_sessions().into_iter().take(3_000).collect();
+    let mut s = Sources {
+        trending: Trending::new(TrendingConfig::default()).unwrap(),
+        co: Cooccurrence::new(CooccurrenceConfig::default()).unwrap(),
+        knn: SessionKnn::new(SessionKnnConfig::default()).unwrap(),
+    };
+    for (n, items) in sessions.iter().enumerate() {
+        for (k, item) in items.iter().enumerate() {
+            s.trending.observe(item, 1.0, time(n, k));
+        }
+        s.co.observe_session(CoKind::View, items, time(n, 0));
+        s.knn.observe_session(n as u64, items, time(n, 0));
+    }
+    let now = time(sessions.len(), 0);
+    let all = |_: &ItemId| true;
+    let answers = |s: &Sources| {
+        let mut out = vec![s.trending.top(50, now, &all)];
+        for prefix in sessions.iter().rev().take(50) {
+            out.push(s.co.recommend(CoKind::View, &anchors(prefix), 20, &all));
+            out.push(s.knn.recommend(prefix, 20, &all, None));
+            let scores = s.trending.scores(prefix, now);
+            let one: Vec<f32> = prefix.iter().map(|i| s.trending.score(i, now)).collect();
+            assert_eq!(scores, one);
+        }
+        out
+    };
+    let before = answers(&s);
+    // The "catalog": fresh copies of every id but one; a copy that is not equal is refused.
+    let catalog: std::collections::HashMap<String, ItemId> = sessions
+        .iter()
+        .flatten()
+        .map(|i| (i.as_str().to_owned(), ItemId::new(i.as_str()).unwrap()))
+        .collect();
+    let stranger = ItemId::new("not-an-item").unwrap();
+    let canonical = |id: &ItemId| match id.as_str() {
+        "1" => Some(stranger.clone()),
+        s => catalog.get(s).cloned(),
+    };
+    s.trending.share_ids(&canonical);
+    s.co.share_ids(&canonical);
+    s.knn.share_ids(&canonical);
+    let after = answers(&s);
+    assert_eq!(before, after);
+    for list in &after {
+        for (id, _) in list.iter().filter(|(id, _)| id.as_str() != "1") {
+            assert!(
+                Key::ptr_eq(id.as_key(), catalog[id.as_str()].as_key()),
+                "{id} is shared"
+            );
+        }
+    }
+}
+
+#[test]
+fn snapshots_with_escaped_ids_read_back_the_same() {
+    let ids: Vec<ItemId> = ["q\"uote", "back\\slash", "plain", "uni\u{e9}"]
+        .iter()
+        .map(|s| ItemId::new(s).unwrap())
+        .collect();
+    let mut co = Cooccurrence::new(CooccurrenceConfig::default()).unwrap();
+    let mut knn = SessionKnn::new(SessionKnnConfig::default()).unwrap();
+    for (n, w) in ids.windows(2).enumerate() {
+        co.observe_session(CoKind::View, w, time(n, 0));
+        knn.observe_session(n as u64, w, time(n, 0));
+    }
+    let all = |_: &ItemId| true;
+    let co_back: Cooccurrence = serde_json::from_str(&serde_json::to_string(&co).unwrap()).unwrap();
+    let knn_back: SessionKnn = serde_json::from_str(&serde_json::to_string(&knn).unwrap()).unwrap();
+    for id in &ids {
+        let anchors = [(id.clone(), 1.0)];
+        assert_eq!(
+            co.recommend(CoKind::View, &anchors, 10, &all),
+            co_back.recommend(CoKind::View, &anchors, 10, &all)
+        );
+        let seq = [id.clone()];
+        assert_eq!(
+            knn.recommend(&seq, 10, &all, None),
+            knn_back.recommend(&seq, 10, &all, None)
+        );
+    }
+    assert_eq!(knn_back.item_count(), ids.len());
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Accept, Scale, clean};
+use super::{Accept, Canonical, Scale, clean, shared};
 use crate::error::{Error, Result};
 use crate::id::ItemId;
 use crate::time::Timestamp;
@@ -210,6 +210,32 @@ impl Trending {
         self.scores
             .get(item)
             .map_or(0.0, |&s| clean(s * self.scale.decay_to(now)))
+    }
+
+    /// Keeps, for each item id held, the equal copy `canonical` gives (the catalog's, say), so
+    /// that lookups by that copy compare pointers, not strings, and the strings are held once.
+    /// Changes no answer.
+    pub fn share_ids(&mut self, canonical: Canonical<'_>) {
+        self.scores = std::mem::take(&mut self.scores)
+            .into_iter()
+            .map(|(id, s)| (shared(id, canonical), s))
+            .collect();
+        self.order = std::mem::take(&mut self.order)
+            .into_iter()
+            .map(|r| Ranked {
+                score: r.score,
+                id: shared(r.id, canonical),
+            })
+            .collect();
+    }
+
+    /// [`Trending::score`] of each item, in order (the decay computed once).
+    pub fn scores(&self, items: &[ItemId], now: Timestamp) -> Vec<f32> {
+        let decay = self.scale.decay_to(now);
+        items
+            .iter()
+            .map(|item| self.scores.get(item).map_or(0.0, |&s| clean(s * decay)))
+            .collect()
     }
 
     /// The `n` highest-scoring accepted items with their decayed weights at `now`, best first,

@@ -1134,3 +1134,41 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn keyed_preparing_groups_as_the_titles_do() {
+    let c = Catalog::new(vec![
+        item("a1", "Oat Drink 1 L", "Oatly", "Milk", &[]),
+        item("a2", "OAT DRINK - 1 L", "Oatly", "Milk", &[]),
+        item("a3", "Oat Drink 1 L", "Other", "Milk", &[("size", "1l")]),
+        item("b", "Soy Drink", "Alpro", "Milk > Soy", &[]),
+        item("a4", "oat drink 1 l", "Oatly", "Milk", &[]),
+    ]);
+    // Any numbering of (brand, normalized title) will do: here the last item's pair is 0.
+    let mut numbers: std::collections::HashMap<(Option<Arc<str>>, String), u32> =
+        std::collections::HashMap::new();
+    for i in c.items.iter().rev() {
+        let n = numbers.len() as u32;
+        numbers
+            .entry((i.brand.clone(), normalize_title(&i.title)))
+            .or_insert(n);
+    }
+    assert!(
+        numbers.len() < c.items.len(),
+        "the catalog has near-duplicates"
+    );
+    let mut keyed = KeySpace::default();
+    let prepared: Vec<Prepared> = KEY_IDS.with_borrow_mut(|ids| {
+        c.items
+            .iter()
+            .zip(&c.features)
+            .map(|(i, f)| {
+                let duplicate = numbers[&(i.brand.clone(), normalize_title(&i.title))];
+                keyed.prepare_keyed(i, f, &KeySpace::feature_ids(f, ids), duplicate)
+            })
+            .collect()
+    });
+    assert_eq!(prepared, c.prepared);
+    assert_eq!(keyed.group_count, c.keys.group_count);
+    assert_eq!(keyed.distinct(), c.keys.distinct());
+}

@@ -13,6 +13,7 @@ use attune_core::online::{
 use attune_core::rules::Surface;
 use attune_core::{EventKind, ItemId, SessionId, Timestamp};
 use parking_lot::RwLock;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -234,6 +235,14 @@ impl OnlineSources {
 }
 
 impl OnlineSources {
+    /// Keeps, in all three, the equal copy `canonical` gives of each item id (see
+    /// [`Trending::share_ids`]); changes no answer.
+    pub fn share_ids(&self, canonical: &dyn Fn(&ItemId) -> Option<ItemId>) {
+        self.trending.0.inner.write().share_ids(canonical);
+        self.cooccurrence.0.inner.write().share_ids(canonical);
+        self.session_knn.0.inner.write().share_ids(canonical);
+    }
+
     /// Writes the three snapshots into `dir` (created if missing), whatever `state_dir` is: what
     /// `attune train --model online` leaves for `recommend.online_seed`.
     pub fn write_to(&self, dir: &Path) -> Result<(), SourceError> {
@@ -311,8 +320,7 @@ impl CandidateSource for TrendingSource {
         ctx: &RecContext<'_>,
         items: &[ItemId],
     ) -> Option<Result<Vec<f32>, SourceError>> {
-        let t = self.0.inner.read();
-        Some(Ok(items.iter().map(|i| t.score(i, ctx.now)).collect()))
+        Some(Ok(self.0.inner.read().scores(items, ctx.now)))
     }
 
     fn learns(&self) -> bool {
@@ -382,11 +390,16 @@ impl CandidateSource for CooccurrenceSource {
         let keep = |id: &ItemId| !ctx.anchors.contains(id) && accept(id);
         let c = self.0.inner.read();
         let mut merged: Vec<(ItemId, f32)> = Vec::new();
+        // Where each id is in `merged` (a list per kind: up to a few hundred ids).
+        let mut at: FxHashMap<ItemId, usize> = FxHashMap::default();
         for (kind, w) in kinds_for(ctx.surface) {
             for (id, s) in c.recommend(*kind, &anchors, budget, &keep) {
-                match merged.iter_mut().find(|(m, _)| *m == id) {
-                    Some((_, total)) => *total += w * s,
-                    None => merged.push((id, w * s)),
+                match at.get(&id) {
+                    Some(&i) => merged[i].1 += w * s,
+                    None => {
+                        at.insert(id.clone(), merged.len());
+                        merged.push((id, w * s));
+                    }
                 }
             }
         }

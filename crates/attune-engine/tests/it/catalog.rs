@@ -52,6 +52,41 @@ macro_rules! conformance {
             }
 
             #[test]
+            fn near_duplicate_keys_are_equal_exactly_for_equal_brand_and_title() {
+                let c = catalog();
+                let titled = |id: &str, title: &str, brand: &str| {
+                    Item::builder(id, title)
+                        .brand(brand)
+                        .build()
+                        .expect("valid item")
+                };
+                c.upsert(vec![
+                    titled("a", "Oat Drink 1 L", "Oatly"),
+                    titled("b", "OAT DRINK - 1 L", "Oatly"),
+                    titled("c", "Oat Drink 1 L", "Other"),
+                    titled("d", "Soy Drink", "Oatly"),
+                ])
+                .unwrap();
+                let key = |id: &str| c.get(id).unwrap().duplicate;
+                assert_eq!(key("a"), key("b"));
+                assert_ne!(key("a"), key("c"));
+                assert_ne!(key("a"), key("d"));
+                // Renamed, an item leaves its group; a key whose last item went is not reused.
+                let soy = key("d");
+                c.upsert(vec![titled("d", "Oat Drink 1L", "Oatly")])
+                    .unwrap();
+                assert_ne!(key("d"), key("a"));
+                c.upsert(vec![titled("e", "Rice Drink", "Oatly")]).unwrap();
+                assert_ne!(key("e"), soy);
+                c.upsert(vec![titled("f", "soy drink", "Oatly")]).unwrap();
+                assert_ne!(key("f"), soy);
+                assert!(c.delete("b").unwrap());
+                c.upsert(vec![titled("g", "Oat drink 1 l", "Oatly")])
+                    .unwrap();
+                assert_eq!(key("g"), key("a"));
+            }
+
+            #[test]
             fn reads_in_order_and_pages() {
                 let c = catalog();
                 c.upsert(vec![
