@@ -106,6 +106,11 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Whether every pinned file is in `dir` (not whether it verifies: see [`verify`]).
+pub(crate) fn present(dir: &Path, pins: &Pins) -> bool {
+    pins.files.iter().all(|(name, _)| dir.join(name).is_file())
+}
+
 /// Whether every pinned file is in `dir` with its pinned digest; the first problem otherwise.
 pub(crate) fn verify(dir: &Path, pins: &Pins) -> Result<(), String> {
     for (name, want) in pins.files {
@@ -449,6 +454,8 @@ mod tests {
             assert_eq!(std::fs::read(dest.join(name)).unwrap(), *data);
         }
         assert!(verify(&dest, &pins).is_ok());
+        assert!(present(&dest, &pins));
+        assert!(!present(&dest.join("nothing"), &pins));
         // Only the model's files, and no leftovers of the work directory.
         let parent: Vec<_> = std::fs::read_dir(dest.parent().unwrap()).unwrap().collect();
         assert_eq!(parent.len(), 1);
