@@ -26,13 +26,38 @@ pub use routes::items::parse_items;
 pub struct ServerConfig {
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long a request may take to be read and answered: past it, 408 (a client whose body
+    /// stalls does not hold the request forever).
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: std::time::Duration::from_secs(30),
         }
+    }
+}
+
+/// Answers 408 with the JSON error when the request is not read and answered within `limit`.
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::new(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request was not read and answered within {} ms",
+                limit.as_millis()
+            ),
+        )
+        .into_response(),
     }
 }
 
@@ -61,4 +86,8 @@ pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            config.request_timeout,
+            deadline,
+        ))
 }

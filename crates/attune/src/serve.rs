@@ -287,6 +287,73 @@ async fn shutdown_signal() {
     }
 }
 
+/// Serves HTTP/1.1 on `listener` until `shutdown`: each connection must send a request's headers
+/// within `http.header_timeout_ms` (a slow or stalled client is closed, not held), at most
+/// `http.max_connections` are open at once (past it a new connection is closed at once, so the
+/// ones being served keep their resources), and at shutdown no new connection is taken while the
+/// requests in flight finish (for up to 10 s).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    http: &crate::settings::HttpSettings,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(http.max_connections));
+    let header_timeout = std::time::Duration::from_millis(http.header_timeout_ms);
+    let mut refused: u64 = 0;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, refused, max = http.max_connections, "connection limit reached: closing new connections");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(router.clone()),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // An error here is the client's: gone, too slow, or not speaking HTTP.
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+            tracing::warn!("requests still in flight 10 s after shutdown began");
+        }
+    }
+}
+
 /// Runs the server until a shutdown signal.
 pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     init_tracing(&settings.log.filter);
@@ -314,6 +381,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&engine),
         &ServerConfig {
             max_body_bytes: settings.http.max_body_bytes,
+            request_timeout: std::time::Duration::from_millis(settings.http.request_timeout_ms),
         },
     );
     let listener = tokio::net::TcpListener::bind(addr)
@@ -335,10 +403,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     if attune_server::storefront::available() {
         tracing::info!("the storefront: open http://{addr}/ in a browser (the API is under /v1)");
     }
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    serve_http(listener, router, &settings.http, shutdown_signal()).await;
     tracing::info!("shutting down");
     if let Some(dir) = &settings.search.dir {
         engine.save_vectors(&dir.join("vectors.bin"))?;

@@ -41,6 +41,14 @@ pub(crate) struct HttpSettings {
     pub(crate) max_body_bytes: usize,
     /// Most events in one `POST /v1/events`.
     pub(crate) max_batch: usize,
+    /// A connection must send a request's headers within this long (slow or stalled clients are
+    /// closed instead of holding a connection), milliseconds.
+    pub(crate) header_timeout_ms: u64,
+    /// A request must be read and answered within this long (a body that stalls gets 408),
+    /// milliseconds.
+    pub(crate) request_timeout_ms: u64,
+    /// Most connections open at once; past it new ones are closed at once.
+    pub(crate) max_connections: usize,
 }
 
 /// Session store settings.
@@ -195,6 +203,9 @@ impl Default for HttpSettings {
             listen: "127.0.0.1:8787".into(),
             max_body_bytes: 4 * 1024 * 1024,
             max_batch: 500,
+            header_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            max_connections: 4096,
         }
     }
 }
@@ -354,6 +365,15 @@ impl Settings {
         for (key, v) in [
             ("http.max_body_bytes", self.http.max_body_bytes),
             ("http.max_batch", self.http.max_batch),
+            ("http.max_connections", self.http.max_connections),
+            (
+                "http.header_timeout_ms",
+                usize::try_from(self.http.header_timeout_ms).unwrap_or(usize::MAX),
+            ),
+            (
+                "http.request_timeout_ms",
+                usize::try_from(self.http.request_timeout_ms).unwrap_or(usize::MAX),
+            ),
             ("sessions.max_sessions", self.sessions.max_sessions),
             ("sessions.shards", self.sessions.shards),
             ("sessions.l1_capacity", self.sessions.l1_capacity),

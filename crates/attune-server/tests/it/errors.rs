@@ -142,6 +142,7 @@ fn small_app() -> TestApp {
         },
         &ServerConfig {
             max_body_bytes: 1024,
+            ..ServerConfig::default()
         },
     )
 }
@@ -406,4 +407,44 @@ async fn a_timestamp_far_in_the_future_is_named_as_such() {
         let message = out["error"]["message"].as_str().unwrap();
         assert!(message.contains(words), "{value}: {message}");
     }
+}
+
+/// A body that stalls: 408 with the JSON error once the request deadline passes, instead of
+/// holding the request forever.
+#[tokio::test]
+async fn a_stalled_body_gets_408_at_the_deadline() {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let app = app_with(
+        EngineConfig::default(),
+        &ServerConfig {
+            request_timeout: std::time::Duration::from_millis(200),
+            ..ServerConfig::default()
+        },
+    );
+    // A body that sends a first chunk, then nothing, ever (its sender stays alive).
+    let (mut sender, body) =
+        http_body_util::Channel::<bytes::Bytes, std::convert::Infallible>::new(1);
+    sender
+        .send_data(bytes::Bytes::from_static(b"{\"events\": ["))
+        .await
+        .unwrap();
+    let request = Request::post("/v1/events")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::new(body))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 408);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["error"]["code"], "request_timeout", "{v}");
+    // A request in time is served as ever.
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    drop(sender);
 }

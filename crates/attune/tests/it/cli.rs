@@ -159,3 +159,59 @@ fn the_demo_takes_a_config_file_and_environment_settings() {
     assert!(stderr.contains("http.max_bach"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Slow clients cannot hold the server: a connection that sends part of its headers is closed
+/// after `http.header_timeout_ms`; past `http.max_connections` a new connection is closed at
+/// once, and the server serves again as soon as one frees.
+#[test]
+fn slow_clients_are_closed_and_connections_are_capped() {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let server = Server::start(
+        &["demo", "--no-fetch"],
+        &[
+            ("ATTUNE__HTTP__HEADER_TIMEOUT_MS", "300"),
+            ("ATTUNE__HTTP__MAX_CONNECTIONS", "2"),
+        ],
+    );
+    let closed_within = |mut s: TcpStream, limit: Duration| -> bool {
+        s.set_read_timeout(Some(limit)).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return started.elapsed() < limit,
+                Ok(_) => {} // an error answer before closing is fine
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    };
+    // Partial headers, then silence: closed after the header timeout.
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    assert!(
+        closed_within(slow, Duration::from_secs(5)),
+        "a stalled header was held"
+    );
+
+    // Two idle connections take both slots; a third is closed at once.
+    let a = TcpStream::connect(server.addr).unwrap();
+    let b = TcpStream::connect(server.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let third = TcpStream::connect(server.addr).unwrap();
+    assert!(
+        closed_within(third, Duration::from_millis(250)),
+        "a third connection was kept"
+    );
+    // The idle ones are closed by the header timeout too, and the server answers again.
+    assert!(closed_within(a, Duration::from_secs(5)));
+    assert!(closed_within(b, Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(50));
+    let (status, _) = server.http("GET", "/healthz", None);
+    assert_eq!(status, 200);
+    server.stop();
+}
