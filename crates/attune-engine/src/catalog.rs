@@ -114,9 +114,10 @@ impl Inner {
         let next = &mut self.next_duplicate;
         let entry = self.duplicates.entry(key).or_insert_with(|| {
             let id = *next;
-            *next = next
-                .checked_add(1)
-                .expect("fewer than 2^32 titles upserted");
+            // Not reused while the process lives (a request in flight may hold an item with a
+            // key that went); after 2^32 new titles a key comes round again rather than the
+            // upsert failing.
+            *next = next.wrapping_add(1);
             (id, 0)
         });
         entry.1 += 1;

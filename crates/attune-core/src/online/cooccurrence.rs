@@ -50,7 +50,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Accept, Canonical, Scale, SnapshotId, clean, push_capped, shared, top_accepted};
+use super::{Accept, Canonical, Scale, SnapshotId, clean, push_capped, share_index, top_accepted};
 use crate::error::{Error, Result};
 use crate::id::ItemId;
 use crate::time::Timestamp;
@@ -268,15 +268,7 @@ struct Graph {
 impl Graph {
     /// See [`Cooccurrence::share_ids`].
     fn share_ids(&mut self, canonical: Canonical<'_>) {
-        let nodes = &mut self.nodes;
-        self.index = std::mem::take(&mut self.index)
-            .into_iter()
-            .map(|(id, slot)| {
-                let id = shared(id, canonical);
-                nodes[slot as usize].id = Some(id.clone());
-                (id, slot)
-            })
-            .collect();
+        share_index(&mut self.index, &mut self.nodes, |n| &mut n.id, canonical);
     }
 
     fn new(half_life_secs: Option<f64>) -> Self {

@@ -65,6 +65,24 @@ fn shared(id: ItemId, canonical: Canonical<'_>) -> ItemId {
     }
 }
 
+/// [`shared`] over an id → slot index whose slots also name their id (`slot_id`): both end up
+/// holding `canonical`'s copy.
+fn share_index<S>(
+    index: &mut rustc_hash::FxHashMap<ItemId, u32>,
+    slots: &mut [S],
+    slot_id: impl Fn(&mut S) -> &mut Option<ItemId>,
+    canonical: Canonical<'_>,
+) {
+    *index = std::mem::take(index)
+        .into_iter()
+        .map(|(id, slot)| {
+            let id = shared(id, canonical);
+            *slot_id(&mut slots[slot as usize]) = Some(id.clone());
+            (id, slot)
+        })
+        .collect();
+}
+
 /// An item id as a snapshot is read: borrowed from the input where it can be (postcard always,
 /// JSON without escapes), so that reading a snapshot does not allocate an id per mention
 /// (neighbour lists and sessions name the same items over and over: a DIGINETICA seed makes

@@ -57,7 +57,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::{Accept, Canonical, SnapshotId, clean, push_capped, shared, top_accepted};
+use super::{Accept, Canonical, SnapshotId, clean, push_capped, share_index, top_accepted};
 use crate::error::{Error, Result};
 use crate::id::{ItemId, SessionId};
 use crate::time::Timestamp;
@@ -226,15 +226,12 @@ impl SessionKnn {
     /// that lookups by that copy compare pointers, not strings, and the strings are held once.
     /// Changes no answer.
     pub fn share_ids(&mut self, canonical: Canonical<'_>) {
-        let slots = &mut self.item_slots;
-        self.items = std::mem::take(&mut self.items)
-            .into_iter()
-            .map(|(id, slot)| {
-                let id = shared(id, canonical);
-                slots[slot as usize].id = Some(id.clone());
-                (id, slot)
-            })
-            .collect();
+        share_index(
+            &mut self.items,
+            &mut self.item_slots,
+            |i| &mut i.id,
+            canonical,
+        );
     }
 
     /// The items `session` holds, oldest first (empty if not tracked).

@@ -375,35 +375,7 @@ fn searching_navy_shirts_boosts_navy_jackets_and_the_home_feed_on_the_fashion_ca
 #[test]
 fn the_load_tool_seeds_sessions_and_drives_personal_search() {
     let server = Server::start(&["demo"], &[]);
-    let out = attune()
-        .args([
-            "load",
-            "--url",
-            &format!("http://{}", server.addr),
-            "--scenario",
-            "search-personal",
-            "--sessions",
-            "20",
-            "--history",
-            "4",
-            "--concurrency",
-            "2",
-            "--duration",
-            "1",
-            "--warmup",
-            "0",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(report["errors"], 0, "{report}");
+    let report = short_load(&server, "search-personal");
     // Every session holds its 4 seeded events, and the searches were recorded on top.
     let mut total = 0;
     for i in 0..20 {
@@ -426,36 +398,43 @@ fn the_load_tool_seeds_sessions_and_drives_personal_search() {
 fn the_load_tool_times_whole_storefront_pages() {
     let server = Server::start(&["demo"], &[]);
     for scenario in ["page-home", "page-search"] {
-        let out = attune()
-            .args([
-                "load",
-                "--url",
-                &format!("http://{}", server.addr),
-                "--scenario",
-                scenario,
-                "--sessions",
-                "20",
-                "--history",
-                "4",
-                "--concurrency",
-                "2",
-                "--duration",
-                "1",
-                "--warmup",
-                "0",
-                "--json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{scenario}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = short_load(&server, scenario);
         assert_eq!(report["scenario"], scenario, "{report}");
-        assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
-        assert_eq!(report["errors"], 0, "{report}");
     }
     server.stop();
+}
+
+/// One second of `attune load --scenario SCENARIO` on 2 connections over 20 sessions (each given
+/// 4 item events first); the report, after checking that requests were answered without errors.
+fn short_load(server: &Server, scenario: &str) -> serde_json::Value {
+    let out = attune()
+        .args([
+            "load",
+            "--url",
+            &format!("http://{}", server.addr),
+            "--scenario",
+            scenario,
+            "--sessions",
+            "20",
+            "--history",
+            "4",
+            "--concurrency",
+            "2",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{scenario}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["requests"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    report
 }
