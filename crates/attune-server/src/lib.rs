@@ -15,6 +15,7 @@ use axum::extract::DefaultBodyLimit;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 mod routes;
 pub mod storefront;
@@ -29,6 +30,8 @@ pub struct ServerConfig {
     /// How long a request may take to be read and answered: past it, 408 (a client whose body
     /// stalls does not hold the request forever).
     pub request_timeout: std::time::Duration,
+    /// Log one line per request (its id, route, status and latency) at `info`.
+    pub log_requests: bool,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +39,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(30),
+            log_requests: false,
         }
     }
 }
@@ -66,11 +70,25 @@ async fn deadline(
 pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
+    /// What the server measures about itself.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// The whole API as one router (no socket: tests call it in process).
 pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
-    let state = AppState { engine };
+    app_with_metrics(engine, config, Arc::new(metrics::Metrics::new()))
+}
+
+/// [`app`], recording into the given metrics.
+pub fn app_with_metrics(
+    engine: Arc<Engine>,
+    config: &ServerConfig,
+    metrics: Arc<metrics::Metrics>,
+) -> Router {
+    let state = AppState {
+        engine,
+        metrics: Arc::clone(&metrics),
+    };
     Router::new()
         .merge(routes::health::router())
         .merge(routes::events::router())
@@ -81,6 +99,7 @@ pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
         .merge(routes::search::router())
         .merge(routes::recommendations::router())
         .merge(routes::feedback::router())
+        .merge(metrics::router())
         .merge(openapi::router())
         .fallback(routes::fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -89,5 +108,12 @@ pub fn app(engine: Arc<Engine>, config: &ServerConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             config.request_timeout,
             deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics::Tracker {
+                metrics,
+                log_requests: config.log_requests,
+            },
+            metrics::track,
         ))
 }

@@ -8,6 +8,7 @@ use utoipa::OpenApi;
 use crate::AppState;
 use crate::dto::*;
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::metrics::{self, EndpointStatsOut, StatsOut, WindowOut};
 use crate::routes::{
     events, feedback, health, items, recommendations, rules, search, sessions, users,
 };
@@ -37,6 +38,8 @@ use crate::routes::{
         rules::get_rules,
         health::healthz,
         health::readyz,
+        metrics::metrics,
+        metrics::stats,
     ),
     components(schemas(
         EventIn,
@@ -73,6 +76,9 @@ use crate::routes::{
         FeedbackOut,
         BanditDrawOut,
         ErrorDetail,
+        StatsOut,
+        WindowOut,
+        EndpointStatsOut,
     ))
 )]
 pub struct ApiDoc;

@@ -18,6 +18,7 @@ mod rules_watch;
 mod sequential;
 mod serve;
 mod settings;
+mod stats;
 mod train;
 
 use settings::Settings;
@@ -87,6 +88,9 @@ enum Command {
     /// Rebuild the search indexes (keyword and vectors) of a catalog file from scratch into a
     /// directory, and report the time and memory it took.
     Reindex(reindex::ReindexArgs),
+    /// Print a running server's figures (`GET /v1/stats`): latency per endpoint, event rate,
+    /// cold-start share, sessions, memory, over the last 1, 5 or 60 minutes.
+    Stats(stats::StatsArgs),
     /// Print the effective settings (defaults, file, environment) and exit.
     Config {
         /// A YAML settings file.
@@ -152,6 +156,7 @@ fn main() -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args, &runtime),
         Command::Import(args) => import::run(args),
         Command::Reindex(args) => reindex::run(args, &runtime),
+        Command::Stats(args) => stats::run(&args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => evaluate::run(args),
         Command::Config { config } => {

@@ -50,7 +50,7 @@ pub(crate) fn run(args: ReindexArgs, runtime: &tokio::runtime::Runtime) -> anyho
     settings.catalog.path = Some(args.catalog.clone());
     settings.search.dir = Some(args.dir.clone());
     settings.validate()?;
-    crate::serve::init_tracing(&settings.log.filter);
+    crate::serve::init_tracing(&settings.log);
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating {}", args.dir.display()))?;
     for old in ["keyword", "vectors.bin"] {

@@ -31,15 +31,24 @@ pub(crate) const DEMO_CATALOG: &str = include_str!("../demo/catalog.json");
 /// How often expired sessions are purged from the embedded store.
 const PURGE_EVERY: Duration = Duration::from_secs(30);
 
-pub(crate) fn init_tracing(filter: &str) {
+pub(crate) fn init_tracing(log: &crate::settings::LogSettings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        crate::settings::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        crate::settings::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 /// Opens the session store the URL names.
@@ -356,7 +365,7 @@ async fn serve_http(
 
 /// Runs the server until a shutdown signal.
 pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
-    init_tracing(&settings.log.filter);
+    init_tracing(&settings.log);
     let addr = settings.listen_addr()?;
     let engine = build_engine(&settings).await?;
     let items = engine.catalog().len();
@@ -382,6 +391,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         &ServerConfig {
             max_body_bytes: settings.http.max_body_bytes,
             request_timeout: std::time::Duration::from_millis(settings.http.request_timeout_ms),
+            log_requests: settings.log.requests,
         },
     );
     let listener = tokio::net::TcpListener::bind(addr)

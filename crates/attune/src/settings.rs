@@ -195,6 +195,20 @@ pub(crate) struct RulesSettings {
 pub(crate) struct LogSettings {
     /// A tracing filter, e.g. `info` or `attune=debug,info`. `RUST_LOG` overrides it.
     pub(crate) filter: String,
+    /// `text` (one readable line per record) or `json` (one JSON object per line).
+    pub(crate) format: LogFormat,
+    /// Log one line per HTTP request (request id, route, status, latency) at `info`.
+    pub(crate) requests: bool,
+}
+
+/// How log records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    /// Readable lines, coloured on a terminal.
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
 }
 
 impl Default for HttpSettings {
@@ -237,6 +251,8 @@ impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             filter: "info".into(),
+            format: LogFormat::Text,
+            requests: false,
         }
     }
 }

@@ -111,7 +111,12 @@ pub(crate) async fn post_events(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let types: Vec<&'static str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let started = std::time::Instant::now();
     let outcome = state.engine.ingest(events, is_batch).await?;
+    state
+        .metrics
+        .record_events(types.into_iter(), started.elapsed());
     Ok(Json(outcome.into()))
 }
 

@@ -133,5 +133,9 @@ pub(crate) async fn recommendations(
 ) -> Result<Json<RecommendationsOut>, ApiError> {
     let request = request(&surface, &params)?;
     let outcome = state.engine.recommend(request).await?;
-    Ok(Json(RecommendationsOut::from(outcome)))
+    let out = RecommendationsOut::from(outcome);
+    state
+        .metrics
+        .record_recommendation(out.surface, out.strategy, &out.degraded);
+    Ok(Json(out))
 }

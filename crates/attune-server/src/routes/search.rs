@@ -36,5 +36,8 @@ pub(crate) async fn search(
     let request = extract::typed::<SearchIn>(&body.bytes, value)?.into_request()?;
     let offset = request.offset;
     let outcome = state.engine.search(request).await?;
+    state
+        .metrics
+        .record_search(outcome.cached, outcome.personalized);
     Ok(Json(SearchOut::new(outcome, offset)))
 }

@@ -9,6 +9,7 @@ mod errors;
 mod events;
 mod health;
 mod items;
+mod metrics;
 mod openapi;
 mod profiles;
 mod recommendations;

@@ -4,6 +4,7 @@
 
 mod cli;
 mod models;
+mod observability;
 mod online_seed;
 mod reindex;
 mod replay;
