@@ -19,6 +19,9 @@ pub const MAX_FILTER_KEYS: usize = 32;
 /// The most values under one filter key.
 pub const MAX_FILTER_VALUES: usize = 32;
 
+/// The longest `event_id` accepted, in bytes.
+pub const MAX_EVENT_ID_LEN: usize = 128;
+
 /// What the visitor did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -268,6 +271,11 @@ pub struct Event {
     pub timestamp: Timestamp,
     /// The search, for `search` events.
     pub search: Option<SearchRequestEvent>,
+    /// The client's id for this event (1 to 128 visible ASCII characters), making its
+    /// application idempotent: an event whose id the session (or profile) already applied is
+    /// skipped, so a retried batch counts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Box<str>>,
 }
 
 impl Event {
@@ -281,6 +289,7 @@ impl Event {
             quantity: 1,
             timestamp: at,
             search: None,
+            event_id: None,
         }
     }
 
@@ -294,12 +303,22 @@ impl Event {
             quantity: 1,
             timestamp: at,
             search: Some(search),
+            event_id: None,
         }
     }
 
     /// Checks that the fields fit the kind: item events name an item, searches carry a query or a
     /// filter, quantities are between 1 and [`MAX_QUANTITY`].
     pub fn validate(&self) -> Result<()> {
+        if let Some(id) = &self.event_id
+            && (!(1..=MAX_EVENT_ID_LEN).contains(&id.len())
+                || !id.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Error::invalid(
+                "event_id",
+                format!("must be 1 to {MAX_EVENT_ID_LEN} visible ASCII characters"),
+            ));
+        }
         if self.kind.needs_item() && self.item_id.is_none() {
             return Err(Error::invalid(
                 "item_id",

@@ -26,7 +26,7 @@ use crate::time::Timestamp;
 /// The version of a session's stored layout (field order and types, as serde sees them). Stores
 /// write it next to every encoded session and treat another version as absent; bump it with any
 /// change to the fields of `Session` or the types inside it. A golden test pins the layout.
-pub const LAYOUT_VERSION: u8 = 2;
+pub const LAYOUT_VERSION: u8 = 3;
 
 /// Relative times are rebased once they pass this many milliseconds (about 24.8 days).
 const REBASE_AFTER: i64 = 1 << 31;
@@ -134,6 +134,24 @@ pub struct Session {
     items: Vec<ItemState>,
     trail: VecDeque<TrailEvent>,
     searches: VecDeque<SearchNote>,
+    /// Digests of the client `event_id`s applied most recently, oldest first (at most
+    /// [`MAX_APPLIED_IDS`]): an event whose id is here was applied already and is skipped.
+    applied: VecDeque<u64>,
+}
+
+/// How many recent `event_id`s a session (or profile) remembers: a retried batch is recognised
+/// when its events are among the last this many identified events applied to it.
+pub const MAX_APPLIED_IDS: usize = 512;
+
+/// A stable 64-bit digest of an event id (FNV-1a): the same on every replica and build, so a
+/// retry sent to another replica is recognised through a shared store.
+fn id_digest(id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// An affinity decayed to a point in time.
@@ -250,7 +268,22 @@ impl Session {
             items: Vec::new(),
             trail: VecDeque::new(),
             searches: VecDeque::new(),
+            applied: VecDeque::new(),
         }
+    }
+
+    /// Records that the event with this client id is being applied; `false` when it was applied
+    /// already (it must then be skipped). Remembers the last [`MAX_APPLIED_IDS`] ids.
+    pub fn first_application(&mut self, event_id: &str) -> bool {
+        let digest = id_digest(event_id);
+        if self.applied.contains(&digest) {
+            return false;
+        }
+        if self.applied.len() == MAX_APPLIED_IDS {
+            self.applied.pop_front();
+        }
+        self.applied.push_back(digest);
+        true
     }
 
     /// The session id.

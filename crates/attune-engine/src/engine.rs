@@ -57,6 +57,8 @@ pub struct IngestOutcome {
     /// Of those, events naming an item the catalog does not know (applied to the session's item
     /// memory, moving no affinity).
     pub unknown_items: usize,
+    /// Events skipped because their `event_id` was applied to the session already (a retry).
+    pub duplicates: usize,
     /// When every event belonged to one session: that session's state after the ingest.
     pub session: Option<SessionSummary>,
 }
@@ -393,6 +395,7 @@ impl Engine {
         let mut outcome = IngestOutcome {
             applied: 0,
             unknown_items: 0,
+            duplicates: 0,
             session: None,
         };
         let mut for_profiles: Vec<(SessionId, Vec<(Event, Resolved)>)> = Vec::new();
@@ -409,40 +412,70 @@ impl Engine {
             if self.profiles.is_some() {
                 crate::profile::collect(&events, &resolved, &mut for_profiles);
             }
-            outcome.unknown_items += resolved
+            let unknown: Vec<bool> = resolved
                 .iter()
-                .filter(|r| matches!(r, Resolved::Item(None)))
-                .count();
+                .map(|r| matches!(r, Resolved::Item(None)))
+                .collect();
             let n = events.len();
-            // What the online recommendation sources learn from: the item events, in order.
+            // What the online recommendation sources learn from: the item events, in order
+            // (with their positions in the batch when a duplicate may have to be left out).
             let learning = self.recommender.learns();
+            let identified = events.iter().any(|e| e.event_id.is_some());
+            let mut positions: Vec<usize> = Vec::new();
             let mut observed: Vec<Observed> = if learning {
                 events
                     .iter()
-                    .filter(|e| e.kind != EventKind::Search)
-                    .filter_map(|e| {
-                        Some(Observed {
+                    .enumerate()
+                    .filter(|(_, e)| e.kind != EventKind::Search)
+                    .filter_map(|(i, e)| {
+                        let o = Observed {
                             kind: e.kind,
                             item_id: e.item_id.clone()?,
                             quantity: e.quantity,
                             at: e.timestamp,
                             earlier: Vec::new(),
-                        })
+                        };
+                        if identified {
+                            positions.push(i);
+                        }
+                        Some(o)
                     })
                     .collect()
             } else {
                 Vec::new()
             };
+            // Which events the last run of `mutate` skipped as already applied (a store may run
+            // it more than once; the run that was written is the last).
+            let skipped: Vec<std::sync::atomic::AtomicBool> = if identified {
+                (0..n).map(|_| std::sync::atomic::AtomicBool::new(false)).collect()
+            } else {
+                Vec::new()
+            };
             let rules_for_update = Arc::clone(&rules);
+            let skipped_ref = &skipped;
             let mutate = move |s: &mut Session| {
-                for (e, r) in events.iter().zip(&resolved) {
-                    r.apply(s, e, &rules_for_update);
+                for (i, (e, r)) in events.iter().zip(&resolved).enumerate() {
+                    let applied = r.apply(s, e, &rules_for_update);
+                    if let Some(flag) = skipped_ref.get(i) {
+                        flag.store(!applied, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
             };
             let top_n = if single { self.config.top_n } else { 0 };
             let mut summary = None;
             let mut inspect = |s: &Session| {
                 if !observed.is_empty() {
+                    // The update is written: the flags are final, and the session's trail
+                    // holds exactly the events that were not skipped.
+                    if identified {
+                        let mut k = 0;
+                        observed.retain(|_| {
+                            let applied = !skipped[positions[k]]
+                                .load(std::sync::atomic::Ordering::Relaxed);
+                            k += 1;
+                            applied
+                        });
+                    }
                     fill_earlier(s, &mut observed);
                 }
                 if single {
@@ -456,7 +489,21 @@ impl Engine {
             self.sessions
                 .update(&session_id, now, ttl, &mutate, &mut inspect)
                 .await?;
-            outcome.applied += n;
+            let duplicates = skipped
+                .iter()
+                .filter(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+                .count();
+            outcome.unknown_items += unknown
+                .iter()
+                .enumerate()
+                .filter(|&(i, &u)| {
+                    u && !skipped
+                        .get(i)
+                        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+                })
+                .count();
+            outcome.applied += n - duplicates;
+            outcome.duplicates += duplicates;
             outcome.session = summary;
             if !observed.is_empty() {
                 self.recommender.observe(&session_id, &observed);
@@ -465,9 +512,22 @@ impl Engine {
         if let Some(profiles) = &self.profiles
             && !for_profiles.is_empty()
         {
-            profiles
+            // With every profile event identified, a failed profile write fails the request: the
+            // client's retry is then applied once to sessions and profiles alike (what was
+            // written is skipped by its id). Without ids a retry would count the session's
+            // events twice, so the failure is only logged.
+            let retry_safe = for_profiles
+                .iter()
+                .all(|(_, events)| events.iter().all(|(e, _)| e.event_id.is_some()));
+            if let Err(e) = profiles
                 .update(for_profiles, now, &self.profile_rules())
-                .await;
+                .await
+            {
+                if retry_safe {
+                    return Err(e);
+                }
+                tracing::error!(error = %e, "profile not updated (events without event_id: not retryable)");
+            }
         }
         Ok(outcome)
     }

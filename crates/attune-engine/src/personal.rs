@@ -90,7 +90,8 @@ impl Personal<'_> {
                 &[Resolved::Search(intents.to_vec())],
                 &mut work,
             );
-            profiles.update(work, now, &self.profile_rules).await;
+            // A search still answers when the profile cannot record it (`update` logs it).
+            let _ = profiles.update(work, now, &self.profile_rules).await;
         }
         Ok(signals.into_inner())
     }

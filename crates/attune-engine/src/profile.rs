@@ -71,16 +71,16 @@ impl Profiles {
         &*self.store
     }
 
-    /// Applies events to their users' profiles (with the profile rules). A failing profile
-    /// store does not fail the ingest (the live session is already updated, and a retry would
-    /// count the events twice there): the error is logged.
+    /// Applies events to their users' profiles (with the profile rules), each at most once by
+    /// its `event_id`. Every profile is attempted; the first failure is returned.
     pub(crate) async fn update(
         &self,
         work: Vec<(SessionId, Vec<(Event, Resolved)>)>,
         now: Timestamp,
         rules: &Rules,
-    ) {
+    ) -> Result<()> {
         let ttl = ttl(rules);
+        let mut first_error = None;
         for (key, events) in work {
             let mutate = move |s: &mut Session| {
                 for (e, r) in &events {
@@ -92,8 +92,13 @@ impl Profiles {
                 .update(&key, now, ttl, &mutate, &mut |_| {})
                 .await
             {
-                tracing::error!(user = %key, error = %e, "profile not updated");
+                tracing::error!(error = %e, "profile not updated");
+                first_error.get_or_insert(e);
             }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e.into()),
         }
     }
 

@@ -16,8 +16,14 @@ pub(crate) enum Resolved {
 }
 
 impl Resolved {
-    /// Applies `event` to a session (or profile) with this context.
-    pub(crate) fn apply(&self, s: &mut Session, event: &Event, rules: &Rules) {
+    /// Applies `event` to a session (or profile) with this context; `false` when the event's
+    /// `event_id` was applied to it already (then nothing changes).
+    pub(crate) fn apply(&self, s: &mut Session, event: &Event, rules: &Rules) -> bool {
+        if let Some(id) = &event.event_id
+            && !s.first_application(id)
+        {
+            return false;
+        }
         match self {
             Resolved::Item(item) => {
                 s.apply(event, item.as_deref().map(|c| &c.features), rules);
@@ -26,6 +32,7 @@ impl Resolved {
                 s.apply_search(event, intents, rules);
             }
         }
+        true
     }
 }
 

@@ -97,6 +97,12 @@ pub struct EventIn {
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, serde_json::Value>>)]
     pub filters: Option<serde_json::Map<String, Value>>,
+    /// Your id for this event (1 to 128 visible ASCII characters), making a retry safe: an event
+    /// whose id its session (or its user's profile) already applied is skipped and counted in
+    /// `duplicates`, on any replica sharing the store. Sessions and profiles remember their last
+    /// 512 ids.
+    #[serde(default)]
+    pub event_id: Option<String>,
 }
 
 /// A batch: `{"events": [...]}`.
@@ -215,6 +221,7 @@ impl EventIn {
             quantity,
             timestamp: self.timestamp.unwrap_or(now),
             search,
+            event_id: self.event_id.map(String::into_boxed_str),
         })
     }
 }
@@ -353,9 +360,16 @@ pub struct IngestOut {
     pub applied: usize,
     /// Of those, events that named an item the catalog does not know.
     pub unknown_items: usize,
+    /// Events skipped because their `event_id` was applied already (a retry); absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub duplicates: usize,
     /// For a batch whose events all belong to one session: its updated top affinities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionTopOut>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl From<IngestOutcome> for IngestOut {
@@ -368,6 +382,7 @@ impl From<IngestOutcome> for IngestOut {
         IngestOut {
             applied: o.applied,
             unknown_items: o.unknown_items,
+            duplicates: o.duplicates,
             session,
         }
     }

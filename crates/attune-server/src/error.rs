@@ -144,11 +144,12 @@ impl From<attune_engine::Error> for ApiError {
             }
             E::Store(s) => match s {
                 S::Unavailable { .. } | S::Contended { .. } => {
-                    tracing::warn!(error = %s, "session store unavailable");
+                    tracing::warn!(error = %s, "store unavailable");
                     ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "unavailable",
-                        "the session store is unavailable; retry shortly",
+                        "a store (sessions or profiles) is unavailable; retry shortly (events \
+                         sent with an event_id are applied once however often they are sent)",
                     )
                 }
                 S::Snapshot { .. } | S::BadUrl { .. } => {

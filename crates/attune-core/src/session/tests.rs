@@ -402,7 +402,7 @@ fn the_stored_layout_is_pinned_to_its_version() {
     // update the expected text.
     let s = sample();
     let json = serde_json::to_string(&s).unwrap();
-    let expected = r#"{"id":"s-1","user_id":null,"created_at":1763800000000,"epoch":1763800000000,"updated":2000,"event_count":2,"unknown_item_events":0,"affinities":[[{"key":"Oatly","value":0.5,"at":1000}],[{"key":"Dairy & Alternatives","value":0.5,"at":1000},{"key":"Dairy & Alternatives > Milk","value":0.5,"at":1000}],[{"key":"diet:plant_based","value":0.5,"at":1000},{"key":"diet:vegan","value":0.5,"at":1000}],[{"key":"brand:Oatly","value":0.3,"at":2000}]],"items":[{"id":"oat-milk","at":1000,"seen":1,"skips":0,"cart":1,"purchases":0,"qty_events":1,"qty_units":1}],"trail":[{"at":1000,"weight":0.5,"kind":"add_to_cart","item":0},{"at":2000,"weight":0.3,"kind":"search","item":65535}],"searches":[{"query":"q","intents":["brand:Oatly"]}]}"#;
+    let expected = r#"{"id":"s-1","user_id":null,"created_at":1763800000000,"epoch":1763800000000,"updated":2000,"event_count":2,"unknown_item_events":0,"affinities":[[{"key":"Oatly","value":0.5,"at":1000}],[{"key":"Dairy & Alternatives","value":0.5,"at":1000},{"key":"Dairy & Alternatives > Milk","value":0.5,"at":1000}],[{"key":"diet:plant_based","value":0.5,"at":1000},{"key":"diet:vegan","value":0.5,"at":1000}],[{"key":"brand:Oatly","value":0.3,"at":2000}]],"items":[{"id":"oat-milk","at":1000,"seen":1,"skips":0,"cart":1,"purchases":0,"qty_events":1,"qty_units":1}],"trail":[{"at":1000,"weight":0.5,"kind":"add_to_cart","item":0},{"at":2000,"weight":0.3,"kind":"search","item":65535}],"searches":[{"query":"q","intents":["brand:Oatly"]}],"applied":[]}"#;
     assert_eq!(json, expected, "layout version {LAYOUT_VERSION}");
 }
 
@@ -477,4 +477,22 @@ fn a_key_is_one_affinity_whether_shared_or_copied() {
         );
     }
     assert_eq!(s.items().len(), 1);
+}
+
+#[test]
+fn an_event_id_is_applied_once_within_the_remembered_window() {
+    let mut s = Session::new(SessionId::new("s").unwrap(), Timestamp::from_millis(0));
+    assert!(s.first_application("e-1"));
+    assert!(!s.first_application("e-1"), "a retry is recognised");
+    assert!(s.first_application("e-2"));
+    for i in 0..MAX_APPLIED_IDS - 2 {
+        assert!(s.first_application(&format!("fill-{i}")));
+    }
+    assert!(!s.first_application("e-1"), "still within the window");
+    assert!(s.first_application("one-more"));
+    // e-1 was the oldest: pushed out by the window's next id, it would be applied again.
+    assert!(s.first_application("e-1"));
+    // ...which pushed out e-2 in turn.
+    assert!(s.first_application("e-2"));
+    assert_eq!(s.applied.len(), MAX_APPLIED_IDS);
 }

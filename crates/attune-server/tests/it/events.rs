@@ -268,3 +268,69 @@ async fn the_user_id_is_kept_on_the_session() {
     app.ingest(&event("view", "s1", "milk-dairy")).await;
     assert_eq!(app.session("s1").await["user_id"], "u-42");
 }
+
+#[tokio::test]
+async fn a_retried_batch_with_event_ids_is_applied_once_to_session_and_profile() {
+    let app = app();
+    app.load_catalog().await;
+    let batch = json!({"events": [
+        {"type": "view", "session_id": "retry-1", "user_id": "ada", "item_id": "milk-oat", "event_id": "e-1"},
+        {"type": "add_to_cart", "session_id": "retry-1", "user_id": "ada", "item_id": "milk-oat", "quantity": 2, "event_id": "e-2"},
+        {"type": "view", "session_id": "retry-1", "user_id": "ada", "item_id": "nope", "event_id": "e-3"},
+    ]});
+    let first = app.ingest(&batch).await;
+    assert_eq!((first["applied"].as_u64(), first["unknown_items"].as_u64()), (Some(3), Some(1)));
+    assert!(first.get("duplicates").is_none(), "{first}");
+    let session = app.session("retry-1").await;
+
+    // The client did not see the answer and sends the same batch again, plus one new event.
+    let mut again = batch.clone();
+    again["events"].as_array_mut().unwrap().push(
+        json!({"type": "click", "session_id": "retry-1", "user_id": "ada", "item_id": "chips-salt", "event_id": "e-4"}),
+    );
+    let second = app.ingest(&again).await;
+    assert_eq!(second["applied"], 1, "{second}");
+    assert_eq!(second["duplicates"], 3);
+    assert_eq!(second["unknown_items"], 0, "the unknown item was a duplicate");
+    assert_eq!(second["session"]["event_count"], 4);
+    let after = app.session("retry-1").await;
+    assert_eq!(after["event_count"], 4);
+    assert_eq!(
+        after["cart"], session["cart"],
+        "the add-to-cart counted once: {after}"
+    );
+    let (status, profile) = app.get("/v1/users/ada/profile").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(profile["event_count"], 4, "the profile counted each event once: {profile}");
+
+    // The same id twice within one batch is one event.
+    let twice = app
+        .ingest(&json!({"events": [
+            {"type": "view", "session_id": "retry-2", "item_id": "milk-oat", "event_id": "x"},
+            {"type": "view", "session_id": "retry-2", "item_id": "milk-oat", "event_id": "x"},
+        ]}))
+        .await;
+    assert_eq!((twice["applied"].as_u64(), twice["duplicates"].as_u64()), (Some(1), Some(1)));
+    // Ids belong to their session: another session applies the same id.
+    let other = app
+        .ingest(&json!({"type": "view", "session_id": "retry-3", "item_id": "milk-oat", "event_id": "x"}))
+        .await;
+    assert_eq!(other["applied"], 1);
+}
+
+#[tokio::test]
+async fn a_bad_event_id_is_named() {
+    let app = app();
+    for bad in [json!(""), json!("has space"), json!("x".repeat(129)), json!(7)] {
+        let (status, body) = app
+            .post_json(
+                "/v1/events",
+                &json!({"events": [{"type": "view", "session_id": "s", "item_id": "i", "event_id": bad}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["error"]["field"], "events[0].event_id", "{bad}: {body}");
+    }
+    let (status, _) = app.get("/v1/sessions/s").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing was applied");
+}

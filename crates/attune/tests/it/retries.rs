@@ -1,0 +1,129 @@
+//! Safe retries: events carrying an `event_id` are applied once, whichever replica gets the retry
+//! and whichever store failed the first attempt.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn batch(session: &str, user: Option<&str>) -> Value {
+    let mut events = vec![
+        json!({"type": "view", "session_id": session, "item_id": "oatly-oat-milk-barista-1l", "event_id": format!("{session}-1")}),
+        json!({"type": "add_to_cart", "session_id": session, "item_id": "oatly-oat-milk-barista-1l", "quantity": 2, "event_id": format!("{session}-2")}),
+    ];
+    if let Some(user) = user {
+        for e in &mut events {
+            e["user_id"] = json!(user);
+        }
+    }
+    json!({ "events": events })
+}
+
+#[test]
+fn a_retry_sent_to_another_replica_is_recognised_through_redis() {
+    let prefix = unique("retries");
+    let env = [
+        ("ATTUNE__SESSIONS__URL", "redis://127.0.0.1:6379/0"),
+        ("ATTUNE__SESSIONS__REDIS_PREFIX", prefix.as_str()),
+        ("ATTUNE__CATALOG__DEMO", "true"),
+    ];
+    let a = Server::start(&["serve"], &env);
+    let b = Server::start(&["serve"], &env);
+    let (status, first) = a.http("POST", "/v1/events", Some(&batch("r-1", None)));
+    assert_eq!((status, &first["applied"]), (200, &json!(2)), "{first}");
+    let (status, again) = b.http("POST", "/v1/events", Some(&batch("r-1", None)));
+    assert_eq!(status, 200, "{again}");
+    assert_eq!((&again["applied"], &again["duplicates"]), (&json!(0), &json!(2)));
+    let (_, session) = a.http("GET", "/v1/sessions/r-1", None);
+    assert_eq!(session["event_count"], 2, "{session}");
+    assert_eq!(session["cart"][0]["quantity"], 2, "{session}");
+    assert_eq!(a.http("DELETE", "/v1/sessions/r-1", None).0, 204);
+}
+
+/// A redis-server of the test's own on a free port, keeping nothing on disk.
+struct OwnRedis {
+    port: u16,
+    child: Child,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        OwnRedis { port, child }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn after_a_profile_store_outage_the_retry_completes_the_profile_without_counting_the_session_twice()
+{
+    let port = free_addr().port();
+    let mut redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let server = Server::start(
+        &["serve"],
+        &[
+            ("ATTUNE__PROFILES__URL", url.as_str()),
+            ("ATTUNE__SESSIONS__TIMEOUT_MS", "300"),
+            ("ATTUNE__CATALOG__DEMO", "true"),
+        ],
+    );
+    redis.stop();
+
+    // The sessions (embedded) take the events; the profile store is down: 503, and the answer
+    // says a retry is safe.
+    let (status, failed) = server.http("POST", "/v1/events", Some(&batch("p-1", Some("bea"))));
+    assert_eq!(status, 503, "{failed}");
+    assert_eq!(failed["error"]["code"], "unavailable", "{failed}");
+    let (_, session) = server.http("GET", "/v1/sessions/p-1", None);
+    assert_eq!(session["event_count"], 2, "{session}");
+
+    let _redis = OwnRedis::start(redis.port);
+    // Retried until the store is back: the session skips both events, the profile takes them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let (status, body) = server.http("POST", "/v1/events", Some(&batch("p-1", Some("bea"))));
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "the profile store did not come back: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!((&answer["applied"], &answer["duplicates"]), (&json!(0), &json!(2)), "{answer}");
+    let (_, session) = server.http("GET", "/v1/sessions/p-1", None);
+    assert_eq!(session["event_count"], 2, "the session counted each event once: {session}");
+    assert_eq!(session["cart"][0]["quantity"], 2);
+    let (status, profile) = server.http("GET", "/v1/users/bea/profile", None);
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["event_count"], 2, "the profile took the events once: {profile}");
+
+    // Once more: nothing changes anywhere.
+    let (status, third) = server.http("POST", "/v1/events", Some(&batch("p-1", Some("bea"))));
+    assert_eq!((status, &third["duplicates"]), (200, &json!(2)));
+    let (_, profile) = server.http("GET", "/v1/users/bea/profile", None);
+    assert_eq!(profile["event_count"], 2, "{profile}");
+    server.stop();
+}
