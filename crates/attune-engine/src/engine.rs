@@ -447,7 +447,9 @@ impl Engine {
             // Which events the last run of `mutate` skipped as already applied (a store may run
             // it more than once; the run that was written is the last).
             let skipped: Vec<std::sync::atomic::AtomicBool> = if identified {
-                (0..n).map(|_| std::sync::atomic::AtomicBool::new(false)).collect()
+                (0..n)
+                    .map(|_| std::sync::atomic::AtomicBool::new(false))
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -470,8 +472,8 @@ impl Engine {
                     if identified {
                         let mut k = 0;
                         observed.retain(|_| {
-                            let applied = !skipped[positions[k]]
-                                .load(std::sync::atomic::Ordering::Relaxed);
+                            let applied =
+                                !skipped[positions[k]].load(std::sync::atomic::Ordering::Relaxed);
                             k += 1;
                             applied
                         });

@@ -329,7 +329,8 @@ impl Metrics {
         self.recommendations
             .get_or_create(&RecommendLabels { surface, strategy })
             .inc();
-        self.windows.record_list(self.now_secs(), strategy == "bandit");
+        self.windows
+            .record_list(self.now_secs(), strategy == "bandit");
         for source in failed {
             self.source_failures
                 .get_or_create(&SourceLabels { source })
@@ -342,7 +343,8 @@ impl Metrics {
     async fn render(&self, engine: &attune_engine::Engine) -> String {
         self.refresh(engine).await;
         let mut out = String::with_capacity(16 * 1024);
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
         {
             tracing::error!(error = %e, "metrics could not be rendered");
         }
@@ -700,8 +702,7 @@ pub const REQUEST_ID: &str = "x-request-id";
 fn client_request_id(request: &Request) -> Option<HeaderValue> {
     let v = request.headers().get(REQUEST_ID)?;
     let ok = (1..=128).contains(&v.len())
-        && v
-            .as_bytes()
+        && v.as_bytes()
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b));
     ok.then(|| v.clone())
@@ -722,7 +723,11 @@ fn new_request_id() -> HeaderValue {
 /// Gives every request an id (echoed in `x-request-id` and carried by every log line written
 /// while it is handled) and records its endpoint, method, status and latency. Logs name the
 /// route template, never the path: no visitor or user id reaches a log line.
-pub(crate) async fn track(State(tracker): State<Tracker>, request: Request, next: Next) -> Response {
+pub(crate) async fn track(
+    State(tracker): State<Tracker>,
+    request: Request,
+    next: Next,
+) -> Response {
     use tracing::Instrument as _;
     let started = Instant::now();
     let endpoint = request
@@ -819,7 +824,10 @@ mod tests {
         assert_eq!(last.seconds, 50, "minute 3 began at 180 s");
         let e = &last.endpoints[0];
         assert_eq!((e.requests, e.server_errors), (10, 0));
-        assert!((e.p50_ms - 1.0).abs() < 0.1 && (e.p99_ms - 1.0).abs() < 0.1, "{e:?}");
+        assert!(
+            (e.p50_ms - 1.0).abs() < 0.1 && (e.p99_ms - 1.0).abs() < 0.1,
+            "{e:?}"
+        );
         assert_eq!(last.events, 10);
         assert!((last.events_per_second - 0.2).abs() < 1e-9);
 

@@ -18,6 +18,7 @@
 //! every event costs the same on the 1st and the 3,000th event.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -87,7 +88,7 @@ impl Default for RedisConfig {
 
 /// See the module docs.
 pub struct RedisSessionStore {
-    conn: ConnectionManager,
+    conn: LazyConnection,
     prefix: String,
     get_script: Script,
     cas_script: Script,
@@ -108,12 +109,70 @@ pub(crate) fn unavailable(e: redis::RedisError) -> Error {
     }
 }
 
-/// A connection to `url`, failing fast if Redis does not answer within `timeout`.
-pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager> {
-    let client = redis::Client::open(url).map_err(|e| Error::BadUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
+/// A connection to Redis that may not exist yet. Opening one never fails for a Redis that is
+/// down: the first attempt is made at once, and while it fails a background task retries (every
+/// 250 ms, backing off to 5 s) until one succeeds. Until then every operation fails at once with
+/// [`Error::Unavailable`] (503, and `/readyz` not ready), so a replica starts, answers what needs
+/// no store, and comes to full service by itself in whatever order its backends start. Once
+/// connected, the connection manager reconnects by itself after Redis restarts.
+#[derive(Clone)]
+pub(crate) struct LazyConnection {
+    cell: Arc<tokio::sync::OnceCell<ConnectionManager>>,
+    url: Arc<str>,
+}
+
+impl LazyConnection {
+    /// Connects, or starts connecting in the background. Only a URL that cannot be a Redis URL
+    /// is an error.
+    pub(crate) async fn open(url: &str, timeout: Duration) -> Result<Self> {
+        let client = redis::Client::open(url).map_err(|e| Error::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let lazy = LazyConnection {
+            cell: Arc::new(tokio::sync::OnceCell::new()),
+            url: url.into(),
+        };
+        match manager(client.clone(), timeout).await {
+            Ok(conn) => {
+                let _ = lazy.cell.set(conn);
+            }
+            Err(e) => {
+                tracing::warn!(%url, error = %e, "Redis does not answer; connecting in the background (not ready until then)");
+                let cell = Arc::clone(&lazy.cell);
+                let url = url.to_owned();
+                tokio::spawn(async move {
+                    let mut wait = Duration::from_millis(250);
+                    loop {
+                        tokio::time::sleep(wait).await;
+                        match manager(client.clone(), timeout).await {
+                            Ok(conn) => {
+                                tracing::info!(%url, "connected to Redis");
+                                let _ = cell.set(conn);
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::debug!(%url, error = %e, "Redis still does not answer");
+                                wait = (wait * 2).min(Duration::from_secs(5));
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        Ok(lazy)
+    }
+
+    /// The connection, or `Unavailable` while there is none yet.
+    pub(crate) fn get(&self) -> Result<ConnectionManager> {
+        self.cell.get().cloned().ok_or_else(|| Error::Unavailable {
+            backend: "redis",
+            source: format!("not connected to {} yet", self.url).into(),
+        })
+    }
+}
+
+async fn manager(client: redis::Client, timeout: Duration) -> Result<ConnectionManager> {
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
@@ -124,9 +183,11 @@ pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<ConnectionMa
 }
 
 impl RedisSessionStore {
-    /// Connects to Redis (failing fast if it does not answer) and loads the scripts.
+    /// Connects to Redis, or starts connecting in the background when it does not answer (see
+    /// [`LazyConnection`]: operations fail with `Unavailable` until connected). Only a malformed
+    /// URL is an error.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let conn = connect(&config.url, config.timeout).await?;
+        let conn = LazyConnection::open(&config.url, config.timeout).await?;
         Ok(RedisSessionStore {
             conn,
             prefix: config.prefix,
@@ -229,7 +290,7 @@ impl SessionStore for RedisSessionStore {
             .key(self.key(id))
             .arg(known)
             .arg(ttl_ms(ttl))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.get()?)
             .await
             .map_err(unavailable)?;
         let items = match reply {
@@ -272,7 +333,7 @@ impl SessionStore for RedisSessionStore {
             Some((v, s)) => (v, Some(s)),
             None => (0, None),
         };
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get()?;
         for attempt in 0..self.max_attempts {
             let mut session = base.take().unwrap_or_else(|| Session::new(id.clone(), now));
             mutate(&mut session);
@@ -326,7 +387,7 @@ impl SessionStore for RedisSessionStore {
         self.l1_forget(id);
         let removed: u64 = redis::cmd("DEL")
             .arg(self.key(id))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get()?)
             .await
             .map_err(unavailable)?;
         Ok(removed > 0)
@@ -334,7 +395,7 @@ impl SessionStore for RedisSessionStore {
 
     async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get()?)
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -162,14 +162,32 @@ mod tests {
             ]
         });
         let one = render("http://x", &stats, 1);
-        assert!(one.starts_with("http://x · up 1h 2m · ready · 12 sessions held · 312 items · 237 MB resident\n"), "{one}");
-        assert!(one.contains("last 1 min (25s): 50 events (2.0/s) · 4 recommendation lists, cold start 25 %"), "{one}");
+        assert!(
+            one.starts_with(
+                "http://x · up 1h 2m · ready · 12 sessions held · 312 items · 237 MB resident\n"
+            ),
+            "{one}"
+        );
+        assert!(
+            one.contains(
+                "last 1 min (25s): 50 events (2.0/s) · 4 recommendation lists, cold start 25 %"
+            ),
+            "{one}"
+        );
         let rows: Vec<&str> = one.lines().skip(3).collect();
         assert_eq!(rows.len(), 2);
-        assert!(rows[0].starts_with("/v1/events ") && rows[0].contains("0.210") && rows[0].contains("0.950"), "{one}");
+        assert!(
+            rows[0].starts_with("/v1/events ")
+                && rows[0].contains("0.210")
+                && rows[0].contains("0.950"),
+            "{one}"
+        );
         assert!(rows[1].trim_end().ends_with('1'), "the 5xx column: {one}");
         let five = render("http://x", &stats, 5);
-        assert!(five.contains("cold start none") && five.contains("no requests in this window"), "{five}");
+        assert!(
+            five.contains("cold start none") && five.contains("no requests in this window"),
+            "{five}"
+        );
         let sixty = render("http://x", &stats, 60);
         assert!(sixty.contains("no 60-minute window"), "{sixty}");
         let down = render("http://x", &json!({"ready": false, "windows": []}), 5);

@@ -279,7 +279,10 @@ async fn a_retried_batch_with_event_ids_is_applied_once_to_session_and_profile()
         {"type": "view", "session_id": "retry-1", "user_id": "ada", "item_id": "nope", "event_id": "e-3"},
     ]});
     let first = app.ingest(&batch).await;
-    assert_eq!((first["applied"].as_u64(), first["unknown_items"].as_u64()), (Some(3), Some(1)));
+    assert_eq!(
+        (first["applied"].as_u64(), first["unknown_items"].as_u64()),
+        (Some(3), Some(1))
+    );
     assert!(first.get("duplicates").is_none(), "{first}");
     let session = app.session("retry-1").await;
 
@@ -291,7 +294,10 @@ async fn a_retried_batch_with_event_ids_is_applied_once_to_session_and_profile()
     let second = app.ingest(&again).await;
     assert_eq!(second["applied"], 1, "{second}");
     assert_eq!(second["duplicates"], 3);
-    assert_eq!(second["unknown_items"], 0, "the unknown item was a duplicate");
+    assert_eq!(
+        second["unknown_items"], 0,
+        "the unknown item was a duplicate"
+    );
     assert_eq!(second["session"]["event_count"], 4);
     let after = app.session("retry-1").await;
     assert_eq!(after["event_count"], 4);
@@ -301,7 +307,10 @@ async fn a_retried_batch_with_event_ids_is_applied_once_to_session_and_profile()
     );
     let (status, profile) = app.get("/v1/users/ada/profile").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(profile["event_count"], 4, "the profile counted each event once: {profile}");
+    assert_eq!(
+        profile["event_count"], 4,
+        "the profile counted each event once: {profile}"
+    );
 
     // The same id twice within one batch is one event.
     let twice = app
@@ -310,7 +319,10 @@ async fn a_retried_batch_with_event_ids_is_applied_once_to_session_and_profile()
             {"type": "view", "session_id": "retry-2", "item_id": "milk-oat", "event_id": "x"},
         ]}))
         .await;
-    assert_eq!((twice["applied"].as_u64(), twice["duplicates"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (twice["applied"].as_u64(), twice["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
     // Ids belong to their session: another session applies the same id.
     let other = app
         .ingest(&json!({"type": "view", "session_id": "retry-3", "item_id": "milk-oat", "event_id": "x"}))
@@ -321,7 +333,12 @@ async fn a_retried_batch_with_event_ids_is_applied_once_to_session_and_profile()
 #[tokio::test]
 async fn a_bad_event_id_is_named() {
     let app = app();
-    for bad in [json!(""), json!("has space"), json!("x".repeat(129)), json!(7)] {
+    for bad in [
+        json!(""),
+        json!("has space"),
+        json!("x".repeat(129)),
+        json!(7),
+    ] {
         let (status, body) = app
             .post_json(
                 "/v1/events",
@@ -329,7 +346,10 @@ async fn a_bad_event_id_is_named() {
             )
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
-        assert_eq!(body["error"]["field"], "events[0].event_id", "{bad}: {body}");
+        assert_eq!(
+            body["error"]["field"], "events[0].event_id",
+            "{bad}: {body}"
+        );
     }
     let (status, _) = app.get("/v1/sessions/s").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "nothing was applied");

@@ -94,7 +94,10 @@ async fn metrics_count_requests_by_route_events_by_type_and_lists_by_strategy() 
         ),
         Some(2.0)
     );
-    assert_eq!(sample(&body, r#"attune_events_total{type="view"}"#), Some(2.0));
+    assert_eq!(
+        sample(&body, r#"attune_events_total{type="view"}"#),
+        Some(2.0)
+    );
     assert_eq!(
         sample(&body, r#"attune_events_total{type="add_to_cart"}"#),
         Some(1.0)
@@ -110,13 +113,19 @@ async fn metrics_count_requests_by_route_events_by_type_and_lists_by_strategy() 
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(lists, 1.0, "{body}");
-    assert_eq!(sample(&body, r#"attune_backend_up{backend="stores"}"#), Some(1.0));
+    assert_eq!(
+        sample(&body, r#"attune_backend_up{backend="stores"}"#),
+        Some(1.0)
+    );
     assert_eq!(sample(&body, "attune_catalog_items "), Some(4.0));
     assert_eq!(sample(&body, "attune_sessions_held "), Some(1.0));
     assert!(sample(&body, "attune_process_resident_memory_bytes ").unwrap_or(0.0) > 1e6);
     assert!(body.contains(r#"attune_build_info{version=""#));
     // Every sample line parses as `name{labels} value`.
-    for line in body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         assert!(
             line.rsplit(' ').next().unwrap().parse::<f64>().is_ok(),
             "{line}"
@@ -153,7 +162,10 @@ async fn stats_give_windows_of_latency_rates_and_the_cold_start_share() {
             .unwrap();
         assert_eq!(events["requests"], 2);
         assert_eq!(events["server_errors"], 0);
-        let (p50, p99) = (events["p50_ms"].as_f64().unwrap(), events["p99_ms"].as_f64().unwrap());
+        let (p50, p99) = (
+            events["p50_ms"].as_f64().unwrap(),
+            events["p99_ms"].as_f64().unwrap(),
+        );
         assert!(p50 > 0.0 && p50 <= p99, "{events}");
     }
 }

@@ -29,11 +29,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use attune_core::ItemId;
 use attune_core::bandit::{Arm, Feedback, Surface};
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use super::BanditStore;
-use crate::redis::{connect, unavailable};
+use crate::redis::{LazyConnection, unavailable};
 use crate::{Error, Result};
 
 /// Items per `HMGET` in a read.
@@ -124,7 +123,7 @@ impl Default for RedisBanditConfig {
 
 /// See the module docs.
 pub struct RedisBanditStore {
-    conn: ConnectionManager,
+    conn: LazyConnection,
     prefix: String,
     record_script: Script,
     max_arms: usize,
@@ -132,9 +131,10 @@ pub struct RedisBanditStore {
 }
 
 impl RedisBanditStore {
-    /// Connects to Redis, failing fast if it does not answer.
+    /// Connects to Redis, or starts connecting in the background when it does not answer
+    /// (operations fail with `Unavailable` until connected). Only a malformed URL is an error.
     pub async fn connect(config: RedisBanditConfig) -> Result<Self> {
-        let conn = connect(&config.url, config.timeout).await?;
+        let conn = LazyConnection::open(&config.url, config.timeout).await?;
         Ok(RedisBanditStore {
             conn,
             prefix: config.prefix,
@@ -185,7 +185,7 @@ impl BanditStore for RedisBanditStore {
             }
         }
         let replies: Vec<Vec<Value>> = pipe
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get()?)
             .await
             .map_err(unavailable)?;
         let arms: Vec<Arm> = replies
@@ -230,7 +230,7 @@ impl BanditStore for RedisBanditStore {
             invocation.arg(item.as_str());
         }
         let evicted: u64 = invocation
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.get()?)
             .await
             .map_err(unavailable)?;
         if evicted > 0 {
@@ -241,7 +241,7 @@ impl BanditStore for RedisBanditStore {
 
     async fn ping(&self) -> Result<()> {
         let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn.get()?)
             .await
             .map_err(unavailable)?;
         Ok(())

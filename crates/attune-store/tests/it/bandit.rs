@@ -587,15 +587,15 @@ mod redis_only {
     }
 
     #[tokio::test]
-    async fn an_unreachable_redis_is_a_clear_error() {
-        let err = RedisBanditStore::connect(RedisBanditConfig {
+    async fn an_unreachable_redis_opens_a_store_that_is_unavailable_until_connected() {
+        let store = RedisBanditStore::connect(RedisBanditConfig {
             url: "redis://127.0.0.1:1/0".into(),
             timeout: std::time::Duration::from_millis(300),
             ..RedisBanditConfig::default()
         })
         .await
-        .err()
-        .expect("port 1 has no Redis");
+        .expect("a Redis that does not answer yet is not a start error");
+        let err = store.ping().await.expect_err("port 1 has no Redis");
         assert!(
             matches!(err, attune_store::Error::Unavailable { .. }),
             "{err}"

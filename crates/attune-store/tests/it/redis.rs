@@ -104,17 +104,41 @@ async fn unreadable_values_count_as_absent_and_the_next_write_replaces_them() {
 }
 
 #[tokio::test]
-async fn an_unreachable_redis_is_a_clear_error() {
-    let err = attune_store::redis::RedisSessionStore::connect(attune_store::redis::RedisConfig {
+async fn an_unreachable_redis_opens_a_store_that_is_unavailable_until_connected() {
+    let store = attune_store::redis::RedisSessionStore::connect(attune_store::redis::RedisConfig {
         url: "redis://127.0.0.1:1/0".into(),
         timeout: std::time::Duration::from_millis(300),
         ..Default::default()
     })
     .await
-    .err()
-    .expect("port 1 has no Redis");
+    .expect("a Redis that does not answer yet is not a start error");
+    let err = store.ping().await.expect_err("port 1 has no Redis");
+    assert!(
+        matches!(err, attune_store::Error::Unavailable { .. }) && err.to_string().contains("redis"),
+        "{err}"
+    );
+    let id = attune_core::SessionId::new("s").unwrap();
+    let err = store
+        .update(
+            &id,
+            attune_core::Timestamp::from_millis(0),
+            std::time::Duration::from_secs(60),
+            &|_| {},
+            &mut |_| {},
+        )
+        .await
+        .expect_err("nothing is written while not connected");
     assert!(
         matches!(err, attune_store::Error::Unavailable { .. }),
         "{err}"
     );
+
+    let bad = attune_store::redis::RedisSessionStore::connect(attune_store::redis::RedisConfig {
+        url: "http://127.0.0.1:6379".into(),
+        ..Default::default()
+    })
+    .await
+    .err()
+    .expect("not a Redis URL");
+    assert!(matches!(bad, attune_store::Error::BadUrl { .. }), "{bad}");
 }

@@ -15,19 +15,6 @@ fn an_unknown_setting_stops_the_start_and_is_named() {
 }
 
 #[test]
-fn an_unreachable_redis_stops_the_start_with_a_clear_error() {
-    let out = attune()
-        .args(["serve", "--listen", &free_addr().to_string()])
-        .env("ATTUNE__SESSIONS__URL", "redis://127.0.0.1:1/0")
-        .env("ATTUNE__SESSIONS__TIMEOUT_MS", "300")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("redis://127.0.0.1:1/0"), "{stderr}");
-}
-
-#[test]
 fn check_rules_accepts_the_shipped_file_and_names_the_line_of_a_bad_one() {
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/rules.yaml");
     let out = attune().args(["check-rules", shipped]).output().unwrap();

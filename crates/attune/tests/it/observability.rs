@@ -42,7 +42,9 @@ fn requests_carry_an_id_into_json_logs_metrics_and_stats_without_visitor_ids() {
     );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
-        answer.to_ascii_lowercase().contains("x-request-id: shop-req-42\r\n"),
+        answer
+            .to_ascii_lowercase()
+            .contains("x-request-id: shop-req-42\r\n"),
         "the client's id comes back: {answer}"
     );
     // A forged id (a newline would split a log line) is replaced by one of the server's.
@@ -52,42 +54,72 @@ fn requests_carry_an_id_into_json_logs_metrics_and_stats_without_visitor_ids() {
     );
     let id = answer
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-request-id: ").map(str::to_owned))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-request-id: ")
+                .map(str::to_owned)
+        })
         .unwrap();
     assert!(id != "a b" && id.contains('-'), "{answer}");
 
     let (status, _) = server.http("GET", "/v1/sessions/secret-visitor-7", None);
     assert_eq!(status, 200);
 
-    let metrics = raw(&server, "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
-    assert!(metrics.contains("attune_events_total{type=\"view\"} 1"), "{metrics}");
+    let metrics = raw(
+        &server,
+        "GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    );
+    assert!(
+        metrics.contains("attune_events_total{type=\"view\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains(
         "attune_http_requests_total{endpoint=\"/v1/sessions/{session_id}\",method=\"GET\",status=\"200\"} 1"
     ));
 
     let out = ok(&attune()
-        .args(["stats", "--window", "1", "--url", &format!("http://{}", server.addr)])
+        .args([
+            "stats",
+            "--window",
+            "1",
+            "--url",
+            &format!("http://{}", server.addr),
+        ])
         .output()
         .unwrap());
     assert!(out.contains(" · ready · 1 sessions held"), "{out}");
     assert!(out.contains("1 events"), "{out}");
     assert!(
-        out.lines().any(|l| l.starts_with("/v1/events ") && l.contains("POST")),
+        out.lines()
+            .any(|l| l.starts_with("/v1/events ") && l.contains("POST")),
         "{out}"
     );
     let json_out = ok(&attune()
-        .args(["stats", "--json", "--url", &format!("http://{}", server.addr)])
+        .args([
+            "stats",
+            "--json",
+            "--url",
+            &format!("http://{}", server.addr),
+        ])
         .output()
         .unwrap());
     let stats: Value = serde_json::from_str(&json_out).unwrap();
     assert_eq!(stats["windows"].as_array().unwrap().len(), 3);
     let refused = attune()
-        .args(["stats", "--window", "7", "--url", &format!("http://{}", server.addr)])
+        .args([
+            "stats",
+            "--window",
+            "7",
+            "--url",
+            &format!("http://{}", server.addr),
+        ])
         .output()
         .unwrap();
     assert!(fails(&refused).contains("--window 7"));
 
-    wait_until("the request's log line", || server.log_text().contains("shop-req-42"));
+    wait_until("the request's log line", || {
+        server.log_text().contains("shop-req-42")
+    });
     let log = server.log_text();
     server.stop();
     {
@@ -103,6 +135,9 @@ fn requests_carry_an_id_into_json_logs_metrics_and_stats_without_visitor_ids() {
         assert_eq!(answered["message"], "answered");
         assert_eq!(answered["status"], 200);
         assert_eq!(answered["span"]["endpoint"], "/v1/events");
-        assert!(!log.contains("secret-visitor-7"), "no visitor id in the logs: {log}");
+        assert!(
+            !log.contains("secret-visitor-7"),
+            "no visitor id in the logs: {log}"
+        );
     }
 }

@@ -1,7 +1,6 @@
 //! Safe retries: events carrying an `event_id` are applied once, whichever replica gets the retry
 //! and whichever store failed the first attempt.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -35,45 +34,14 @@ fn a_retry_sent_to_another_replica_is_recognised_through_redis() {
     assert_eq!((status, &first["applied"]), (200, &json!(2)), "{first}");
     let (status, again) = b.http("POST", "/v1/events", Some(&batch("r-1", None)));
     assert_eq!(status, 200, "{again}");
-    assert_eq!((&again["applied"], &again["duplicates"]), (&json!(0), &json!(2)));
+    assert_eq!(
+        (&again["applied"], &again["duplicates"]),
+        (&json!(0), &json!(2))
+    );
     let (_, session) = a.http("GET", "/v1/sessions/r-1", None);
     assert_eq!(session["event_count"], 2, "{session}");
     assert_eq!(session["cart"][0]["quantity"], 2, "{session}");
     assert_eq!(a.http("DELETE", "/v1/sessions/r-1", None).0, 204);
-}
-
-/// A redis-server of the test's own on a free port, keeping nothing on disk.
-struct OwnRedis {
-    port: u16,
-    child: Child,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        OwnRedis { port, child }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 #[test]
@@ -109,21 +77,75 @@ fn after_a_profile_store_outage_the_retry_completes_the_profile_without_counting
             break body;
         }
         assert_eq!(status, 503, "{body}");
-        assert!(Instant::now() < deadline, "the profile store did not come back: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "the profile store did not come back: {body}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!((&answer["applied"], &answer["duplicates"]), (&json!(0), &json!(2)), "{answer}");
+    assert_eq!(
+        (&answer["applied"], &answer["duplicates"]),
+        (&json!(0), &json!(2)),
+        "{answer}"
+    );
     let (_, session) = server.http("GET", "/v1/sessions/p-1", None);
-    assert_eq!(session["event_count"], 2, "the session counted each event once: {session}");
+    assert_eq!(
+        session["event_count"], 2,
+        "the session counted each event once: {session}"
+    );
     assert_eq!(session["cart"][0]["quantity"], 2);
     let (status, profile) = server.http("GET", "/v1/users/bea/profile", None);
     assert_eq!(status, 200, "{profile}");
-    assert_eq!(profile["event_count"], 2, "the profile took the events once: {profile}");
+    assert_eq!(
+        profile["event_count"], 2,
+        "the profile took the events once: {profile}"
+    );
 
     // Once more: nothing changes anywhere.
     let (status, third) = server.http("POST", "/v1/events", Some(&batch("p-1", Some("bea"))));
     assert_eq!((status, &third["duplicates"]), (200, &json!(2)));
     let (_, profile) = server.http("GET", "/v1/users/bea/profile", None);
     assert_eq!(profile["event_count"], 2, "{profile}");
+    server.stop();
+}
+
+#[test]
+fn a_replica_started_before_its_redis_answers_what_it_can_and_is_ready_once_connected() {
+    let port = free_addr().port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let server = Server::start(
+        &["serve"],
+        &[
+            ("ATTUNE__SESSIONS__URL", url.as_str()),
+            ("ATTUNE__SESSIONS__TIMEOUT_MS", "300"),
+            ("ATTUNE__CATALOG__DEMO", "true"),
+        ],
+    );
+    assert_eq!(
+        server.http("GET", "/readyz", None).0,
+        503,
+        "not ready without its store"
+    );
+    // What needs no session is served: an anonymous search and the catalog.
+    let (status, found) = server.http("POST", "/v1/search", Some(&json!({"query": "oat milk"})));
+    assert_eq!(status, 200, "{found}");
+    assert!(found["total"].as_u64().unwrap() > 0);
+    assert_eq!(server.http("GET", "/v1/items?limit=1", None).0, 200);
+    // What needs the store is refused at once, as retryable.
+    let started = Instant::now();
+    let (status, refused) = server.http("POST", "/v1/events", Some(&batch("late-1", None)));
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (503, &json!("unavailable")),
+        "{refused}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let _redis = OwnRedis::start(port);
+    wait_until("ready once Redis answers", || {
+        server.http("GET", "/readyz", None).0 == 200
+    });
+    let (status, applied) = server.http("POST", "/v1/events", Some(&batch("late-1", None)));
+    assert_eq!((status, &applied["applied"]), (200, &json!(2)), "{applied}");
     server.stop();
 }
