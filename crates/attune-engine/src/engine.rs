@@ -8,6 +8,7 @@ use attune_core::session::{ItemSummary, Reason, Scores};
 use attune_core::{
     AffinityKind, Event, EventKind, Item, ItemId, Key, Rules, Session, SessionId, Timestamp, UserId,
 };
+use attune_store::stream::{EventSink, SinkStats, StreamRecord};
 use attune_store::{SessionStore, StoreStats};
 
 use attune_search::keyword::KeywordIndex;
@@ -114,6 +115,31 @@ pub struct Engine {
     profile_rules: ArcSwap<Rules>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
+    /// Where applied events and served lists are appended, if anywhere.
+    sink: Option<Arc<dyn EventSink>>,
+}
+
+/// An applied event as the stream keeps it: the event's own fields plus `"record": "event"`.
+#[derive(serde::Serialize)]
+struct EventRecord<'a> {
+    record: &'static str,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+/// A list served (for attribution): which surface, to whom, which items in order.
+#[derive(serde::Serialize)]
+struct ServedRecord<'a> {
+    record: &'static str,
+    surface: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strategy: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<&'a str>,
+    session_id: Option<&'a SessionId>,
+    user_id: Option<&'a attune_core::UserId>,
+    items: Vec<&'a str>,
+    timestamp: Timestamp,
 }
 
 impl Engine {
@@ -148,6 +174,46 @@ impl Engine {
             rules: ArcSwap::from_pointee(rules),
             clock,
             config,
+            sink: None,
+        }
+    }
+
+    /// Appends every applied event and every served list to this stream.
+    pub fn with_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// The stream's counters, when there is one.
+    pub fn sink_stats(&self) -> Option<SinkStats> {
+        self.sink.as_ref().map(|s| s.stats())
+    }
+
+    fn append_served(
+        &self,
+        surface: &str,
+        strategy: Option<&'static str>,
+        query: Option<&str>,
+        session_id: Option<&SessionId>,
+        user_id: Option<&attune_core::UserId>,
+        items: Vec<&str>,
+    ) {
+        let Some(sink) = &self.sink else { return };
+        let record = ServedRecord {
+            record: "served",
+            surface,
+            strategy,
+            query,
+            session_id,
+            user_id,
+            items,
+            timestamp: self.clock.now(),
+        };
+        if let Ok(line) = serde_json::to_vec(&record) {
+            sink.append(&[StreamRecord {
+                kind: "served",
+                line,
+            }]);
         }
     }
 
@@ -200,7 +266,29 @@ impl Engine {
 
     /// A recommendation list for one surface: see [`RecommendRequest`].
     pub async fn recommend(&self, req: RecommendRequest) -> Result<RecommendOutcome> {
-        crate::recommend::recommend(&self.personal(), &self.recommender, req).await
+        if self.sink.is_none() {
+            return crate::recommend::recommend(&self.personal(), &self.recommender, req).await;
+        }
+        let (session_id, user_id) = (req.session_id.clone(), req.user_id.clone());
+        let outcome = crate::recommend::recommend(&self.personal(), &self.recommender, req).await?;
+        let strategy = match outcome.strategy {
+            crate::recommend::Strategy::Pipeline(_) => "pipeline",
+            crate::recommend::Strategy::Bandit => "bandit",
+            crate::recommend::Strategy::Fallback => "fallback",
+        };
+        self.append_served(
+            outcome.surface.path_name(),
+            Some(strategy),
+            None,
+            session_id.as_ref(),
+            user_id.as_ref(),
+            outcome
+                .items
+                .iter()
+                .map(|r| r.item.item.id.as_str())
+                .collect(),
+        );
+        Ok(outcome)
     }
 
     /// Uses this keyword index (e.g. one on disk) and these search settings instead of the
@@ -282,7 +370,28 @@ impl Engine {
     /// Searches: retrieval (cached), the personal reranker, the page; then records the search in
     /// the visitor's session.
     pub async fn search(&self, req: SearchRequest) -> Result<SearchOutcome> {
-        crate::search::search(&self.personal(), self.search_index()?, req).await
+        if self.sink.is_none() {
+            return crate::search::search(&self.personal(), self.search_index()?, req).await;
+        }
+        let (query, session_id, user_id) = (
+            req.query.clone(),
+            req.session_id.clone(),
+            req.user_id.clone(),
+        );
+        let outcome = crate::search::search(&self.personal(), self.search_index()?, req).await?;
+        self.append_served(
+            "search",
+            None,
+            Some(&query),
+            session_id.as_ref(),
+            user_id.as_ref(),
+            outcome
+                .results
+                .iter()
+                .map(|h| h.item.item.id.as_str())
+                .collect(),
+        );
+        Ok(outcome)
     }
 
     /// The engine's clock reading.
@@ -453,6 +562,12 @@ impl Engine {
             } else {
                 Vec::new()
             };
+            // The events as the stream records them (a copy only when there is a stream).
+            let logged: Vec<Event> = if self.sink.is_some() {
+                events.clone()
+            } else {
+                Vec::new()
+            };
             let rules_for_update = Arc::clone(&rules);
             let skipped_ref = &skipped;
             let mutate = move |s: &mut Session| {
@@ -506,6 +621,29 @@ impl Engine {
                 .count();
             outcome.applied += n - duplicates;
             outcome.duplicates += duplicates;
+            if let Some(sink) = &self.sink {
+                let records: Vec<StreamRecord> = logged
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| {
+                        !skipped
+                            .get(*i)
+                            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+                    })
+                    .filter_map(|(_, e)| {
+                        let line = serde_json::to_vec(&EventRecord {
+                            record: "event",
+                            event: e,
+                        })
+                        .ok()?;
+                        Some(StreamRecord {
+                            kind: e.kind.as_str(),
+                            line,
+                        })
+                    })
+                    .collect();
+                sink.append(&records);
+            }
             outcome.session = summary;
             if !observed.is_empty() {
                 self.recommender.observe(&session_id, &observed);
@@ -651,6 +789,11 @@ impl Engine {
 
     /// Flushes what must survive a restart (the embedded store's snapshot, if configured).
     pub async fn shutdown(&self) -> Result<()> {
+        if let Some(sink) = &self.sink
+            && let Err(e) = sink.close()
+        {
+            tracing::error!(error = %e, "event stream not closed cleanly");
+        }
         for e in self.recommender.save() {
             tracing::error!(error = %e, "recommendation source state not saved");
         }

@@ -121,7 +121,13 @@ pub struct Metrics {
     vectors: Gauge,
     resident_bytes: Gauge,
     uptime_seconds: Gauge,
+    stream: Family<StreamLabels, Gauge>,
     windows: Windows,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    outcome: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -241,6 +247,13 @@ impl Metrics {
             "uptime_seconds",
             "Seconds since the server started",
         );
+        let stream = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "stream_records",
+            "Event-stream records since start (with events.dir set): appended, or dropped because \
+             the log could not be written",
+            stream.clone(),
+        );
         registry.register(
             "build",
             "The running build",
@@ -269,6 +282,7 @@ impl Metrics {
             vectors,
             resident_bytes,
             uptime_seconds,
+            stream,
             windows: Windows::default(),
         }
     }
@@ -374,6 +388,13 @@ impl Metrics {
             self.resident_bytes.set(gauge_value(rss));
         }
         self.uptime_seconds.set(gauge_value(self.now_secs()));
+        if let Some(stream) = engine.sink_stats() {
+            for (outcome, n) in [("appended", stream.appended), ("dropped", stream.dropped)] {
+                self.stream
+                    .get_or_create(&StreamLabels { outcome })
+                    .set(gauge_value(n));
+            }
+        }
     }
 
     /// The `/v1/stats` answer.

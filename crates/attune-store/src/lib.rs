@@ -7,6 +7,8 @@
 //! - [`bandit::BanditStore`]: the bandit's arms (shows and clicks per surface and item).
 //!   [`bandit::memory::MemoryBanditStore`] (embedded, with a snapshot file) and
 //!   [`bandit::redis::RedisBanditStore`] (shared by replicas). Both pass `tests/it/bandit.rs`.
+//! - [`stream::EventSink`]: the event stream (events applied and lists served).
+//!   [`stream::EventLog`] (embedded: segment-rotated JSON lines, sealed segments gzipped).
 //!
 //! It does not own what a session or an arm *means* (that is `attune-core`) nor which backend runs
 //! (the binary chooses from the URL in settings). Every implementation makes
@@ -22,6 +24,7 @@ pub mod bandit;
 pub mod memory;
 pub mod redis;
 mod snapshot;
+pub mod stream;
 
 /// Everything that can go wrong in a store.
 #[derive(Debug, thiserror::Error)]

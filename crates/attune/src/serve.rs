@@ -193,6 +193,22 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
             .context("opening the online recommendation sources")?,
         )
         .with_bandit(open_bandit(settings).await?);
+    if let Some(dir) = &settings.events.dir {
+        use crate::settings::FsyncSetting;
+        use attune_store::stream::{EventLog, EventLogConfig, Fsync};
+        let log = EventLog::open(EventLogConfig {
+            dir: dir.clone(),
+            segment_bytes: settings.events.segment_mb.max(1) * 1024 * 1024,
+            fsync: match settings.events.fsync {
+                FsyncSetting::Never => Fsync::Never,
+                FsyncSetting::Interval => Fsync::Interval,
+                FsyncSetting::Always => Fsync::Always,
+            },
+        })
+        .with_context(|| format!("opening the event log in {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), next = log.next_seq(), "event log open");
+        engine = engine.with_sink(log);
+    }
     if let Some(dir) = &settings.recommend.model {
         let (source, loaded) =
             SequentialSource::load(dir, &|id| engine.catalog().get(id).is_some()).with_context(

@@ -27,8 +27,44 @@ pub(crate) struct Settings {
     pub(crate) search: SearchSettings,
     /// Recommendations: the trained models behind the model-backed sources.
     pub(crate) recommend: RecommendSettings,
+    /// The event stream: where applied events and served lists are kept.
+    pub(crate) events: EventSettings,
     /// Logging.
     pub(crate) log: LogSettings,
+}
+
+/// Event stream settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct EventSettings {
+    /// A directory for the event log (JSON lines, segments sealed and gzipped); none: no stream.
+    pub(crate) dir: Option<PathBuf>,
+    /// A segment is sealed once it holds this many MiB.
+    pub(crate) segment_mb: u64,
+    /// `never`, `interval` (every second) or `always` (before each answer).
+    pub(crate) fsync: FsyncSetting,
+}
+
+/// How often the event log is synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FsyncSetting {
+    /// The OS writes back: survives a crash of the process, not of the machine.
+    Never,
+    /// Every second.
+    Interval,
+    /// Before each answer.
+    Always,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            dir: None,
+            segment_mb: 64,
+            fsync: FsyncSetting::Interval,
+        }
+    }
 }
 
 /// HTTP settings.

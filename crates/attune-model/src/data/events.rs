@@ -1,4 +1,7 @@
-//! Attune's own event log: NDJSON, one event per line, as attune-core serializes an
+//! Attune's own event log: a directory the server's event stream wrote (`events.dir`: sealed
+//! segments `events-<first>-<end>.jsonl.gz` or `.jsonl` in name order, then `current.jsonl`; a
+//! torn last line is skipped; `"record": "served"` lines, the lists shown, are left out), or one
+//! NDJSON file, one event per line, as attune-core serializes an
 //! [`attune_core::Event`] (`kind`, `session_id`, `user_id`, `item_id`, `timestamp` in epoch
 //! milliseconds, …) or as clients send them to `POST /v1/events` (`type` instead of `kind`, the
 //! timestamp in epoch milliseconds or RFC 3339). Other fields are ignored.
@@ -33,14 +36,75 @@ pub enum Grouping {
 
 #[derive(Deserialize)]
 struct LogEvent {
-    #[serde(alias = "type")]
-    kind: EventKind,
+    /// `event` or `served` in the server's stream; absent in a hand-written log.
+    #[serde(default)]
+    record: Option<String>,
+    #[serde(alias = "type", default)]
+    kind: Option<EventKind>,
+    #[serde(default)]
     session_id: String,
     #[serde(default)]
     user_id: Option<String>,
     #[serde(default)]
     item_id: Option<String>,
+    #[serde(default)]
     timestamp: serde_json::Value,
+}
+
+/// The text of an event log: a file, or the segments of a stream directory in order.
+fn read_log(path: &Path) -> Result<String> {
+    if !path.is_dir() {
+        return read_text(path);
+    }
+    let read_err = |source| Error::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut sealed: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+        .map_err(read_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("events-") && (n.ends_with(".jsonl") || n.ends_with(".jsonl.gz"))
+            })
+        })
+        .collect();
+    sealed.sort();
+    // A segment both plain and compressed (compression was under way): both are whole (the
+    // compressed copy is renamed into place complete); the plain one is read.
+    sealed.dedup_by(|later, earlier| later.with_extension("") == *earlier);
+    let current = path.join("current.jsonl");
+    if current.exists() {
+        sealed.push(current);
+    }
+    let mut text = String::new();
+    for file in sealed {
+        let bytes = std::fs::read(&file).map_err(|source| Error::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let mut segment = if file.extension().is_some_and(|e| e == "gz") {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                .map_err(|source| Error::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+            out
+        } else {
+            String::from_utf8(bytes).map_err(|e| Error::BadData {
+                path: file.clone(),
+                reason: format!("not UTF-8 text (at byte {})", e.utf8_error().valid_up_to()),
+            })?
+        };
+        // A torn last line (a write cut by a crash) was never acknowledged: skip it.
+        match segment.rfind('\n') {
+            Some(end) => segment.truncate(end + 1),
+            None => segment.clear(),
+        }
+        text.push_str(&segment);
+    }
+    Ok(text)
 }
 
 /// Whether an event of this kind means interest in its item.
@@ -69,7 +133,7 @@ fn parse_timestamp(v: &serde_json::Value) -> Option<i64> {
 
 /// Loads an event log; the dataset is named `events:<path>`.
 pub fn load(path: &Path, grouping: Grouping) -> Result<Dataset> {
-    let text = read_text(path)?;
+    let text = read_log(path)?;
     let mut checksum = Checksum::default();
     checksum.add("events", text.as_bytes());
 
@@ -85,14 +149,23 @@ pub fn load(path: &Path, grouping: Grouping) -> Result<Dataset> {
         }
         let event: LogEvent = serde_json::from_str(line)
             .map_err(|e| bad_line(path, n, format!("not an event: {e}"), line))?;
-        if !is_interaction(event.kind) {
+        if event.record.as_deref() == Some("served") {
+            continue;
+        }
+        let Some(kind) = event.kind else {
+            return Err(bad_line(path, n, "not an event: no type", line));
+        };
+        if event.session_id.is_empty() {
+            return Err(bad_line(path, n, "not an event: no session_id", line));
+        }
+        if !is_interaction(kind) {
             continue;
         }
         let Some(item) = event.item_id.filter(|i| !i.is_empty()) else {
             return Err(bad_line(
                 path,
                 n,
-                format!("a {} event needs an item_id", event.kind),
+                format!("a {kind} event needs an item_id"),
                 line,
             ));
         };

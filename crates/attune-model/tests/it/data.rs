@@ -733,3 +733,38 @@ fn diginetica_validation_holds_out_the_last_sessions() {
     assert_eq!(Source::AmazonBeauty.sampled_negatives(), 99);
     assert!(!Source::Diginetica.is_leave_one_out());
 }
+
+#[test]
+fn a_stream_directory_reads_its_gzipped_and_plain_segments_in_order_without_served_lists() {
+    use std::io::Write as _;
+    let dir = std::env::temp_dir().join(format!("attune-stream-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sealed = [
+        r#"{"record":"event","kind":"view","session_id":"s1","item_id":"hat","timestamp":100,"quantity":1}"#,
+        r#"{"record":"served","surface":"home","session_id":"s1","user_id":null,"items":["sock","hat"],"timestamp":110}"#,
+    ]
+    .join("\n")
+        + "\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(sealed.as_bytes()).unwrap();
+    std::fs::write(
+        dir.join("events-00000000000000000000-00000000000000000002.jsonl.gz"),
+        gz.finish().unwrap(),
+    )
+    .unwrap();
+    // The current segment ends in a torn line (cut by a crash).
+    std::fs::write(
+        dir.join("current.jsonl"),
+        concat!(
+            r#"{"record":"event","kind":"click","session_id":"s1","item_id":"sock","timestamp":200,"quantity":1}"#,
+            "\n",
+            r#"{"record":"event","kind":"view","session_id":"s1","item_id":"sc"#
+        ),
+    )
+    .unwrap();
+    let d = events::load(&dir, events::Grouping::Session).unwrap();
+    assert_eq!(d.item_ids, ["hat", "sock"]);
+    assert_eq!(d.sequences, [vec![1, 2]]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

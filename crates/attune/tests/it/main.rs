@@ -11,4 +11,5 @@ mod replay;
 mod retries;
 mod sequential;
 mod smoke;
+mod stream;
 mod support;

@@ -1,0 +1,505 @@
+//! The event stream: every accepted event and every served list, kept for analytics, attribution
+//! and retraining, behind the [`EventSink`] seam.
+//!
+//! [`EventLog`] is the embedded backend: JSON lines appended to `current.jsonl` in a directory,
+//! one `write` per request under a lock, so an answered request's records are in the file (the
+//! page cache) before the answer leaves: a process killed with SIGKILL loses nothing it
+//! acknowledged. `fsync` decides what survives losing the machine: `never` (the OS flushes),
+//! `interval` (every second, the default) or `always` (before answering; slow). Past
+//! `segment_bytes` the file is sealed as `events-<first>-<end>.jsonl` (the sequence numbers of its
+//! first record and of the one after its last, 20 digits each, so names sort in log order) and a
+//! background thread gzips it to `.jsonl.gz` (readable with `zcat | jq`, or DuckDB's
+//! `read_json`). Readers take the sealed segments in name order, then `current.jsonl`
+//! (`attune_model::data::events` does). On open, a
+//! torn last line (a write cut by a crash, never acknowledged) is cut off. If the disk refuses a
+//! write, the request still succeeds and the records are counted as dropped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::{Error, Result};
+
+/// One record of the stream: its type (an event type, or `served` for a list shown) and its JSON
+/// object, on one line without the newline.
+#[derive(Debug, Clone)]
+pub struct StreamRecord {
+    /// `view`, `add_to_cart`, …, or `served`.
+    pub kind: &'static str,
+    /// The JSON object.
+    pub line: Vec<u8>,
+}
+
+/// Counters of a sink since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkStats {
+    /// Records written (or delivered).
+    pub appended: u64,
+    /// Records that could not be written anywhere and are lost.
+    pub dropped: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Segments sealed.
+    pub sealed: u64,
+}
+
+/// Where the stream goes. `append` never fails and never blocks for long: a sink that cannot take
+/// records counts them as dropped.
+pub trait EventSink: Send + Sync {
+    /// Appends records, in order.
+    fn append(&self, records: &[StreamRecord]);
+    /// Counters since start.
+    fn stats(&self) -> SinkStats;
+    /// Makes everything appended durable (fsync) and finishes background work.
+    fn close(&self) -> Result<()>;
+}
+
+/// How often the event log is synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// Never explicitly: the OS writes back (survives a process crash, not a power cut).
+    Never,
+    /// Every second, from a background thread.
+    #[default]
+    Interval,
+    /// Before every answer.
+    Always,
+}
+
+/// Settings of an [`EventLog`].
+#[derive(Debug, Clone)]
+pub struct EventLogConfig {
+    /// The directory (created if missing).
+    pub dir: PathBuf,
+    /// A segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// The sync policy.
+    pub fsync: Fsync,
+}
+
+/// The name of the segment being written.
+pub const CURRENT: &str = "current.jsonl";
+
+struct Active {
+    file: File,
+    bytes: u64,
+    /// Sequence number of the segment's first record.
+    first_seq: u64,
+    /// Sequence number of the next record.
+    next_seq: u64,
+}
+
+/// The embedded event stream: see the module docs.
+pub struct EventLog {
+    dir: PathBuf,
+    config: EventLogConfig,
+    active: Mutex<Active>,
+    appended: AtomicU64,
+    dropped: AtomicU64,
+    bytes: AtomicU64,
+    sealed: AtomicU64,
+    dirty: AtomicBool,
+    stop: Arc<AtomicBool>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Sealed segments waiting to be compressed.
+    to_compress: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+fn io_err(path: &Path, e: &io::Error) -> Error {
+    Error::Snapshot {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Cuts a torn last line (no final newline) off a segment; returns its length and line count.
+fn repair(path: &Path) -> io::Result<(u64, u64)> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let mut data = Vec::new();
+    file.read_to_end(&mut data)?;
+    let keep = data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if keep < data.len() {
+        tracing::warn!(path = %path.display(), torn = data.len() - keep, "cutting a torn last line off the event log");
+        file.set_len(keep as u64)?;
+        file.sync_data()?;
+    }
+    let lines = data[..keep].iter().filter(|&&b| b == b'\n').count() as u64;
+    file.seek(SeekFrom::End(0))?;
+    Ok((keep as u64, lines))
+}
+
+/// The sequence numbers of a sealed segment's first record and of the record after its last, from
+/// its name (`events-<first>-<end>.jsonl[.gz]`, each 20 digits, so names sort in log order).
+fn sealed_range(name: &str) -> Option<(u64, u64)> {
+    let rest = name.strip_prefix("events-")?;
+    let digits = rest
+        .strip_suffix(".jsonl.gz")
+        .or_else(|| rest.strip_suffix(".jsonl"))?;
+    let (first, end) = digits.split_once('-')?;
+    Some((first.parse().ok()?, end.parse().ok()?))
+}
+
+/// The segments of a log directory in order, sealed ones first, `current.jsonl` last.
+pub fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    // A segment compressed but not yet removed appears twice: the compressed copy is complete.
+    let mut sealed: std::collections::BTreeMap<u64, PathBuf> = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some((seq, _)) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(sealed_range)
+        else {
+            continue;
+        };
+        let gz = path.extension().is_some_and(|e| e == "gz");
+        match sealed.get(&seq) {
+            Some(kept) if kept.extension().is_some_and(|e| e == "gz") => {}
+            Some(_) if !gz => {}
+            _ => {
+                sealed.insert(seq, path);
+            }
+        }
+    }
+    let mut out: Vec<PathBuf> = sealed.into_values().collect();
+    let current = dir.join(CURRENT);
+    if current.exists() {
+        out.push(current);
+    }
+    Ok(out)
+}
+
+fn compress(path: &Path) -> io::Result<()> {
+    let gz = path.with_extension("jsonl.gz");
+    let tmp = path.with_extension("jsonl.gz.tmp");
+    {
+        let mut input = BufReader::new(File::open(path)?);
+        let out = File::create(&tmp)?;
+        let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+        loop {
+            let buf = input.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            encoder.write_all(buf)?;
+            let n = buf.len();
+            input.consume(n);
+        }
+        encoder.finish()?.sync_all()?;
+    }
+    fs::rename(&tmp, &gz)?;
+    fs::remove_file(path)
+}
+
+impl EventLog {
+    /// Opens (or creates) the log in `config.dir`, repairing a torn tail and compressing sealed
+    /// segments left plain by an earlier run.
+    pub fn open(config: EventLogConfig) -> Result<Arc<Self>> {
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| io_err(&dir, &e))?;
+        let current = dir.join(CURRENT);
+        let mut next_seq = 0;
+        let mut pending = Vec::new();
+        for path in segments(&dir).map_err(|e| io_err(&dir, &e))? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some((_, end)) = sealed_range(name) {
+                next_seq = next_seq.max(end);
+                if path.extension().is_some_and(|e| e == "jsonl") {
+                    pending.push(path);
+                }
+            }
+        }
+        // Only a regular file can be repaired (a device, say, is written as it is).
+        let (bytes, lines) = if fs::metadata(&current).is_ok_and(|m| m.is_file()) {
+            repair(&current).map_err(|e| io_err(&current, &e))?
+        } else {
+            (0, 0)
+        };
+        let first_seq = next_seq;
+        next_seq += lines;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&current)
+            .map_err(|e| io_err(&current, &e))?;
+        let log = Arc::new(EventLog {
+            dir,
+            config,
+            active: Mutex::new(Active {
+                file,
+                bytes,
+                first_seq,
+                next_seq,
+            }),
+            appended: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            sealed: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
+            workers: Mutex::new(Vec::new()),
+            to_compress: Arc::new(Mutex::new(pending)),
+        });
+        log.start_workers();
+        Ok(log)
+    }
+
+    fn start_workers(self: &Arc<Self>) {
+        // One background thread: compresses sealed segments and, with `fsync: interval`, syncs
+        // the active one every second. It holds only a weak reference, so dropping the log ends it.
+        let weak = Arc::downgrade(self);
+        let stop = Arc::clone(&self.stop);
+        let handle = std::thread::Builder::new()
+            .name("attune-event-log".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let Some(log) = weak.upgrade() else { return };
+                    log.background_step();
+                }
+            });
+        match handle {
+            Ok(h) => self.workers.lock().push(h),
+            Err(e) => tracing::error!(error = %e, "event log: no background thread"),
+        }
+    }
+
+    fn background_step(&self) {
+        if self.config.fsync == Fsync::Interval && self.dirty.swap(false, Ordering::Relaxed) {
+            let file = self.active.lock().file.try_clone();
+            if let Err(e) = file.and_then(|f| f.sync_data()) {
+                tracing::error!(error = %e, "event log: fsync failed");
+            }
+        }
+        let pending: Vec<PathBuf> = std::mem::take(&mut *self.to_compress.lock());
+        for path in pending {
+            if let Err(e) = compress(&path) {
+                tracing::error!(path = %path.display(), error = %e, "event log: segment not compressed (kept plain)");
+            }
+        }
+    }
+
+    /// Seals the active segment (under its lock) and starts a new one.
+    fn rotate(&self, active: &mut Active) -> io::Result<()> {
+        active.file.sync_data()?;
+        let sealed = self.dir.join(format!(
+            "events-{:020}-{:020}.jsonl",
+            active.first_seq, active.next_seq
+        ));
+        fs::rename(self.dir.join(CURRENT), &sealed)?;
+        active.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(CURRENT))?;
+        active.bytes = 0;
+        active.first_seq = active.next_seq;
+        self.sealed.fetch_add(1, Ordering::Relaxed);
+        self.to_compress.lock().push(sealed);
+        Ok(())
+    }
+
+    /// Lines in the log (sealed and current) after this run's appends: its next sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.active.lock().next_seq
+    }
+}
+
+impl EventSink for EventLog {
+    fn append(&self, records: &[StreamRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        let mut buf = Vec::with_capacity(records.iter().map(|r| r.line.len() + 1).sum());
+        for r in records {
+            buf.extend_from_slice(&r.line);
+            buf.push(b'\n');
+        }
+        let n = records.len() as u64;
+        let mut active = self.active.lock();
+        let written = active.file.write_all(&buf).and_then(|()| {
+            if self.config.fsync == Fsync::Always {
+                active.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => {
+                active.bytes += buf.len() as u64;
+                active.next_seq += n;
+                self.appended.fetch_add(n, Ordering::Relaxed);
+                self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.dirty.store(true, Ordering::Relaxed);
+                if active.bytes >= self.config.segment_bytes
+                    && let Err(e) = self.rotate(&mut active)
+                {
+                    tracing::error!(error = %e, "event log: segment not sealed");
+                }
+            }
+            Err(e) => {
+                // What was written of a failed write is a torn line: cut it, so the next record
+                // starts on a line of its own.
+                let _ = active.file.set_len(active.bytes);
+                self.dropped.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(error = %e, records = n, "event log: write failed; records dropped");
+            }
+        }
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            appended: self.appended.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            sealed: self.sealed.load(Ordering::Relaxed),
+        }
+    }
+
+    fn close(&self) -> Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.workers.lock().drain(..) {
+            let _ = h.join();
+        }
+        self.background_step();
+        let active = self.active.lock();
+        active
+            .file
+            .sync_data()
+            .map_err(|e| io_err(&self.dir.join(CURRENT), &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line of a log directory in order (what a reader does).
+    fn read_lines(dir: &Path) -> io::Result<Vec<String>> {
+        let mut lines = Vec::new();
+        for file in segments(dir)? {
+            let raw = File::open(&file)?;
+            let mut text = String::new();
+            if file.extension().is_some_and(|e| e == "gz") {
+                flate2::read::GzDecoder::new(raw).read_to_string(&mut text)?;
+            } else {
+                BufReader::new(raw).read_to_string(&mut text)?;
+            }
+            let complete = text.ends_with('\n');
+            let mut these: Vec<String> = text.lines().map(str::to_owned).collect();
+            if !complete {
+                these.pop();
+            }
+            lines.extend(these);
+        }
+        Ok(lines)
+    }
+
+    fn record(i: usize) -> StreamRecord {
+        StreamRecord {
+            kind: "view",
+            line: format!(r#"{{"n":{i}}}"#).into_bytes(),
+        }
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "attune-eventlog-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn records_rotate_into_gzipped_segments_and_read_back_in_order() {
+        let dir = temp("rotate");
+        let log = EventLog::open(EventLogConfig {
+            dir: dir.clone(),
+            segment_bytes: 100,
+            fsync: Fsync::Never,
+        })
+        .unwrap();
+        for i in 0..50 {
+            log.append(&[record(i)]);
+        }
+        log.close().unwrap();
+        let stats = log.stats();
+        assert_eq!((stats.appended, stats.dropped), (50, 0));
+        assert!(stats.sealed >= 4, "{stats:?}");
+        let files = segments(&dir).unwrap();
+        assert!(
+            files[..files.len() - 1]
+                .iter()
+                .all(|f| f.to_string_lossy().ends_with(".jsonl.gz")),
+            "{files:?}"
+        );
+        let lines = read_lines(&dir).unwrap();
+        let expected: Vec<String> = (0..50).map(|i| format!(r#"{{"n":{i}}}"#)).collect();
+        assert_eq!(lines, expected);
+
+        // Reopened, it continues the numbering and the lines.
+        drop(log);
+        let again = EventLog::open(EventLogConfig {
+            dir: dir.clone(),
+            segment_bytes: 100,
+            fsync: Fsync::Always,
+        })
+        .unwrap();
+        assert_eq!(again.next_seq(), 50);
+        again.append(&[record(50), record(51)]);
+        again.close().unwrap();
+        assert_eq!(read_lines(&dir).unwrap().len(), 52);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_at_open() {
+        let dir = temp("torn");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join(CURRENT), "{\"n\":0}\n{\"n\":1}\n{\"n\":").unwrap();
+        assert_eq!(
+            read_lines(&dir).unwrap().len(),
+            2,
+            "the reader skips it too"
+        );
+        let log = EventLog::open(EventLogConfig {
+            dir: dir.clone(),
+            segment_bytes: 1 << 20,
+            fsync: Fsync::Never,
+        })
+        .unwrap();
+        assert_eq!(log.next_seq(), 2);
+        log.append(&[record(2)]);
+        log.close().unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join(CURRENT)).unwrap(),
+            "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_disk_drops_records_without_failing_or_tearing() {
+        let dir = temp("full");
+        fs::create_dir_all(&dir).unwrap();
+        // The segment is /dev/full: every write fails with "no space left on device".
+        std::os::unix::fs::symlink("/dev/full", dir.join(CURRENT)).unwrap();
+        let log = EventLog::open(EventLogConfig {
+            dir: dir.clone(),
+            segment_bytes: 1 << 20,
+            fsync: Fsync::Never,
+        })
+        .unwrap();
+        log.append(&[record(0), record(1)]);
+        log.append(&[record(2)]);
+        let stats = log.stats();
+        assert_eq!((stats.appended, stats.dropped), (0, 3));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
