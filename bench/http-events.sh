@@ -4,6 +4,7 @@
 #
 #   ceiling  the bare axum handler (crates/attune/examples/ceiling.rs), port 8788
 #   demo     `attune demo` (embedded session store, demo catalog), port 8787
+#   demo-log the same with the event log on (events.dir under OUT_DIR, fsync interval), port 8790
 #   redis    `attune serve` with sessions in Redis and the demo catalog, port 8789
 #
 # Usage: bench/http-events.sh
@@ -11,7 +12,7 @@
 #   DURATION=10          measured seconds per run
 #   WARMUP=2             unrecorded seconds before each run
 #   CONCURRENCY="1 32"   connection counts to run, in order
-#   TARGETS="ceiling demo redis"   which servers, in this order
+#   TARGETS="ceiling demo redis"   which servers, in this order (demo-log: add it)
 #   REDIS_URL=redis://127.0.0.1:6379/0   sessions store of the `redis` target (skipped if down)
 #   STARTUP_TIMEOUT=60   seconds to wait for a server's first HTTP answer
 #   OUT_DIR=<new temp dir>   where the JSON reports and server logs go
@@ -132,6 +133,12 @@ for target in $TARGETS; do
         start_server demo 8787 "$ATTUNE" demo --listen "$HOST:8787"
         run_load demo 8787
         ;;
+    demo-log)
+        rm -rf "$OUT_DIR/events"
+        start_server demo-log 8790 env ATTUNE__EVENTS__DIR="$OUT_DIR/events" \
+            "$ATTUNE" demo --listen "$HOST:8790"
+        run_load demo-log 8790
+        ;;
     redis)
         redis_hostport=${REDIS_URL#redis://}
         redis_hostport=${redis_hostport%%/*}
@@ -146,7 +153,7 @@ for target in $TARGETS; do
         run_load redis 8789
         ;;
     *)
-        echo "unknown target $target (expected ceiling, demo or redis)" >&2
+        echo "unknown target $target (expected ceiling, demo, demo-log or redis)" >&2
         exit 1
         ;;
     esac

@@ -364,6 +364,7 @@ impl Engine {
             rules: self.rules(),
             profile_rules: self.profile_rules(),
             now: self.clock.now(),
+            degraded: parking_lot::Mutex::new(Vec::new()),
         }
     }
 

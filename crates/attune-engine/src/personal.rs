@@ -23,6 +23,9 @@ pub(crate) struct Personal<'a> {
     pub(crate) rules: Arc<Rules>,
     pub(crate) profile_rules: Arc<Rules>,
     pub(crate) now: Timestamp,
+    /// The stores that did not answer during this request (`sessions`, `profiles`): the list
+    /// was made without them, and says so.
+    pub(crate) degraded: parking_lot::Mutex<Vec<&'static str>>,
 }
 
 pub(crate) fn ttl(rules: &Rules) -> Duration {
@@ -30,6 +33,30 @@ pub(crate) fn ttl(rules: &Rules) -> Duration {
 }
 
 impl Personal<'_> {
+    /// A store read that failed because the store is unavailable becomes "no signals", and the
+    /// request is marked degraded: a list without personalization beats no list. Other errors
+    /// pass.
+    fn tolerate<T>(&self, store: &'static str, r: Result<Option<T>>) -> Result<Option<T>> {
+        match r {
+            Err(crate::Error::Store(
+                e @ (attune_store::Error::Unavailable { .. } | attune_store::Error::Contended { .. }),
+            )) => {
+                tracing::warn!(error = %e, store, "store unavailable: serving without it");
+                let mut degraded = self.degraded.lock();
+                if !degraded.contains(&store) {
+                    degraded.push(store);
+                }
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+
+    /// The stores this request went without.
+    pub(crate) fn degraded(&self) -> Vec<&'static str> {
+        self.degraded.lock().clone()
+    }
+
     /// The signals of a session for ranking one list (`keys`), if the session exists.
     pub(crate) async fn session_signals(
         &self,
@@ -39,20 +66,22 @@ impl Personal<'_> {
     ) -> Result<Option<Signals>> {
         let (now, rules, catalog) = (self.now, &*self.rules, self.catalog);
         let mut signals = None;
-        self.sessions
+        let read = self
+            .sessions
             .read(id, now, ttl(rules), &mut |s| {
                 signals =
                     Some(catalog.with_ids(|ids| {
                         Signals::from_session(s, now, rules, ids, keys, with_seen)
                     }));
             })
-            .await?;
-        Ok(signals)
+            .await;
+        self.tolerate("sessions", read.map(|_| signals).map_err(Into::into))
     }
 
     /// A copy of the session, if it exists (refreshing its expiry like any read).
     pub(crate) async fn session(&self, id: &SessionId) -> Result<Option<Session>> {
-        Ok(self.sessions.get(id, self.now, ttl(&self.rules)).await?)
+        let got = self.sessions.get(id, self.now, ttl(&self.rules)).await;
+        self.tolerate("sessions", got.map_err(Into::into))
     }
 
     /// The signals of a session for ranking one list (`keys`), and the search that list answers
@@ -78,9 +107,16 @@ impl Personal<'_> {
             *signals.lock() = before;
             s.apply_search(&event, intents, rules);
         };
-        self.sessions
+        let updated = self
+            .sessions
             .update(&event.session_id, now, ttl(rules), &mutate, &mut |_| {})
-            .await?;
+            .await;
+        if self
+            .tolerate("sessions", updated.map(|()| Some(())).map_err(Into::into))?
+            .is_none()
+        {
+            return Ok(None);
+        }
         if let Some(profiles) = self.profiles
             && event.user_id.is_some()
         {
@@ -104,8 +140,10 @@ impl Personal<'_> {
     ) -> Result<Option<Signals>> {
         match self.profiles {
             Some(p) => {
-                p.signals(user, self.now, &self.profile_rules, self.catalog, keys)
-                    .await
+                let read = p
+                    .signals(user, self.now, &self.profile_rules, self.catalog, keys)
+                    .await;
+                self.tolerate("profiles", read)
             }
             None => Ok(None),
         }

@@ -108,6 +108,9 @@ pub struct SearchOutcome {
     pub personalized: bool,
     /// Whether retrieval came from the cache.
     pub cached: bool,
+    /// Stores that did not answer (`sessions`, `profiles`): the results are not personalized by
+    /// them (and the search was not recorded in the session).
+    pub degraded: Vec<&'static str>,
 }
 
 /// Unpersonalized candidates of one (query, filters): fused, resolved to catalog items and graded
@@ -575,6 +578,7 @@ pub(crate) async fn search(
         facets: retrieval.facets.clone(),
         personalized: signals.is_some() || profile_signals.is_some(),
         cached,
+        degraded: personal.degraded(),
     };
 
     Ok(outcome)

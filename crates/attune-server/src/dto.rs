@@ -1077,6 +1077,10 @@ pub struct SearchOut {
     pub facets: FacetsOut,
     /// Whether the visitor's session shaped this page.
     pub personalized: bool,
+    /// Stores that did not answer (`sessions`, `profiles`): the page is not personalized by them
+    /// and the search was not recorded. Absent when everything answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<&'static str>,
 }
 
 impl SearchOut {
@@ -1113,6 +1117,7 @@ impl SearchOut {
                 }),
             },
             personalized: o.personalized,
+            degraded: o.degraded,
         }
     }
 }

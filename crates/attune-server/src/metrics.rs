@@ -122,7 +122,23 @@ pub struct Metrics {
     resident_bytes: Gauge,
     uptime_seconds: Gauge,
     stream: Family<StreamLabels, Gauge>,
+    degraded: Family<DegradedLabels, Counter>,
+    model_info: Family<ModelLabels, Gauge>,
+    model_age: Family<SourceLabels, Gauge>,
+    models: Mutex<Vec<(&'static str, Option<SystemTime>)>>,
     windows: Windows,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    source: &'static str,
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DegradedLabels {
+    endpoint: &'static str,
+    store: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -254,6 +270,25 @@ impl Metrics {
              the log could not be written",
             stream.clone(),
         );
+        let degraded = Family::<DegradedLabels, Counter>::default();
+        registry.register(
+            "degraded_responses",
+            "Searches and recommendation lists served without a store that did not answer, by \
+             endpoint and store (sessions, profiles)",
+            degraded.clone(),
+        );
+        let model_info = Family::<ModelLabels, Gauge>::default();
+        registry.register(
+            "model_info",
+            "1 for each trained model served, by source and version (<dataset>@<checksum prefix>)",
+            model_info.clone(),
+        );
+        let model_age = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "model_age_seconds",
+            "Seconds since the served model was written (its manifest's modification time)",
+            model_age.clone(),
+        );
         registry.register(
             "build",
             "The running build",
@@ -283,8 +318,20 @@ impl Metrics {
             resident_bytes,
             uptime_seconds,
             stream,
+            degraded,
+            model_info,
+            model_age,
+            models: Mutex::new(Vec::new()),
             windows: Windows::default(),
         }
+    }
+
+    /// Records a trained model being served (`attune_model_info`, `attune_model_age_seconds`).
+    pub fn set_model(&self, source: &'static str, version: String, trained_at: Option<SystemTime>) {
+        self.model_info
+            .get_or_create(&ModelLabels { source, version })
+            .set(1);
+        self.models.lock().push((source, trained_at));
     }
 
     /// Seconds since this server started, as the windows count them.
@@ -325,7 +372,15 @@ impl Metrics {
         self.windows.record_events(self.now_secs(), n);
     }
 
-    pub(crate) fn record_search(&self, cached: bool, personalized: bool) {
+    pub(crate) fn record_search(&self, cached: bool, personalized: bool, degraded: &[&'static str]) {
+        for store in degraded {
+            self.degraded
+                .get_or_create(&DegradedLabels {
+                    endpoint: "search",
+                    store,
+                })
+                .inc();
+        }
         self.searches
             .get_or_create(&SearchLabels {
                 cache: if cached { "hit" } else { "miss" },
@@ -343,9 +398,17 @@ impl Metrics {
         self.recommendations
             .get_or_create(&RecommendLabels { surface, strategy })
             .inc();
+        for store in failed.iter().filter(|s| matches!(**s, "sessions" | "profiles")) {
+            self.degraded
+                .get_or_create(&DegradedLabels {
+                    endpoint: "recommendations",
+                    store,
+                })
+                .inc();
+        }
         self.windows
             .record_list(self.now_secs(), strategy == "bandit");
-        for source in failed {
+        for source in failed.iter().filter(|s| !matches!(**s, "sessions" | "profiles")) {
             self.source_failures
                 .get_or_create(&SourceLabels { source })
                 .inc();
@@ -388,6 +451,13 @@ impl Metrics {
             self.resident_bytes.set(gauge_value(rss));
         }
         self.uptime_seconds.set(gauge_value(self.now_secs()));
+        for (source, trained_at) in self.models.lock().iter() {
+            if let Some(age) = trained_at.and_then(|t| SystemTime::now().duration_since(t).ok()) {
+                self.model_age
+                    .get_or_create(&SourceLabels { source })
+                    .set(gauge_value(age.as_secs()));
+            }
+        }
         if let Some(stream) = engine.sink_stats() {
             for (outcome, n) in [("appended", stream.appended), ("dropped", stream.dropped)] {
                 self.stream

@@ -9,7 +9,7 @@ use anyhow::Context;
 use attune_core::Rules;
 use attune_engine::{Clock, Engine, EngineConfig, OnlineConfig, OnlineSources, SystemClock};
 use attune_server::extract::BodyKind;
-use attune_server::{ServerConfig, app};
+use attune_server::{ServerConfig, app_with_metrics};
 use attune_store::SessionStore;
 use attune_store::bandit::BanditStore;
 use attune_store::bandit::memory::{MemoryBanditConfig, MemoryBanditStore};
@@ -231,6 +231,25 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
     Ok(Arc::new(engine))
 }
 
+/// A model directory's version for the metrics (`<dataset>@<first 12 hex of its checksum>`, from
+/// its manifest) and when it was written (the manifest's modification time).
+fn model_version(dir: &Path) -> (String, Option<std::time::SystemTime>) {
+    let path = dir.join("manifest.json");
+    let trained_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let manifest: Option<serde_json::Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let version = manifest.map_or_else(
+        || "unknown".to_owned(),
+        |m| {
+            let name = m["dataset"]["name"].as_str().unwrap_or("?");
+            let sum = m["dataset"]["checksum"].as_str().unwrap_or("");
+            format!("{name}@{}", &sum[..sum.len().min(12)])
+        },
+    );
+    (version, trained_at)
+}
+
 /// The bandit's store: Redis when sessions are there (replicas share the arms), else in
 /// process, snapshotted in `recommend.state_dir` when it is set.
 async fn open_bandit(settings: &Settings) -> anyhow::Result<Arc<dyn BanditStore>> {
@@ -402,13 +421,19 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
 
-    let router = app(
+    let metrics = Arc::new(attune_server::metrics::Metrics::new());
+    if let Some(dir) = &settings.recommend.model {
+        let (version, trained_at) = model_version(dir);
+        metrics.set_model("sequential", version, trained_at);
+    }
+    let router = app_with_metrics(
         Arc::clone(&engine),
         &ServerConfig {
             max_body_bytes: settings.http.max_body_bytes,
             request_timeout: std::time::Duration::from_millis(settings.http.request_timeout_ms),
             log_requests: settings.log.requests,
         },
+        metrics,
     );
     let listener = tokio::net::TcpListener::bind(addr)
         .await

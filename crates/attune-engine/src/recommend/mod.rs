@@ -147,7 +147,8 @@ pub struct RecommendOutcome {
     pub items: Vec<Recommendation>,
     /// Whether session or profile signals took part.
     pub personalized: bool,
-    /// Sources that failed for this request (the list was made without them).
+    /// Stores (`sessions`, `profiles`) and sources that failed for this request: the list was
+    /// made without them.
     pub degraded: Vec<&'static str>,
 }
 
@@ -911,7 +912,11 @@ pub(crate) async fn recommend(
         strategy,
         items,
         personalized: signals.is_some() || profile_signals.is_some(),
-        degraded,
+        degraded: {
+            let mut all = personal.degraded();
+            all.extend(degraded);
+            all
+        },
     })
 }
 

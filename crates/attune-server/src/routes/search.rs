@@ -38,6 +38,6 @@ pub(crate) async fn search(
     let outcome = state.engine.search(request).await?;
     state
         .metrics
-        .record_search(outcome.cached, outcome.personalized);
+        .record_search(outcome.cached, outcome.personalized, &outcome.degraded);
     Ok(Json(SearchOut::new(outcome, offset)))
 }

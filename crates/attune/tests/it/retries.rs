@@ -149,3 +149,55 @@ fn a_replica_started_before_its_redis_answers_what_it_can_and_is_ready_once_conn
     assert_eq!((status, &applied["applied"]), (200, &json!(2)), "{applied}");
     server.stop();
 }
+
+#[test]
+fn while_redis_is_down_search_and_recommendations_answer_unpersonalized_and_say_so() {
+    let port = free_addr().port();
+    let mut redis = OwnRedis::start(port);
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let server = Server::start(
+        &["serve"],
+        &[
+            ("ATTUNE__SESSIONS__URL", url.as_str()),
+            ("ATTUNE__SESSIONS__TIMEOUT_MS", "300"),
+            ("ATTUNE__CATALOG__DEMO", "true"),
+        ],
+    );
+    let (status, _) = server.http("POST", "/v1/events", Some(&batch("down-1", None)));
+    assert_eq!(status, 200);
+    let search = json!({"query": "oat milk", "session_id": "down-1"});
+    let (_, before) = server.http("POST", "/v1/search", Some(&search));
+    assert_eq!(before["personalized"], true, "{before}");
+    assert!(before.get("degraded").is_none());
+
+    redis.stop();
+    let started = Instant::now();
+    let (status, during) = server.http("POST", "/v1/search", Some(&search));
+    assert_eq!(status, 200, "{during}");
+    assert_eq!(during["degraded"], json!(["sessions"]), "{during}");
+    assert_eq!(during["personalized"], false);
+    assert!(during["total"].as_u64().unwrap() > 0);
+    let (status, home) = server.http("GET", "/v1/recommendations/home?session_id=down-1", None);
+    assert_eq!(status, 200, "{home}");
+    assert!(home["degraded"].as_array().unwrap().contains(&json!("sessions")), "{home}");
+    assert!(!home["items"].as_array().unwrap().is_empty());
+    assert!(started.elapsed() < Duration::from_secs(5), "answered within the store timeout");
+    assert_eq!(server.http("GET", "/readyz", None).0, 503);
+    let (_, metrics) = server.http("GET", "/metrics", None);
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("attune_degraded_responses_total{endpoint=\"search\",store=\"sessions\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("attune_backend_up{backend=\"stores\"} 0"), "{metrics}");
+
+    // Redis back (empty: it keeps nothing): full service resumes by itself.
+    let _redis = OwnRedis::start(port);
+    wait_until("ready again", || server.http("GET", "/readyz", None).0 == 200);
+    let (status, _) = server.http("POST", "/v1/events", Some(&batch("down-2", None)));
+    assert_eq!(status, 200);
+    let (_, after) = server.http("POST", "/v1/search", Some(&json!({"query": "oat milk", "session_id": "down-2"})));
+    assert!(after.get("degraded").is_none(), "{after}");
+    assert_eq!(after["personalized"], true, "{after}");
+    server.stop();
+}

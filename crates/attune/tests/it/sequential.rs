@@ -108,6 +108,14 @@ fn sasrec_serves_the_next_items_of_a_session_in_the_models_own_order() {
         log.contains("sequential model loaded") && log.contains(&format!("items={}", ids.len())),
         "{log}"
     );
+    // The metrics name the model's version (its dataset and checksum) and its age.
+    let (_, metrics) = server.http("GET", "/metrics", None);
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("attune_model_info{source=\"sequential\",version=\"diginetica@"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("attune_model_age_seconds{source=\"sequential\"}"), "{metrics}");
 
     // A session walks the first training session's items, with an item the model does not
     // know in the middle (left out of the sequence).
