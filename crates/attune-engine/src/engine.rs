@@ -336,6 +336,18 @@ impl Engine {
             .map_or((0, None), |s| (s.keyword_len(), s.vector_count()))
     }
 
+    /// Drops every cached retrieval (the next search of any query retrieves again).
+    pub fn clear_search_cache(&self) {
+        if let Some(s) = &self.search {
+            s.clear_cache();
+        }
+    }
+
+    /// The name of the encoder that embeds queries, when vector search is on.
+    pub fn query_encoder_name(&self) -> Option<&str> {
+        self.search.as_ref().and_then(SearchIndex::encoder_name)
+    }
+
     /// Rebuilds the keyword index from the catalog (after a crash, or when it and the catalog
     /// disagree) and embeds items the vector index lacks.
     pub fn rebuild_index(&self) -> Result<()> {

@@ -31,4 +31,6 @@ pub use recommend::{
     RecommendOutcome, RecommendRequest, Recommendation, RuleEffect, SessionKnnSource, SourceError,
     Strategy, TrendingSource,
 };
-pub use search::{SearchConfig, SearchHit, SearchOutcome, SearchRequest, TextEncoder, item_text};
+pub use search::{
+    Retrievers, SearchConfig, SearchHit, SearchOutcome, SearchRequest, TextEncoder, item_text,
+};

@@ -25,12 +25,24 @@ use crate::personal::Personal;
 /// Turns text into unit vectors (a sentence-embedding model). Implemented by the binary's wiring
 /// over `attune-model`; tests may use anything deterministic.
 pub trait TextEncoder: Send + Sync + 'static {
-    /// One vector per text.
+    /// One vector per text (item texts, embedded in the background).
     fn embed(&self, texts: &[&str]) -> std::result::Result<Vec<Vec<f32>>, String>;
+    /// The vector of one search query, on the request's path. It must lie in the same space as
+    /// [`Self::embed`]'s (the item vectors are compared with it); an encoder may answer it more
+    /// cheaply than [`Self::embed`] (a static encoder distilled from the same model). By default,
+    /// [`Self::embed`] of the one text.
+    fn embed_query(&self, query: &str) -> std::result::Result<Vec<f32>, String> {
+        Ok(self.embed(&[query])?.pop().unwrap_or_default())
+    }
     /// The vectors' dimension.
     fn dim(&self) -> usize;
     /// A short name for logs and the README (`all-MiniLM-L6-v2`).
     fn name(&self) -> &str;
+    /// What embeds queries now (it may change once, when a cheaper query encoder is ready). By
+    /// default, [`Self::name`].
+    fn query_encoder(&self) -> &str {
+        self.name()
+    }
 }
 
 /// Search settings.
@@ -63,6 +75,19 @@ impl Default for SearchConfig {
     }
 }
 
+/// Which retrievers a search runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Retrievers {
+    /// Keyword and vector retrieval fused by reciprocal rank fusion (vector only when the engine
+    /// has vectors): what the API serves.
+    #[default]
+    Hybrid,
+    /// BM25 only.
+    Keyword,
+    /// Vector retrieval only (nothing without vectors).
+    Vector,
+}
+
 /// A search, as the API asks for it.
 #[derive(Debug, Clone, Default)]
 pub struct SearchRequest {
@@ -82,6 +107,9 @@ pub struct SearchRequest {
     pub explain: bool,
     /// Leave out items the visitor already engaged with.
     pub exclude_seen: bool,
+    /// The retrievers to run. Not on the HTTP API: the relevance check (`attune eval-search`)
+    /// compares them in process. Only hybrid retrievals are cached.
+    pub retrievers: Retrievers,
 }
 
 /// One result.
@@ -348,6 +376,14 @@ impl SearchIndex {
         Ok(())
     }
 
+    pub(crate) fn clear_cache(&self) {
+        self.cache.invalidate_all();
+    }
+
+    pub(crate) fn encoder_name(&self) -> Option<&str> {
+        self.vectors.as_ref().map(|v| v.encoder.query_encoder())
+    }
+
     pub(crate) fn keyword_len(&self) -> usize {
         self.keyword.len()
     }
@@ -367,35 +403,41 @@ impl SearchIndex {
         catalog: &dyn Catalog,
         query: &str,
         filters: &SearchFilters,
+        retrievers: Retrievers,
         now_ms: i64,
     ) -> Result<(Arc<Retrieval>, bool)> {
         let n = self.config.candidates;
         let key = CacheKey::new(query, filters, n);
-        if let Some(hit) = self.cache.get(&key, now_ms) {
+        let cacheable = retrievers == Retrievers::Hybrid;
+        if cacheable && let Some(hit) = self.cache.get(&key, now_ms) {
             return Ok((hit, true));
         }
         // Read before retrieving: if the catalog changes meanwhile, this result is not cached.
         let generation = self.cache.generation();
-        let kw = self
-            .keyword
-            .search(query, filters, n, 0)
-            .map_err(|e| Error::Search(e.to_string()))?;
+        let kw = if retrievers == Retrievers::Vector {
+            attune_search::keyword::KeywordHits::default()
+        } else {
+            self.keyword
+                .search(query, filters, n, 0)
+                .map_err(|e| Error::Search(e.to_string()))?
+        };
         let keyword: Vec<(String, f32)> =
             kw.hits.into_iter().map(|h| (h.item_id, h.score)).collect();
         let mut vector: Vec<(String, f32)> = Vec::new();
         if let Some(v) = &self.vectors
+            && retrievers != Retrievers::Keyword
             && !query.trim().is_empty()
             && !v.index.is_empty()
         {
-            let embedded = v
+            let q = v
                 .encoder
-                .embed(&[query])
+                .embed_query(query)
                 .map_err(|e| Error::Search(format!("embedding the query: {e}")))?;
-            if let Some(q) = embedded.first() {
+            if !q.is_empty() {
                 let accept = |id: &str| catalog.get(id).is_some_and(|c| filters.matches(&c.item));
                 let hits = v
                     .index
-                    .search(q, n, &accept)
+                    .search(&q, n, &accept)
                     .map_err(|e| Error::Search(e.to_string()))?;
                 vector = hits.into_iter().map(|h| (h.item_id, h.score)).collect();
             }
@@ -435,8 +477,10 @@ impl SearchIndex {
             total: kw.total + vector_only,
             facets: kw.facets,
         });
-        self.cache
-            .put_at(key, Arc::clone(&retrieval), now_ms, generation);
+        if cacheable {
+            self.cache
+                .put_at(key, Arc::clone(&retrieval), now_ms, generation);
+        }
         Ok((retrieval, false))
     }
 }
@@ -495,8 +539,13 @@ pub(crate) async fn search(
     check_search(&index.config, personal.catalog, &req)?;
     let now = personal.now;
     let rules = &personal.rules;
-    let (retrieval, cached) =
-        index.retrieve(personal.catalog, &req.query, &req.filters, now.as_millis())?;
+    let (retrieval, cached) = index.retrieve(
+        personal.catalog,
+        &req.query,
+        &req.filters,
+        req.retrievers,
+        now.as_millis(),
+    )?;
 
     let retrieved: Vec<Retrieved<'_>> = retrieval
         .candidates

@@ -2,13 +2,15 @@
 //! a time (a catalog import batch), and a 312-title catalog through `embed` (sorting + batching).
 //!
 //! Needs the model (`scripts/fetch-model`; `ATTUNE_MODEL_DIR` overrides the directory):
-//! `cargo bench -p attune-model --bench embed`.
+//! `cargo bench -p attune-model --bench embed`. The `query_encoder` group compares a query
+//! through the model with the same query through its static table.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use attune_model::static_encoder::StaticEncoder;
 use attune_model::text::TextEmbedder;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -95,6 +97,47 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(embedder.embed(&catalog).unwrap()))
         });
     }
+    group.finish();
+
+    // A search query, as users type them: the model against its static table (distilled here for
+    // the queries' tokens only; a lookup costs the same in the whole table).
+    let queries = [
+        "navy blue shirts men",
+        "women's black handbags",
+        "sneakers for boys",
+        "red kurtas",
+        "oat milk",
+        "spicy tortilla chips",
+        "nav",
+        "navy blue sh",
+    ];
+    let mut ids: Vec<u32> = queries
+        .iter()
+        .flat_map(|q| embedder.tokenizer().encode(q).ids)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let table = StaticEncoder::distill_ids(&embedder, &ids, &mut |_, _| {}).unwrap();
+    let mut group = c.benchmark_group("query_encoder");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(queries.len() as u64));
+    group.bench_function("model/8_queries", |b| {
+        b.iter(|| {
+            for q in queries {
+                black_box(embedder.embed_one(q).unwrap());
+            }
+        })
+    });
+    group.bench_function("static/8_queries", |b| {
+        b.iter(|| {
+            for q in queries {
+                black_box(table.embed(q));
+            }
+        })
+    });
     group.finish();
 }
 

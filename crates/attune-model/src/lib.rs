@@ -3,6 +3,9 @@
 //!
 //! - [`text`]: a sentence embedder (all-MiniLM-L6-v2, a 6-layer BERT written here with candle ops)
 //!   loaded from local files and run on CPU; 384-dimensional unit vectors for hybrid search.
+//! - [`static_encoder`]: a static query encoder distilled from that model (each token's vector is
+//!   the model's own embedding of it; a text's is their normalized sum), in the model's output
+//!   space, for queries at microseconds instead of milliseconds.
 //! - [`wordpiece`]: its BERT uncased WordPiece tokenizer, token-for-token what Hugging Face's
 //!   tokenizer.json produces.
 //! - [`scorer`]: the [`scorer::SequenceScorer`] seam every next-item model implements, and
@@ -28,6 +31,7 @@ pub mod manifest;
 pub mod popularity;
 pub mod sasrec;
 pub mod scorer;
+pub mod static_encoder;
 pub mod text;
 pub mod wordpiece;
 

@@ -159,6 +159,17 @@ impl TextEmbedder {
         Ok(out)
     }
 
+    /// The mean-pooled, unnormalized last hidden states of a padded batch of token ids (for
+    /// distilling a [`crate::static_encoder::StaticEncoder`]).
+    pub(crate) fn pooled(
+        &self,
+        ids: &[u32],
+        lengths: &[usize],
+        seq_len: usize,
+    ) -> candle_core::Result<Vec<f32>> {
+        self.bert.mean_pooled(ids, lengths, seq_len)
+    }
+
     /// Embeds one text (a search query, say).
     ///
     /// # Errors

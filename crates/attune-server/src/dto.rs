@@ -881,6 +881,7 @@ impl SearchIn {
             offset: self.offset.unwrap_or(0),
             explain: self.explain,
             exclude_seen: self.exclude_seen,
+            retrievers: attune_engine::Retrievers::Hybrid,
         })
     }
 }

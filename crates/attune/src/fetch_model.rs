@@ -85,7 +85,7 @@ pub(crate) enum Outcome {
     Installed,
 }
 
-fn sha256_hex(mut reader: impl Read) -> std::io::Result<String> {
+pub(crate) fn sha256_hex(mut reader: impl Read) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

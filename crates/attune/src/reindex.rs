@@ -77,28 +77,7 @@ pub(crate) fn run(args: ReindexArgs, runtime: &tokio::runtime::Runtime) -> anyho
     let mut held = vectors;
     if vectors.is_some() {
         let embed_start = Instant::now();
-        let mut last = (0usize, Instant::now());
-        let mut reported = Instant::now();
-        loop {
-            let n = engine.index_sizes().1.unwrap_or(0);
-            if n >= items {
-                break;
-            }
-            if n > last.0 {
-                last = (n, Instant::now());
-            } else if last.1.elapsed() > STALL_LIMIT {
-                anyhow::bail!(
-                    "embedding stalled at {n} of {items} items for {}s (see the log above)",
-                    STALL_LIMIT.as_secs()
-                );
-            }
-            if reported.elapsed() > Duration::from_secs(10) {
-                let rate = n as f64 / embed_start.elapsed().as_secs_f64().max(1e-9);
-                tracing::info!(embedded = n, of = items, per_sec = rate as u64, "embedding");
-                reported = Instant::now();
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for_vectors(&engine, items)?;
         embed_secs = Some(embed_start.elapsed().as_secs_f64());
         engine.save_vectors(&args.dir.join("vectors.bin"))?;
         held = engine.index_sizes().1;
@@ -138,6 +117,34 @@ pub(crate) fn run(args: ReindexArgs, runtime: &tokio::runtime::Runtime) -> anyho
         );
     }
     Ok(())
+}
+
+/// Waits until the engine holds a vector for each of `items` items, logging progress; fails when
+/// embedding makes no progress for [`STALL_LIMIT`].
+pub(crate) fn wait_for_vectors(engine: &attune_engine::Engine, items: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last = (0usize, Instant::now());
+    let mut reported = Instant::now();
+    loop {
+        let n = engine.index_sizes().1.unwrap_or(0);
+        if n >= items {
+            return Ok(());
+        }
+        if n > last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > STALL_LIMIT {
+            anyhow::bail!(
+                "embedding stalled at {n} of {items} items for {}s (see the log above)",
+                STALL_LIMIT.as_secs()
+            );
+        }
+        if reported.elapsed() > Duration::from_secs(10) {
+            let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            tracing::info!(embedded = n, of = items, per_sec = rate as u64, "embedding");
+            reported = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The process's peak resident memory (Linux `VmHWM`), in MB.

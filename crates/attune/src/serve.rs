@@ -21,6 +21,7 @@ use attune_engine::{SearchConfig, TextEncoder};
 use attune_search::keyword::KeywordIndex;
 use attune_search::vector::{VectorConfig, VectorIndex};
 
+use crate::query_encoder::MiniLm;
 use crate::rules_watch;
 use crate::sequential::SequentialSource;
 use crate::settings::{SearchSettings, SessionSettings, Settings};
@@ -83,21 +84,6 @@ pub(crate) async fn open_store(
     }
 }
 
-/// all-MiniLM-L6-v2 through `attune-model`, as the engine's text encoder.
-struct MiniLm(attune_model::text::TextEmbedder);
-
-impl TextEncoder for MiniLm {
-    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        self.0.embed(texts).map_err(|e| e.to_string())
-    }
-    fn dim(&self) -> usize {
-        self.0.dim()
-    }
-    fn name(&self) -> &str {
-        "all-MiniLM-L6-v2"
-    }
-}
-
 /// Where `scripts/fetch-model` puts the embedding model.
 pub(crate) fn default_model_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME")
@@ -123,7 +109,7 @@ fn load_encoder(s: &SearchSettings) -> anyhow::Result<Option<Arc<dyn TextEncoder
     let model = attune_model::text::TextEmbedder::load(&dir)
         .with_context(|| format!("loading the embedding model from {}", dir.display()))?;
     tracing::info!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded");
-    Ok(Some(Arc::new(MiniLm(model))))
+    Ok(Some(Arc::new(MiniLm::new(model, dir, s.query_encoder))))
 }
 
 fn search_config(s: &SearchSettings) -> SearchConfig {

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::query_encoder::QueryEncoderSetting;
+
 /// Every setting. Scoring rules are not here: they live in their own file (`rules.path`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -171,6 +173,12 @@ pub(crate) struct SearchSettings {
     /// `~/.cache/attune/models/all-MiniLM-L6-v2`). `auto` uses that directory if it is there;
     /// `off` searches by keyword only.
     pub(crate) model: String,
+    /// What embeds search queries: `model`, the transformer for every query (milliseconds; the
+    /// default), or `static`, a table distilled from the model (each token's vector is the
+    /// model's own embedding of it; microseconds per query, built once beside the model, the model
+    /// answers until it is ready; less relevant so far, see bench/README.md). Items are always
+    /// embedded by the model.
+    pub(crate) query_encoder: QueryEncoderSetting,
     /// Candidates each retriever returns, and the reranker sees.
     pub(crate) candidates: usize,
     /// The `k` of reciprocal rank fusion.
@@ -188,6 +196,7 @@ impl Default for SearchSettings {
         SearchSettings {
             dir: None,
             model: "auto".into(),
+            query_encoder: QueryEncoderSetting::Model,
             candidates: 200,
             rrf_k: 60.0,
             cache_ttl_secs: 300,

@@ -8,6 +8,7 @@ mod data;
 mod reference;
 mod sasrec;
 mod semantic;
+mod static_encoder;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
