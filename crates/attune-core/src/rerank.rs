@@ -171,6 +171,34 @@ fn number(of: &mut FxHashMap<u32, u32>, list: &mut Vec<u32>, id: u32) -> u32 {
 }
 
 impl KeySpace {
+    /// About how many bytes the key space holds on the heap (its tables' capacities), for a
+    /// cache bounded by bytes. The near-duplicate groups' titles are counted at 32 bytes each.
+    pub fn heap_bytes(&self) -> usize {
+        fn table<K, V>(m: &FxHashMap<K, V>) -> usize {
+            // hashbrown: one control byte per bucket, buckets a power of two above 8/7 of the
+            // capacity.
+            let buckets = (m.capacity() * 8 / 7).next_power_of_two();
+            buckets * (std::mem::size_of::<(K, V)>() + 1)
+        }
+        let vecs = [
+            &self.brands,
+            &self.levels,
+            &self.path_levels,
+            &self.attributes,
+            &self.item_attributes,
+        ];
+        vecs.iter().map(|v| v.capacity() * 4).sum::<usize>()
+            + self.paths.capacity() * 8
+            + table(&self.brand_of)
+            + table(&self.level_of)
+            + table(&self.path_of)
+            + table(&self.attribute_of)
+            + table(&self.item_of)
+            + table(&self.groups)
+            + self.groups.len() * 32
+            + table(&self.keyed_groups)
+    }
+
     /// An empty key space with room for `candidates` items (and as many near-duplicate
     /// groups) before its tables grow.
     pub fn with_capacity(candidates: usize) -> Self {

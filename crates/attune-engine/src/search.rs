@@ -56,6 +56,8 @@ pub struct SearchConfig {
     pub cache_ttl_ms: i64,
     /// Most cached (query, filters) pairs.
     pub cache_capacity: usize,
+    /// Most bytes the cached retrievals may hold (each about 30 to 80 KB with its facets).
+    pub cache_max_bytes: usize,
     /// Largest page.
     pub max_limit: usize,
     /// Vector index settings.
@@ -69,6 +71,7 @@ impl Default for SearchConfig {
             rrf_k: fusion::DEFAULT_K,
             cache_ttl_ms: 5 * 60 * 1000,
             cache_capacity: 10_000,
+            cache_max_bytes: 64 << 20,
             max_limit: 100,
             vector: VectorConfig::default(),
         }
@@ -156,6 +159,39 @@ pub(crate) struct Retrieval {
     intents: Vec<Key>,
     total: usize,
     facets: Facets,
+}
+
+impl Retrieval {
+    /// About how many bytes the retrieval holds, for the cache's bound (the items themselves
+    /// belong to the catalog and are not counted).
+    fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let sources: usize = self
+            .candidates
+            .iter()
+            .map(|c| c.sources.capacity() * size_of::<SourceHit>())
+            .sum();
+        let values = |v: &[attune_search::keyword::FacetValue]| -> usize {
+            v.iter()
+                .map(|f| size_of::<attune_search::keyword::FacetValue>() + f.value.len())
+                .sum()
+        };
+        let f = &self.facets;
+        let facets = values(&f.brand)
+            + values(&f.category)
+            + values(&f.in_stock)
+            + f.attributes
+                .iter()
+                .map(|(k, v)| 64 + k.len() + values(v))
+                .sum::<usize>();
+        size_of::<Self>()
+            + self.candidates.capacity() * size_of::<Candidate>()
+            + sources
+            + self.prepared.capacity() * size_of::<rerank::Prepared>()
+            + self.keys.heap_bytes()
+            + self.intents.capacity() * size_of::<Key>()
+            + facets
+    }
 }
 
 #[derive(Debug)]
@@ -260,8 +296,9 @@ impl SearchIndex {
         SearchIndex {
             keyword,
             vectors: None,
-            cache: Arc::new(RetrievalCache::new(
+            cache: Arc::new(RetrievalCache::with_max_bytes(
                 config.cache_capacity,
+                config.cache_max_bytes,
                 config.cache_ttl_ms,
             )),
             config,
@@ -478,8 +515,9 @@ impl SearchIndex {
             facets: kw.facets,
         });
         if cacheable {
+            let bytes = retrieval.heap_bytes();
             self.cache
-                .put_at(key, Arc::clone(&retrieval), now_ms, generation);
+                .put_sized(key, Arc::clone(&retrieval), bytes, now_ms, generation);
         }
         Ok((retrieval, false))
     }

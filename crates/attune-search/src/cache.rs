@@ -5,7 +5,10 @@
 //!   sorted and deduplicated, prices compare by their bits. Two requests that must retrieve the same
 //!   candidates get the same key.
 //! - [`RetrievalCache`] is a bounded LRU map (O(1) get, put and eviction: an `IndexMap` threaded by
-//!   a doubly linked list of indices) with a time to live counted from the put.
+//!   a doubly linked list of indices) with a time to live counted from the put. It is bounded by
+//!   entries and, for values put with their size ([`RetrievalCache::put_sized`]), by bytes: a
+//!   retrieval with its facets weighs tens of kilobytes, so a count alone lets a run of distinct
+//!   queries hold hundreds of megabytes.
 //! - [`RetrievalCache::invalidate_all`] bumps a generation counter in O(1): entries of an older
 //!   generation never serve again and are dropped when touched or evicted.
 //!
@@ -86,6 +89,20 @@ impl CacheKey {
     pub fn limit(&self) -> usize {
         self.limit
     }
+
+    /// About how many bytes the key holds on the heap and inline.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+        let f = &self.filters;
+        std::mem::size_of::<Self>()
+            + self.query.len()
+            + strings(&f.brand)
+            + strings(&f.category)
+            + f.attributes
+                .iter()
+                .map(|(k, v)| k.len() + 48 + strings(v))
+                .sum::<usize>()
+    }
 }
 
 fn normalize_query(query: &str) -> String {
@@ -128,6 +145,8 @@ const NIL: usize = usize::MAX;
 #[derive(Debug)]
 struct Node<V> {
     value: V,
+    /// The size the value was put with (0 if unknown), with the key's.
+    bytes: usize,
     stored_at_ms: i64,
     generation: u64,
     /// Toward the most recently used end.
@@ -143,6 +162,8 @@ struct Lru<V> {
     map: IndexMap<CacheKey, Node<V>>,
     head: usize,
     tail: usize,
+    /// The sum of the entries' `bytes`.
+    bytes: usize,
     stats: CacheStats,
 }
 
@@ -175,6 +196,7 @@ impl<V> Lru<V> {
 
     fn remove(&mut self, i: usize) {
         self.unlink(i);
+        self.bytes -= self.map[i].bytes;
         self.map.swap_remove_index(i);
         // The last entry moved into slot `i`: point its neighbours at its new index.
         if i < self.map.len() {
@@ -215,6 +237,7 @@ impl<V> Lru<V> {
 #[derive(Debug)]
 pub struct RetrievalCache<V: Clone> {
     capacity: usize,
+    max_bytes: usize,
     ttl_ms: i64,
     generation: AtomicU64,
     inner: Mutex<Lru<V>>,
@@ -224,14 +247,36 @@ impl<V: Clone> RetrievalCache<V> {
     /// A cache of at most `capacity` entries, each served for `ttl_ms` after it was put. A capacity
     /// of 0 or a TTL of 0 or less caches nothing.
     pub fn new(capacity: usize, ttl_ms: i64) -> Self {
+        Self::with_max_bytes(capacity, usize::MAX, ttl_ms)
+    }
+
+    /// A cache of at most `capacity` entries whose sizes (as given to
+    /// [`put_sized`](Self::put_sized), keys included) add up to at most `max_bytes`.
+    ///
+    /// ```
+    /// use attune_core::SearchFilters;
+    /// use attune_search::cache::{CacheKey, RetrievalCache};
+    ///
+    /// let cache = RetrievalCache::with_max_bytes(1_000, 100_000, 60_000);
+    /// let key = |q: &str| CacheKey::new(q, &SearchFilters::default(), 50);
+    /// cache.put_sized(key("shirt"), "shirts", 60_000, 0, cache.generation());
+    /// cache.put_sized(key("jeans"), "jeans", 60_000, 0, cache.generation());
+    /// // Two entries would pass 100,000 bytes: the least recently used made room.
+    /// assert_eq!(cache.get(&key("shirt"), 1), None);
+    /// assert_eq!(cache.get(&key("jeans"), 1), Some("jeans"));
+    /// assert!(cache.bytes() <= 100_000);
+    /// ```
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize, ttl_ms: i64) -> Self {
         Self {
             capacity,
+            max_bytes,
             ttl_ms,
             generation: AtomicU64::new(0),
             inner: Mutex::new(Lru {
-                map: IndexMap::with_capacity(capacity.min(1 << 16)),
+                map: IndexMap::with_capacity(capacity.min(1 << 12)),
                 head: NIL,
                 tail: NIL,
+                bytes: 0,
                 stats: CacheStats::default(),
             }),
         }
@@ -271,7 +316,18 @@ impl<V: Clone> RetrievalCache<V> {
     /// Like [`put`](Self::put), for a value retrieved when the cache was at `generation`: if the
     /// cache was invalidated since, the value is dropped instead of stored.
     pub fn put_at(&self, key: CacheKey, value: V, now_ms: i64, generation: u64) {
+        self.put_sized(key, value, 0, now_ms, generation);
+    }
+
+    /// Like [`put_at`](Self::put_at) for a value of `bytes` bytes (what it holds on the heap;
+    /// the key's own size is added here): least recently used entries are dropped until the
+    /// total fits `max_bytes`. A value larger than that alone is not stored.
+    pub fn put_sized(&self, key: CacheKey, value: V, bytes: usize, now_ms: i64, generation: u64) {
         if self.capacity == 0 || self.ttl_ms <= 0 {
+            return;
+        }
+        let bytes = bytes.saturating_add(key.heap_bytes());
+        if bytes > self.max_bytes {
             return;
         }
         let mut lru = self.inner.lock();
@@ -280,23 +336,23 @@ impl<V: Clone> RetrievalCache<V> {
             return;
         }
         if let Some(i) = lru.map.get_index_of(&key) {
-            let node = &mut lru.map[i];
-            node.value = value;
-            node.stored_at_ms = now_ms;
-            node.generation = generation;
-            lru.unlink(i);
-            lru.push_front(i);
-            return;
+            // Replaced as a new entry, so that the byte bound below holds for the new size.
+            lru.remove(i);
         }
-        if lru.map.len() >= self.capacity {
+        while lru.map.len() >= self.capacity || lru.bytes + bytes > self.max_bytes {
             let oldest = lru.tail;
+            if oldest == NIL {
+                break;
+            }
             lru.remove(oldest);
             lru.stats.evictions += 1;
         }
+        lru.bytes += bytes;
         let (i, _) = lru.map.insert_full(
             key,
             Node {
                 value,
+                bytes,
                 stored_at_ms: now_ms,
                 generation,
                 prev: NIL,
@@ -325,6 +381,11 @@ impl<V: Clone> RetrievalCache<V> {
     /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The sizes of the entries held, as put with [`put_sized`](Self::put_sized) (keys included).
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().bytes
     }
 
     /// Hits, misses and evictions so far.
@@ -494,6 +555,37 @@ mod tests {
     }
 
     #[test]
+    fn bytes_bound_the_entries_and_evict_the_least_recently_used() {
+        let k = key("a").heap_bytes();
+        assert_eq!(k, key("b").heap_bytes());
+        // Room for 1,000 bytes of values over three keys.
+        let cache = RetrievalCache::with_max_bytes(100, 1_000 + 3 * k, 1_000);
+        let g = cache.generation();
+        cache.put_sized(key("a"), 1, 400, 0, g);
+        cache.put_sized(key("b"), 2, 400, 0, g);
+        assert_eq!(cache.bytes(), 800 + 2 * k);
+        assert_eq!(cache.get(&key("a"), 1), Some(1));
+        // "b" is the least recently used: it makes room for "c".
+        cache.put_sized(key("c"), 3, 500, 2, g);
+        assert_eq!(cache.get(&key("b"), 3), None);
+        assert_eq!((cache.len(), cache.bytes()), (2, 900 + 2 * k));
+        // Growing "a" in place evicts "c", the older of the others.
+        assert_eq!(cache.get(&key("a"), 4), Some(1));
+        cache.put_sized(key("a"), 4, 700, 5, g);
+        assert_eq!(cache.get(&key("c"), 6), None);
+        assert_eq!((cache.len(), cache.bytes()), (1, 700 + k));
+        // Larger than the whole budget: not stored, nothing evicted.
+        cache.put_sized(key("d"), 5, 2_000, 7, g);
+        assert_eq!(cache.get(&key("d"), 8), None);
+        assert_eq!(cache.get(&key("a"), 8), Some(4));
+        assert_eq!(cache.stats().evictions, 2);
+        // Dropping an entry gives its bytes back.
+        cache.invalidate_all();
+        assert_eq!(cache.get(&key("a"), 9), None);
+        assert_eq!((cache.len(), cache.bytes()), (0, 0));
+    }
+
+    #[test]
     fn zero_capacity_or_ttl_caches_nothing() {
         for cache in [RetrievalCache::new(0, 1_000), RetrievalCache::new(5, 0)] {
             cache.put(key("a"), 1, 0);
@@ -562,6 +654,8 @@ mod tests {
                 }
                 prop_assert_eq!(cache.len(), model.len());
                 prop_assert!(cache.len() <= cap);
+                let bytes: usize = model.iter().map(|e| key(&e.0.to_string()).heap_bytes()).sum();
+                prop_assert_eq!(cache.bytes(), bytes);
             }
         }
     }

@@ -11,11 +11,14 @@
 //! project never sends traffic to another host. `attune replay` reaches its server through the
 //! same [`Target`], [`connect`] and [`exchange`].
 
+mod traffic;
+
+use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -78,7 +81,15 @@ pub(crate) struct LoadArgs {
     /// built-in mix of product searches.
     #[arg(long)]
     queries: Option<std::path::PathBuf>,
-    /// `search-personal`: item events (views, clicks, add-to-carts, skips) given to each session
+    /// `search-mix` and `search-miss`: how many catalog items (fetched over the API, spread over
+    /// the whole catalog) the queries are built from.
+    #[arg(long, default_value_t = 5000)]
+    catalog_sample: usize,
+    /// `search-mix` and `search-miss`: the share of visitors (in percent) who search with a
+    /// seeded session; the others are anonymous.
+    #[arg(long, default_value_t = 50)]
+    personal: u32,
+    /// `search-personal`, `search-mix` and `search-miss`: item events (views, clicks, add-to-carts, skips) given to each session
     /// before the load starts, one batch per session, so that searches are personalized by
     /// brand, category and attribute affinities and skips, not only by earlier searches. 0 sends
     /// none.
@@ -122,6 +133,12 @@ impl LoadArgs {
         if !(1..=100).contains(&self.limit) {
             bail!("--limit must be from 1 to 100");
         }
+        if self.personal > 100 {
+            bail!("--personal must be a percentage from 0 to 100");
+        }
+        if self.catalog_sample == 0 {
+            bail!("--catalog-sample must be at least 1");
+        }
         let seconds = |name: &str, v: f64, min: f64| -> anyhow::Result<Duration> {
             if !v.is_finite() || v < min || v > 86_400.0 {
                 bail!("--{name} must be a number of seconds from {min} to 86400, got {v}");
@@ -148,6 +165,14 @@ enum Scenario {
     /// The same searches with a `session_id` rotating over `--sessions`: personalized, and each
     /// search recorded in its session (so sessions gain history as the run goes).
     SearchPersonal,
+    /// A storefront's search traffic, built from the served catalog (a sample of its items and
+    /// its facets, fetched first): queries typed letter by letter (one request per keystroke),
+    /// whole queries from titles, brands, attributes and categories, typos, filters, a repeating
+    /// head of popular queries; `--personal` percent of visitors with a seeded session.
+    SearchMix,
+    /// The same catalog's queries, each (query, filter) sent once only: every request is a
+    /// retrieval-cache miss unless an earlier run sent it (use another `--seed` per run).
+    SearchMiss,
     /// `GET /v1/recommendations/next` for sessions rotating over `--sessions`, each given a
     /// history before the load starts (`--diginetica` test prefixes, else `--history` random
     /// item events). Reads only: the sessions keep their history through the run.
@@ -170,6 +195,8 @@ impl Scenario {
             Scenario::Events => "events",
             Scenario::Search => "search",
             Scenario::SearchPersonal => "search-personal",
+            Scenario::SearchMix => "search-mix",
+            Scenario::SearchMiss => "search-miss",
             Scenario::Next => "next",
             Scenario::Home => "home",
             Scenario::PageHome => "page-home",
@@ -183,6 +210,11 @@ impl Scenario {
             self,
             Scenario::Next | Scenario::Home | Scenario::PageHome | Scenario::PageSearch
         )
+    }
+
+    /// Whether the scenario's queries come from the served catalog.
+    const fn is_traffic(self) -> bool {
+        matches!(self, Scenario::SearchMix | Scenario::SearchMiss)
     }
 
     /// Whether one unit of the scenario is a page: several requests at once.
@@ -578,6 +610,132 @@ async fn fetch_items(target: &Target, addr: SocketAddr) -> anyhow::Result<Vec<St
     Ok(items_from_json(&body))
 }
 
+/// A request to `path` on the server, its answer as JSON; `None` (with a note) for an answer that
+/// is not 2xx.
+async fn get_json(
+    target: &Target,
+    sender: &mut SendRequest<Full<Bytes>>,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let mut request = Request::new(Full::new(Bytes::from(body.to_owned())));
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = target.uri(path)?;
+    let headers = request.headers_mut();
+    headers.insert(HOST, HeaderValue::from_str(&target.authority)?);
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(30), exchange(sender, request))
+        .await
+        .with_context(|| format!("{method} {path} timed out"))?
+        .with_context(|| format!("{method} {path} failed"))?;
+    if !status.is_success() {
+        eprintln!("attune load: {method} {path} answered {status}");
+        return Ok(None);
+    }
+    Ok(Some(serde_json::from_slice(&answer).with_context(
+        || format!("{method} {path}: the answer is not JSON"),
+    )?))
+}
+
+/// Items per `GET /v1/items` page when sampling the catalog.
+const SAMPLE_PAGE: usize = 100;
+/// Values taken from each facet for the filters of the search traffic.
+const SAMPLE_FACET_VALUES: usize = 20;
+
+/// What the search traffic is built from: up to `max_items` items in pages spread evenly over the
+/// whole catalog (`GET /v1/items`), and the values of each facet over all of it (a browse of
+/// the whole catalog, `POST /v1/search` with no query).
+async fn fetch_sample(
+    target: &Target,
+    addr: SocketAddr,
+    max_items: usize,
+) -> anyhow::Result<traffic::CatalogSample> {
+    let mut sender = tokio::time::timeout(CONNECT_TIMEOUT, connect::<Full<Bytes>>(addr))
+        .await
+        .context("connecting to the server timed out")?
+        .context("cannot connect to the server")?;
+    let first = get_json(target, &mut sender, Method::GET, "/v1/items?limit=1", "").await?;
+    let total = first
+        .as_ref()
+        .and_then(|v| v["total"].as_u64())
+        .map_or(0, |t| usize::try_from(t).unwrap_or(usize::MAX));
+    let pages = total.min(max_items).div_ceil(SAMPLE_PAGE);
+    let mut sample = traffic::CatalogSample::default();
+    for page in 0..pages {
+        let offset = page * (total / pages.max(1));
+        let path = format!("/v1/items?limit={SAMPLE_PAGE}&offset={offset}");
+        let Some(body) = get_json(target, &mut sender, Method::GET, &path, "").await? else {
+            continue;
+        };
+        for item in body["items"].as_array().into_iter().flatten() {
+            sample.items.push(sample_item(item));
+        }
+    }
+    sample.items.truncate(max_items);
+    let browse = r#"{"query":"","limit":1}"#;
+    if let Some(body) = get_json(target, &mut sender, Method::POST, "/v1/search", browse).await? {
+        sample.filters = sample_filters(&body["facets"]);
+    }
+    Ok(sample)
+}
+
+/// An item of `GET /v1/items` as the search traffic reads it.
+fn sample_item(item: &serde_json::Value) -> traffic::SampleItem {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    traffic::SampleItem {
+        title: text(&item["title"]).unwrap_or_default(),
+        brand: text(&item["brand"]),
+        category: item["category"]
+            .as_str()
+            .unwrap_or_default()
+            .split('>')
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        values: item["attributes"]
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.values())
+            .flat_map(|v| match v {
+                serde_json::Value::Array(list) => list.iter().filter_map(text).collect(),
+                v => text(v).into_iter().collect::<Vec<_>>(),
+            })
+            .collect(),
+    }
+}
+
+/// The filters a shop's facets offer: the most frequent values of the brand, category and each
+/// attribute facet of a search answer's `facets`.
+fn sample_filters(facets: &serde_json::Value) -> Vec<traffic::Filter> {
+    let values = |list: &serde_json::Value| -> Vec<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["value"].as_str().map(str::to_owned))
+            .take(SAMPLE_FACET_VALUES)
+            .collect()
+    };
+    let mut out: Vec<traffic::Filter> = values(&facets["brand"])
+        .into_iter()
+        .map(traffic::Filter::Brand)
+        .collect();
+    out.extend(
+        values(&facets["category"])
+            .into_iter()
+            .map(traffic::Filter::Category),
+    );
+    for (key, list) in facets["attributes"].as_object().into_iter().flatten() {
+        out.extend(
+            values(list)
+                .into_iter()
+                .map(|v| traffic::Filter::Attribute(key.clone(), v)),
+        );
+    }
+    out
+}
+
 /// Each session's history as one `POST /v1/events` batch body, drawn from the run's seed:
 /// `--history` events of the `events` mix over `items_json`.
 fn random_histories(args: &LoadArgs, prefix: &str, items_json: &[String]) -> Vec<String> {
@@ -712,6 +870,12 @@ struct Workload {
     recommend_uris: Arc<[Uri]>,
     /// The server, for the page scenarios' URIs.
     base: Arc<Target>,
+    /// `search-mix` and `search-miss`: the generator every worker draws its visitors from.
+    traffic: Option<Arc<Mutex<traffic::Generator>>>,
+    /// The current visitor's requests not sent yet, and their session.
+    pending: VecDeque<String>,
+    /// Percent of visitors with a session.
+    personal: u32,
 }
 
 impl Workload {
@@ -761,6 +925,35 @@ impl Workload {
         Ok(requests)
     }
 
+    /// The next body of the catalog-built search traffic: the current visitor's next search, or
+    /// the first of a new visitor's (drawn from the shared generator).
+    fn next_traffic_body(&mut self) -> String {
+        if let Some(body) = self.pending.pop_front() {
+            return body;
+        }
+        let unit = match &self.traffic {
+            Some(g) => g.lock().unwrap_or_else(PoisonError::into_inner).next_unit(),
+            None => traffic::Unit {
+                queries: Vec::new(),
+            },
+        };
+        let session = (self.rng.random_range(0..100) < self.personal).then(|| {
+            format!(
+                "{}-{}",
+                self.prefix,
+                self.rng.random_range(0..self.sessions)
+            )
+        });
+        self.pending = unit
+            .queries
+            .iter()
+            .map(|q| q.body(session.as_deref()))
+            .collect();
+        self.pending
+            .pop_front()
+            .unwrap_or_else(|| search_body(r#""""#, &self.prefix, None))
+    }
+
     /// The next request of the scenario.
     fn next_request(&mut self) -> Request<Full<Bytes>> {
         if self.scenario.recommends() {
@@ -790,6 +983,9 @@ impl Workload {
                     self.search_uri.clone(),
                     search_body(query, &self.prefix, session),
                 )
+            }
+            Scenario::SearchMix | Scenario::SearchMiss => {
+                (self.search_uri.clone(), self.next_traffic_body())
             }
             Scenario::Next | Scenario::Home | Scenario::PageHome | Scenario::PageSearch => {
                 unreachable!("answered above")
@@ -1263,7 +1459,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             bail!("--diginetica gives sessions to the recommendation and page scenarios only")
         }
         (Some(dir), _) => prefix_histories(dir, &prefix, sessions)?,
-        (None, s) if (s.recommends() || s == Scenario::SearchPersonal) && args.history > 0 => {
+        (None, s)
+            if (s.recommends() || s == Scenario::SearchPersonal || s.is_traffic())
+                && args.history > 0 =>
+        {
             random_histories(&args, &prefix, &items_json)
         }
         _ => Vec::new(),
@@ -1280,6 +1479,26 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             seeded.elapsed().as_secs_f64()
         );
     }
+    let traffic = if args.scenario.is_traffic() {
+        let mode = if args.scenario == Scenario::SearchMix {
+            traffic::Mode::Mix
+        } else {
+            traffic::Mode::Misses
+        };
+        let sample = fetch_sample(&target, addr, args.catalog_sample).await?;
+        let (items, filters) = (sample.items.len(), sample.filters.len());
+        let generator = traffic::Generator::new(sample, mode, args.seed)
+            .context("the catalog sample has no item with a word in its title")?;
+        eprintln!(
+            "attune load: queries from {items} catalog items and {filters} facet values; {}; \
+             {}% of visitors with a session",
+            traffic::Preview::of(&generator, 10_000).line(),
+            args.personal
+        );
+        Some(Arc::new(Mutex::new(generator)))
+    } else {
+        None
+    };
     let base = Arc::new(target.clone());
     let recommend_uris: Arc<[Uri]> = if matches!(args.scenario, Scenario::Next | Scenario::Home) {
         let surface = if args.scenario == Scenario::Next {
@@ -1326,6 +1545,9 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             prefix: Arc::clone(&prefix),
             recommend_uris: Arc::clone(&recommend_uris),
             base: Arc::clone(&base),
+            traffic: traffic.clone(),
+            pending: VecDeque::new(),
+            personal: args.personal,
         };
         if args.scenario.is_page() {
             workers.spawn(page_worker(Arc::clone(&plan), workload));
@@ -1364,6 +1586,17 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
 
     if let Some(failure) = &first_failure {
         eprintln!("attune load: first failure: {failure}");
+    }
+    if let Some(g) = &traffic
+        && args.scenario == Scenario::SearchMiss
+    {
+        let repeats = g.lock().unwrap_or_else(PoisonError::into_inner).repeats();
+        if repeats > 0 {
+            eprintln!(
+                "attune load: {repeats} searches repeated an earlier query: the catalog sample ran \
+                 out of new ones (raise --catalog-sample)"
+            );
+        }
     }
     let report = build_report(
         RunInfo {
@@ -1410,6 +1643,9 @@ mod tests {
             ]
             .into(),
             base: Arc::new(Target::parse("http://127.0.0.1:8787").unwrap()),
+            traffic: None,
+            pending: VecDeque::new(),
+            personal: 50,
         }
     }
 
@@ -1531,6 +1767,76 @@ mod tests {
                 .unwrap()
                 .starts_with("load-")
         );
+    }
+
+    #[test]
+    fn the_catalog_sample_reads_items_and_facets_as_the_api_writes_them() {
+        let item = serde_json::json!({
+            "id": "15970", "title": "Turtle Check Men Navy Blue Shirt", "brand": "Turtle",
+            "category": "Apparel > Topwear > Shirts",
+            "attributes": {"colour": "navy_blue", "season": ["fall", "winter"]},
+            "in_stock": true
+        });
+        assert_eq!(
+            sample_item(&item),
+            traffic::SampleItem {
+                title: "Turtle Check Men Navy Blue Shirt".into(),
+                brand: Some("Turtle".into()),
+                category: vec!["Apparel".into(), "Topwear".into(), "Shirts".into()],
+                values: vec!["navy_blue".into(), "fall".into(), "winter".into()],
+            }
+        );
+        let bare = sample_item(&serde_json::json!({"id": "x", "title": "Socks"}));
+        assert_eq!(
+            (bare.brand, bare.category.len(), bare.values.len()),
+            (None, 0, 0)
+        );
+
+        let facets = serde_json::json!({
+            "brand": [{"value": "Puma", "count": 9}],
+            "category": [{"value": "Apparel", "count": 9}, {"value": "Apparel > Topwear", "count": 4}],
+            "attributes": {"colour": [{"value": "navy_blue", "count": 2}]},
+            "in_stock": [{"value": "true", "count": 9}]
+        });
+        assert_eq!(
+            sample_filters(&facets),
+            vec![
+                traffic::Filter::Brand("Puma".into()),
+                traffic::Filter::Category("Apparel".into()),
+                traffic::Filter::Category("Apparel > Topwear".into()),
+                traffic::Filter::Attribute("colour".into(), "navy_blue".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn traffic_sends_each_visitors_searches_in_order_with_one_session() {
+        let sample = traffic::CatalogSample {
+            items: vec![traffic::SampleItem {
+                title: "Creamy Vanilla Oat Yogurt".into(),
+                ..Default::default()
+            }],
+            filters: Vec::new(),
+        };
+        let generator = traffic::Generator::new(sample, traffic::Mode::Mix, 1).unwrap();
+        let mut w = workload(3);
+        w.scenario = Scenario::SearchMix;
+        w.personal = 100;
+        w.traffic = Some(Arc::new(Mutex::new(generator.clone())));
+        let mut reference = generator;
+        for _ in 0..20 {
+            let unit = reference.next_unit();
+            let mut session = None;
+            for q in &unit.queries {
+                let body = body_json(w.next_request());
+                assert_eq!(body["query"], q.text.as_str());
+                let s = body["session_id"].as_str().unwrap().to_owned();
+                assert_eq!(session.get_or_insert_with(|| s.clone()), &s);
+            }
+        }
+        w.personal = 0;
+        w.pending.clear();
+        assert!(body_json(w.next_request()).get("session_id").is_none());
     }
 
     fn body_json(request: Request<Full<Bytes>>) -> serde_json::Value {
@@ -1803,6 +2109,8 @@ mod tests {
             sessions: 1,
             items: None,
             queries: None,
+            catalog_sample: 5000,
+            personal: 50,
             history: 8,
             diginetica: None,
             limit: 20,
@@ -1815,6 +2123,12 @@ mod tests {
         let mut no_limit = args(1, 1.0, 0.0);
         no_limit.limit = 0;
         assert!(no_limit.durations().is_err());
+        let mut over = args(1, 1.0, 0.0);
+        over.personal = 101;
+        assert!(over.durations().is_err());
+        let mut no_sample = args(1, 1.0, 0.0);
+        no_sample.catalog_sample = 0;
+        assert!(no_sample.durations().is_err());
         assert!(args(0, 1.0, 0.0).durations().is_err());
         assert!(args(1, 0.0, 0.0).durations().is_err());
         assert!(args(1, f64::NAN, 0.0).durations().is_err());

@@ -118,6 +118,7 @@ fn search_config(s: &SearchSettings) -> SearchConfig {
         rrf_k: s.rrf_k,
         cache_ttl_ms: i64::try_from(s.cache_ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
         cache_capacity: s.cache_capacity,
+        cache_max_bytes: s.cache_max_mb.saturating_mul(1 << 20),
         vector: VectorConfig {
             exact_below: s.exact_below,
             ..VectorConfig::default()

@@ -187,6 +187,9 @@ pub(crate) struct SearchSettings {
     pub(crate) cache_ttl_secs: u64,
     /// Most cached (query, filters) pairs.
     pub(crate) cache_capacity: usize,
+    /// Most megabytes the cached retrievals may hold (candidates, facets; about 30 to 80 KB
+    /// each): the cache drops the least recently used past either bound.
+    pub(crate) cache_max_mb: usize,
     /// Vector search is exact below this many items, HNSW above.
     pub(crate) exact_below: usize,
 }
@@ -201,6 +204,7 @@ impl Default for SearchSettings {
             rrf_k: 60.0,
             cache_ttl_secs: 300,
             cache_capacity: 10_000,
+            cache_max_mb: 64,
             exact_below: 20_000,
         }
     }
@@ -448,6 +452,7 @@ impl Settings {
         for (key, v) in [
             ("search.candidates", self.search.candidates),
             ("search.cache_capacity", self.search.cache_capacity),
+            ("search.cache_max_mb", self.search.cache_max_mb),
         ] {
             if v == 0 {
                 return Err(err(key, "must be at least 1"));

@@ -392,6 +392,27 @@ fn the_load_tool_seeds_sessions_and_drives_personal_search() {
     server.stop();
 }
 
+/// The load tool's catalog-built search traffic against the real demo: queries drawn from the
+/// served catalog's titles and facets (typed letter by letter, typos, filters, personal and
+/// anonymous) all answer 2xx, and the misses-only run too; the searches with a session are
+/// recorded in it.
+#[test]
+fn the_load_tool_sends_search_traffic_built_from_the_catalog() {
+    let server = Server::start(&["demo"], &[]);
+    for scenario in ["search-mix", "search-miss"] {
+        let report = short_load(&server, scenario);
+        assert_eq!(report["scenario"], scenario, "{report}");
+    }
+    let mut searches = 0;
+    for i in 0..20 {
+        let (status, session) = server.http("GET", &format!("/v1/sessions/load-{i}"), None);
+        assert_eq!(status, 200, "{session}");
+        searches += session["event_count"].as_u64().unwrap() - 4 * 2;
+    }
+    assert!(searches > 0, "no search was recorded in a session");
+    server.stop();
+}
+
 /// The load tool's storefront pages against the real demo: every page's calls (three shelves and
 /// the session; a search and the session) answered, none failing, the seeded sessions found.
 #[test]
