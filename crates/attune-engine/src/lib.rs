@@ -29,6 +29,6 @@ pub use recommend::{
     CandidateSource, CooccurrenceSource, FeedbackRequest, MAX_LIMIT as MAX_RECOMMEND_LIMIT,
     Observation, OnlineConfig, OnlineSources, Proposal, RecContext, RecExplanation,
     RecommendOutcome, RecommendRequest, Recommendation, RuleEffect, SessionKnnSource, SourceError,
-    Strategy, TrendingSource,
+    Strategy, TrendingSource, is_engagement,
 };
 pub use search::{SearchConfig, SearchHit, SearchOutcome, SearchRequest, TextEncoder, item_text};

@@ -171,7 +171,8 @@ pub(crate) struct RecommendSettings {
     pub(crate) model: Option<PathBuf>,
     /// Sequences whose SASRec state and best items are kept (about 2.6 KB each at hidden 128),
     /// so that asking about a session again with no new event runs neither the network nor
-    /// the scan of the item table (the same answer). 0: none kept.
+    /// the scan of the item table (the same answer); each engagement's new sequence is computed
+    /// into it by a background thread, ahead of the request. 0: none kept, nothing warmed.
     pub(crate) model_cache: usize,
     /// Where the online sources (trending, co-occurrence, session kNN) and the embedded bandit
     /// are written at shutdown and read back at start. None (the default): they live in memory
