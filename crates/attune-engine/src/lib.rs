@@ -29,7 +29,7 @@ pub use recommend::{
     CandidateSource, CooccurrenceSource, FeedbackRequest, MAX_LIMIT as MAX_RECOMMEND_LIMIT,
     Observation, OnlineConfig, OnlineSources, Proposal, RecContext, RecExplanation,
     RecommendOutcome, RecommendRequest, Recommendation, RuleEffect, SessionKnnSource, SourceError,
-    Strategy, TrendingSource,
+    Strategy, TrendingSource, is_engagement,
 };
 pub use search::{
     Retrievers, SearchConfig, SearchHit, SearchOutcome, SearchRequest, TextEncoder, item_text,

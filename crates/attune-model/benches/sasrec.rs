@@ -19,7 +19,9 @@
 //!   eval` use), `len{5,20}_serving` the frozen [`Serving`] form's `score_all_into`, both over
 //!   every item; `len{5,20}_top200_serving` the 200 best of the items `accept` takes (nine in
 //!   ten) by [`Serving::top_accepted`]; `len{5,20}_candidates400_{candle,serving}` score 400
-//!   candidates.
+//!   candidates; `len{5,20}_top200_candidates400_{uncached,cached}` a request's two calls (the
+//!   best 200 accepted, then 400 candidates scored), computed, or read from a [`RankCache`]
+//!   entry of the same sequence (a session asked about again with no new event).
 //!
 //! `cargo bench -p attune-model --bench sasrec` (`-- sasrec_serve` for the serving group
 //! alone). Threads: `SASREC_THREADS` (default: all cores).
@@ -29,7 +31,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use attune_model::sasrec::{SasRec, SasRecConfig, SasRecLoss, Serving, Trainer};
+use attune_model::sasrec::{RankCache, SasRec, SasRecConfig, SasRecLoss, Serving, Trainer};
 use attune_model::scorer::SequenceScorer;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -242,6 +244,25 @@ fn serve(c: &mut Criterion) {
             b.iter(|| {
                 serving.score_candidates_into(next(), &candidates, &mut scores);
                 black_box(scores[0])
+            })
+        });
+        // A request for a sequence seen before (no new event): the cached entry's best 256
+        // walked for the best 200 accepted, then the 400 candidates scored from its state.
+        let cache = RankCache::new(16, 256);
+        group.bench_function(format!("len{len}_top200_candidates400_cached"), |b| {
+            b.iter(|| {
+                let ranked = cache.get(&serving, next());
+                let best = ranked.top_accepted(&serving, 200, &mut |i| i % 10 != 0);
+                ranked.score_candidates_into(&serving, &candidates, &mut scores);
+                black_box((best, scores[0]))
+            })
+        });
+        group.bench_function(format!("len{len}_top200_candidates400_uncached"), |b| {
+            b.iter(|| {
+                let seq = next();
+                let best = serving.top_accepted(seq, 200, &mut |i| i % 10 != 0);
+                serving.score_candidates_into(seq, &candidates, &mut scores);
+                black_box((best, scores[0]))
             })
         });
     }

@@ -8,11 +8,20 @@
 //! it, one per line. With `--time R` it then times `R` rounds of the quiet `next` and `home`
 //! requests (no explanation, the benchmark's form) in process, one thread, no HTTP.
 //!
+//! With `--model DIR` (a DIGINETICA SASRec) the `sequential` source is in the pipeline, as
+//! `recommend.model` puts it there, keeping the best items of `--model-cache N` sequences (the
+//! setting `recommend.model_cache`; 10,000 by default, 0 for none): the answers with and
+//! without the cache must be the same bytes.
+//!
 //! ```text
 //! cargo run --release -p attune --example rec_golden -- \
 //!     --catalog WORK/digi.ndjson --seed WORK/online --data ../shared/data/diginetica \
-//!     --out golden.ndjson [--time 5]
+//!     --out golden.ndjson [--time 5] [--model DIR [--model-cache N]]
 //! ```
+
+// The binary's `sequential` source, compiled into this example as `serve` wires it.
+#[path = "../src/sequential.rs"]
+mod sequential;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -42,6 +51,8 @@ struct Args {
     out: PathBuf,
     sessions: usize,
     time: usize,
+    model: Option<PathBuf>,
+    model_cache: usize,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -52,6 +63,8 @@ fn args() -> anyhow::Result<Args> {
         out: PathBuf::from("golden.ndjson"),
         sessions: 400,
         time: 0,
+        model: None,
+        model_cache: 10_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -63,6 +76,8 @@ fn args() -> anyhow::Result<Args> {
             "--out" => a.out = v.into(),
             "--sessions" => a.sessions = v.parse()?,
             "--time" => a.time = v.parse()?,
+            "--model" => a.model = Some(v.into()),
+            "--model-cache" => a.model_cache = v.parse()?,
             _ => anyhow::bail!("unknown argument {k}"),
         }
     }
@@ -104,10 +119,25 @@ async fn main() -> anyhow::Result<()> {
     let items = attune_server::parse_items(&bytes, BodyKind::Ndjson, clock.now())
         .map_err(|e| anyhow::anyhow!("catalog: {}", e.message))?;
     engine.upsert_items(items)?;
-    let engine = engine.with_online(OnlineSources::open(&OnlineConfig {
+    let mut engine = engine.with_online(OnlineSources::open(&OnlineConfig {
         seed_dir: Some(a.seed.clone()),
         ..OnlineConfig::default()
     })?);
+    if let Some(dir) = &a.model {
+        let (source, loaded) = sequential::SequentialSource::load(
+            dir,
+            &|id| engine.catalog().get(id).is_some(),
+            a.model_cache,
+        )?;
+        eprintln!(
+            "SASRec of {} items (max_len {}) loaded from {} in {:.1} s",
+            loaded.items,
+            loaded.max_len,
+            loaded.dir.display(),
+            loaded.took.as_secs_f64()
+        );
+        engine = engine.with_source(Arc::new(source));
+    }
     let data = attune_model::data::diginetica::load(&a.data)?;
     let id = |i: u32| ItemId::new(&data.item_ids[i as usize - 1]).expect("item id");
 

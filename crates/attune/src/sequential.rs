@@ -19,6 +19,20 @@
 //! reuses the state the network computed for `candidates` (kept per thread for the last
 //! sequence), so a request runs the network once.
 //!
+//! With `recommend.model_cache` above 0 (10,000 by default) the source keeps, per sequence as
+//! the model reads it, the state and the best 256 items over the whole catalog
+//! ([`RankCache`], oldest evicted first): a session asked about again with no new event (a
+//! reload, the `home` and `next` lists of one page, the load benchmark's repeated reads) walks
+//! the kept items through the exclusions and scores the other sources' proposals from the kept
+//! state, without the network or the scan; when the exclusions reject too many of the kept
+//! items the selection runs again from the kept state. The answer is the uncached one, scores
+//! bit for bit (tests; `examples/rec_golden.rs --model` with and without the cache). A new
+//! event makes a new sequence, so an entry never goes stale, and the model never changes.
+//! With the cache, every engagement's new sequence is also computed into it ahead of the
+//! request, on a background thread (`sasrec-warm`, fed by `observe` through a bounded queue;
+//! the latest sequence per session when several wait; a full queue skips warming, never the
+//! ingest), so a session's next request usually finds its answer ready.
+//!
 //! Cost over DIGINETICA's 43,097 items with the shipped config (hidden 128, 2 blocks, 2 heads,
 //! max_len 20, cosine output), release build on 2 cores shared with other jobs (load 3 to 6),
 //! `cargo bench -p attune-model --bench sasrec -- sasrec_serve`: the best 200 of a session take
@@ -31,25 +45,44 @@
 //! f32 table and its i8 copy, about 28 MB.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
-use attune_core::ItemId;
-use attune_engine::{CandidateSource, Proposal, RecContext, SourceError};
-use attune_model::sasrec::{SasRec, Serving};
+use attune_core::{ItemId, SessionId};
+use attune_engine::{
+    CandidateSource, Observation, Proposal, RecContext, SourceError, is_engagement,
+};
+use attune_model::sasrec::{RankCache, SasRec, Serving};
 use attune_model::scorer::SequenceScorer;
 use rustc_hash::FxHashMap;
 
 /// The source's name in rules, reasons and the `sources` parameter.
 const NAME: &str = "sequential";
 
+/// The best items kept per cached sequence: the budgets of the shipped recipes (at most 200)
+/// with room for the items the exclusions reject; a request that needs more is answered from
+/// the kept state by a new selection (the same answer).
+const CACHE_DEPTH: usize = 256;
+
+/// Sequences waiting for the warming thread; past this, an event's sequence is not warmed (its
+/// first request computes it).
+const WARM_QUEUE: usize = 4096;
+
 /// SASRec over the session's recent items. See the module docs.
 pub(crate) struct SequentialSource {
     /// The model's serving form (the candle model is dropped once it is built).
-    model: Serving,
+    model: Arc<Serving>,
     /// The catalog id of each model index: `ids[i]` is index `i + 1` (0 is padding).
     ids: Vec<ItemId>,
     /// Model index of each known item.
     index: FxHashMap<ItemId, u32>,
+    /// Each recent sequence's state and best items, so that asking about a session again
+    /// (no new event) runs neither the network nor the selection (`None`: no cache).
+    cache: Option<Arc<RankCache>>,
+    /// The warming thread's queue: each engagement's new sequence, computed into the cache in
+    /// the background (`None`: no cache, or the thread could not start).
+    warm: Option<SyncSender<(SessionId, Vec<u32>)>>,
 }
 
 /// What loading a model found.
@@ -68,21 +101,22 @@ pub(crate) struct Loaded {
 impl SequentialSource {
     /// Loads the SASRec model in `dir`, refusing it (with the reason) if any of its items is
     /// not in the catalog (`in_catalog`), or if it is not a SASRec model this build can read.
+    /// `cache` sequences keep their best items (`recommend.model_cache`; 0: none).
     pub(crate) fn load(
         dir: &Path,
         in_catalog: &dyn Fn(&str) -> bool,
+        cache: usize,
     ) -> Result<(SequentialSource, Loaded), attune_model::Error> {
         let started = Instant::now();
         let (model, manifest) = SasRec::load(dir, Some(in_catalog))?;
-        let source =
-            SequentialSource::new(model.serving()?, &manifest.item_ids).map_err(|reason| {
-                attune_model::Error::ManifestMismatch {
-                    path: dir.to_owned(),
-                    field: "item_ids",
-                    manifest: format!("{} items", manifest.item_ids.len()),
-                    found: reason,
-                }
-            })?;
+        let source = SequentialSource::new(model.serving()?, &manifest.item_ids, cache).map_err(
+            |reason| attune_model::Error::ManifestMismatch {
+                path: dir.to_owned(),
+                field: "item_ids",
+                manifest: format!("{} items", manifest.item_ids.len()),
+                found: reason,
+            },
+        )?;
         let loaded = Loaded {
             dir: dir.to_owned(),
             items: source.ids.len(),
@@ -93,8 +127,9 @@ impl SequentialSource {
     }
 
     /// A source over a model and the catalog id of each of its indices (`item_ids[i]` is index
-    /// `i + 1`). `Err` names an id that is not a valid item id, or one listed twice.
-    fn new(model: Serving, item_ids: &[String]) -> Result<SequentialSource, String> {
+    /// `i + 1`), keeping the best items of `cache` sequences. `Err` names an id that is not a
+    /// valid item id, or one listed twice.
+    fn new(model: Serving, item_ids: &[String], cache: usize) -> Result<SequentialSource, String> {
         if item_ids.len() != model.num_items() {
             return Err(format!(
                 "{} item ids for a model of {} items",
@@ -113,7 +148,29 @@ impl SequentialSource {
             }
             ids.push(id);
         }
-        Ok(SequentialSource { model, ids, index })
+        let model = Arc::new(model);
+        let cache = (cache > 0).then(|| Arc::new(RankCache::new(cache, CACHE_DEPTH)));
+        let warm = cache.as_ref().and_then(|cache| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(WARM_QUEUE);
+            let (model, cache) = (Arc::clone(&model), Arc::clone(cache));
+            match std::thread::Builder::new()
+                .name("sasrec-warm".into())
+                .spawn(move || warm(&model, &cache, &rx))
+            {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SASRec warming thread: sequences computed when asked");
+                    None
+                }
+            }
+        });
+        Ok(SequentialSource {
+            model,
+            ids,
+            index,
+            cache,
+            warm,
+        })
     }
 
     /// The model indices of the items the model knows, oldest first.
@@ -130,9 +187,65 @@ impl SequentialSource {
     }
 }
 
+/// The warming thread: computes each queued sequence into the cache, the latest of each
+/// session only when several wait (a batch of events). Ends when the source is dropped.
+fn warm(model: &Serving, cache: &RankCache, rx: &Receiver<(SessionId, Vec<u32>)>) {
+    let mut latest: Vec<Vec<u32>> = Vec::new();
+    let mut at: FxHashMap<SessionId, usize> = FxHashMap::default();
+    while let Ok((session, sequence)) = rx.recv() {
+        latest.clear();
+        at.clear();
+        at.insert(session, 0);
+        latest.push(sequence);
+        while let Ok((session, sequence)) = rx.try_recv() {
+            match at.get(&session) {
+                Some(&i) => latest[i] = sequence,
+                None => {
+                    at.insert(session, latest.len());
+                    latest.push(sequence);
+                }
+            }
+        }
+        for sequence in &latest {
+            cache.get(model, sequence);
+        }
+    }
+}
+
 impl CandidateSource for SequentialSource {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Learns nothing (the model is frozen), but warms the cache: an engagement gives the
+    /// session a new sequence, computed in the background so the session's next request finds
+    /// it ready.
+    fn learns(&self) -> bool {
+        self.warm.is_some()
+    }
+
+    fn observe(&self, event: &Observation<'_>) {
+        let Some(warm) = &self.warm else {
+            return;
+        };
+        if !is_engagement(event.kind) {
+            return;
+        }
+        // The session's engagements up to this one, as the request will read them.
+        let sequence: Vec<u32> = event
+            .earlier
+            .iter()
+            .filter(|(kind, _)| is_engagement(*kind))
+            .map(|(_, id)| id)
+            .chain(std::iter::once(event.item_id))
+            .filter_map(|id| self.index.get(id.as_str()).copied())
+            .collect();
+        if sequence.is_empty() {
+            return;
+        }
+        match warm.try_send((event.session_id.clone(), sequence)) {
+            Ok(()) | Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
+        }
     }
 
     fn candidates(
@@ -145,9 +258,15 @@ impl CandidateSource for SequentialSource {
         if sequence.is_empty() || budget == 0 {
             return Ok(Vec::new());
         }
-        let best = self
-            .model
-            .top_accepted(&sequence, budget, &mut |i| self.id(i).is_some_and(accept));
+        let mut accept = |i| self.id(i).is_some_and(accept);
+        let best = match &self.cache {
+            Some(cache) => {
+                cache
+                    .get(&self.model, &sequence)
+                    .top_accepted(&self.model, budget, &mut accept)
+            }
+            None => self.model.top_accepted(&sequence, budget, &mut accept),
+        };
         let Some(&(_, top)) = best.first() else {
             return Ok(Vec::new());
         };
@@ -180,8 +299,16 @@ impl CandidateSource for SequentialSource {
             .map(|id| self.index.get(id.as_str()).copied().unwrap_or(0))
             .collect();
         let mut logits = Vec::new();
-        self.model
-            .score_candidates_into(&sequence, &indices, &mut logits);
+        match &self.cache {
+            Some(cache) => cache.get(&self.model, &sequence).score_candidates_into(
+                &self.model,
+                &indices,
+                &mut logits,
+            ),
+            None => self
+                .model
+                .score_candidates_into(&sequence, &indices, &mut logits),
+        }
         let known = |i: usize| indices.get(i).is_some_and(|&x| x != 0);
         let top = logits
             .iter()
@@ -217,8 +344,9 @@ mod tests {
 
     use super::*;
 
-    /// A random model over items `item-1..=item-n`, its source, and the candle model itself.
-    fn source(n: usize) -> (SasRec, SequentialSource) {
+    /// A random model over items `item-1..=item-n`, its source (keeping the best items of
+    /// `cache` sequences), and the candle model itself.
+    fn source(n: usize, cache: usize) -> (SasRec, SequentialSource) {
         let config = SasRecConfig {
             max_len: 6,
             hidden: 16,
@@ -229,7 +357,8 @@ mod tests {
         };
         let model = SasRec::new(&config, n).expect("model");
         let ids: Vec<String> = (1..=n).map(|i| format!("item-{i}")).collect();
-        let source = SequentialSource::new(model.serving().expect("serving"), &ids).expect("ids");
+        let source =
+            SequentialSource::new(model.serving().expect("serving"), &ids, cache).expect("ids");
         (model, source)
     }
 
@@ -250,8 +379,14 @@ mod tests {
 
     #[test]
     fn candidates_are_the_models_own_ranking_of_accepted_items() {
+        for cache in [0, 64] {
+            candidates_rank_as_the_model(cache);
+        }
+    }
+
+    fn candidates_rank_as_the_model(cache: usize) {
         let n = 300;
-        let (model, source) = source(n);
+        let (model, source) = source(n, cache);
         // An item the model does not know, in the middle, is left out of the sequence.
         let recent = [id("item-7"), id("unknown"), id("item-42"), id("item-7")];
         let logits = model.score_all(&[&[7, 42, 7]]).expect("scores").remove(0);
@@ -295,7 +430,13 @@ mod tests {
 
     #[test]
     fn scores_are_strengths_relative_to_the_best_known_item() {
-        let (model, source) = source(50);
+        for cache in [0, 64] {
+            scores_are_relative_strengths(cache);
+        }
+    }
+
+    fn scores_are_relative_strengths(cache: usize) {
+        let (model, source) = source(50, cache);
         let recent = [id("item-3"), id("item-9")];
         let items = [id("item-5"), id("unknown"), id("item-12"), id("item-40")];
         let logits = model.score_all(&[&[3, 9]]).expect("scores").remove(0);
@@ -319,6 +460,91 @@ mod tests {
             .expect("scores")
             .expect("ok");
         assert_eq!(none, vec![0.0; 4]);
+    }
+
+    #[test]
+    fn a_cached_source_answers_as_an_uncached_one_bit_for_bit() {
+        let n = 500;
+        let (_, plain) = source(n, 0);
+        // A cache smaller than the sessions asked about, so entries are evicted and computed
+        // again; each session asked twice, and its candidates scored as the pipeline does.
+        let (_, cached) = source(n, 16);
+        let sessions: Vec<Vec<ItemId>> = (0..40)
+            .map(|s| {
+                (0..1 + s % 9)
+                    .map(|k| id(&format!("item-{}", 1 + (s * 37 + k * 11) % n)))
+                    .collect()
+            })
+            .collect();
+        let accept = |i: &ItemId| !i.as_str().ends_with('1');
+        for round in 0..2 {
+            for (s, recent) in sessions.iter().enumerate() {
+                let budget = [10, 200, 300][s % 3];
+                let want = plain
+                    .candidates(&ctx(recent), budget, &accept)
+                    .expect("candidates");
+                let got = cached
+                    .candidates(&ctx(recent), budget, &accept)
+                    .expect("candidates");
+                assert_eq!(got, want, "round {round}, session {s}");
+                let items: Vec<ItemId> = (1..=60).map(|i| id(&format!("item-{}", i * 7))).collect();
+                let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                let want = plain
+                    .score(&ctx(recent), &items)
+                    .expect("some")
+                    .expect("ok");
+                let got = cached
+                    .score(&ctx(recent), &items)
+                    .expect("some")
+                    .expect("ok");
+                assert_eq!(bits(got), bits(want), "round {round}, session {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_engagement_warms_the_sessions_next_sequence_in_the_background() {
+        use attune_core::EventKind;
+        let (_, source) = source(60, 64);
+        let cache = source.cache.clone().expect("a cache");
+        let session = SessionId::new("s1").expect("session");
+        let earlier = [
+            (EventKind::View, id("item-4")),
+            (EventKind::RemoveFromCart, id("item-9")),
+            (EventKind::Click, id("unknown")),
+        ];
+        let item = id("item-11");
+        source.observe(&Observation {
+            session_id: &session,
+            kind: EventKind::View,
+            item_id: &item,
+            quantity: 1,
+            at: Timestamp::from_millis(0),
+            earlier: &earlier,
+        });
+        // The thread computes [4, 11] (the engagements the model knows) soon.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cache.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(cache.len(), 1);
+        // A request reading the same engagements finds it: nothing new is computed.
+        let recent = [id("item-4"), id("unknown"), id("item-11")];
+        source
+            .candidates(&ctx(&recent), 5, &|_| true)
+            .expect("candidates");
+        assert_eq!(cache.len(), 1);
+        // An event that is not an engagement warms nothing.
+        source.observe(&Observation {
+            session_id: &session,
+            kind: EventKind::RemoveFromCart,
+            item_id: &item,
+            quantity: 1,
+            at: Timestamp::from_millis(0),
+            earlier: &earlier,
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -197,15 +197,17 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
         engine = engine.with_sink(log);
     }
     if let Some(dir) = &settings.recommend.model {
-        let (source, loaded) =
-            SequentialSource::load(dir, &|id| engine.catalog().get(id).is_some()).with_context(
-                || {
-                    format!(
-                        "setting recommend.model: cannot serve the SASRec model in {}",
-                        dir.display()
-                    )
-                },
-            )?;
+        let (source, loaded) = SequentialSource::load(
+            dir,
+            &|id| engine.catalog().get(id).is_some(),
+            settings.recommend.model_cache,
+        )
+        .with_context(|| {
+            format!(
+                "setting recommend.model: cannot serve the SASRec model in {}",
+                dir.display()
+            )
+        })?;
         tracing::info!(
             dir = %loaded.dir.display(),
             items = loaded.items,

@@ -211,13 +211,18 @@ impl Default for SearchSettings {
 }
 
 /// Recommendation settings (the surfaces' recipes are rules, in `rules.path`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RecommendSettings {
     /// A SASRec model directory (`attune train --model sasrec --out DIR`) for the `sequential`
     /// source; every item of the model must be in the catalog. No model (the default): the
     /// source is off.
     pub(crate) model: Option<PathBuf>,
+    /// Sequences whose SASRec state and best items are kept (about 2.6 KB each at hidden 128),
+    /// so that asking about a session again with no new event runs neither the network nor
+    /// the scan of the item table (the same answer); each engagement's new sequence is computed
+    /// into it by a background thread, ahead of the request. 0: none kept, nothing warmed.
+    pub(crate) model_cache: usize,
     /// Where the online sources (trending, co-occurrence, session kNN) and the embedded bandit
     /// are written at shutdown and read back at start. None (the default): they live in memory
     /// only and start empty.
@@ -258,6 +263,17 @@ pub(crate) enum LogFormat {
     Text,
     /// One JSON object per line, for a log collector.
     Json,
+}
+
+impl Default for RecommendSettings {
+    fn default() -> Self {
+        RecommendSettings {
+            model: None,
+            model_cache: 10_000,
+            state_dir: None,
+            online_seed: None,
+        }
+    }
 }
 
 impl Default for HttpSettings {

@@ -263,8 +263,9 @@ pub(crate) struct Observed {
     pub(crate) earlier: Vec<(EventKind, ItemId)>,
 }
 
-/// Engagements that say the visitor was interested (what sequences and neighbours are made of).
-pub(crate) fn is_engagement(kind: EventKind) -> bool {
+/// Engagements that say the visitor was interested (what sequences and neighbours are made of;
+/// a source's `recent` items are the session's engagements).
+pub fn is_engagement(kind: EventKind) -> bool {
     matches!(
         kind,
         EventKind::View

@@ -48,7 +48,7 @@ mod tests;
 pub use checkpoint::{ModelInfo, WEIGHTS_FILE};
 pub use config::{SasRecConfig, SasRecLoss};
 pub use model::SasRec;
-pub use serving::Serving;
+pub use serving::{RankCache, Ranked, Serving};
 pub use train::{Candidate, PreparedBatch, Progress, TrainOptions, TrainReport, Trainer, train};
 
 use candle_core::Tensor;

@@ -16,6 +16,9 @@
 //!   (`select`: an i8 copy of the table bounds every score, only the items that can make the
 //!   list are scored exactly): the same items and scores as sorting `score_all_into`'s.
 //! - [`Serving::score_candidates_into`]: a few hundred items.
+//! - [`Serving::ranked`] and [`RankCache`] (`ranked`): a sequence's state and its best items
+//!   over the whole table kept, so that asking about the same sequence again (no new event)
+//!   runs neither the network nor the scan, and answers the same, bit for bit.
 //!
 //! Each thread keeps its scratch buffers and the last state it computed (keyed by the
 //! [`Serving`] and the sequence), so a request that asks for the best items and then for the
@@ -42,9 +45,12 @@ use super::tile;
 use crate::Result;
 use crate::scorer::SequenceScorer;
 
+mod ranked;
 mod select;
 #[cfg(test)]
 mod tests;
+
+pub use ranked::{RankCache, Ranked};
 
 /// One block's weights, the linear layers' transposed (`[din, dout]`, as
 /// [`tile::matmul`]'s right-hand side).

@@ -165,11 +165,22 @@ impl Serving {
         if k == 0 {
             return Vec::new();
         }
-        super::with_state(self, sequence, |h| {
-            super::with_select_scratch(|sc| match &self.quantized {
-                Some(qz) if h.iter().all(|v| v.is_finite()) => self.select(qz, h, k, accept, sc),
-                _ => self.select_exact(h, k, accept, sc),
-            })
+        super::with_state(self, sequence, |h| self.top_accepted_of_state(h, k, accept))
+    }
+
+    /// [`Self::top_accepted`] from a scored state (see [`Serving::state`]) already computed.
+    pub(super) fn top_accepted_of_state(
+        &self,
+        h: &[f32],
+        k: usize,
+        accept: &mut dyn FnMut(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        if k == 0 {
+            return Vec::new();
+        }
+        super::with_select_scratch(|sc| match &self.quantized {
+            Some(qz) if h.iter().all(|v| v.is_finite()) => self.select(qz, h, k, accept, sc),
+            _ => self.select_exact(h, k, accept, sc),
         })
     }
 
