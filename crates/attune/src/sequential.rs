@@ -19,7 +19,7 @@
 //! reuses the state the network computed for `candidates` (kept per thread for the last
 //! sequence), so a request runs the network once.
 //!
-//! With `recommend.model_cache` above 0 (10,000 by default) the source keeps, per sequence as
+//! With `recommend.model_cache` above 0 (4,096 by default) the source keeps, per sequence as
 //! the model reads it, the state and the best 256 items over the whole catalog
 //! ([`RankCache`], oldest evicted first): a session asked about again with no new event (a
 //! reload, the `home` and `next` lists of one page, the load benchmark's repeated reads) walks

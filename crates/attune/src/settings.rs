@@ -269,7 +269,7 @@ impl Default for RecommendSettings {
     fn default() -> Self {
         RecommendSettings {
             model: None,
-            model_cache: 10_000,
+            model_cache: 4096,
             state_dir: None,
             online_seed: None,
         }
