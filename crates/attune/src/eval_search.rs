@@ -366,7 +366,7 @@ pub(crate) fn run(args: EvalSearchArgs, runtime: &tokio::runtime::Runtime) -> an
     settings.catalog.path = Some(args.catalog.clone());
     settings.search.dir = Some(args.dir.clone());
     settings.validate()?;
-    crate::serve::init_tracing(&settings.log.filter);
+    crate::serve::init_tracing(&settings.log);
     let engine = runtime.block_on(build_engine(&settings))?;
     let items = engine.catalog().all();
     if engine.index_sizes().1.is_some() {
