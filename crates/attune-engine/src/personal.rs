@@ -39,7 +39,8 @@ impl Personal<'_> {
     fn tolerate<T>(&self, store: &'static str, r: Result<Option<T>>) -> Result<Option<T>> {
         match r {
             Err(crate::Error::Store(
-                e @ (attune_store::Error::Unavailable { .. } | attune_store::Error::Contended { .. }),
+                e @ (attune_store::Error::Unavailable { .. }
+                | attune_store::Error::Contended { .. }),
             )) => {
                 tracing::warn!(error = %e, store, "store unavailable: serving without it");
                 let mut degraded = self.degraded.lock();
@@ -66,15 +67,14 @@ impl Personal<'_> {
     ) -> Result<Option<Signals>> {
         let (now, rules, catalog) = (self.now, &*self.rules, self.catalog);
         let mut signals = None;
-        let read = self
-            .sessions
-            .read(id, now, ttl(rules), &mut |s| {
-                signals =
-                    Some(catalog.with_ids(|ids| {
+        let read =
+            self.sessions
+                .read(id, now, ttl(rules), &mut |s| {
+                    signals = Some(catalog.with_ids(|ids| {
                         Signals::from_session(s, now, rules, ids, keys, with_seen)
                     }));
-            })
-            .await;
+                })
+                .await;
         self.tolerate("sessions", read.map(|_| signals).map_err(Into::into))
     }
 

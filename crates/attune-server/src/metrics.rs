@@ -372,7 +372,12 @@ impl Metrics {
         self.windows.record_events(self.now_secs(), n);
     }
 
-    pub(crate) fn record_search(&self, cached: bool, personalized: bool, degraded: &[&'static str]) {
+    pub(crate) fn record_search(
+        &self,
+        cached: bool,
+        personalized: bool,
+        degraded: &[&'static str],
+    ) {
         for store in degraded {
             self.degraded
                 .get_or_create(&DegradedLabels {
@@ -398,7 +403,10 @@ impl Metrics {
         self.recommendations
             .get_or_create(&RecommendLabels { surface, strategy })
             .inc();
-        for store in failed.iter().filter(|s| matches!(**s, "sessions" | "profiles")) {
+        for store in failed
+            .iter()
+            .filter(|s| matches!(**s, "sessions" | "profiles"))
+        {
             self.degraded
                 .get_or_create(&DegradedLabels {
                     endpoint: "recommendations",
@@ -408,7 +416,10 @@ impl Metrics {
         }
         self.windows
             .record_list(self.now_secs(), strategy == "bandit");
-        for source in failed.iter().filter(|s| !matches!(**s, "sessions" | "profiles")) {
+        for source in failed
+            .iter()
+            .filter(|s| !matches!(**s, "sessions" | "profiles"))
+        {
             self.source_failures
                 .get_or_create(&SourceLabels { source })
                 .inc();

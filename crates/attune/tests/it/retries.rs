@@ -179,24 +179,43 @@ fn while_redis_is_down_search_and_recommendations_answer_unpersonalized_and_say_
     assert!(during["total"].as_u64().unwrap() > 0);
     let (status, home) = server.http("GET", "/v1/recommendations/home?session_id=down-1", None);
     assert_eq!(status, 200, "{home}");
-    assert!(home["degraded"].as_array().unwrap().contains(&json!("sessions")), "{home}");
+    assert!(
+        home["degraded"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("sessions")),
+        "{home}"
+    );
     assert!(!home["items"].as_array().unwrap().is_empty());
-    assert!(started.elapsed() < Duration::from_secs(5), "answered within the store timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within the store timeout"
+    );
     assert_eq!(server.http("GET", "/readyz", None).0, 503);
     let (_, metrics) = server.http("GET", "/metrics", None);
     let metrics = metrics.as_str().unwrap_or_default().to_owned();
     assert!(
-        metrics.contains("attune_degraded_responses_total{endpoint=\"search\",store=\"sessions\"} 1"),
+        metrics
+            .contains("attune_degraded_responses_total{endpoint=\"search\",store=\"sessions\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("attune_backend_up{backend=\"stores\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("attune_backend_up{backend=\"stores\"} 0"),
+        "{metrics}"
+    );
 
     // Redis back (empty: it keeps nothing): full service resumes by itself.
     let _redis = OwnRedis::start(port);
-    wait_until("ready again", || server.http("GET", "/readyz", None).0 == 200);
+    wait_until("ready again", || {
+        server.http("GET", "/readyz", None).0 == 200
+    });
     let (status, _) = server.http("POST", "/v1/events", Some(&batch("down-2", None)));
     assert_eq!(status, 200);
-    let (_, after) = server.http("POST", "/v1/search", Some(&json!({"query": "oat milk", "session_id": "down-2"})));
+    let (_, after) = server.http(
+        "POST",
+        "/v1/search",
+        Some(&json!({"query": "oat milk", "session_id": "down-2"})),
+    );
     assert!(after.get("degraded").is_none(), "{after}");
     assert_eq!(after["personalized"], true, "{after}");
     server.stop();

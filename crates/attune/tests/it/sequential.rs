@@ -115,7 +115,10 @@ fn sasrec_serves_the_next_items_of_a_session_in_the_models_own_order() {
         metrics.contains("attune_model_info{source=\"sequential\",version=\"diginetica@"),
         "{metrics}"
     );
-    assert!(metrics.contains("attune_model_age_seconds{source=\"sequential\"}"), "{metrics}");
+    assert!(
+        metrics.contains("attune_model_age_seconds{source=\"sequential\"}"),
+        "{metrics}"
+    );
 
     // A session walks the first training session's items, with an item the model does not
     // know in the middle (left out of the sequence).
