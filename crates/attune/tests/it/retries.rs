@@ -20,6 +20,19 @@ fn batch(session: &str, user: Option<&str>) -> Value {
     json!({ "events": events })
 }
 
+/// `attune serve` on the demo catalog with the store `key` (a `…__URL` setting) at `url`, giving
+/// up on a store call after 300 ms.
+fn serve_on(key: &str, url: &str) -> Server {
+    Server::start(
+        &["serve"],
+        &[
+            (key, url),
+            ("ATTUNE__SESSIONS__TIMEOUT_MS", "300"),
+            ("ATTUNE__CATALOG__DEMO", "true"),
+        ],
+    )
+}
+
 #[test]
 fn a_retry_sent_to_another_replica_is_recognised_through_redis() {
     let prefix = unique("retries");
@@ -50,14 +63,7 @@ fn after_a_profile_store_outage_the_retry_completes_the_profile_without_counting
     let port = free_addr().port();
     let mut redis = OwnRedis::start(port);
     let url = format!("redis://127.0.0.1:{port}/0");
-    let server = Server::start(
-        &["serve"],
-        &[
-            ("ATTUNE__PROFILES__URL", url.as_str()),
-            ("ATTUNE__SESSIONS__TIMEOUT_MS", "300"),
-            ("ATTUNE__CATALOG__DEMO", "true"),
-        ],
-    );
+    let server = serve_on("ATTUNE__PROFILES__URL", &url);
     redis.stop();
 
     // The sessions (embedded) take the events; the profile store is down: 503, and the answer
@@ -113,14 +119,7 @@ fn after_a_profile_store_outage_the_retry_completes_the_profile_without_counting
 fn a_replica_started_before_its_redis_answers_what_it_can_and_is_ready_once_connected() {
     let port = free_addr().port();
     let url = format!("redis://127.0.0.1:{port}/0");
-    let server = Server::start(
-        &["serve"],
-        &[
-            ("ATTUNE__SESSIONS__URL", url.as_str()),
-            ("ATTUNE__SESSIONS__TIMEOUT_MS", "300"),
-            ("ATTUNE__CATALOG__DEMO", "true"),
-        ],
-    );
+    let server = serve_on("ATTUNE__SESSIONS__URL", &url);
     assert_eq!(
         server.http("GET", "/readyz", None).0,
         503,
@@ -155,14 +154,7 @@ fn while_redis_is_down_search_and_recommendations_answer_unpersonalized_and_say_
     let port = free_addr().port();
     let mut redis = OwnRedis::start(port);
     let url = format!("redis://127.0.0.1:{port}/0");
-    let server = Server::start(
-        &["serve"],
-        &[
-            ("ATTUNE__SESSIONS__URL", url.as_str()),
-            ("ATTUNE__SESSIONS__TIMEOUT_MS", "300"),
-            ("ATTUNE__CATALOG__DEMO", "true"),
-        ],
-    );
+    let server = serve_on("ATTUNE__SESSIONS__URL", &url);
     let (status, _) = server.http("POST", "/v1/events", Some(&batch("down-1", None)));
     assert_eq!(status, 200);
     let search = json!({"query": "oat milk", "session_id": "down-1"});
