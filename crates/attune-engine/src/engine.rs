@@ -534,10 +534,8 @@ impl Engine {
             if self.profiles.is_some() {
                 crate::profile::collect(&events, &resolved, &mut for_profiles);
             }
-            let unknown: Vec<bool> = resolved
-                .iter()
-                .map(|r| matches!(r, Resolved::Item(None)))
-                .collect();
+            let is_unknown = |r: &Resolved| matches!(r, Resolved::Item(None));
+            let unknown = resolved.iter().filter(|r| is_unknown(r)).count();
             let n = events.len();
             // What the online recommendation sources learn from: the item events, in order
             // (with their positions in the batch when a duplicate may have to be left out).
@@ -575,9 +573,33 @@ impl Engine {
             } else {
                 Vec::new()
             };
-            // The events as the stream records them (a copy only when there is a stream).
-            let logged: Vec<Event> = if self.sink.is_some() {
-                events.clone()
+            // Which events name an unknown item (only needed to leave duplicates out).
+            let unknown_flags: Vec<bool> = if identified && unknown > 0 {
+                resolved.iter().map(is_unknown).collect()
+            } else {
+                Vec::new()
+            };
+            // The events as the stream records them, serialized before `mutate` takes them
+            // (only when there is a stream); duplicates are left out once known.
+            let records: Vec<(usize, StreamRecord)> = if self.sink.is_some() {
+                events
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| {
+                        let line = serde_json::to_vec(&EventRecord {
+                            record: "event",
+                            event: e,
+                        })
+                        .ok()?;
+                        Some((
+                            i,
+                            StreamRecord {
+                                kind: e.kind.as_str(),
+                                line,
+                            },
+                        ))
+                    })
+                    .collect()
             } else {
                 Vec::new()
             };
@@ -623,39 +645,29 @@ impl Engine {
                 .iter()
                 .filter(|f| f.load(std::sync::atomic::Ordering::Relaxed))
                 .count();
-            outcome.unknown_items += unknown
-                .iter()
-                .enumerate()
-                .filter(|&(i, &u)| {
-                    u && !skipped
-                        .get(i)
-                        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-                })
-                .count();
+            let was_skipped = |i: usize| {
+                skipped
+                    .get(i)
+                    .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+            };
+            outcome.unknown_items += if duplicates > 0 {
+                unknown_flags
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &u)| u && !was_skipped(i))
+                    .count()
+            } else {
+                unknown
+            };
             outcome.applied += n - duplicates;
             outcome.duplicates += duplicates;
             if let Some(sink) = &self.sink {
-                let records: Vec<StreamRecord> = logged
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| {
-                        !skipped
-                            .get(*i)
-                            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
-                    })
-                    .filter_map(|(_, e)| {
-                        let line = serde_json::to_vec(&EventRecord {
-                            record: "event",
-                            event: e,
-                        })
-                        .ok()?;
-                        Some(StreamRecord {
-                            kind: e.kind.as_str(),
-                            line,
-                        })
-                    })
+                let fresh: Vec<StreamRecord> = records
+                    .into_iter()
+                    .filter(|&(i, _)| duplicates == 0 || !was_skipped(i))
+                    .map(|(_, r)| r)
                     .collect();
-                sink.append(&records);
+                sink.append(&fresh);
             }
             outcome.session = summary;
             if !observed.is_empty() {

@@ -49,15 +49,15 @@ const PING_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    endpoint: String,
-    method: String,
+    endpoint: &'static str,
+    method: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
-    endpoint: String,
-    method: String,
+    endpoint: &'static str,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -339,19 +339,22 @@ impl Metrics {
         self.started.elapsed().as_secs()
     }
 
-    fn record_request(&self, endpoint: &str, method: &str, status: u16, took: Duration) {
+    fn record_request(
+        &self,
+        endpoint: &'static str,
+        method: &'static str,
+        status: u16,
+        took: Duration,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
-                endpoint: endpoint.to_owned(),
-                method: method.to_owned(),
+                endpoint,
+                method,
                 status,
             })
             .inc();
         self.request_seconds
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.to_owned(),
-                method: method.to_owned(),
-            })
+            .get_or_create(&EndpointLabels { endpoint, method })
             .observe(took.as_secs_f64());
         self.windows
             .record(self.now_secs(), endpoint, method, status, took);
@@ -594,20 +597,24 @@ struct Tally {
 
 #[derive(Default)]
 struct Windows {
-    endpoints: Mutex<FxHashMap<(String, String), Ring>>,
+    endpoints: Mutex<FxHashMap<(&'static str, &'static str), Ring>>,
     tallies: Mutex<Vec<Tally>>,
 }
 
 impl Windows {
-    fn record(&self, now: u64, endpoint: &str, method: &str, status: u16, took: Duration) {
+    fn record(
+        &self,
+        now: u64,
+        endpoint: &'static str,
+        method: &'static str,
+        status: u16,
+        took: Duration,
+    ) {
         let minute = now / 60;
         let mut endpoints = self.endpoints.lock();
-        let ring = match endpoints.get_mut(&(endpoint.to_owned(), method.to_owned())) {
-            Some(ring) => ring,
-            None => endpoints
-                .entry((endpoint.to_owned(), method.to_owned()))
-                .or_insert_with(Ring::new),
-        };
+        let ring = endpoints
+            .entry((endpoint, method))
+            .or_insert_with(Ring::new);
         let slot = ring.slot(minute);
         slot.buckets[bucket_of(took)] += 1;
         slot.count += 1;
@@ -675,8 +682,8 @@ impl Windows {
                         errors += m.errors;
                     }
                     (count > 0).then(|| EndpointStatsOut {
-                        endpoint: endpoint.clone(),
-                        method: method.clone(),
+                        endpoint: (*endpoint).to_owned(),
+                        method: (*method).to_owned(),
                         requests: count,
                         requests_per_second: count as f64 / seconds as f64,
                         server_errors: errors,
@@ -771,7 +778,7 @@ pub struct WindowOut {
 /// One endpoint's figures over a window.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EndpointStatsOut {
-    /// The route template, e.g. `/v1/sessions/{id}`; `other` for the storefront's pages and
+    /// The route template, e.g. `/v1/sessions/{session_id}`; `other` for the storefront's pages and
     /// unknown paths.
     pub endpoint: String,
     /// The HTTP method.
@@ -822,6 +829,44 @@ fn new_request_id() -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// A route template as a `&'static str`, so labels and window keys cost no allocation per
+/// request. Templates come only from the router's own routes (a request matching none is
+/// `other`), so the set, and the memory leaked for it, is bounded by the routes.
+fn intern(template: &str) -> &'static str {
+    use std::sync::OnceLock;
+    static TEMPLATES: OnceLock<parking_lot::RwLock<rustc_hash::FxHashSet<&'static str>>> =
+        OnceLock::new();
+    let set = TEMPLATES.get_or_init(Default::default);
+    if let Some(t) = set.read().get(template) {
+        return t;
+    }
+    let mut set = set.write();
+    if let Some(t) = set.get(template) {
+        return t;
+    }
+    let leaked: &'static str = Box::leak(template.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
+/// The method's name; any method outside HTTP's standard set is `OTHER` (a client cannot mint
+/// label values).
+fn method_name(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
 /// Gives every request an id (echoed in `x-request-id` and carried by every log line written
 /// while it is handled) and records its endpoint, method, status and latency. Logs name the
 /// route template, never the path: no visitor or user id reaches a log line.
@@ -835,8 +880,8 @@ pub(crate) async fn track(
     let endpoint = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+        .map_or("other", |p| intern(p.as_str()));
+    let method = method_name(request.method());
     let id = client_request_id(&request).unwrap_or_else(new_request_id);
     let span = tracing::info_span!(
         "request",
@@ -849,7 +894,7 @@ pub(crate) async fn track(
     let status = response.status().as_u16();
     tracker
         .metrics
-        .record_request(&endpoint, &method, status, took);
+        .record_request(endpoint, method, status, took);
     if tracker.log_requests {
         let _entered = span.enter();
         tracing::info!(status, micros = took.as_micros() as u64, "answered");

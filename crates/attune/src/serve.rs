@@ -233,7 +233,7 @@ fn model_version(dir: &Path) -> (String, Option<std::time::SystemTime>) {
         |m| {
             let name = m["dataset"]["name"].as_str().unwrap_or("?");
             let sum = m["dataset"]["checksum"].as_str().unwrap_or("");
-            format!("{name}@{}", &sum[..sum.len().min(12)])
+            format!("{name}@{}", sum.get(..12).unwrap_or(sum))
         },
     );
     (version, trained_at)

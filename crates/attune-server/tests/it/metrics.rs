@@ -56,6 +56,16 @@ async fn traffic(app: &TestApp) {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app.get("/v1/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A made-up method is one label value, whatever its name: clients cannot mint series.
+    let (status, _) = app
+        .send(
+            axum::http::Method::from_bytes(b"BREW").unwrap(),
+            "/v1/events",
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
@@ -83,6 +93,12 @@ async fn metrics_count_requests_by_route_events_by_type_and_lists_by_strategy() 
         requests(r#"endpoint="other",method="GET",status="404""#),
         Some(1.0)
     );
+    assert_eq!(
+        requests(r#"endpoint="/v1/events",method="OTHER",status="405""#),
+        Some(1.0),
+        "{body}"
+    );
+    assert!(!body.contains("BREW"));
     assert!(
         !body.contains("visitor-secret-1"),
         "no visitor id in the metrics"

@@ -72,6 +72,13 @@ fn every_acknowledged_event_is_in_the_log_exactly_once_after_a_sigkill() {
         Some(&json!({"type": "view", "session_id": "after", "item_id": "oatly-oat-milk-barista-1l", "event_id": "after-1"})),
     );
     assert_eq!(status, 200);
+    // A retry of it is applied (and written) once.
+    let (status, retry) = again.http(
+        "POST",
+        "/v1/events",
+        Some(&json!({"type": "view", "session_id": "after", "item_id": "oatly-oat-milk-barista-1l", "event_id": "after-1"})),
+    );
+    assert_eq!((status, &retry["duplicates"]), (200, &json!(1)), "{retry}");
     let (status, _) = again.http("GET", "/v1/recommendations/home?session_id=after", None);
     assert_eq!(status, 200);
     again.stop();
