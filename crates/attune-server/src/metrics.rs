@@ -116,6 +116,7 @@ pub struct Metrics {
     store_conflicts: Gauge,
     store_unreadable: Gauge,
     backend_up: Family<BackendLabels, Gauge>,
+    stream_pending: Gauge,
     catalog_items: Gauge,
     keyword_items: Gauge,
     vectors: Gauge,
@@ -239,7 +240,7 @@ impl Metrics {
         let backend_up = Family::<BackendLabels, Gauge>::default();
         registry.register(
             "backend_up",
-            "1 when the backend answered a ping at the last scrape, else 0",
+            "1 when the backend answered at the last scrape, else 0: stores (a ping), events (the sink took its last records)",
             backend_up.clone(),
         );
         let catalog_items = gauge(&mut registry, "catalog_items", "Items in the catalog");
@@ -266,9 +267,15 @@ impl Metrics {
         let stream = Family::<StreamLabels, Gauge>::default();
         registry.register(
             "stream_records",
-            "Event-stream records since start (with events.dir set): appended, or dropped because \
-             the log could not be written",
+            "Event-stream records since start (with events.dir set): appended (to the log, or to \
+             the spool for NATS), delivered (in the log, or acknowledged by JetStream), or dropped \
+             (the log or spool could not be written, or the spool was full)",
             stream.clone(),
+        );
+        let stream_pending = gauge(
+            &mut registry,
+            "stream_pending_records",
+            "Event-stream records waiting in the spool for NATS (0 with the log)",
         );
         let degraded = Family::<DegradedLabels, Counter>::default();
         registry.register(
@@ -312,6 +319,7 @@ impl Metrics {
             store_conflicts,
             store_unreadable,
             backend_up,
+            stream_pending,
             catalog_items,
             keyword_items,
             vectors,
@@ -473,11 +481,19 @@ impl Metrics {
             }
         }
         if let Some(stream) = engine.sink_stats() {
-            for (outcome, n) in [("appended", stream.appended), ("dropped", stream.dropped)] {
+            for (outcome, n) in [
+                ("appended", stream.appended),
+                ("delivered", stream.delivered),
+                ("dropped", stream.dropped),
+            ] {
                 self.stream
                     .get_or_create(&StreamLabels { outcome })
                     .set(gauge_value(n));
             }
+            self.stream_pending.set(gauge_value(stream.pending));
+            self.backend_up
+                .get_or_create(&BackendLabels { backend: "events" })
+                .set(i64::from(stream.up));
         }
     }
 

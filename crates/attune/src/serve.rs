@@ -182,8 +182,9 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
         .with_bandit(open_bandit(settings).await?);
     if let Some(dir) = &settings.events.dir {
         use crate::settings::FsyncSetting;
-        use attune_store::stream::{EventLog, EventLogConfig, Fsync};
-        let log = EventLog::open(EventLogConfig {
+        use attune_store::stream::nats::{NatsConfig, NatsSink};
+        use attune_store::stream::{EventLog, EventLogConfig, EventSink, Fsync};
+        let config = EventLogConfig {
             dir: dir.clone(),
             segment_bytes: settings.events.segment_mb.max(1) * 1024 * 1024,
             fsync: match settings.events.fsync {
@@ -191,10 +192,24 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
                 FsyncSetting::Interval => Fsync::Interval,
                 FsyncSetting::Always => Fsync::Always,
             },
-        })
-        .with_context(|| format!("opening the event log in {}", dir.display()))?;
-        tracing::info!(dir = %dir.display(), next = log.next_seq(), "event log open");
-        engine = engine.with_sink(log);
+            compress: true,
+        };
+        if let Some(url) = &settings.events.url {
+            let mut nats = NatsConfig::new(url.clone(), config);
+            nats.stream = settings.events.stream.clone();
+            nats.subject = settings.events.subject.clone();
+            nats.duplicate_window = Duration::from_secs(settings.events.duplicate_window_secs);
+            nats.spool_max_bytes = settings.events.spool_max_mb.saturating_mul(1024 * 1024);
+            let sink = NatsSink::start(nats)
+                .with_context(|| format!("opening the event spool in {}", dir.display()))?;
+            tracing::info!(url = %url, stream = %settings.events.stream, spool = %dir.display(), waiting = sink.stats().pending, "event stream to NATS JetStream");
+            engine = engine.with_sink(sink);
+        } else {
+            let log = EventLog::open(config)
+                .with_context(|| format!("opening the event log in {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), next = log.next_seq(), "event log open");
+            engine = engine.with_sink(log);
+        }
     }
     if let Some(dir) = &settings.recommend.model {
         let (source, loaded) = SequentialSource::load(

@@ -39,12 +39,73 @@ pub(crate) struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct EventSettings {
-    /// A directory for the event log (JSON lines, segments sealed and gzipped); none: no stream.
+    /// A directory for the event log (JSON lines, segments sealed and gzipped); with `url` set,
+    /// the local spool where records wait for NATS. None (and no `url`): no stream.
     pub(crate) dir: Option<PathBuf>,
     /// A segment is sealed once it holds this many MiB.
     pub(crate) segment_mb: u64,
     /// `never`, `interval` (every second) or `always` (before each answer).
     pub(crate) fsync: FsyncSetting,
+    /// `nats://host:port`: deliver the stream to NATS JetStream (through the spool in `dir`).
+    pub(crate) url: Option<String>,
+    /// The JetStream stream (created if missing, with the subjects `<subject>.>`).
+    pub(crate) stream: String,
+    /// The subject prefix: each record goes to `<subject>.<type>` (`view`, …, `served`).
+    pub(crate) subject: String,
+    /// The stream's duplicate window in seconds, when Attune creates it: a record re-sent
+    /// within it (after a lost acknowledgement or a crash) is stored once.
+    pub(crate) duplicate_window_secs: u64,
+    /// Records waiting for NATS past this many MiB in the spool are dropped (and counted).
+    pub(crate) spool_max_mb: u64,
+}
+
+impl EventSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if let Some(url) = &self.url {
+            if !url.starts_with("nats://") || url.len() == "nats://".len() {
+                return Err(err("events.url", format!("{url:?}: use nats://host:port")));
+            }
+            if self.dir.is_none() {
+                return Err(err(
+                    "events.dir",
+                    "must be set with events.url: the local spool where records wait for NATS",
+                ));
+            }
+        }
+        if !token(&self.stream) {
+            return Err(err(
+                "events.stream",
+                format!(
+                    "{:?}: a stream name is letters, digits, - and _",
+                    self.stream
+                ),
+            ));
+        }
+        if !self.subject.split('.').all(token) {
+            return Err(err(
+                "events.subject",
+                format!(
+                    "{:?}: dot-separated tokens of letters, digits, - and _ (no wildcards)",
+                    self.subject
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("events.segment_mb", self.segment_mb),
+            ("events.duplicate_window_secs", self.duplicate_window_secs),
+            ("events.spool_max_mb", self.spool_max_mb),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How often the event log is synced to disk.
@@ -65,6 +126,11 @@ impl Default for EventSettings {
             dir: None,
             segment_mb: 64,
             fsync: FsyncSetting::Interval,
+            url: None,
+            stream: "ATTUNE_EVENTS".into(),
+            subject: "attune.events".into(),
+            duplicate_window_secs: 120,
+            spool_max_mb: 1024,
         }
     }
 }
@@ -480,6 +546,7 @@ impl Settings {
         if self.sessions.timeout_ms == 0 {
             return Err(err("sessions.timeout_ms", "must be at least 1"));
         }
+        self.events.validate()?;
         if let Some(dir) = &self.recommend.model
             && !dir.join(attune_model::manifest::MANIFEST_FILE).is_file()
         {
@@ -559,6 +626,23 @@ mod tests {
                 "recommend.model",
             ),
             (env(&[("ATTUNE__RECOMMEND__MODL", "/x")]), "recommend.modl"),
+            (
+                env(&[("ATTUNE__EVENTS__URL", "nats://127.0.0.1:4222")]),
+                "events.dir",
+            ),
+            (
+                env(&[
+                    ("ATTUNE__EVENTS__URL", "http://x"),
+                    ("ATTUNE__EVENTS__DIR", "/tmp/spool"),
+                ]),
+                "events.url",
+            ),
+            (env(&[("ATTUNE__EVENTS__STREAM", "a.b")]), "events.stream"),
+            (env(&[("ATTUNE__EVENTS__SUBJECT", "a.>")]), "events.subject"),
+            (
+                env(&[("ATTUNE__EVENTS__SPOOL_MAX_MB", "0")]),
+                "events.spool_max_mb",
+            ),
         ];
         for (vars, key) in cases {
             let e = Settings::load(None, vars).unwrap_err();

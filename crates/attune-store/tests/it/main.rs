@@ -8,4 +8,5 @@ mod bandit;
 mod conformance;
 mod memory;
 mod redis;
+mod stream;
 mod support;
