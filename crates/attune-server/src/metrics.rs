@@ -126,7 +126,8 @@ pub struct Metrics {
     degraded: Family<DegradedLabels, Counter>,
     model_info: Family<ModelLabels, Gauge>,
     model_age: Family<SourceLabels, Gauge>,
-    models: Mutex<Vec<(&'static str, Option<SystemTime>)>>,
+    /// Per source: the version served and when it was trained.
+    models: Mutex<Vec<(&'static str, String, Option<SystemTime>)>>,
     windows: Windows,
 }
 
@@ -287,7 +288,7 @@ impl Metrics {
         let model_info = Family::<ModelLabels, Gauge>::default();
         registry.register(
             "model_info",
-            "1 for each trained model served, by source and version (<dataset>@<checksum prefix>)",
+            "1 for each trained model served, by source and version (<dataset>@<data checksum prefix>-<model fingerprint>)",
             model_info.clone(),
         );
         let model_age = Family::<SourceLabels, Gauge>::default();
@@ -336,10 +337,22 @@ impl Metrics {
 
     /// Records a trained model being served (`attune_model_info`, `attune_model_age_seconds`).
     pub fn set_model(&self, source: &'static str, version: String, trained_at: Option<SystemTime>) {
+        let mut models = self.models.lock();
+        // A model swapped in replaces its source's series.
+        if let Some(at) = models.iter().position(|(s, _, _)| *s == source) {
+            let (_, old, _) = models.remove(at);
+            self.model_info.remove(&ModelLabels {
+                source,
+                version: old,
+            });
+        }
         self.model_info
-            .get_or_create(&ModelLabels { source, version })
+            .get_or_create(&ModelLabels {
+                source,
+                version: version.clone(),
+            })
             .set(1);
-        self.models.lock().push((source, trained_at));
+        models.push((source, version, trained_at));
     }
 
     /// Seconds since this server started, as the windows count them.
@@ -473,7 +486,7 @@ impl Metrics {
             self.resident_bytes.set(gauge_value(rss));
         }
         self.uptime_seconds.set(gauge_value(self.now_secs()));
-        for (source, trained_at) in self.models.lock().iter() {
+        for (source, _, trained_at) in self.models.lock().iter() {
             if let Some(age) = trained_at.and_then(|t| SystemTime::now().duration_since(t).ok()) {
                 self.model_age
                     .get_or_create(&SourceLabels { source })

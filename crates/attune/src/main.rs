@@ -13,6 +13,7 @@ mod evaluate;
 mod fetch_model;
 mod import;
 mod load;
+mod model_swap;
 mod query_encoder;
 mod reindex;
 mod replay;

@@ -21,9 +21,9 @@ use attune_engine::{SearchConfig, TextEncoder};
 use attune_search::keyword::KeywordIndex;
 use attune_search::vector::{VectorConfig, VectorIndex};
 
+use crate::model_swap::HotSequential;
 use crate::query_encoder::MiniLm;
 use crate::rules_watch;
-use crate::sequential::SequentialSource;
 use crate::settings::{SearchSettings, SessionSettings, Settings};
 
 /// The built-in demo catalog: grocery products written for Attune.
@@ -131,6 +131,14 @@ fn search_config(s: &SearchSettings) -> SearchConfig {
 /// `search.dir` is set), the catalog, then vectors (loaded from disk where saved, the rest
 /// embedded in the background).
 pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
+    Ok(build_engine_parts(settings).await?.0)
+}
+
+/// [`build_engine`], also handing back the `sequential` source (when `recommend.model` is set)
+/// for the server to hot-swap.
+async fn build_engine_parts(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<Engine>, Option<Arc<HotSequential>>)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&settings.sessions, &*clock).await?;
     let profiles = open_store(&settings.profiles.store(&settings.sessions), &*clock)
@@ -211,8 +219,9 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
             engine = engine.with_sink(log);
         }
     }
+    let mut sequential = None;
     if let Some(dir) = &settings.recommend.model {
-        let (source, loaded) = SequentialSource::load(
+        let (source, loaded) = HotSequential::load(
             dir,
             &|id| engine.catalog().get(id).is_some(),
             settings.recommend.model_cache,
@@ -230,32 +239,40 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
             ms = loaded.took.as_millis() as u64,
             "sequential model loaded"
         );
-        engine = engine.with_source(Arc::new(source));
+        let source = Arc::new(source);
+        engine = engine.with_source(Arc::clone(&source) as Arc<dyn attune_engine::CandidateSource>);
+        sequential = Some(source);
     }
-    Ok(Arc::new(engine))
+    Ok((Arc::new(engine), sequential))
 }
 
-/// A model directory's version for the metrics (`<dataset>@<first 12 hex of its checksum>`, from
-/// its manifest) and when it was written (the manifest's modification time).
+/// A model directory's version for the metrics (`<dataset>@<first 12 hex of the data's
+/// checksum>-<8 hex of the manifest's>`, so two models of one dataset differ) and when it was
+/// written (the manifest's modification time).
 fn model_version(dir: &Path) -> (String, Option<std::time::SystemTime>) {
+    use std::hash::{Hash, Hasher};
     let path = dir.join("manifest.json");
     let trained_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let manifest: Option<serde_json::Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let bytes = std::fs::read(&path).ok();
+    let manifest: Option<serde_json::Value> =
+        bytes.as_ref().and_then(|b| serde_json::from_slice(b).ok());
     let version = manifest.map_or_else(
         || "unknown".to_owned(),
         |m| {
             let name = m["dataset"]["name"].as_str().unwrap_or("?");
             let sum = m["dataset"]["checksum"].as_str().unwrap_or("");
-            format!("{name}@{}", sum.get(..12).unwrap_or(sum))
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            format!(
+                "{name}@{}-{:08x}",
+                sum.get(..12).unwrap_or(sum),
+                h.finish() as u32
+            )
         },
     );
     (version, trained_at)
 }
 
-/// The bandit's store: Redis when sessions are there (replicas share the arms), else in
-/// process, snapshotted in `recommend.state_dir` when it is set.
 async fn open_bandit(settings: &Settings) -> anyhow::Result<Arc<dyn BanditStore>> {
     let s = &settings.sessions;
     if s.url.starts_with("redis://") || s.url.starts_with("rediss://") {
@@ -406,7 +423,7 @@ async fn serve_http(
 pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     init_tracing(&settings.log);
     let addr = settings.listen_addr()?;
-    let engine = build_engine(&settings).await?;
+    let (engine, sequential) = build_engine_parts(&settings).await?;
     let items = engine.catalog().len();
 
     let purger = Arc::clone(&engine);
@@ -429,6 +446,22 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(dir) = &settings.recommend.model {
         let (version, trained_at) = model_version(dir);
         metrics.set_model("sequential", version, trained_at);
+        if let Some(source) = &sequential
+            && settings.recommend.model_poll_secs > 0
+        {
+            let catalog = Arc::clone(&engine);
+            let (metrics, dir) = (Arc::clone(&metrics), dir.clone());
+            crate::model_swap::watch(
+                source,
+                Duration::from_secs(settings.recommend.model_poll_secs),
+                Box::new(move |id| catalog.catalog().get(id).is_some()),
+                Box::new(move |_| {
+                    let (version, trained_at) = model_version(&dir);
+                    metrics.set_model("sequential", version, trained_at);
+                }),
+            )
+            .context("starting the model watcher")?;
+        }
     }
     let router = app_with_metrics(
         Arc::clone(&engine),

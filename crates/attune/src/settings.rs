@@ -289,6 +289,9 @@ pub(crate) struct RecommendSettings {
     /// the scan of the item table (the same answer); each engagement's new sequence is computed
     /// into it by a background thread, ahead of the request. 0: none kept, nothing warmed.
     pub(crate) model_cache: usize,
+    /// How often (seconds) the model directory is checked for a newer model, swapped in
+    /// without dropping a request; 0: never.
+    pub(crate) model_poll_secs: u64,
     /// Where the online sources (trending, co-occurrence, session kNN) and the embedded bandit
     /// are written at shutdown and read back at start. None (the default): they live in memory
     /// only and start empty.
@@ -336,6 +339,7 @@ impl Default for RecommendSettings {
         RecommendSettings {
             model: None,
             model_cache: 4096,
+            model_poll_secs: 10,
             state_dir: None,
             online_seed: None,
         }

@@ -236,7 +236,13 @@ fn replaying_the_event_stream_scores_its_last_sessions() {
         .args(["--dataset", "events", "--events"])
         .arg(&log)
         .args(["--validation-sessions", "20", "--warmup-sessions", "200"])
-        .args(["--variants", "full,cooccurrence", "--run-id", "ev", "--json"])
+        .args([
+            "--variants",
+            "full,cooccurrence",
+            "--run-id",
+            "ev",
+            "--json",
+        ])
         .arg(&report_path)
         .output()
         .unwrap();
