@@ -187,3 +187,89 @@ fn acknowledged_events_survive_a_sigkill(
         .unwrap());
     assert!(model.join("manifest.json").exists(), "{out}");
 }
+
+/// A metric's value from the `/metrics` text (the first series whose name and labels start so).
+fn metric(server: &Server, series: &str) -> Option<f64> {
+    let (_, text) = server.http("GET", "/metrics", None);
+    text.as_str()?
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn nats_killed_mid_load_costs_no_request_and_every_event_arrives_once_it_is_back() {
+    let dir = temp_dir("nats-outage");
+    let mut nats = OwnNats::start(free_addr().port(), &dir.join("nats"));
+    let url = nats.url();
+    let spool = dir.join("spool");
+    let env = [
+        ("ATTUNE__CATALOG__DEMO", "true"),
+        ("ATTUNE__EVENTS__DIR", spool.to_str().unwrap()),
+        ("ATTUNE__EVENTS__URL", url.as_str()),
+    ];
+    let server = Server::start(&["serve"], &env);
+    let send = |range: std::ops::Range<usize>| {
+        for i in range {
+            let started = std::time::Instant::now();
+            let (status, body) = server.http(
+                "POST",
+                "/v1/events",
+                Some(&json!({"type": "view", "session_id": format!("out-{}", i % 7), "item_id": "oatly-oat-milk-barista-1l", "event_id": format!("e{i}")})),
+            );
+            assert_eq!(status, 200, "{body}");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "event {i} took {:?}",
+                started.elapsed()
+            );
+        }
+    };
+    send(0..100);
+    nats.stop();
+    send(100..300);
+    let (status, list) = server.http("GET", "/v1/recommendations/home?session_id=out-1", None);
+    assert_eq!(status, 200, "{list}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metric(&server, "attune_backend_up{backend=\"events\"}") != Some(0.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outage never showed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(metric(&server, "attune_stream_pending_records").unwrap() > 0.0);
+    // The server stays ready: records wait in the spool, nothing is refused.
+    let (status, _) = server.http("GET", "/readyz", None);
+    assert_eq!(status, 200);
+
+    nats.restart();
+    send(300..350);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&server, "attune_stream_pending_records") != Some(0.0)
+        || metric(&server, "attune_backend_up{backend=\"events\"}") != Some(1.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the spool never drained: {}",
+            server.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        metric(&server, "attune_stream_records{outcome=\"dropped\"}"),
+        Some(0.0)
+    );
+    server.stop();
+
+    let lines = stream_lines(&url, "ATTUNE_EVENTS");
+    let ids: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["record"] == "event")
+        .map(|l| l["event_id"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..350).map(|i| format!("e{i}")).collect();
+    assert_eq!(ids, expected, "every event once, in order");
+    assert_eq!(lines.iter().filter(|l| l["record"] == "served").count(), 1);
+}
