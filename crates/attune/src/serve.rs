@@ -84,6 +84,29 @@ pub(crate) async fn open_store(
     }
 }
 
+/// The long-term profile store: as sessions are stored (`memory://`, `redis://`), or in
+/// PostgreSQL (`postgres://`, the table `profiles.table`).
+async fn open_profile_store(
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> anyhow::Result<Arc<dyn SessionStore>> {
+    let p = &settings.profiles;
+    if p.url.starts_with("postgres://") || p.url.starts_with("postgresql://") {
+        use attune_store::postgres::{PostgresConfig, PostgresSessionStore};
+        let store = PostgresSessionStore::connect(PostgresConfig {
+            url: p.url.clone(),
+            table: p.table.clone(),
+            l1_capacity: p.l1_capacity,
+            timeout: Duration::from_millis(settings.sessions.timeout_ms),
+            ..PostgresConfig::default()
+        })
+        .await
+        .with_context(|| format!("connecting to the profile store at {}", p.url))?;
+        return Ok(Arc::new(store));
+    }
+    open_store(&p.store(&settings.sessions), clock).await
+}
+
 /// Where `scripts/fetch-model` puts the embedding model.
 pub(crate) fn default_model_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME")
@@ -141,7 +164,7 @@ async fn build_engine_parts(
 ) -> anyhow::Result<(Arc<Engine>, Option<Arc<HotSequential>>)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&settings.sessions, &*clock).await?;
-    let profiles = open_store(&settings.profiles.store(&settings.sessions), &*clock)
+    let profiles = open_profile_store(settings, &*clock)
         .await
         .context("opening the profile store")?;
     let rules = load_rules(settings.rules.path.as_deref())?;

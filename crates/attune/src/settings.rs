@@ -179,15 +179,17 @@ pub(crate) struct SessionSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ProfileSettings {
-    /// `memory://` (embedded) or `redis://host:port/db`.
+    /// `memory://` (embedded), `redis://host:port/db` or `postgres://user@host:port/db`.
     pub(crate) url: String,
+    /// PostgreSQL: the table (created at the first connection).
+    pub(crate) table: String,
     /// Embedded: most profiles held before the least recently used are evicted.
     pub(crate) max_profiles: usize,
     /// Embedded: a file to write profiles to at shutdown and read at start (none by default).
     pub(crate) snapshot: Option<PathBuf>,
     /// Redis: key prefix.
     pub(crate) redis_prefix: String,
-    /// Redis: profiles held in the in-process cache.
+    /// Redis and PostgreSQL: profiles held in the in-process cache.
     pub(crate) l1_capacity: usize,
 }
 
@@ -195,6 +197,7 @@ impl Default for ProfileSettings {
     fn default() -> Self {
         ProfileSettings {
             url: "memory://".into(),
+            table: "attune_profiles".into(),
             max_profiles: 1_000_000,
             snapshot: None,
             redis_prefix: "attune:profile:".into(),
@@ -501,17 +504,42 @@ impl Settings {
     /// Checks values that parse but cannot work.
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         self.listen_addr()?;
-        for (key, url) in [
-            ("sessions.url", &self.sessions.url),
-            ("profiles.url", &self.profiles.url),
-        ] {
-            if !(url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://"))
-            {
-                return Err(err(
-                    key,
-                    format!("{url:?}: use memory:// or redis://host:port/db"),
-                ));
-            }
+        let shared = |url: &str| {
+            url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://")
+        };
+        if !shared(&self.sessions.url) {
+            return Err(err(
+                "sessions.url",
+                format!(
+                    "{:?}: use memory:// or redis://host:port/db",
+                    self.sessions.url
+                ),
+            ));
+        }
+        let url = &self.profiles.url;
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !(shared(url) || postgres) {
+            return Err(err(
+                "profiles.url",
+                format!(
+                    "{url:?}: use memory://, redis://host:port/db or postgres://user@host:port/db"
+                ),
+            ));
+        }
+        let table = &self.profiles.table;
+        let mut chars = table.chars();
+        if !(chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && table.len() <= 48)
+        {
+            return Err(err(
+                "profiles.table",
+                format!(
+                    "{table:?}: lowercase letters, digits and _ (at most 48), not starting with a digit"
+                ),
+            ));
         }
         for (key, v) in [
             ("http.max_body_bytes", self.http.max_body_bytes),
@@ -642,6 +670,18 @@ mod tests {
                 "events.url",
             ),
             (env(&[("ATTUNE__EVENTS__STREAM", "a.b")]), "events.stream"),
+            (
+                env(&[("ATTUNE__PROFILES__URL", "mysql://x")]),
+                "profiles.url",
+            ),
+            (
+                env(&[("ATTUNE__SESSIONS__URL", "postgres://x")]),
+                "sessions.url",
+            ),
+            (
+                env(&[("ATTUNE__PROFILES__TABLE", "Profiles; drop")]),
+                "profiles.table",
+            ),
             (env(&[("ATTUNE__EVENTS__SUBJECT", "a.>")]), "events.subject"),
             (
                 env(&[("ATTUNE__EVENTS__SPOOL_MAX_MB", "0")]),

@@ -96,3 +96,54 @@ pub fn click(
 }
 
 pub const TTL: Duration = Duration::from_secs(60);
+
+pub fn postgres_url() -> String {
+    std::env::var("ATTUNE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A table name no other test (or test run) uses.
+pub fn unique_table(name: &str) -> String {
+    unique_prefix(name)
+        .replace([':', '-'], "_")
+        .trim_end_matches('_')
+        .to_lowercase()
+        .chars()
+        .rev()
+        .take(48)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<String>()
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .to_owned()
+}
+
+pub async fn postgres_store(table: &str) -> attune_store::postgres::PostgresSessionStore {
+    let store = attune_store::postgres::PostgresSessionStore::connect(
+        attune_store::postgres::PostgresConfig {
+            url: postgres_url(),
+            table: table.to_owned(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    attune_store::SessionStore::ping(&store)
+        .await
+        .expect("PostgreSQL must be running on 127.0.0.1:5432 (database test) for these tests");
+    store
+}
+
+pub async fn postgres_cleanup(table: &str) {
+    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
+        ))
+        .await
+        .unwrap();
+}
