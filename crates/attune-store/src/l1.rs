@@ -75,3 +75,13 @@ impl L1 {
         self.evictions.load(Ordering::Relaxed)
     }
 }
+
+/// After the `attempt`-th lost compare-and-set (from 0): from the third on, a random pause
+/// growing to 6.4 ms, so replicas racing for one key stop colliding.
+pub(crate) async fn back_off(attempt: u32) {
+    if attempt >= 2 {
+        let cap = 1u64 << attempt.min(6);
+        let pause = rand::rng().random_range(0..=cap * 100);
+        tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+    }
+}

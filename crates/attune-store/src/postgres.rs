@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_core::{Session, SessionId, Timestamp};
-use rand::Rng;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::l1::{self, L1};
@@ -459,11 +458,7 @@ impl SessionStore for PostgresSessionStore {
                     }
                 }
             }
-            if attempt >= 2 {
-                let cap = 1u64 << attempt.min(6);
-                let pause = rand::rng().random_range(0..=cap * 100);
-                tokio::time::sleep(Duration::from_micros(pause)).await;
-            }
+            l1::back_off(attempt).await;
         }
         Err(Error::Contended {
             session_id: id.to_string(),

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_core::{Session, SessionId, Timestamp};
-use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
@@ -333,11 +332,7 @@ impl SessionStore for RedisSessionStore {
                 // Absent, or of an older format: overwrite it from scratch.
                 self.l1.forget(id);
             }
-            if attempt >= 2 {
-                let cap = 1u64 << attempt.min(6);
-                let pause = rand::rng().random_range(0..=cap * 100);
-                tokio::time::sleep(Duration::from_micros(pause)).await;
-            }
+            l1::back_off(attempt).await;
         }
         Err(Error::Contended {
             session_id: id.to_string(),

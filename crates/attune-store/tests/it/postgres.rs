@@ -12,60 +12,22 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_lose_no_update_to_one_profile() {
     let table = unique_table("pg_two_replicas");
-    let a: Arc<dyn SessionStore> = Arc::new(postgres_store(&table).await);
-    let b: Arc<dyn SessionStore> = Arc::new(postgres_store(&table).await);
-    let id = sid("shared");
-    let mut handles = Vec::new();
-    for i in 0..200 {
-        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
-        let id = id.clone();
-        handles.push(tokio::spawn(async move {
-            let t = now();
-            store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
-    for store in [&a, &b] {
-        assert_eq!(
-            store
-                .get(&id, now(), TTL)
-                .await
-                .unwrap()
-                .unwrap()
-                .event_count(),
-            200
-        );
-    }
-    assert!(
-        a.stats().conflicts + b.stats().conflicts > 0,
-        "the replicas did race"
-    );
+    two_replicas_lose_no_update(
+        Arc::new(postgres_store(&table).await),
+        Arc::new(postgres_store(&table).await),
+    )
+    .await;
     postgres_cleanup(&table).await;
 }
 
 #[tokio::test]
 async fn the_l1_cache_never_serves_a_profile_another_replica_overwrote() {
     let table = unique_table("pg_l1");
-    let a = postgres_store(&table).await;
-    let b = postgres_store(&table).await;
-    let id = sid("l1");
-    let t = now();
-    a.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
-    assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 1);
-    b.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
-    assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 2);
-    b.delete(&id).await.unwrap();
-    assert!(a.get(&id, t, TTL).await.unwrap().is_none());
-    // a's next write must not resurrect the deleted state from its cache.
-    assert_eq!(
-        a.update_get(&id, t, TTL, &click(&id, t))
-            .await
-            .unwrap()
-            .event_count(),
-        1
-    );
+    l1_never_serves_what_another_replica_overwrote(
+        &postgres_store(&table).await,
+        &postgres_store(&table).await,
+    )
+    .await;
     postgres_cleanup(&table).await;
 }
 

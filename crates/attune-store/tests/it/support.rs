@@ -147,3 +147,62 @@ pub async fn postgres_cleanup(table: &str) {
         .await
         .unwrap();
 }
+
+/// Two store instances on one backend (two replicas) updating one key 200 times at once: every
+/// update is there, seen from both, and they did race.
+pub async fn two_replicas_lose_no_update(
+    a: Arc<dyn attune_store::SessionStore>,
+    b: Arc<dyn attune_store::SessionStore>,
+) {
+    let id = sid("shared");
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let id = id.clone();
+        handles.push(tokio::spawn(async move {
+            let t = now();
+            store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    for store in [&a, &b] {
+        assert_eq!(
+            store
+                .get(&id, now(), TTL)
+                .await
+                .unwrap()
+                .unwrap()
+                .event_count(),
+            200
+        );
+    }
+    assert!(
+        a.stats().conflicts + b.stats().conflicts > 0,
+        "the replicas did race"
+    );
+}
+
+/// `a` caches a key; `b` overwrites, then deletes it: `a` reads each change, and its next write
+/// does not resurrect the deleted state from its cache.
+pub async fn l1_never_serves_what_another_replica_overwrote(
+    a: &dyn attune_store::SessionStore,
+    b: &dyn attune_store::SessionStore,
+) {
+    let id = sid("l1");
+    let t = now();
+    a.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
+    assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 1);
+    b.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
+    assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 2);
+    b.delete(&id).await.unwrap();
+    assert!(a.get(&id, t, TTL).await.unwrap().is_none());
+    assert_eq!(
+        a.update_get(&id, t, TTL, &click(&id, t))
+            .await
+            .unwrap()
+            .event_count(),
+        1
+    );
+}
