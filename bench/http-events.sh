@@ -6,6 +6,9 @@
 #   demo     `attune demo` (embedded session store, demo catalog), port 8787
 #   demo-log the same with the event log on (events.dir under OUT_DIR, fsync interval), port 8790
 #   redis    `attune serve` with sessions in Redis and the demo catalog, port 8789
+#   redis-log   the same with the event log on (events.dir under OUT_DIR), port 8791
+#   redis-nats  the same with the stream to NATS JetStream (NATS_URL; a stream of its own,
+#               deleted after), the spool under OUT_DIR, port 8792
 #
 # Usage: bench/http-events.sh
 # Environment (all optional):
@@ -13,7 +16,8 @@
 #   WARMUP=2             unrecorded seconds before each run
 #   CONCURRENCY="1 32"   connection counts to run, in order
 #   TARGETS="ceiling demo redis"   which servers, in this order (demo-log: add it)
-#   REDIS_URL=redis://127.0.0.1:6379/0   sessions store of the `redis` target (skipped if down)
+#   REDIS_URL=redis://127.0.0.1:6379/0   sessions store of the `redis*` targets (skipped if down)
+#   NATS_URL=nats://127.0.0.1:4222       JetStream of the `redis-nats` target (skipped if down)
 #   STARTUP_TIMEOUT=60   seconds to wait for a server's first HTTP answer
 #   OUT_DIR=<new temp dir>   where the JSON reports and server logs go
 #   BUILD=1              0 skips the build and runs the binaries already in the target directory
@@ -26,6 +30,7 @@ WARMUP=${WARMUP:-2}
 CONCURRENCY=${CONCURRENCY:-1 32}
 TARGETS=${TARGETS:-ceiling demo redis}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
+NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-60}
 BUILD=${BUILD:-1}
 OUT_DIR=${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/attune-http-events.XXXXXX")}
@@ -82,6 +87,27 @@ http_up() {
 tcp_up() {
     # shellcheck disable=SC2016 # $0 and $1 expand in the inner shell
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
+}
+
+# host:port of a URL like scheme://[user@]host[:port][/path], with a default port.
+host_port() {
+    local hp=${1#*://}
+    hp=${hp%%/*}
+    hp=${hp##*@}
+    [[ $hp == *:* ]] || hp="$hp:$2"
+    echo "$hp"
+}
+
+# nats_delete_stream HOST:PORT NAME: deletes a JetStream stream (the JetStream API over the
+# NATS protocol; no client needed).
+nats_delete_stream() {
+    local hp=$1 name=$2
+    # shellcheck disable=SC2016 # $0, $1 and $2 expand in the inner shell
+    timeout 5 bash -c '
+        exec 3<>"/dev/tcp/$0/$1" || exit 1
+        printf "CONNECT {\"verbose\":false}\r\nSUB _bench.reply 1\r\nPUB \$JS.API.STREAM.DELETE.%s _bench.reply 0\r\n\r\nPING\r\n" "$2" >&3
+        while IFS= read -r line <&3; do [[ $line == MSG* ]] && break; done
+    ' "${hp%%:*}" "${hp##*:}" "$name" 2>/dev/null || log "could not delete the NATS stream $name"
 }
 
 # start_server NAME PORT COMMAND...: starts it in the background and waits for an HTTP answer.
@@ -152,8 +178,38 @@ for target in $TARGETS; do
             "$ATTUNE" serve --listen "$HOST:8789"
         run_load redis 8789
         ;;
+    redis-log | redis-nats)
+        redis_hostport=$(host_port "$REDIS_URL" 6379)
+        if ! tcp_up "${redis_hostport%%:*}" "${redis_hostport##*:}"; then
+            log "skipping $target: no Redis at $redis_hostport"
+            continue
+        fi
+        rm -rf "$OUT_DIR/$target-events"
+        extra=()
+        stream=""
+        if [[ $target == redis-nats ]]; then
+            nats_hostport=$(host_port "$NATS_URL" 4222)
+            if ! tcp_up "${nats_hostport%%:*}" "${nats_hostport##*:}"; then
+                log "skipping $target: no NATS at $nats_hostport"
+                continue
+            fi
+            stream="ATTUNE_BENCH_$$"
+            extra=(ATTUNE__EVENTS__URL="$NATS_URL" ATTUNE__EVENTS__STREAM="$stream"
+                ATTUNE__EVENTS__SUBJECT="attune.bench$$")
+        fi
+        port=8791
+        [[ $target == redis-nats ]] && port=8792
+        start_server "$target" "$port" env ATTUNE__SESSIONS__URL="$REDIS_URL" \
+            ATTUNE__CATALOG__DEMO=true ATTUNE__EVENTS__DIR="$OUT_DIR/$target-events" "${extra[@]}" \
+            "$ATTUNE" serve --listen "$HOST:$port"
+        run_load "$target" "$port"
+        if [[ -n $stream ]]; then
+            cleanup
+            nats_delete_stream "$nats_hostport" "$stream"
+        fi
+        ;;
     *)
-        echo "unknown target $target (expected ceiling, demo, demo-log or redis)" >&2
+        echo "unknown target $target (expected ceiling, demo, demo-log, redis, redis-log or redis-nats)" >&2
         exit 1
         ;;
     esac

@@ -312,9 +312,17 @@ impl Default for RecommendRules {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProfileRules {
-    /// A profile affinity halves after this many days without new signal.
+    /// A profile affinity halves after this many days without new signal (20.8 days: a signal
+    /// weighs `exp(−days / 30)`).
     #[serde(deserialize_with = "positive")]
     pub half_life_days: f32,
+    /// What each interaction weighs in a profile (purchase 5, add-to-cart 3, wishlist 2,
+    /// recommendation click 1.5, view and click 1, remove-from-cart −1), divided by `scale`.
+    pub weights: Weights,
+    /// The profile weights are divided by this, so that the affinities (and the boosts they give)
+    /// are on the session's scale: 5 makes a purchase 1.0, as in a session.
+    #[serde(deserialize_with = "positive")]
+    pub scale: f32,
     /// A profile with no activity for this many days is forgotten.
     #[serde(deserialize_with = "at_least_one")]
     pub retention_days: u32,
@@ -326,7 +334,19 @@ pub struct ProfileRules {
 impl Default for ProfileRules {
     fn default() -> Self {
         ProfileRules {
-            half_life_days: 30.0,
+            // exp(−days / 30) = 0.5 at 30 × ln 2 = 20.794415 days.
+            half_life_days: 20.794_415,
+            weights: Weights {
+                purchase: 5.0,
+                add_to_cart: 3.0,
+                click: 1.0,
+                view: 1.0,
+                wishlist: 2.0,
+                recommendation_click: 1.5,
+                remove_from_cart: -1.0,
+                skip: 0.0,
+            },
+            scale: 5.0,
             retention_days: 365,
             preference_weight: 0.6,
         }
@@ -334,10 +354,22 @@ impl Default for ProfileRules {
 }
 
 impl Rules {
-    /// The rules a profile is updated and read with: these rules with the profile's half-life and
-    /// retention in place of the session's.
+    /// The rules a profile is updated and read with: these rules with the profile's weights
+    /// (divided by its scale), half-life and retention in place of the session's.
     pub fn for_profile(&self) -> Rules {
         let mut r = self.clone();
+        let w = &self.profile.weights;
+        let k = 1.0 / self.profile.scale;
+        r.weights = Weights {
+            purchase: w.purchase * k,
+            add_to_cart: w.add_to_cart * k,
+            click: w.click * k,
+            view: w.view * k,
+            wishlist: w.wishlist * k,
+            recommendation_click: w.recommendation_click * k,
+            remove_from_cart: w.remove_from_cart * k,
+            skip: w.skip * k,
+        };
         r.decay.half_life_secs = self.profile.half_life_days * 86_400.0;
         r.session.ttl_secs = self.profile.retention_days.saturating_mul(86_400);
         r

@@ -116,6 +116,7 @@ pub struct Metrics {
     store_conflicts: Gauge,
     store_unreadable: Gauge,
     backend_up: Family<BackendLabels, Gauge>,
+    stream_pending: Gauge,
     catalog_items: Gauge,
     keyword_items: Gauge,
     vectors: Gauge,
@@ -125,7 +126,8 @@ pub struct Metrics {
     degraded: Family<DegradedLabels, Counter>,
     model_info: Family<ModelLabels, Gauge>,
     model_age: Family<SourceLabels, Gauge>,
-    models: Mutex<Vec<(&'static str, Option<SystemTime>)>>,
+    /// Per source: the version served and when it was trained.
+    models: Mutex<Vec<(&'static str, String, Option<SystemTime>)>>,
     windows: Windows,
 }
 
@@ -239,7 +241,7 @@ impl Metrics {
         let backend_up = Family::<BackendLabels, Gauge>::default();
         registry.register(
             "backend_up",
-            "1 when the backend answered a ping at the last scrape, else 0",
+            "1 when the backend answered at the last scrape, else 0: stores (a ping), events (the sink took its last records)",
             backend_up.clone(),
         );
         let catalog_items = gauge(&mut registry, "catalog_items", "Items in the catalog");
@@ -266,9 +268,15 @@ impl Metrics {
         let stream = Family::<StreamLabels, Gauge>::default();
         registry.register(
             "stream_records",
-            "Event-stream records since start (with events.dir set): appended, or dropped because \
-             the log could not be written",
+            "Event-stream records since start (with events.dir set): appended (to the log, or to \
+             the spool for NATS), delivered (in the log, or acknowledged by JetStream), or dropped \
+             (the log or spool could not be written, or the spool was full)",
             stream.clone(),
+        );
+        let stream_pending = gauge(
+            &mut registry,
+            "stream_pending_records",
+            "Event-stream records waiting in the spool for NATS (0 with the log)",
         );
         let degraded = Family::<DegradedLabels, Counter>::default();
         registry.register(
@@ -280,7 +288,7 @@ impl Metrics {
         let model_info = Family::<ModelLabels, Gauge>::default();
         registry.register(
             "model_info",
-            "1 for each trained model served, by source and version (<dataset>@<checksum prefix>)",
+            "1 for each trained model served, by source and version (<dataset>@<data checksum prefix>-<model fingerprint>)",
             model_info.clone(),
         );
         let model_age = Family::<SourceLabels, Gauge>::default();
@@ -312,6 +320,7 @@ impl Metrics {
             store_conflicts,
             store_unreadable,
             backend_up,
+            stream_pending,
             catalog_items,
             keyword_items,
             vectors,
@@ -328,10 +337,22 @@ impl Metrics {
 
     /// Records a trained model being served (`attune_model_info`, `attune_model_age_seconds`).
     pub fn set_model(&self, source: &'static str, version: String, trained_at: Option<SystemTime>) {
+        let mut models = self.models.lock();
+        // A model swapped in replaces its source's series.
+        if let Some(at) = models.iter().position(|(s, _, _)| *s == source) {
+            let (_, old, _) = models.remove(at);
+            self.model_info.remove(&ModelLabels {
+                source,
+                version: old,
+            });
+        }
         self.model_info
-            .get_or_create(&ModelLabels { source, version })
+            .get_or_create(&ModelLabels {
+                source,
+                version: version.clone(),
+            })
             .set(1);
-        self.models.lock().push((source, trained_at));
+        models.push((source, version, trained_at));
     }
 
     /// Seconds since this server started, as the windows count them.
@@ -465,7 +486,7 @@ impl Metrics {
             self.resident_bytes.set(gauge_value(rss));
         }
         self.uptime_seconds.set(gauge_value(self.now_secs()));
-        for (source, trained_at) in self.models.lock().iter() {
+        for (source, _, trained_at) in self.models.lock().iter() {
             if let Some(age) = trained_at.and_then(|t| SystemTime::now().duration_since(t).ok()) {
                 self.model_age
                     .get_or_create(&SourceLabels { source })
@@ -473,11 +494,19 @@ impl Metrics {
             }
         }
         if let Some(stream) = engine.sink_stats() {
-            for (outcome, n) in [("appended", stream.appended), ("dropped", stream.dropped)] {
+            for (outcome, n) in [
+                ("appended", stream.appended),
+                ("delivered", stream.delivered),
+                ("dropped", stream.dropped),
+            ] {
                 self.stream
                     .get_or_create(&StreamLabels { outcome })
                     .set(gauge_value(n));
             }
+            self.stream_pending.set(gauge_value(stream.pending));
+            self.backend_up
+                .get_or_create(&BackendLabels { backend: "events" })
+                .set(i64::from(stream.up));
         }
     }
 

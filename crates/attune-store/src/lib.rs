@@ -21,7 +21,9 @@ use async_trait::async_trait;
 use attune_core::{Session, SessionId, Timestamp};
 
 pub mod bandit;
+mod l1;
 pub mod memory;
+pub mod postgres;
 pub mod redis;
 mod snapshot;
 pub mod stream;

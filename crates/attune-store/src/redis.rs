@@ -24,16 +24,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_core::{Session, SessionId, Timestamp};
-use indexmap::IndexMap;
-use parking_lot::Mutex;
-use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use crate::l1::{self, L1};
 use crate::{Error, Inspect, Mutation, Result, SessionStore, StoreStats};
 
-/// Encoding version of the stored session body: the session layout version.
-const FORMAT: u8 = attune_core::session::LAYOUT_VERSION;
 /// Local lock stripes: updates of sessions in one stripe are serialized within the process.
 const STRIPES: usize = 512;
 
@@ -92,13 +88,11 @@ pub struct RedisSessionStore {
     prefix: String,
     get_script: Script,
     cas_script: Script,
-    l1: Mutex<IndexMap<SessionId, (u64, Session)>>,
-    l1_capacity: usize,
+    l1: L1,
     stripes: Box<[tokio::sync::Mutex<()>]>,
     hasher: RandomState,
     max_attempts: u32,
     conflicts: AtomicU64,
-    evictions: AtomicU64,
     unreadable: AtomicU64,
 }
 
@@ -193,13 +187,11 @@ impl RedisSessionStore {
             prefix: config.prefix,
             get_script: Script::new(GET_LUA),
             cas_script: Script::new(CAS_LUA),
-            l1: Mutex::new(IndexMap::new()),
-            l1_capacity: config.l1_capacity.max(1),
+            l1: L1::new(config.l1_capacity),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: RandomState::new(),
             max_attempts: config.max_attempts.max(1),
             conflicts: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
         })
     }
@@ -211,47 +203,17 @@ impl RedisSessionStore {
         k
     }
 
-    fn encode(session: &Session) -> Vec<u8> {
-        let mut out = vec![FORMAT];
-        // Serializing plain data into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(session).unwrap_or_default());
-        out
-    }
-
-    /// Decodes a stored body. A body that cannot be read (of an older layout, or corrupt) is, for
-    /// the visitor, a session we do not have: it is logged, counted and treated as absent, and the
-    /// next write replaces it. Failing every request of that visitor until the key expires would
-    /// help no one.
+    /// Decodes a stored body; one that cannot be read is logged, counted and treated as absent
+    /// (see [`l1::decode`]).
     fn decode(&self, id: &SessionId, bytes: &[u8]) -> Option<Session> {
-        let reason = match bytes.split_first() {
-            Some((&FORMAT, body)) => match postcard::from_bytes(body) {
-                Ok(session) => return Some(session),
-                Err(e) => e.to_string(),
-            },
-            Some((other, _)) => format!("layout version {other}, this build reads {FORMAT}"),
-            None => "empty body".to_owned(),
-        };
-        self.unreadable.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(key = %self.key(id), %reason, "unreadable stored session; treating it as absent");
-        None
-    }
-
-    fn l1_get(&self, id: &SessionId) -> Option<(u64, Session)> {
-        self.l1.lock().get(id.as_str()).cloned()
-    }
-
-    fn l1_put(&self, id: &SessionId, version: u64, session: Session) {
-        let mut l1 = self.l1.lock();
-        if !l1.contains_key(id.as_str()) && l1.len() >= self.l1_capacity {
-            let victim = rand::rng().random_range(0..l1.len());
-            l1.swap_remove_index(victim);
-            self.evictions.fetch_add(1, Ordering::Relaxed);
+        match l1::decode(bytes) {
+            Ok(session) => Some(session),
+            Err(reason) => {
+                self.unreadable.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(key = %self.key(id), %reason, "unreadable stored session; treating it as absent");
+                None
+            }
         }
-        l1.insert(id.clone(), (version, session));
-    }
-
-    fn l1_forget(&self, id: &SessionId) {
-        self.l1.lock().swap_remove(id.as_str());
     }
 
     fn stripe(&self, id: &SessionId) -> &tokio::sync::Mutex<()> {
@@ -283,7 +245,7 @@ fn protocol(what: &str) -> Error {
 #[async_trait]
 impl SessionStore for RedisSessionStore {
     async fn get(&self, id: &SessionId, _now: Timestamp, ttl: Duration) -> Result<Option<Session>> {
-        let cached = self.l1_get(id);
+        let cached = self.l1.get(id);
         let known = cached.as_ref().map_or(0, |(v, _)| *v);
         let reply: Value = self
             .get_script
@@ -295,7 +257,7 @@ impl SessionStore for RedisSessionStore {
             .map_err(unavailable)?;
         let items = match reply {
             Value::Nil => {
-                self.l1_forget(id);
+                self.l1.forget(id);
                 return Ok(None);
             }
             Value::Array(items) => items,
@@ -310,8 +272,8 @@ impl SessionStore for RedisSessionStore {
             (Some(Value::BulkString(body)), _) => {
                 let session = self.decode(id, body);
                 match &session {
-                    Some(s) => self.l1_put(id, version, s.clone()),
-                    None => self.l1_forget(id),
+                    Some(s) => self.l1.put(id, version, s.clone()),
+                    None => self.l1.forget(id),
                 }
                 Ok(session)
             }
@@ -329,7 +291,7 @@ impl SessionStore for RedisSessionStore {
     ) -> Result<()> {
         let _local = self.stripe(id).lock().await;
         let key = self.key(id);
-        let (mut version, mut base) = match self.l1_get(id) {
+        let (mut version, mut base) = match self.l1.get(id) {
             Some((v, s)) => (v, Some(s)),
             None => (0, None),
         };
@@ -341,7 +303,7 @@ impl SessionStore for RedisSessionStore {
                 .cas_script
                 .key(&key)
                 .arg(version)
-                .arg(Self::encode(&session))
+                .arg(l1::encode(&session))
                 .arg(ttl_ms(ttl))
                 .invoke_async(&mut conn)
                 .await
@@ -356,7 +318,7 @@ impl SessionStore for RedisSessionStore {
                 .ok_or_else(|| protocol("no version"))?;
             if ok == 1 {
                 inspect(&session);
-                self.l1_put(id, current, session);
+                self.l1.put(id, current, session);
                 return Ok(());
             }
             // Another replica wrote first: recompute on what it wrote.
@@ -368,13 +330,9 @@ impl SessionStore for RedisSessionStore {
             };
             if base.is_none() {
                 // Absent, or of an older format: overwrite it from scratch.
-                self.l1_forget(id);
+                self.l1.forget(id);
             }
-            if attempt >= 2 {
-                let cap = 1u64 << attempt.min(6);
-                let pause = rand::rng().random_range(0..=cap * 100);
-                tokio::time::sleep(Duration::from_micros(pause)).await;
-            }
+            l1::back_off(attempt).await;
         }
         Err(Error::Contended {
             session_id: id.to_string(),
@@ -384,7 +342,7 @@ impl SessionStore for RedisSessionStore {
 
     async fn delete(&self, id: &SessionId) -> Result<bool> {
         let _local = self.stripe(id).lock().await;
-        self.l1_forget(id);
+        self.l1.forget(id);
         let removed: u64 = redis::cmd("DEL")
             .arg(self.key(id))
             .query_async(&mut self.conn.get()?)
@@ -407,8 +365,8 @@ impl SessionStore for RedisSessionStore {
 
     fn stats(&self) -> StoreStats {
         StoreStats {
-            sessions: self.l1.lock().len(),
-            evictions: self.evictions.load(Ordering::Relaxed),
+            sessions: self.l1.len(),
+            evictions: self.l1.evictions(),
             expirations: 0,
             conflicts: self.conflicts.load(Ordering::Relaxed),
             unreadable: self.unreadable.load(Ordering::Relaxed),

@@ -25,6 +25,11 @@ use parking_lot::Mutex;
 
 use crate::{Error, Result};
 
+pub mod nats;
+mod tail;
+
+pub use tail::Tail;
+
 /// One record of the stream: its type (an event type, or `served` for a list shown) and its JSON
 /// object, on one line without the newline.
 #[derive(Debug, Clone)]
@@ -38,14 +43,23 @@ pub struct StreamRecord {
 /// Counters of a sink since start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SinkStats {
-    /// Records written (or delivered).
+    /// Records taken: written to the log, or to the spool of a remote backend.
     pub appended: u64,
+    /// Records the backend holds for good: the log's records once written; a remote backend's
+    /// once it acknowledged them.
+    pub delivered: u64,
+    /// Records waiting in the spool for a remote backend (0 for the log), this run's and any an
+    /// earlier run left.
+    pub pending: u64,
     /// Records that could not be written anywhere and are lost.
     pub dropped: u64,
     /// Bytes written.
     pub bytes: u64,
     /// Segments sealed.
     pub sealed: u64,
+    /// The backend took the last records it was given (the log: its last write; a remote
+    /// backend: its last publish or connection attempt).
+    pub up: bool,
 }
 
 /// Where the stream goes. `append` never fails and never blocks for long: a sink that cannot take
@@ -80,10 +94,17 @@ pub struct EventLogConfig {
     pub segment_bytes: u64,
     /// The sync policy.
     pub fsync: Fsync,
+    /// Gzip sealed segments (an archive); a spool, read back and deleted once delivered, keeps
+    /// them plain.
+    pub compress: bool,
 }
 
 /// The name of the segment being written.
 pub const CURRENT: &str = "current.jsonl";
+/// The file holding the sequence number of `current.jsonl`'s first record, written at each
+/// rotation: the numbering goes on even when every sealed segment was removed (a spool's,
+/// once delivered).
+const CURRENT_FIRST: &str = "current.first";
 
 struct Active {
     file: File,
@@ -104,6 +125,8 @@ pub struct EventLog {
     bytes: AtomicU64,
     sealed: AtomicU64,
     dirty: AtomicBool,
+    /// The last write succeeded.
+    last_ok: AtomicBool,
     stop: Arc<AtomicBool>,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Sealed segments waiting to be compressed.
@@ -209,7 +232,7 @@ impl EventLog {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if let Some((_, end)) = sealed_range(name) {
                 next_seq = next_seq.max(end);
-                if path.extension().is_some_and(|e| e == "jsonl") {
+                if config.compress && path.extension().is_some_and(|e| e == "jsonl") {
                     pending.push(path);
                 }
             }
@@ -220,6 +243,12 @@ impl EventLog {
         } else {
             (0, 0)
         };
+        if let Some(first) = fs::read_to_string(dir.join(CURRENT_FIRST))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        {
+            next_seq = next_seq.max(first);
+        }
         let first_seq = next_seq;
         next_seq += lines;
         let file = OpenOptions::new()
@@ -241,6 +270,7 @@ impl EventLog {
             bytes: AtomicU64::new(0),
             sealed: AtomicU64::new(0),
             dirty: AtomicBool::new(false),
+            last_ok: AtomicBool::new(true),
             stop: Arc::new(AtomicBool::new(false)),
             workers: Mutex::new(Vec::new()),
             to_compress: Arc::new(Mutex::new(pending)),
@@ -298,21 +328,102 @@ impl EventLog {
             .open(self.dir.join(CURRENT))?;
         active.bytes = 0;
         active.first_seq = active.next_seq;
+        let marker = self.dir.join(format!("{CURRENT_FIRST}.tmp"));
+        fs::write(&marker, active.first_seq.to_string())
+            .and_then(|()| fs::rename(&marker, self.dir.join(CURRENT_FIRST)))?;
         self.sealed.fetch_add(1, Ordering::Relaxed);
-        self.to_compress.lock().push(sealed);
+        if self.config.compress {
+            self.to_compress.lock().push(sealed);
+        }
         Ok(())
     }
 
-    /// Lines in the log (sealed and current) after this run's appends: its next sequence number.
-    pub fn next_seq(&self) -> u64 {
-        self.active.lock().next_seq
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
-}
 
-impl EventSink for EventLog {
-    fn append(&self, records: &[StreamRecord]) {
+    /// Opens the segment that holds record `seq` for reading, with the sequence number of its
+    /// first record; under the writer's lock, so it cannot be sealed between finding and opening.
+    /// `None` when no segment holds it (`seq` is past the end, or its segment was removed).
+    fn open_segment(&self, seq: u64) -> io::Result<Option<(File, u64, bool)>> {
+        let active = self.active.lock();
+        if seq >= active.first_seq {
+            if seq > active.next_seq {
+                return Ok(None);
+            }
+            return Ok(Some((
+                File::open(self.dir.join(CURRENT))?,
+                active.first_seq,
+                false,
+            )));
+        }
+        for path in segments(&self.dir)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some((first, end)) = sealed_range(name)
+                && first <= seq
+                && seq < end
+            {
+                let gz = path.extension().is_some_and(|e| e == "gz");
+                return Ok(Some((File::open(&path)?, first, gz)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The sequence number of the oldest record still on disk.
+    fn oldest_seq(&self) -> io::Result<u64> {
+        let active = self.active.lock();
+        let mut oldest = active.first_seq;
+        for path in segments(&self.dir)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some((first, _)) = sealed_range(name) {
+                oldest = oldest.min(first);
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// The sequence number of the active segment's first record: a reader of a segment that
+    /// started elsewhere knows its segment was sealed.
+    fn active_first_seq(&self) -> u64 {
+        self.active.lock().first_seq
+    }
+
+    /// Deletes the sealed segments whose every record comes before `seq` (a spool's delivered
+    /// records); returns their bytes.
+    pub fn remove_before(&self, seq: u64) -> io::Result<u64> {
+        let mut freed = 0;
+        for path in segments(&self.dir)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some((_, end)) = sealed_range(name)
+                && end <= seq
+            {
+                freed += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// The bytes on disk of the records from `seq` on (the sealed segments holding any, and the
+    /// active one: an upper bound), for a spool's backlog at start.
+    pub fn bytes_from(&self, seq: u64) -> io::Result<u64> {
+        let mut bytes = 0;
+        for path in segments(&self.dir)? {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if sealed_range(name).is_none_or(|(_, end)| end > seq) {
+                bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Appends records, in order; false when the disk refused them (then they are counted as
+    /// dropped and the file is left as it was).
+    pub fn write(&self, records: &[StreamRecord]) -> bool {
         if records.is_empty() {
-            return;
+            return true;
         }
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.line.len() + 1).sum());
         for r in records {
@@ -335,25 +446,44 @@ impl EventSink for EventLog {
                 self.appended.fetch_add(n, Ordering::Relaxed);
                 self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
                 self.dirty.store(true, Ordering::Relaxed);
+                self.last_ok.store(true, Ordering::Relaxed);
                 if active.bytes >= self.config.segment_bytes
                     && let Err(e) = self.rotate(&mut active)
                 {
                     tracing::error!(error = %e, "event log: segment not sealed");
                 }
+                true
             }
             Err(e) => {
                 // What was written of a failed write is a torn line: cut it, so the next record
                 // starts on a line of its own.
                 let _ = active.file.set_len(active.bytes);
                 self.dropped.fetch_add(n, Ordering::Relaxed);
+                self.last_ok.store(false, Ordering::Relaxed);
                 tracing::error!(error = %e, records = n, "event log: write failed; records dropped");
+                false
             }
         }
     }
 
+    /// Lines in the log (sealed and current) after this run's appends: its next sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.active.lock().next_seq
+    }
+}
+
+impl EventSink for EventLog {
+    fn append(&self, records: &[StreamRecord]) {
+        self.write(records);
+    }
+
     fn stats(&self) -> SinkStats {
+        let appended = self.appended.load(Ordering::Relaxed);
         SinkStats {
-            appended: self.appended.load(Ordering::Relaxed),
+            appended,
+            delivered: appended,
+            pending: 0,
+            up: self.last_ok.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
             sealed: self.sealed.load(Ordering::Relaxed),
@@ -423,6 +553,7 @@ mod tests {
             dir: dir.clone(),
             segment_bytes: 100,
             fsync: Fsync::Never,
+            compress: true,
         })
         .unwrap();
         for i in 0..50 {
@@ -449,6 +580,7 @@ mod tests {
             dir: dir.clone(),
             segment_bytes: 100,
             fsync: Fsync::Always,
+            compress: true,
         })
         .unwrap();
         assert_eq!(again.next_seq(), 50);
@@ -472,6 +604,7 @@ mod tests {
             dir: dir.clone(),
             segment_bytes: 1 << 20,
             fsync: Fsync::Never,
+            compress: true,
         })
         .unwrap();
         assert_eq!(log.next_seq(), 2);
@@ -494,6 +627,7 @@ mod tests {
             dir: dir.clone(),
             segment_bytes: 1 << 20,
             fsync: Fsync::Never,
+            compress: true,
         })
         .unwrap();
         log.append(&[record(0), record(1)]);

@@ -13,6 +13,7 @@ mod evaluate;
 mod fetch_model;
 mod import;
 mod load;
+mod model_swap;
 mod query_encoder;
 mod reindex;
 mod replay;
@@ -80,9 +81,9 @@ enum Command {
     },
     /// Drive a running server with load and report throughput and latency percentiles.
     Load(load::LoadArgs),
-    /// Replay a benchmark's real sessions (diginetica: SR-GNN's protocol; amazon-beauty:
-    /// leave-one-out) through a running server and score its recommendations (P@20, MRR@20,
-    /// HR@10, coverage@20, latency) per candidate source.
+    /// Replay real sessions (diginetica: SR-GNN's protocol; amazon-beauty: leave-one-out;
+    /// events: Attune's own event stream) through a running server and score its
+    /// recommendations (P@20, MRR@20, HR@10, coverage@20, latency) per candidate source.
     Replay(replay::ReplayArgs),
     /// Convert an external catalog (e.g. `--format fashion styles.csv`) or a
     /// benchmark's items (`--format diginetica`, `--format beauty`) to Attune's NDJSON items.

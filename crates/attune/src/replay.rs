@@ -94,6 +94,17 @@ const DIGINETICA_VALIDATION_PROTOCOL: &str = "SR-GNN on a validation split: the 
 const BEAUTY_PROTOCOL: &str = "leave-one-out: each user's training items then validation item \
     sent as one session, then one ask scored on the user's test item (never sent)";
 
+/// How a replay of Attune's own event stream is scored, for the report.
+const EVENTS_PROTOCOL: &str = "the event stream's sessions (grouped by session, time order): the \
+    last --validation-sessions sessions of at least 2 items replayed like DIGINETICA's test \
+    sessions (asked before every event but the first); the warmup draws from the sessions \
+    before them";
+
+/// How a validation replay of Attune's own event stream is scored, for the report.
+const EVENTS_VALIDATION_PROTOCOL: &str = "the event stream's sessions: the --validation-sessions \
+    sessions of at least 2 items before the last --validation-sessions (the test ones, never \
+    sent) replayed like DIGINETICA's test sessions; the warmup draws from the sessions before them";
+
 /// How the Beauty validation replay is scored, for the report.
 const BEAUTY_VALIDATION_PROTOCOL: &str = "leave-one-out on the validation item: each user's \
     training items sent as one session, then one ask scored on the validation item (never \
@@ -111,7 +122,11 @@ const BEAUTY_VALIDATION_PROTOCOL: &str = "leave-one-out on the validation item: 
     leave-one-out: each user's training items, then the validation item, are sent as one \
     session; then the surface is asked once and scored on the user's test item, which is never \
     sent. With --split validation the training items are sent and the validation item is \
-    asked (tune on these, not on the test).\n\nThe server should serve the dataset's catalog (`attune import --format diginetica` \
+    asked (tune on these, not on the test).\n  events         Attune's own event stream \
+    (--events: a log directory, a file or nats://host:port/STREAM), grouped by session: the \
+    last --validation-sessions sessions of at least 2 items replayed as diginetica's test \
+    sessions (with --split validation, the as many before them), the warmup drawn from the \
+    sessions before.\n\nThe server should serve the dataset's catalog (`attune import --format diginetica` \
     or `--format beauty`); a fresh server gives honest figures (its online sources keep what \
     earlier runs sent)."
 )]
@@ -125,6 +140,10 @@ pub(crate) struct ReplayArgs {
     /// The folder holding the public datasets.
     #[arg(long, default_value = "../shared/data")]
     data_dir: PathBuf,
+    /// `--dataset events`: the event stream to replay: an event log directory (`events.dir`), an
+    /// NDJSON file, or `nats://host:port[/STREAM]`.
+    #[arg(long)]
+    events: Option<String>,
     /// The recommendation surface asked. `similar` and `bought-together` are anchored on the
     /// session's last item.
     #[arg(long, value_enum, default_value_t = Surface::Next)]
@@ -158,7 +177,8 @@ pub(crate) struct ReplayArgs {
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
     /// diginetica `--split validation`: how many of the last training sessions (of at least 2
-    /// items) are held out.
+    /// items) are held out. events: how many of the last sessions are the test ones (and, with
+    /// `--split validation`, how many before them are replayed instead).
     #[arg(long, default_value_t = 10_000)]
     validation_sessions: usize,
     /// Names this run's sessions (`replay-<run id>-<n>`); letters, digits, `.`, `_`, `-`.
@@ -180,6 +200,8 @@ enum DatasetArg {
     Diginetica,
     /// amazon-beauty, leave-one-out on each user's test item.
     AmazonBeauty,
+    /// Attune's own event stream (`--events`): its last sessions, SR-GNN's way.
+    Events,
 }
 
 impl DatasetArg {
@@ -188,6 +210,7 @@ impl DatasetArg {
         match self {
             DatasetArg::Diginetica => "diginetica",
             DatasetArg::AmazonBeauty => "amazon-beauty",
+            DatasetArg::Events => "events",
         }
     }
 
@@ -196,6 +219,7 @@ impl DatasetArg {
         match self {
             DatasetArg::Diginetica => DIGINETICA_PROTOCOL,
             DatasetArg::AmazonBeauty => BEAUTY_PROTOCOL,
+            DatasetArg::Events => EVENTS_PROTOCOL,
         }
     }
 }
@@ -755,6 +779,7 @@ fn build_report(
         protocol: match (info.dataset, info.split) {
             (DatasetArg::Diginetica, SplitArg::Validation) => DIGINETICA_VALIDATION_PROTOCOL,
             (DatasetArg::AmazonBeauty, SplitArg::Validation) => BEAUTY_VALIDATION_PROTOCOL,
+            (DatasetArg::Events, SplitArg::Validation) => EVENTS_VALIDATION_PROTOCOL,
             (dataset, _) => dataset.protocol(),
         },
         surface: info.surface.as_str(),
@@ -1252,6 +1277,27 @@ fn plan(args: &ReplayArgs) -> anyhow::Result<Plan> {
             };
             (beauty_sessions(&data, split), Vec::new(), data.item_ids)
         }
+        DatasetArg::Events => {
+            let Some(events) = &args.events else {
+                bail!("--dataset events needs --events <log dir | file | nats://host:port/STREAM>");
+            };
+            let (_, data) = crate::train::load_dataset(
+                &format!("events:{events}"),
+                &args.data_dir,
+                crate::train::GroupBy::Session,
+            )?;
+            // The test sessions are the last ones; validation, the ones before them.
+            let (test, cut) = diginetica_validation(&data.sequences, args.validation_sessions)?;
+            let (sessions, training) = match args.split {
+                SplitArg::Test => (test, cut),
+                SplitArg::Validation => {
+                    diginetica_validation(&data.sequences[..cut], args.validation_sessions)?
+                }
+            };
+            let keep = training.saturating_sub(args.warmup_sessions);
+            let warmup = data.sequences[keep..training].to_vec();
+            (sessions, warmup, data.item_ids)
+        }
     };
     if let Some(n) = args.max_sessions {
         sessions.truncate(n);
@@ -1284,7 +1330,7 @@ pub(crate) fn run(args: ReplayArgs, runtime: &tokio::runtime::Runtime) -> anyhow
     };
     check_run_id(&run_id)?;
     let target = Target::parse(&args.url)?;
-    if !args.data_dir.is_dir() {
+    if args.dataset != DatasetArg::Events && !args.data_dir.is_dir() {
         bail!(
             "the data directory {} does not exist (pass --data-dir, the folder holding {}/)",
             args.data_dir.display(),
@@ -1338,10 +1384,10 @@ async fn drive(
     if catalog_items == 0 {
         bail!(
             "the server's catalog is empty: serve the dataset's catalog (attune import --format {})",
-            if args.dataset == DatasetArg::Diginetica {
-                "diginetica"
-            } else {
-                "beauty"
+            match args.dataset {
+                DatasetArg::Diginetica => "diginetica",
+                DatasetArg::AmazonBeauty => "beauty",
+                DatasetArg::Events => "<the shop's catalog>",
             }
         );
     }

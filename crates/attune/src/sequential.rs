@@ -58,7 +58,7 @@ use attune_model::scorer::SequenceScorer;
 use rustc_hash::FxHashMap;
 
 /// The source's name in rules, reasons and the `sources` parameter.
-const NAME: &str = "sequential";
+pub(crate) const NAME: &str = "sequential";
 
 /// The best items kept per cached sequence: the budgets of the shipped recipes (at most 200)
 /// with room for the items the exclusions reject; a request that needs more is answered from

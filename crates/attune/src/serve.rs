@@ -21,9 +21,9 @@ use attune_engine::{SearchConfig, TextEncoder};
 use attune_search::keyword::KeywordIndex;
 use attune_search::vector::{VectorConfig, VectorIndex};
 
+use crate::model_swap::HotSequential;
 use crate::query_encoder::MiniLm;
 use crate::rules_watch;
-use crate::sequential::SequentialSource;
 use crate::settings::{SearchSettings, SessionSettings, Settings};
 
 /// The built-in demo catalog: grocery products written for Attune.
@@ -84,6 +84,29 @@ pub(crate) async fn open_store(
     }
 }
 
+/// The long-term profile store: as sessions are stored (`memory://`, `redis://`), or in
+/// PostgreSQL (`postgres://`, the table `profiles.table`).
+async fn open_profile_store(
+    settings: &Settings,
+    clock: &dyn Clock,
+) -> anyhow::Result<Arc<dyn SessionStore>> {
+    let p = &settings.profiles;
+    if p.url.starts_with("postgres://") || p.url.starts_with("postgresql://") {
+        use attune_store::postgres::{PostgresConfig, PostgresSessionStore};
+        let store = PostgresSessionStore::connect(PostgresConfig {
+            url: p.url.clone(),
+            table: p.table.clone(),
+            l1_capacity: p.l1_capacity,
+            timeout: Duration::from_millis(settings.sessions.timeout_ms),
+            ..PostgresConfig::default()
+        })
+        .await
+        .with_context(|| format!("connecting to the profile store at {}", p.url))?;
+        return Ok(Arc::new(store));
+    }
+    open_store(&p.store(&settings.sessions), clock).await
+}
+
 /// Where `scripts/fetch-model` puts the embedding model.
 pub(crate) fn default_model_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME")
@@ -131,9 +154,17 @@ fn search_config(s: &SearchSettings) -> SearchConfig {
 /// `search.dir` is set), the catalog, then vectors (loaded from disk where saved, the rest
 /// embedded in the background).
 pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engine>> {
+    Ok(build_engine_parts(settings).await?.0)
+}
+
+/// [`build_engine`], also handing back the `sequential` source (when `recommend.model` is set)
+/// for the server to hot-swap.
+async fn build_engine_parts(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<Engine>, Option<Arc<HotSequential>>)> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&settings.sessions, &*clock).await?;
-    let profiles = open_store(&settings.profiles.store(&settings.sessions), &*clock)
+    let profiles = open_profile_store(settings, &*clock)
         .await
         .context("opening the profile store")?;
     let rules = load_rules(settings.rules.path.as_deref())?;
@@ -182,8 +213,9 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
         .with_bandit(open_bandit(settings).await?);
     if let Some(dir) = &settings.events.dir {
         use crate::settings::FsyncSetting;
-        use attune_store::stream::{EventLog, EventLogConfig, Fsync};
-        let log = EventLog::open(EventLogConfig {
+        use attune_store::stream::nats::{NatsConfig, NatsSink};
+        use attune_store::stream::{EventLog, EventLogConfig, EventSink, Fsync};
+        let config = EventLogConfig {
             dir: dir.clone(),
             segment_bytes: settings.events.segment_mb.max(1) * 1024 * 1024,
             fsync: match settings.events.fsync {
@@ -191,13 +223,28 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
                 FsyncSetting::Interval => Fsync::Interval,
                 FsyncSetting::Always => Fsync::Always,
             },
-        })
-        .with_context(|| format!("opening the event log in {}", dir.display()))?;
-        tracing::info!(dir = %dir.display(), next = log.next_seq(), "event log open");
-        engine = engine.with_sink(log);
+            compress: true,
+        };
+        if let Some(url) = &settings.events.url {
+            let mut nats = NatsConfig::new(url.clone(), config);
+            nats.stream = settings.events.stream.clone();
+            nats.subject = settings.events.subject.clone();
+            nats.duplicate_window = Duration::from_secs(settings.events.duplicate_window_secs);
+            nats.spool_max_bytes = settings.events.spool_max_mb.saturating_mul(1024 * 1024);
+            let sink = NatsSink::start(nats)
+                .with_context(|| format!("opening the event spool in {}", dir.display()))?;
+            tracing::info!(url = %url, stream = %settings.events.stream, spool = %dir.display(), waiting = sink.stats().pending, "event stream to NATS JetStream");
+            engine = engine.with_sink(sink);
+        } else {
+            let log = EventLog::open(config)
+                .with_context(|| format!("opening the event log in {}", dir.display()))?;
+            tracing::info!(dir = %dir.display(), next = log.next_seq(), "event log open");
+            engine = engine.with_sink(log);
+        }
     }
+    let mut sequential = None;
     if let Some(dir) = &settings.recommend.model {
-        let (source, loaded) = SequentialSource::load(
+        let (source, loaded) = HotSequential::load(
             dir,
             &|id| engine.catalog().get(id).is_some(),
             settings.recommend.model_cache,
@@ -215,32 +262,40 @@ pub(crate) async fn build_engine(settings: &Settings) -> anyhow::Result<Arc<Engi
             ms = loaded.took.as_millis() as u64,
             "sequential model loaded"
         );
-        engine = engine.with_source(Arc::new(source));
+        let source = Arc::new(source);
+        engine = engine.with_source(Arc::clone(&source) as Arc<dyn attune_engine::CandidateSource>);
+        sequential = Some(source);
     }
-    Ok(Arc::new(engine))
+    Ok((Arc::new(engine), sequential))
 }
 
-/// A model directory's version for the metrics (`<dataset>@<first 12 hex of its checksum>`, from
-/// its manifest) and when it was written (the manifest's modification time).
+/// A model directory's version for the metrics (`<dataset>@<first 12 hex of the data's
+/// checksum>-<8 hex of the manifest's>`, so two models of one dataset differ) and when it was
+/// written (the manifest's modification time).
 fn model_version(dir: &Path) -> (String, Option<std::time::SystemTime>) {
+    use std::hash::{Hash, Hasher};
     let path = dir.join("manifest.json");
     let trained_at = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
-    let manifest: Option<serde_json::Value> = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let bytes = std::fs::read(&path).ok();
+    let manifest: Option<serde_json::Value> =
+        bytes.as_ref().and_then(|b| serde_json::from_slice(b).ok());
     let version = manifest.map_or_else(
         || "unknown".to_owned(),
         |m| {
             let name = m["dataset"]["name"].as_str().unwrap_or("?");
             let sum = m["dataset"]["checksum"].as_str().unwrap_or("");
-            format!("{name}@{}", sum.get(..12).unwrap_or(sum))
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            format!(
+                "{name}@{}-{:08x}",
+                sum.get(..12).unwrap_or(sum),
+                h.finish() as u32
+            )
         },
     );
     (version, trained_at)
 }
 
-/// The bandit's store: Redis when sessions are there (replicas share the arms), else in
-/// process, snapshotted in `recommend.state_dir` when it is set.
 async fn open_bandit(settings: &Settings) -> anyhow::Result<Arc<dyn BanditStore>> {
     let s = &settings.sessions;
     if s.url.starts_with("redis://") || s.url.starts_with("rediss://") {
@@ -391,7 +446,7 @@ async fn serve_http(
 pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     init_tracing(&settings.log);
     let addr = settings.listen_addr()?;
-    let engine = build_engine(&settings).await?;
+    let (engine, sequential) = build_engine_parts(&settings).await?;
     let items = engine.catalog().len();
 
     let purger = Arc::clone(&engine);
@@ -414,6 +469,22 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(dir) = &settings.recommend.model {
         let (version, trained_at) = model_version(dir);
         metrics.set_model("sequential", version, trained_at);
+        if let Some(source) = &sequential
+            && settings.recommend.model_poll_secs > 0
+        {
+            let catalog = Arc::clone(&engine);
+            let (metrics, dir) = (Arc::clone(&metrics), dir.clone());
+            crate::model_swap::watch(
+                source,
+                Duration::from_secs(settings.recommend.model_poll_secs),
+                Box::new(move |id| catalog.catalog().get(id).is_some()),
+                Box::new(move |_| {
+                    let (version, trained_at) = model_version(&dir);
+                    metrics.set_model("sequential", version, trained_at);
+                }),
+            )
+            .context("starting the model watcher")?;
+        }
     }
     let router = app_with_metrics(
         Arc::clone(&engine),

@@ -39,12 +39,73 @@ pub(crate) struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct EventSettings {
-    /// A directory for the event log (JSON lines, segments sealed and gzipped); none: no stream.
+    /// A directory for the event log (JSON lines, segments sealed and gzipped); with `url` set,
+    /// the local spool where records wait for NATS. None (and no `url`): no stream.
     pub(crate) dir: Option<PathBuf>,
     /// A segment is sealed once it holds this many MiB.
     pub(crate) segment_mb: u64,
     /// `never`, `interval` (every second) or `always` (before each answer).
     pub(crate) fsync: FsyncSetting,
+    /// `nats://host:port`: deliver the stream to NATS JetStream (through the spool in `dir`).
+    pub(crate) url: Option<String>,
+    /// The JetStream stream (created if missing, with the subjects `<subject>.>`).
+    pub(crate) stream: String,
+    /// The subject prefix: each record goes to `<subject>.<type>` (`view`, …, `served`).
+    pub(crate) subject: String,
+    /// The stream's duplicate window in seconds, when Attune creates it: a record re-sent
+    /// within it (after a lost acknowledgement or a crash) is stored once.
+    pub(crate) duplicate_window_secs: u64,
+    /// Records waiting for NATS past this many MiB in the spool are dropped (and counted).
+    pub(crate) spool_max_mb: u64,
+}
+
+impl EventSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if let Some(url) = &self.url {
+            if !url.starts_with("nats://") || url.len() == "nats://".len() {
+                return Err(err("events.url", format!("{url:?}: use nats://host:port")));
+            }
+            if self.dir.is_none() {
+                return Err(err(
+                    "events.dir",
+                    "must be set with events.url: the local spool where records wait for NATS",
+                ));
+            }
+        }
+        if !token(&self.stream) {
+            return Err(err(
+                "events.stream",
+                format!(
+                    "{:?}: a stream name is letters, digits, - and _",
+                    self.stream
+                ),
+            ));
+        }
+        if !self.subject.split('.').all(token) {
+            return Err(err(
+                "events.subject",
+                format!(
+                    "{:?}: dot-separated tokens of letters, digits, - and _ (no wildcards)",
+                    self.subject
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("events.segment_mb", self.segment_mb),
+            ("events.duplicate_window_secs", self.duplicate_window_secs),
+            ("events.spool_max_mb", self.spool_max_mb),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How often the event log is synced to disk.
@@ -65,6 +126,11 @@ impl Default for EventSettings {
             dir: None,
             segment_mb: 64,
             fsync: FsyncSetting::Interval,
+            url: None,
+            stream: "ATTUNE_EVENTS".into(),
+            subject: "attune.events".into(),
+            duplicate_window_secs: 120,
+            spool_max_mb: 1024,
         }
     }
 }
@@ -113,15 +179,17 @@ pub(crate) struct SessionSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ProfileSettings {
-    /// `memory://` (embedded) or `redis://host:port/db`.
+    /// `memory://` (embedded), `redis://host:port/db` or `postgres://user@host:port/db`.
     pub(crate) url: String,
+    /// PostgreSQL: the table (created at the first connection).
+    pub(crate) table: String,
     /// Embedded: most profiles held before the least recently used are evicted.
     pub(crate) max_profiles: usize,
     /// Embedded: a file to write profiles to at shutdown and read at start (none by default).
     pub(crate) snapshot: Option<PathBuf>,
     /// Redis: key prefix.
     pub(crate) redis_prefix: String,
-    /// Redis: profiles held in the in-process cache.
+    /// Redis and PostgreSQL: profiles held in the in-process cache.
     pub(crate) l1_capacity: usize,
 }
 
@@ -129,6 +197,7 @@ impl Default for ProfileSettings {
     fn default() -> Self {
         ProfileSettings {
             url: "memory://".into(),
+            table: "attune_profiles".into(),
             max_profiles: 1_000_000,
             snapshot: None,
             redis_prefix: "attune:profile:".into(),
@@ -223,6 +292,9 @@ pub(crate) struct RecommendSettings {
     /// the scan of the item table (the same answer); each engagement's new sequence is computed
     /// into it by a background thread, ahead of the request. 0: none kept, nothing warmed.
     pub(crate) model_cache: usize,
+    /// How often (seconds) the model directory is checked for a newer model, swapped in
+    /// without dropping a request; 0: never.
+    pub(crate) model_poll_secs: u64,
     /// Where the online sources (trending, co-occurrence, session kNN) and the embedded bandit
     /// are written at shutdown and read back at start. None (the default): they live in memory
     /// only and start empty.
@@ -270,6 +342,7 @@ impl Default for RecommendSettings {
         RecommendSettings {
             model: None,
             model_cache: 4096,
+            model_poll_secs: 10,
             state_dir: None,
             online_seed: None,
         }
@@ -431,17 +504,42 @@ impl Settings {
     /// Checks values that parse but cannot work.
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         self.listen_addr()?;
-        for (key, url) in [
-            ("sessions.url", &self.sessions.url),
-            ("profiles.url", &self.profiles.url),
-        ] {
-            if !(url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://"))
-            {
-                return Err(err(
-                    key,
-                    format!("{url:?}: use memory:// or redis://host:port/db"),
-                ));
-            }
+        let shared = |url: &str| {
+            url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://")
+        };
+        if !shared(&self.sessions.url) {
+            return Err(err(
+                "sessions.url",
+                format!(
+                    "{:?}: use memory:// or redis://host:port/db",
+                    self.sessions.url
+                ),
+            ));
+        }
+        let url = &self.profiles.url;
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !(shared(url) || postgres) {
+            return Err(err(
+                "profiles.url",
+                format!(
+                    "{url:?}: use memory://, redis://host:port/db or postgres://user@host:port/db"
+                ),
+            ));
+        }
+        let table = &self.profiles.table;
+        let mut chars = table.chars();
+        if !(chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && table.len() <= 48)
+        {
+            return Err(err(
+                "profiles.table",
+                format!(
+                    "{table:?}: lowercase letters, digits and _ (at most 48), not starting with a digit"
+                ),
+            ));
         }
         for (key, v) in [
             ("http.max_body_bytes", self.http.max_body_bytes),
@@ -480,6 +578,7 @@ impl Settings {
         if self.sessions.timeout_ms == 0 {
             return Err(err("sessions.timeout_ms", "must be at least 1"));
         }
+        self.events.validate()?;
         if let Some(dir) = &self.recommend.model
             && !dir.join(attune_model::manifest::MANIFEST_FILE).is_file()
         {
@@ -559,6 +658,35 @@ mod tests {
                 "recommend.model",
             ),
             (env(&[("ATTUNE__RECOMMEND__MODL", "/x")]), "recommend.modl"),
+            (
+                env(&[("ATTUNE__EVENTS__URL", "nats://127.0.0.1:4222")]),
+                "events.dir",
+            ),
+            (
+                env(&[
+                    ("ATTUNE__EVENTS__URL", "http://x"),
+                    ("ATTUNE__EVENTS__DIR", "/tmp/spool"),
+                ]),
+                "events.url",
+            ),
+            (env(&[("ATTUNE__EVENTS__STREAM", "a.b")]), "events.stream"),
+            (
+                env(&[("ATTUNE__PROFILES__URL", "mysql://x")]),
+                "profiles.url",
+            ),
+            (
+                env(&[("ATTUNE__SESSIONS__URL", "postgres://x")]),
+                "sessions.url",
+            ),
+            (
+                env(&[("ATTUNE__PROFILES__TABLE", "Profiles; drop")]),
+                "profiles.table",
+            ),
+            (env(&[("ATTUNE__EVENTS__SUBJECT", "a.>")]), "events.subject"),
+            (
+                env(&[("ATTUNE__EVENTS__SPOOL_MAX_MB", "0")]),
+                "events.spool_max_mb",
+            ),
         ];
         for (vars, key) in cases {
             let e = Settings::load(None, vars).unwrap_err();

@@ -31,7 +31,9 @@ pub(crate) const HELD_OUT_KEY: &str = "trained_on_held_out";
 /// Arguments of `attune train`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct TrainArgs {
-    /// `amazon-games`, `amazon-beauty`, `diginetica` or `events:<path>` (an NDJSON event log).
+    /// `amazon-games`, `amazon-beauty`, `diginetica`, `events:<path>` (an NDJSON event log or the
+    /// event log directory `events.dir`) or `events:nats://host:port[/STREAM]` (the stream in NATS
+    /// JetStream; `ATTUNE_EVENTS` by default).
     #[arg(long)]
     dataset: String,
     /// The folder holding the public datasets (`amazon-games/`, …).
@@ -153,6 +155,32 @@ pub(crate) enum ModelArg {
     Online,
 }
 
+/// The event stream in NATS JetStream named by `nats://host:port[/STREAM]` (the stream
+/// `ATTUNE_EVENTS` when none is named), as the lines of an event log.
+fn read_nats(url: &str) -> anyhow::Result<String> {
+    let rest = url.trim_start_matches("nats://");
+    let (server, stream) = match rest.split_once('/') {
+        Some((server, stream)) if !stream.is_empty() => (server, stream),
+        Some((server, _)) => (server, "ATTUNE_EVENTS"),
+        None => (rest, "ATTUNE_EVENTS"),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let messages = runtime
+        .block_on(attune_store::stream::nats::read_stream(
+            &format!("nats://{server}"),
+            stream,
+        ))
+        .with_context(|| format!("reading the event stream {stream} from nats://{server}"))?;
+    let mut text = String::new();
+    for (_, payload, _) in messages {
+        text.push_str(&String::from_utf8_lossy(&payload));
+        text.push('\n');
+    }
+    Ok(text)
+}
+
 /// The dataset named on the command line, loaded.
 pub(crate) fn load_dataset(
     name: &str,
@@ -172,7 +200,13 @@ pub(crate) fn load_dataset(
         );
     }
     let started = Instant::now();
-    let dataset = data::load(&source, data_dir)?;
+    let dataset = match &source {
+        Source::Events { path, group } if path.to_string_lossy().starts_with("nats://") => {
+            let text = read_nats(&path.to_string_lossy())?;
+            data::events::load_text(path, &text, *group)?
+        }
+        _ => data::load(&source, data_dir)?,
+    };
     eprintln!(
         "loaded {}: {} sequences, {} interactions, {} items ({:.1} s)",
         dataset.name,

@@ -443,14 +443,50 @@ fn profile_rules_decay_over_weeks_not_minutes() {
     session.apply(&click, Some(&oat_milk()), &session_rules);
     profile.apply(&click, Some(&oat_milk()), &profile_rules);
     let day = 24 * 60 * MIN;
-    // A day later the session has all but forgotten; the profile keeps 97.7 % (30-day half-life).
+    // A day later the session has all but forgotten; the profile keeps exp(-1/30) = 96.7 %.
     let s = session.affinity(AffinityKind::Brand, "Oatly", at(day), &session_rules);
     let p = profile.affinity(AffinityKind::Brand, "Oatly", at(day), &profile_rules);
     let fresh = profile.affinity(AffinityKind::Brand, "Oatly", at(0), &profile_rules);
     assert!(s < 1e-6, "{s}");
     assert!(
-        (p / fresh - 0.5f32.powf(1.0 / 30.0)).abs() < 1e-3,
+        (p / fresh - (-1.0f32 / 30.0).exp()).abs() < 1e-4,
         "{p} {fresh}"
+    );
+    // Thirty days on: exp(-1).
+    let month = profile.affinity(AffinityKind::Brand, "Oatly", at(30 * day), &profile_rules);
+    assert!(
+        (month / fresh - (-1.0f32).exp()).abs() < 1e-3,
+        "{month} {fresh}"
+    );
+}
+
+#[test]
+fn profile_interactions_weigh_as_the_seeds_say_on_the_sessions_scale() {
+    // purchase 5, add-to-cart 3, wishlist 2, recommendation click 1.5, view 1, remove -1; / 5.
+    let rules = Rules::default().for_profile();
+    let w = &rules.weights;
+    let got = [
+        w.purchase,
+        w.add_to_cart,
+        w.wishlist,
+        w.recommendation_click,
+        w.view,
+        w.remove_from_cart,
+    ];
+    let want = [1.0, 0.6, 0.4, 0.3, 0.2, -0.2];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-6, "{got:?}");
+    }
+    let mut profile = Session::new(sid(), at(0));
+    profile.apply(
+        &event(EventKind::AddToCart, "oat-milk", at(0)),
+        Some(&oat_milk()),
+        &rules,
+    );
+    let a = profile.affinity(AffinityKind::Brand, "Oatly", at(0), &rules);
+    assert!(
+        (a - saturate(0.0, 0.6, rules.affinity_bound)).abs() < 1e-6,
+        "{a}"
     );
 }
 

@@ -134,6 +134,12 @@ fn parse_timestamp(v: &serde_json::Value) -> Option<i64> {
 /// Loads an event log; the dataset is named `events:<path>`.
 pub fn load(path: &Path, grouping: Grouping) -> Result<Dataset> {
     let text = read_log(path)?;
+    load_text(path, &text, grouping)
+}
+
+/// Loads an event log already read (e.g. from a NATS stream): its lines as [`load`] reads a
+/// file's; `path` names it (in the dataset's name and in errors).
+pub fn load_text(path: &Path, text: &str, grouping: Grouping) -> Result<Dataset> {
     let mut checksum = Checksum::default();
     checksum.add("events", text.as_bytes());
 

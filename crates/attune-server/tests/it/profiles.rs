@@ -89,8 +89,11 @@ async fn profiles_fade_over_weeks_and_anonymous_sessions_make_none() {
     let fresh = brand(&app.get("/v1/users/lin/profile").await.1);
     app.advance_minutes(30 * 24 * 60);
     let month = brand(&app.get("/v1/users/lin/profile").await.1);
-    // One half-life (30 days by default), within the API's rounding.
-    assert!((month / fresh - 0.5).abs() < 0.01, "{fresh} → {month}");
+    // exp(-days / 30) after 30 days (the rules' default), within the API's rounding.
+    assert!(
+        (month / fresh - (-1.0f64).exp()).abs() < 0.01,
+        "{fresh} → {month}"
+    );
     assert_eq!(
         app.get("/v1/users/anon/profile").await.0,
         StatusCode::NOT_FOUND

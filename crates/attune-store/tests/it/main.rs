@@ -7,5 +7,7 @@
 mod bandit;
 mod conformance;
 mod memory;
+mod postgres;
 mod redis;
+mod stream;
 mod support;

@@ -9,57 +9,22 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_lose_no_update_to_one_session() {
     let prefix = unique_prefix("two-replicas");
-    let a: Arc<dyn SessionStore> = Arc::new(redis_store(&prefix).await);
-    let b: Arc<dyn SessionStore> = Arc::new(redis_store(&prefix).await);
-    let id = sid("shared");
-    let mut handles = Vec::new();
-    for i in 0..200 {
-        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
-        let id = id.clone();
-        handles.push(tokio::spawn(async move {
-            let t = now();
-            store.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
-    assert_eq!(
-        a.get(&id, now(), TTL).await.unwrap().unwrap().event_count(),
-        200
-    );
-    assert_eq!(
-        b.get(&id, now(), TTL).await.unwrap().unwrap().event_count(),
-        200
-    );
-    assert!(
-        a.stats().conflicts + b.stats().conflicts > 0,
-        "the replicas did race"
-    );
+    two_replicas_lose_no_update(
+        Arc::new(redis_store(&prefix).await),
+        Arc::new(redis_store(&prefix).await),
+    )
+    .await;
     redis_cleanup(&prefix).await;
 }
 
 #[tokio::test]
 async fn the_l1_cache_never_serves_a_score_another_replica_overwrote() {
     let prefix = unique_prefix("l1");
-    let a = redis_store(&prefix).await;
-    let b = redis_store(&prefix).await;
-    let id = sid("l1");
-    let t = now();
-    a.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
-    assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 1);
-    b.update_get(&id, t, TTL, &click(&id, t)).await.unwrap();
-    assert_eq!(a.get(&id, t, TTL).await.unwrap().unwrap().event_count(), 2);
-    b.delete(&id).await.unwrap();
-    assert!(a.get(&id, t, TTL).await.unwrap().is_none());
-    // a's next write must not resurrect the deleted state from its cache.
-    assert_eq!(
-        a.update_get(&id, t, TTL, &click(&id, t))
-            .await
-            .unwrap()
-            .event_count(),
-        1
-    );
+    l1_never_serves_what_another_replica_overwrote(
+        &redis_store(&prefix).await,
+        &redis_store(&prefix).await,
+    )
+    .await;
     redis_cleanup(&prefix).await;
 }
 

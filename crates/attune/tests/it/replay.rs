@@ -196,3 +196,96 @@ fn replaying_diginetica_sessions_scores_the_recommendations() {
     server.stop();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn replaying_the_event_stream_scores_its_last_sessions() {
+    let dir = temp_dir("replay-events");
+    let env = [
+        ("ATTUNE__CATALOG__DEMO", "true"),
+        ("ATTUNE__SEARCH__MODEL", "off"),
+    ];
+    let server = Server::start(&["serve"], &env);
+    let (status, page) = server.http("GET", "/v1/items?limit=60", None);
+    assert_eq!(status, 200, "{page}");
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 60);
+    // 240 sessions of three views each, walking the items in order: who viewed item j views
+    // j + 1 next. A served list in between, as the stream writes them.
+    let mut lines = Vec::new();
+    for s in 0..240usize {
+        for k in 0..3usize {
+            lines.push(serde_json::json!({
+                "record": "event", "kind": "view", "session_id": format!("log-{s}"),
+                "item_id": ids[(s * 3 + k) % 60], "timestamp": 1_700_000_000_000i64 + (s * 1000 + k * 10) as i64,
+            }));
+        }
+        lines.push(serde_json::json!({"record": "served", "surface": "home", "items": [ids[0]]}));
+    }
+    let log = dir.join("events.ndjson");
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    std::fs::write(&log, text.join("\n") + "\n").unwrap();
+
+    let report_path = dir.join("report.json");
+    let out = attune()
+        .args(["replay", "--url", &format!("http://{}", server.addr)])
+        .args(["--dataset", "events", "--events"])
+        .arg(&log)
+        .args(["--validation-sessions", "20", "--warmup-sessions", "200"])
+        .args([
+            "--variants",
+            "full,cooccurrence",
+            "--run-id",
+            "ev",
+            "--json",
+        ])
+        .arg(&report_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap())
+        .expect("the report is JSON");
+    assert_eq!(report["dataset"], "events", "{report}");
+    assert!(
+        report["protocol"]
+            .as_str()
+            .unwrap()
+            .starts_with("the event stream")
+    );
+    assert_eq!(report["sessions"], 20);
+    assert_eq!(report["cases"], 40, "two asks per three-view session");
+    assert_eq!(report["warmup_sessions"], 200);
+    assert_eq!(report["warmup_events"], 600);
+    assert_eq!(report["unknown_items"], 0);
+    let variants = report["variants"].as_array().unwrap();
+    let cooccurrence = &variants[1];
+    assert!(
+        cooccurrence["p@20"].as_f64().unwrap() > 50.0,
+        "the warmup taught co-occurrence the walk: {cooccurrence}"
+    );
+    assert!(variants[0]["p@20"].as_f64().unwrap() > 0.0, "{report}");
+
+    // Without --events, a clear error.
+    let out = attune()
+        .args(["replay", "--url", &format!("http://{}", server.addr)])
+        .args(["--dataset", "events"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--events"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -212,3 +212,50 @@ fn while_redis_is_down_search_and_recommendations_answer_unpersonalized_and_say_
     assert_eq!(after["personalized"], true, "{after}");
     server.stop();
 }
+
+#[test]
+fn while_postgres_is_down_profiles_degrade_and_a_retry_completes_them_once_it_is_back() {
+    let mut pg = OwnPostgres::start(free_addr().port());
+    let server = serve_on("ATTUNE__PROFILES__URL", &pg.url());
+    let (status, first) = server.http("POST", "/v1/events", Some(&batch("pg-1", Some("cy"))));
+    assert_eq!(status, 200, "{first}");
+    let search = json!({"query": "oat milk", "session_id": "pg-1", "user_id": "cy"});
+    let (_, before) = server.http("POST", "/v1/search", Some(&search));
+    assert!(before.get("degraded").is_none(), "{before}");
+
+    pg.stop();
+    // Reads: served without the profile, and saying so.
+    let (status, during) = server.http("POST", "/v1/search", Some(&search));
+    assert_eq!(status, 200, "{during}");
+    assert_eq!(during["degraded"], json!(["profiles"]), "{during}");
+    // Writes: a 503 naming the trouble; the session (embedded) took the events, the profile
+    // nothing.
+    let (status, failed) = server.http("POST", "/v1/events", Some(&batch("pg-2", Some("cy"))));
+    assert_eq!(status, 503, "{failed}");
+    assert_eq!(failed["error"]["code"], "unavailable", "{failed}");
+
+    pg.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let (status, body) = server.http("POST", "/v1/events", Some(&batch("pg-2", Some("cy"))));
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL did not come back: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(answer["duplicates"], json!(2), "{answer}");
+    let (status, profile) = server.http("GET", "/v1/users/cy/profile", None);
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(
+        profile["event_count"], 5,
+        "both batches in the profile, each once, and the first search: {profile}"
+    );
+    let (_, after) = server.http("POST", "/v1/search", Some(&search));
+    assert!(after.get("degraded").is_none(), "{after}");
+    server.stop();
+}

@@ -14,11 +14,18 @@ use crate::support::*;
 
 /// Trains a tiny SASRec on the first DIGINETICA sessions (the last 3,000 of them validate).
 fn train(data: &Path) -> std::path::PathBuf {
-    let model = data.join("sasrec");
-    let config = data.join("sasrec.yaml");
+    train_seeded(data, "sasrec", 42)
+}
+
+/// [`train`] into `data/<name>` with this seed.
+fn train_seeded(data: &Path, name: &str, seed: u64) -> std::path::PathBuf {
+    let model = data.join(name);
+    let config = data.join(format!("{name}.yaml"));
     std::fs::write(
         &config,
-        "max_len: 20\nhidden: 16\nbatch: 64\nnegatives: 32\neval_every: 1\nthreads: 1\n",
+        format!(
+            "max_len: 20\nhidden: 16\nbatch: 64\nnegatives: 32\neval_every: 1\nthreads: 1\nseed: {seed}\n"
+        ),
     )
     .unwrap();
     ok(&run(&[
@@ -222,5 +229,148 @@ fn sasrec_serves_the_next_items_of_a_session_in_the_models_own_order() {
             )),
         "{stderr}"
     );
+    std::fs::remove_dir_all(&data).ok();
+}
+
+/// Replaces `file` in `dir` with `from`'s, as `attune train` writes: a copy renamed into place.
+fn put(from: &Path, dir: &Path, file: &str) {
+    let tmp = dir.join(format!("{file}.tmp"));
+    std::fs::copy(from.join(file), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
+/// The `sequential` model's version in the metrics.
+fn served_version(server: &Server) -> String {
+    let (_, metrics) = server.http("GET", "/metrics", None);
+    let text = metrics.as_str().unwrap_or_default().to_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("attune_model_info{source=\"sequential\""))
+        .unwrap_or_else(|| panic!("no model_info: {text}"));
+    line.split("version=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_newer_model_is_swapped_in_without_dropping_a_request() {
+    let data = slice(
+        "sequential-swap",
+        &[
+            ("diginetica/train_sessions.txt", 3_500),
+            ("diginetica/test.tsv", 1),
+        ],
+    );
+    let a = train_seeded(&data, "a", 42);
+    let b = train_seeded(&data, "b", 7);
+    let ids = manifest_ids(&a);
+    assert_eq!(ids, manifest_ids(&b), "one data, one item set");
+    let catalog = data.join("items.ndjson");
+    write_catalog(
+        &catalog,
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let served = data.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    put(&a, &served, "model.safetensors");
+    put(&a, &served, "manifest.json");
+    let env = [
+        ("ATTUNE__CATALOG__PATH", s(&catalog)),
+        ("ATTUNE__RECOMMEND__MODEL", s(&served)),
+        ("ATTUNE__RECOMMEND__MODEL_POLL_SECS", "1"),
+        ("ATTUNE__SEARCH__MODEL", "off"),
+    ];
+    let server = std::sync::Arc::new(Server::start(&["serve"], &env));
+    let first_version = served_version(&server);
+
+    let first = std::fs::read_to_string(data.join("diginetica/train_sessions.txt")).unwrap();
+    let walk: Vec<&str> = first
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|s| s.len() >= 3)
+        .unwrap();
+    let events: Vec<Value> = walk
+        .iter()
+        .map(|id| json!({"type": "view", "session_id": "swap", "item_id": id}))
+        .collect();
+    let (status, body) = server.http("POST", "/v1/events", Some(&json!({ "events": events })));
+    assert_eq!(status, 200, "{body}");
+    let ask = "/v1/recommendations/next?session_id=swap&sources=sequential&limit=10";
+    let top = |server: &Server| -> Vec<String> {
+        let (status, out) = server.http("GET", ask, None);
+        assert_eq!(status, 200, "{out}");
+        out["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["item"]["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expect = |model: &Path| -> Vec<String> {
+        model_ranking(model, &ids, &walk)
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !walk.contains(&id.as_str()))
+            .take(10)
+            .collect()
+    };
+    assert_eq!(top(&server), expect(&a), "model a serves");
+
+    // Readers all along: not one request fails across the swaps.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (server, stop) = (std::sync::Arc::clone(&server), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, out) = server.http("GET", ask, None);
+                    assert_eq!(status, 200, "{out}");
+                    assert_eq!(out["items"].as_array().unwrap().len(), 10, "{out}");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+
+    // A manifest that cannot be served is refused: the old model goes on.
+    let tmp = served.join("manifest.json.tmp");
+    std::fs::write(&tmp, "{ not a manifest").unwrap();
+    std::fs::rename(&tmp, served.join("manifest.json")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log_text().contains("cannot be served") {
+        assert!(Instant::now() < deadline, "{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(served_version(&server), first_version);
+
+    // Model b written as `attune train` writes: the weights, then the manifest.
+    put(&b, &served, "model.safetensors");
+    put(&b, &served, "manifest.json");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while served_version(&server) == first_version {
+        assert!(Instant::now() < deadline, "{}", server.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(answered > 10, "{answered} answers while swapping");
+    assert!(
+        server.log_text().contains("swapped in"),
+        "{}",
+        server.log_text()
+    );
+    assert_ne!(expect(&a), expect(&b), "the seeds give two models");
+    assert_eq!(top(&server), expect(&b), "model b serves now");
+    match std::sync::Arc::try_unwrap(server) {
+        Ok(server) => server.stop(),
+        Err(_) => panic!("the readers still hold the server"),
+    }
     std::fs::remove_dir_all(&data).ok();
 }

@@ -91,6 +91,62 @@ fn two_server_processes_on_redis_lose_no_event() {
 }
 
 #[test]
+fn two_server_processes_share_profiles_in_postgres_and_read_their_writes() {
+    let prefix = unique("pg-profiles");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let table = format!("attune_it_{}_{}", std::process::id(), nanos % 1_000_000_000);
+    let url = std::env::var("ATTUNE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let env = [
+        ("ATTUNE__SESSIONS__URL", "redis://127.0.0.1:6379/0"),
+        ("ATTUNE__SESSIONS__REDIS_PREFIX", prefix.as_str()),
+        ("ATTUNE__PROFILES__URL", url.as_str()),
+        ("ATTUNE__PROFILES__TABLE", table.as_str()),
+        ("ATTUNE__CATALOG__DEMO", "true"),
+    ];
+    let a = Arc::new(Server::start(&["serve"], &env));
+    let b = Arc::new(Server::start(&["serve"], &env));
+    // Events of one user, through both replicas, each read back at once through the other.
+    for i in 0..20 {
+        let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (status, body) = writer.http(
+            "POST",
+            "/v1/events",
+            Some(&json!({"type": "view", "session_id": format!("s{i}"), "user_id": "ada", "item_id": "oatly-oat-milk-barista-1l"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        let (status, profile) = reader.http("GET", "/v1/users/ada/profile", None);
+        assert_eq!(status, 200, "{profile}");
+        assert_eq!(profile["event_count"], i + 1, "read-your-writes: {profile}");
+    }
+    // Forgotten on one, gone on the other.
+    assert_eq!(a.http("DELETE", "/v1/users/ada", None).0, 204);
+    assert_eq!(b.http("GET", "/v1/users/ada/profile", None).0, 404);
+    // The profile outlives both servers: a new one reads what the old ones wrote.
+    let (status, body) = a.http(
+        "POST",
+        "/v1/events",
+        Some(&json!({"type": "purchase", "session_id": "s-late", "user_id": "grace", "item_id": "oatly-oat-milk-barista-1l"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    drop(a);
+    drop(b);
+    let c = Server::start(&["serve"], &env);
+    let (status, profile) = c.http("GET", "/v1/users/grace/profile", None);
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["event_count"], 1, "{profile}");
+    c.stop();
+    let mut psql = std::process::Command::new("psql");
+    psql.args([url.as_str(), "-q", "-c"]).arg(format!(
+        "DROP TABLE IF EXISTS {table}; DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
+    ));
+    let _ = psql.output();
+}
+
+#[test]
 fn the_rules_file_reloads_on_change_and_on_sighup_and_a_bad_file_changes_nothing() {
     let dir = temp_dir("rules");
     let rules = dir.join("rules.yaml");

@@ -270,3 +270,166 @@ impl Drop for OwnRedis {
         self.stop();
     }
 }
+
+/// A nats-server (JetStream on) of the test's own on a free port, storing in a directory that
+/// outlives a restart.
+pub struct OwnNats {
+    pub port: u16,
+    store: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl OwnNats {
+    pub fn start(port: u16, store: &Path) -> OwnNats {
+        let mut nats = OwnNats {
+            port,
+            store: store.to_owned(),
+            child: None,
+        };
+        nats.restart();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and storage.
+    pub fn restart(&mut self) {
+        let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("nats-server");
+        let child = std::process::Command::new(binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server must be installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+    }
+
+    /// Kills it (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb as the `postgres` user, trust auth) on a free
+/// port, its data in a temporary directory; stopped (immediately, as a crash) and started again
+/// on the same data.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+    running: bool,
+}
+
+impl OwnPostgres {
+    pub fn start(port: u16) -> OwnPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries (/usr/lib/postgresql/<version>/bin)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb");
+        let dir = temp_dir("own-postgres");
+        let owned = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(owned.success());
+        let init = Command::new("su")
+            .args(["postgres", "-c"])
+            .arg(format!(
+                "{} -D {}/data -A trust -U postgres",
+                bin.join("initdb").display(),
+                dir.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let mut pg = OwnPostgres {
+            port,
+            dir,
+            bin,
+            running: false,
+        };
+        pg.restart();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl(&self, args: &str) -> Output {
+        Command::new("su")
+            .args(["postgres", "-c"])
+            .arg(format!(
+                "{} -D {}/data {args}",
+                self.bin.join("pg_ctl").display(),
+                self.dir.display()
+            ))
+            .output()
+            .unwrap()
+    }
+
+    /// Starts it (again) on the same port and data, and waits until it answers.
+    pub fn restart(&mut self) {
+        let out = self.pg_ctl(&format!(
+            "-w -l {}/log -o '-p {} -k {} -c listen_addresses=127.0.0.1' start",
+            self.dir.display(),
+            self.port,
+            self.dir.display()
+        ));
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.running = true;
+    }
+
+    /// Stops it at once (`immediate`: no checkpoint, as a crash).
+    pub fn stop(&mut self) {
+        if self.running {
+            self.pg_ctl("-m immediate -w stop");
+            self.running = false;
+        }
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
