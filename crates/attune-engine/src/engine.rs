@@ -348,6 +348,12 @@ impl Engine {
         self.search.as_ref().and_then(SearchIndex::encoder_name)
     }
 
+    /// The weight of the vector list in fusion for the queries embedded now, when vector search
+    /// is on ([`crate::TextEncoder::query_weight`]).
+    pub fn query_weight(&self) -> Option<f32> {
+        self.search.as_ref().and_then(SearchIndex::query_weight)
+    }
+
     /// Rebuilds the keyword index from the catalog (after a crash, or when it and the catalog
     /// disagree) and embeds items the vector index lacks.
     pub fn rebuild_index(&self) -> Result<()> {

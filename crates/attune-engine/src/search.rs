@@ -43,6 +43,12 @@ pub trait TextEncoder: Send + Sync + 'static {
     fn query_encoder(&self) -> &str {
         self.name()
     }
+    /// How much the vector list of a query this encoder embeds now counts in reciprocal rank
+    /// fusion, against the keyword list's 1 (below 1 for a cheaper, less precise query encoder).
+    /// By default 1.
+    fn query_weight(&self) -> f32 {
+        1.0
+    }
 }
 
 /// Search settings.
@@ -421,6 +427,10 @@ impl SearchIndex {
         self.vectors.as_ref().map(|v| v.encoder.query_encoder())
     }
 
+    pub(crate) fn query_weight(&self) -> Option<f32> {
+        self.vectors.as_ref().map(|v| v.encoder.query_weight())
+    }
+
     pub(crate) fn keyword_len(&self) -> usize {
         self.keyword.len()
     }
@@ -461,6 +471,7 @@ impl SearchIndex {
         let keyword: Vec<(String, f32)> =
             kw.hits.into_iter().map(|h| (h.item_id, h.score)).collect();
         let mut vector: Vec<(String, f32)> = Vec::new();
+        let mut vector_weight = 1.0;
         if let Some(v) = &self.vectors
             && retrievers != Retrievers::Keyword
             && !query.trim().is_empty()
@@ -470,6 +481,7 @@ impl SearchIndex {
                 .encoder
                 .embed_query(query)
                 .map_err(|e| Error::Search(format!("embedding the query: {e}")))?;
+            vector_weight = v.encoder.query_weight();
             if !q.is_empty() {
                 let accept = |id: &str| catalog.get(id).is_some_and(|c| filters.matches(&c.item));
                 let hits = v
@@ -479,7 +491,7 @@ impl SearchIndex {
                 vector = hits.into_iter().map(|h| (h.item_id, h.score)).collect();
             }
         }
-        let fused = fusion::rrf(&keyword, &vector, self.config.rrf_k, n);
+        let fused = fusion::rrf_weighted(&keyword, &vector, self.config.rrf_k, vector_weight, n);
         let vector_only = fused.iter().filter(|f| f.keyword_rank.is_none()).count();
         let ids: Vec<&str> = fused.iter().map(|f| f.item_id.as_str()).collect();
         let items = catalog.get_many(&ids);

@@ -65,6 +65,34 @@ pub fn rrf(
     k: f32,
     limit: usize,
 ) -> Vec<Fused> {
+    rrf_weighted(keyword, vector, k, 1.0, limit)
+}
+
+/// [`rrf`] with the vector list's votes weighted: an item scores `1 / (k + keyword rank) +
+/// vector_weight / (k + vector rank)`. A weight below 1 lets the vector list add candidates and
+/// break ties while the keyword list leads (a cheaper, less precise query encoder); a weight
+/// that is not finite or not above 0 is replaced by 1.
+///
+/// ```
+/// use attune_search::fusion::{rrf_weighted, DEFAULT_K};
+///
+/// let keyword = vec![("oat-bar".to_string(), 7.1), ("oat-milk".to_string(), 5.0)];
+/// let vector = vec![("oat-milk".to_string(), 0.92), ("soy-milk".to_string(), 0.90)];
+/// // At full weight, second in both lists beats first in one.
+/// let fused = rrf_weighted(&keyword, &vector, DEFAULT_K, 1.0, 10);
+/// assert_eq!(fused[0].item_id, "oat-milk");
+/// // At a quarter, the vector list's first place is worth less than keyword's first place.
+/// let fused = rrf_weighted(&keyword, &vector, 0.0, 0.25, 10);
+/// assert_eq!(fused[0].item_id, "oat-bar");
+/// assert_eq!(fused[2].item_id, "soy-milk");
+/// ```
+pub fn rrf_weighted(
+    keyword: &[(String, f32)],
+    vector: &[(String, f32)],
+    k: f32,
+    vector_weight: f32,
+    limit: usize,
+) -> Vec<Fused> {
     if limit == 0 {
         return Vec::new();
     }
@@ -72,6 +100,11 @@ pub fn rrf(
         f64::from(k)
     } else {
         f64::from(DEFAULT_K)
+    };
+    let vector_weight = if vector_weight.is_finite() && vector_weight > 0.0 {
+        f64::from(vector_weight)
+    } else {
+        1.0
     };
 
     // Sums in f64 (rounded once to f32 at the end), so the order sees one rounding per item.
@@ -104,7 +137,11 @@ pub fn rrf(
             }
             *rank_slot = Some(rank);
             *score_slot = Some(*score);
-            *sum += 1.0 / (k + f64::from(rank));
+            let weight = match list {
+                List::Keyword => 1.0,
+                List::Vector => vector_weight,
+            };
+            *sum += weight / (k + f64::from(rank));
         }
     }
 
@@ -184,6 +221,23 @@ mod tests {
         assert_eq!(fused[0].keyword_score, Some(10.0));
         assert!((fused[0].fused - 1.0 / 61.0).abs() < 1e-7);
         assert_eq!(fused[1].keyword_rank, Some(3));
+    }
+
+    #[test]
+    fn the_vector_weight_scales_the_vector_votes() {
+        let fused = rrf_weighted(&list(&["a"]), &list(&["b", "a"]), DEFAULT_K, 0.5, 10);
+        assert_eq!(order(&fused), ["a", "b"]);
+        assert!((fused[0].fused - (1.0 / 61.0 + 0.5 / 62.0)).abs() < 1e-7);
+        assert!((fused[1].fused - 0.5 / 61.0).abs() < 1e-7);
+        // A weight that is not finite or not positive counts as 1: the same as `rrf`.
+        for w in [f32::NAN, f32::INFINITY, 0.0, -1.0] {
+            let fused = rrf_weighted(&list(&["a"]), &list(&["b", "a"]), DEFAULT_K, w, 10);
+            assert_eq!(
+                fused,
+                rrf(&list(&["a"]), &list(&["b", "a"]), DEFAULT_K, 10),
+                "w = {w}"
+            );
+        }
     }
 
     #[test]

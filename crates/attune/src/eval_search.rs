@@ -348,6 +348,8 @@ struct Report {
     split: SplitArg,
     queries: usize,
     query_encoder: String,
+    /// The vector list's weight in hybrid fusion (`search.static_weight` for the static encoder).
+    vector_weight: f32,
     modes: Vec<ModeReport>,
 }
 
@@ -477,11 +479,17 @@ pub(crate) fn run(args: EvalSearchArgs, runtime: &tokio::runtime::Runtime) -> an
         split: args.split,
         queries: chosen.len(),
         query_encoder: engine.query_encoder_name().unwrap_or("none").to_owned(),
+        vector_weight: engine.query_weight().unwrap_or(1.0),
         modes,
     };
     println!(
-        "{} queries ({:?} half, seed {}) on {} items; query encoder: {}",
-        report.queries, report.split, report.seed, report.items, report.query_encoder
+        "{} queries ({:?} half, seed {}) on {} items; query encoder: {} (hybrid: vector list weighted {})",
+        report.queries,
+        report.split,
+        report.seed,
+        report.items,
+        report.query_encoder,
+        report.vector_weight
     );
     println!(
         "| retrievers | nDCG@10 | recall@20 | nDCG@10 exact words / synonyms | ms per search |"

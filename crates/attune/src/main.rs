@@ -75,7 +75,7 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Also build the static query encoder beside it (`search.query_encoder: static`; about
-        /// a minute and a half, 47 MB).
+        /// a minute and a half, 12 MB).
         #[arg(long)]
         static_encoder: bool,
     },

@@ -6,6 +6,9 @@
 //! format and a SHA-256 digest of the model's files, so a table from another model is never used.
 //! `attune fetch-model` builds it; otherwise the first server start on that model builds it in the
 //! background (about a minute on two cores) and saves it there, and later starts read it.
+//!
+//! With the static table read at start, the model itself (about 97 MB resident) is loaded only
+//! when an item needs embedding: a server whose saved vectors cover its catalog never loads it.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -17,6 +20,7 @@ use anyhow::Context;
 use attune_engine::TextEncoder;
 use attune_model::static_encoder::StaticEncoder;
 use attune_model::text::TextEmbedder;
+use attune_model::wordpiece::WordPiece;
 
 /// The table's file name in the model directory.
 pub(crate) const TABLE_FILE: &str = "static-query-encoder.bin";
@@ -88,6 +92,19 @@ pub(crate) fn prepare_table(
     Ok(table)
 }
 
+/// The static table saved beside the model in `dir`, with its token weights, if it is there and
+/// was built from these model files (`Ok(None)` otherwise: it must be built from the model).
+pub(crate) fn read_table(dir: &Path) -> anyhow::Result<Option<StaticEncoder>> {
+    let path = dir.join(TABLE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let digest = model_digest(dir)?;
+    // The tokenizer as the model loads it (128 tokens at most, all-MiniLM-L6-v2 has 512 positions).
+    let tokenizer = WordPiece::from_file(&dir.join("vocab.txt"))?;
+    Ok(StaticEncoder::load(&path, &digest, &tokenizer)?.map(|t| t.with_zipf_weights(ZIPF_SIF)))
+}
+
 /// Which encoder embeds queries (`search.query_encoder`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,18 +117,30 @@ pub(crate) enum QueryEncoderSetting {
 
 /// all-MiniLM-L6-v2 for items, its static table (when ready) for queries.
 pub(crate) struct MiniLm {
-    model: Arc<TextEmbedder>,
+    dir: PathBuf,
+    /// The model, loaded at start or at the first text to embed (an error is kept: it names the
+    /// files).
+    model: OnceLock<Result<Arc<TextEmbedder>, String>>,
     table: Arc<OnceLock<StaticEncoder>>,
+    dim: usize,
+    /// The fusion weight of the table's query vectors (`search.static_weight`).
+    static_weight: f32,
 }
 
 impl MiniLm {
     /// The model for items and queries; with `setting` = static, the table is read or built by
     /// a background thread and answers queries once it is ready.
-    pub(crate) fn new(model: TextEmbedder, dir: PathBuf, setting: QueryEncoderSetting) -> Self {
+    pub(crate) fn new(
+        model: TextEmbedder,
+        dir: PathBuf,
+        setting: QueryEncoderSetting,
+        static_weight: f32,
+    ) -> Self {
         let model = Arc::new(model);
         let table = Arc::new(OnceLock::new());
+        let dim = model.dim();
         if setting == QueryEncoderSetting::Static {
-            let (model, table) = (Arc::clone(&model), Arc::clone(&table));
+            let (model, table, dir) = (Arc::clone(&model), Arc::clone(&table), dir.clone());
             let spawned = std::thread::Builder::new()
                 .name("attune-static-encoder".into())
                 .spawn(move || {
@@ -131,7 +160,47 @@ impl MiniLm {
                 tracing::error!(error = %e, "cannot start the static encoder's thread; queries go through the model");
             }
         }
-        Self { model, table }
+        Self {
+            dir,
+            model: OnceLock::from(Ok(model)),
+            table,
+            dim,
+            static_weight,
+        }
+    }
+
+    /// Queries through `table` from the start; the model in `dir` is loaded when the first item
+    /// text needs embedding.
+    pub(crate) fn with_table(dir: PathBuf, table: StaticEncoder, static_weight: f32) -> Self {
+        Self {
+            dir,
+            model: OnceLock::new(),
+            dim: table.dim(),
+            table: Arc::new(OnceLock::from(table)),
+            static_weight,
+        }
+    }
+
+    /// The model, loaded now if it was not.
+    fn model(&self) -> Result<&TextEmbedder, String> {
+        self.model
+            .get_or_init(|| {
+                let started = Instant::now();
+                let model = TextEmbedder::load(&self.dir).map_err(|e| {
+                    format!(
+                        "loading the embedding model from {}: {e}",
+                        self.dir.display()
+                    )
+                })?;
+                tracing::info!(
+                    dir = %self.dir.display(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "embedding model loaded to embed items"
+                );
+                Ok(Arc::new(model))
+            })
+            .as_deref()
+            .map_err(Clone::clone)
     }
 
     /// Whether the static table answers queries now.
@@ -142,16 +211,16 @@ impl MiniLm {
 
 impl TextEncoder for MiniLm {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        self.model.embed(texts).map_err(|e| e.to_string())
+        self.model()?.embed(texts).map_err(|e| e.to_string())
     }
     fn embed_query(&self, query: &str) -> Result<Vec<f32>, String> {
         match self.table.get() {
             Some(table) => Ok(table.embed(query)),
-            None => self.model.embed_one(query).map_err(|e| e.to_string()),
+            None => self.model()?.embed_one(query).map_err(|e| e.to_string()),
         }
     }
     fn dim(&self) -> usize {
-        self.model.dim()
+        self.dim
     }
     fn name(&self) -> &str {
         NAME
@@ -161,6 +230,13 @@ impl TextEncoder for MiniLm {
             STATIC_NAME
         } else {
             NAME
+        }
+    }
+    fn query_weight(&self) -> f32 {
+        if self.static_ready() {
+            self.static_weight
+        } else {
+            1.0
         }
     }
 }

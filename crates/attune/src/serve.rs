@@ -22,7 +22,7 @@ use attune_search::keyword::KeywordIndex;
 use attune_search::vector::{VectorConfig, VectorIndex};
 
 use crate::model_swap::HotSequential;
-use crate::query_encoder::MiniLm;
+use crate::query_encoder::{MiniLm, QueryEncoderSetting};
 use crate::rules_watch;
 use crate::settings::{SearchSettings, SessionSettings, Settings};
 
@@ -128,11 +128,37 @@ fn load_encoder(s: &SearchSettings) -> anyhow::Result<Option<Arc<dyn TextEncoder
         },
         path => std::path::PathBuf::from(path),
     };
+    if s.query_encoder == QueryEncoderSetting::Static {
+        match crate::query_encoder::read_table(&dir) {
+            Ok(Some(table)) => {
+                tracing::info!(
+                    dir = %dir.display(),
+                    table_mb = table.heap_bytes() >> 20,
+                    "queries are embedded by the static query encoder; the model is loaded when an item needs embedding"
+                );
+                return Ok(Some(Arc::new(MiniLm::with_table(
+                    dir,
+                    table,
+                    s.static_weight,
+                ))));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "the static query encoder's table cannot be read; building it again"
+            ),
+        }
+    }
     let started = std::time::Instant::now();
     let model = attune_model::text::TextEmbedder::load(&dir)
         .with_context(|| format!("loading the embedding model from {}", dir.display()))?;
     tracing::info!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "embedding model loaded");
-    Ok(Some(Arc::new(MiniLm::new(model, dir, s.query_encoder))))
+    Ok(Some(Arc::new(MiniLm::new(
+        model,
+        dir,
+        s.query_encoder,
+        s.static_weight,
+    ))))
 }
 
 fn search_config(s: &SearchSettings) -> SearchConfig {

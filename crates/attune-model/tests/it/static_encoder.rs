@@ -25,7 +25,8 @@ fn a_one_token_text_is_the_models_own_embedding_and_longer_ones_sum_their_tokens
     for word in ["shirt", "navy", "blue"] {
         let want = e.embed_one(word).unwrap();
         let got = table.embed(word);
-        assert!(cosine(&got, &want) > 0.99999, "{word}");
+        // The model's own vector, up to the rows' 8-bit rounding.
+        assert!(cosine(&got, &want) > 0.9999, "{word}");
     }
     // The normalized sum of the tokens' (unnormalized) rows: the direction of navy + blue + shirt.
     let sum = table.embed("navy blue shirt");
