@@ -247,6 +247,71 @@ impl KeyIds {
     }
 }
 
+/// Numbers distinct strings with dense slots (a catalog's item ids: slot `i` is an index into
+/// its table of items) and stamps the slot into every allocation it is given, as [`KeyIds`]
+/// stamps ids: [`KeySlots::slot_of`] then reads the slot from the key, without hashing the
+/// string or probing a table. A slot names one string for as long as the numbering lives
+/// (slots are never reused), so a stamp never goes stale; a key it did not stamp (another
+/// numbering's, or a copy of the string) is found by its string, with the same answer. It
+/// shares the stamp with [`KeyIds`] (numbers come from one counter): an allocation keeps the
+/// first stamp it gets, and the other reads by string.
+#[derive(Debug)]
+pub struct KeySlots {
+    /// This numbering's number (see [`Shared`]).
+    number: u32,
+    slots: rustc_hash::FxHashMap<Key, u32>,
+}
+
+impl Default for KeySlots {
+    fn default() -> Self {
+        KeySlots {
+            number: INTERNERS.fetch_add(1, AtomicOrdering::Relaxed),
+            slots: Default::default(),
+        }
+    }
+}
+
+impl KeySlots {
+    /// The slot of `key`'s string, numbering it if new; stamps it into `key`'s allocation
+    /// (unless something stamped that first).
+    pub fn slot(&mut self, key: &Key) -> u32 {
+        let slot = match self.slots.get(key.as_str()) {
+            Some(&slot) => slot,
+            None => {
+                let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 slots");
+                self.slots.insert(key.clone(), slot);
+                slot
+            }
+        };
+        Key::stamp(&key.0.id, self.number, u64::from(slot));
+        slot
+    }
+
+    /// The slot of a string, if numbered.
+    pub fn get(&self, s: &str) -> Option<u32> {
+        self.slots.get(s).copied()
+    }
+
+    /// The slot of a key's string, if numbered: read from the key when this numbering stamped
+    /// it, else by the string.
+    pub fn slot_of(&self, key: &Key) -> Option<u32> {
+        match Key::stamped(&key.0.id, self.number) {
+            Some(slot) => Some(slot as u32),
+            None => self.get(key),
+        }
+    }
+
+    /// Distinct strings numbered (one past the largest slot).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether nothing is numbered.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
 impl Deref for Key {
     type Target = str;
     fn deref(&self) -> &str {
@@ -386,6 +451,35 @@ mod tests {
         let (fresh, fresh_id) = clone.intern(&Key::new("Adidas"));
         assert_eq!(clone.id_of(&fresh), Some(fresh_id));
         assert_eq!(first.id_of(&fresh), None);
+    }
+
+    #[test]
+    fn slots_are_read_from_the_stamp_or_by_the_string() {
+        let mut slots = KeySlots::default();
+        let a = Key::new("sku-1");
+        let b = Key::new("sku-2");
+        assert_eq!((slots.slot(&a), slots.slot(&b)), (0, 1));
+        // Another allocation of a numbered string gets the same slot, stamped too.
+        let a2 = Key::new("sku-1");
+        assert_eq!(slots.slot_of(&a2), Some(0));
+        assert_eq!(slots.slot(&a2), 0);
+        assert_eq!(slots.len(), 2);
+        for k in [&a, &a2, &b] {
+            assert_eq!(slots.slot_of(k), slots.get(k.as_str()));
+        }
+        assert_eq!(slots.slot_of(&Key::new("sku-3")), None);
+        // A key stamped by an interner is found by its string; and the reverse.
+        let mut ids = KeyIds::default();
+        let (c, _) = ids.intern(&Key::new("sku-3"));
+        assert_eq!(slots.slot(&c), 2);
+        assert_eq!(slots.slot_of(&c), Some(2));
+        assert_eq!(ids.id_of(&c), Some(0));
+        let mut other = KeySlots::default();
+        other.slot(&Key::new("x"));
+        assert_eq!(other.slot_of(&a), None);
+        assert_eq!(other.slot(&a), 1);
+        assert_eq!(other.slot_of(&a), Some(1));
+        assert_eq!(slots.slot_of(&a), Some(0));
     }
 
     #[test]

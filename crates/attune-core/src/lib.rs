@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use event::{Event, EventKind, SearchFilters, SearchRequestEvent};
 pub use id::{ItemId, SessionId, UserId};
 pub use item::{Item, ItemBuilder, ItemFeatures};
-pub use key::{Key, KeyIds};
+pub use key::{Key, KeyIds, KeySlots};
 pub use rules::Rules;
 pub use session::{AffinityKind, Session};
 pub use time::Timestamp;

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
-use attune_core::{AffinityKind, Item, ItemFeatures, ItemId, Key, KeyIds, Vocabulary};
+use attune_core::{AffinityKind, Item, ItemFeatures, ItemId, Key, KeyIds, KeySlots, Vocabulary};
 use parking_lot::RwLock;
 use rustc_hash::FxHashMap;
 
@@ -89,9 +89,14 @@ type TitleKey = (Option<Arc<str>>, String);
 struct Inner {
     /// In id order (pages, rebuilds).
     items: BTreeMap<ItemId, Arc<CatalogItem>>,
-    /// The same items by id, for lookups: a recommendation asks hundreds per request, and a hash
-    /// probe is one string comparison where the tree makes about sixteen.
-    by_id: FxHashMap<ItemId, Arc<CatalogItem>>,
+    /// Every item id ever upserted, numbered with a dense slot that is stamped into the ids'
+    /// allocations (the items' own, and the copies the online sources and sessions hold), so
+    /// that a lookup by such an id is an index into `slots`: a recommendation asks hundreds per
+    /// request, and a hash probe reads the id's string and a bucket of a table of the whole
+    /// catalog. A slot is never reused: a deleted id keeps its slot for when it comes back.
+    slot_ids: KeySlots,
+    /// The items by slot (`None`: deleted).
+    slots: Vec<Option<Arc<CatalogItem>>>,
     vocab: Vocabulary,
     /// Every feature string, interned and numbered.
     strings: KeyIds,
@@ -105,6 +110,11 @@ struct Inner {
 }
 
 impl Inner {
+    /// The item at a slot.
+    fn at(&self, slot: Option<u32>) -> Option<&Arc<CatalogItem>> {
+        self.slots.get(slot? as usize)?.as_ref()
+    }
+
     /// The near-duplicate key of an item being added (counted until [`Inner::forget_duplicate`]).
     fn duplicate(&mut self, item: &Item) -> u32 {
         let key = (
@@ -274,7 +284,11 @@ impl MemoryCatalog {
                 wire: WireMemo::default(),
             });
             let id = entry.item.id.clone();
-            inner.by_id.insert(id.clone(), Arc::clone(&entry));
+            let slot = inner.slot_ids.slot(id.as_key()) as usize;
+            if slot >= inner.slots.len() {
+                inner.slots.resize(slot + 1, None);
+            }
+            inner.slots[slot] = Some(Arc::clone(&entry));
             match inner.items.insert(id.clone(), entry) {
                 Some(old) => {
                     inner.vocab.remove(&old.item);
@@ -302,7 +316,9 @@ impl Catalog for MemoryCatalog {
     /// Removes an item; returns whether it existed.
     fn delete(&self, id: &str) -> Result<bool> {
         let mut inner = self.inner.write();
-        inner.by_id.remove(id);
+        if let Some(slot) = inner.slot_ids.get(id) {
+            inner.slots[slot as usize] = None;
+        }
         match inner.items.remove(id) {
             Some(old) => {
                 inner.vocab.remove(&old.item);
@@ -316,18 +332,23 @@ impl Catalog for MemoryCatalog {
 
     /// One item.
     fn get(&self, id: &str) -> Option<Arc<CatalogItem>> {
-        self.inner.read().by_id.get(id).cloned()
+        let inner = self.inner.read();
+        inner.at(inner.slot_ids.get(id)).cloned()
     }
 
-    /// By the key: the map compares the allocations first (see [`attune_core::Key`]).
+    /// By the slot stamped in the id's allocation when it is one the catalog numbered (its
+    /// items' ids and the copies handed out), else by the string.
     fn get_id(&self, id: &ItemId) -> Option<Arc<CatalogItem>> {
-        self.inner.read().by_id.get(id).cloned()
+        let inner = self.inner.read();
+        inner.at(inner.slot_ids.slot_of(id.as_key())).cloned()
     }
 
     /// Several items under one lock, in the order asked (`None` where unknown).
     fn get_many(&self, ids: &[&str]) -> Vec<Option<Arc<CatalogItem>>> {
         let inner = self.inner.read();
-        ids.iter().map(|id| inner.by_id.get(*id).cloned()).collect()
+        ids.iter()
+            .map(|id| inner.at(inner.slot_ids.get(id)).cloned())
+            .collect()
     }
 
     /// A page of items in id order, and the total count.

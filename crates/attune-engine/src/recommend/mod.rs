@@ -535,9 +535,7 @@ pub(crate) async fn recommend(
             LOOKUPS,
             Default::default(),
         ));
-    // One lock per call: the task holding it is the only one.
-    let accept = |id: &ItemId| {
-        let mut memo = looked_up.lock();
+    let lookup = |memo: &mut FxHashMap<ItemId, Option<LookedUp>>, id: &ItemId| {
         if let Some(hit) = memo.get(id) {
             return hit.as_ref().is_some_and(|(_, ok)| *ok);
         }
@@ -549,6 +547,8 @@ pub(crate) async fn recommend(
         memo.insert(id.clone(), hit);
         ok
     };
+    // One lock per call: the task holding it is the only one.
+    let accept = |id: &ItemId| lookup(&mut looked_up.lock(), id);
 
     // Cold start: the bandit serves a visitor the sources know nothing about.
     let configured: Vec<(&'static str, attune_core::rules::SourceWeight)> = match &req.sources {
@@ -627,27 +627,37 @@ pub(crate) async fn recommend(
     } else {
         &[]
     };
-    for (name, weight) in from_sources {
-        let Some(source) = recommender.source(name) else {
-            continue;
-        };
-        match source.candidates(&ctx, weight.budget as usize, &accept) {
-            Ok(list) => {
-                if !list.is_empty() {
-                    used.push(*name);
+    {
+        // The sources ask from this thread, without an await between: the memo is locked once
+        // for all of them (not once per proposal).
+        let mut locked = looked_up.lock();
+        let memo = std::cell::RefCell::new(&mut *locked);
+        let accept = |id: &ItemId| lookup(&mut memo.borrow_mut(), id);
+        for (name, weight) in from_sources {
+            let Some(source) = recommender.source(name) else {
+                continue;
+            };
+            match source.candidates(&ctx, weight.budget as usize, &accept) {
+                Ok(list) => {
+                    if !list.is_empty() {
+                        used.push(*name);
+                    }
+                    lists.push((name, weight.weight, list, Some(source)));
                 }
-                lists.push((name, weight.weight, list, Some(source)));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "recommendation source failed");
-                degraded.push(*name);
+                Err(e) => {
+                    tracing::warn!(error = %e, "recommendation source failed");
+                    degraded.push(*name);
+                }
             }
         }
     }
     // Each candidate's item is moved out of the memo (an Arc count touched once, not twice: the
     // items are shared by every request in flight).
     let mut memo = looked_up.into_inner();
+    // Each list's proposals' candidates (`usize::MAX`: not in the catalog), for the blend.
+    let mut positions: Vec<Vec<usize>> = Vec::with_capacity(lists.len());
     for (name, _, list, _) in &lists {
+        let mut at = Vec::with_capacity(list.len());
         for (rank, p) in list.iter().enumerate() {
             let i = match by_item.get(&p.item_id) {
                 Some(&i) => i,
@@ -657,6 +667,7 @@ pub(crate) async fn recommend(
                         None => catalog.get_id(&p.item_id),
                     };
                     let Some(item) = found else {
+                        at.push(usize::MAX);
                         continue;
                     };
                     by_item.insert(p.item_id.clone(), candidates.len());
@@ -664,27 +675,39 @@ pub(crate) async fn recommend(
                     candidates.len() - 1
                 }
             };
-            candidates[i].hits.push(SourceHit {
-                source: name,
-                rank: u32::try_from(rank + 1).unwrap_or(u32::MAX),
-                score: p.score,
-            });
+            at.push(i);
+            // What proposed each candidate, and the blend's parts below, only explain it: a
+            // quiet request keeps none (two allocations per candidate, hundreds per request).
+            if req.explain {
+                candidates[i].hits.push(SourceHit {
+                    source: name,
+                    rank: u32::try_from(rank + 1).unwrap_or(u32::MAX),
+                    score: p.score,
+                });
+            }
         }
+        positions.push(at);
     }
 
     // Hybrid scoring: each source's scores over its best, times its weight; sources that can
     // score any item score what the others proposed.
-    let ids: Vec<ItemId> = candidates.iter().map(|c| c.item.item.id.clone()).collect();
-    for (name, weight, list, source) in &lists {
+    // (The candidates' ids, made when a source is first asked to score them.)
+    let mut ids: Option<Vec<ItemId>> = None;
+    for ((name, weight, list, source), at) in lists.iter().zip(&positions) {
         let mut scores: Vec<Option<f32>> = vec![None; candidates.len()];
-        for p in list {
-            if let Some(&i) = by_item.get(&p.item_id) {
+        for (p, &i) in list.iter().zip(at) {
+            if i != usize::MAX {
                 scores[i] = Some(p.score);
             }
         }
         if scores.iter().any(Option::is_none)
             && let Some(source) = source
-            && let Some(extra) = source.score(&ctx, &ids)
+            && let Some(extra) = source.score(
+                &ctx,
+                ids.get_or_insert_with(|| {
+                    candidates.iter().map(|c| c.item.item.id.clone()).collect()
+                }),
+            )
         {
             match extra {
                 Ok(extra) => {
@@ -712,8 +735,11 @@ pub(crate) async fn recommend(
                 && *s > 0.0
             {
                 let part = weight * (s / best).min(1.0);
-                c.contributions.push((name, part));
                 c.blended += part;
+                if !req.explain {
+                    continue;
+                }
+                c.contributions.push((name, part));
                 if !c.hits.iter().any(|h| h.source == *name) {
                     c.hits.push(SourceHit {
                         source: name,
@@ -725,8 +751,10 @@ pub(crate) async fn recommend(
         }
     }
 
-    for c in &mut candidates {
-        c.draw = draws.get(&c.item.item.id).copied();
+    if !draws.is_empty() {
+        for c in &mut candidates {
+            c.draw = draws.get(&c.item.item.id).copied();
+        }
     }
     let mut strategy = if draws.is_empty() {
         Strategy::Pipeline(used)
@@ -750,11 +778,15 @@ pub(crate) async fn recommend(
     for c in candidates.iter_mut().filter(|c| c.draw.is_none()) {
         if arrival > 0.0 && is_new(&c.item, now, rec) {
             c.blended += arrival;
-            c.rules.push(RuleEffect::NewArrival { boost: arrival });
+            if req.explain {
+                c.rules.push(RuleEffect::NewArrival { boost: arrival });
+            }
         }
-        if visitor
-            .summary(&c.item.item.id)
-            .is_some_and(|s| s.purchases > 0)
+        // (Explanations only.)
+        if req.explain
+            && visitor
+                .summary(&c.item.item.id)
+                .is_some_and(|s| s.purchases > 0)
         {
             c.rules.push(RuleEffect::BuyAgain);
         }
