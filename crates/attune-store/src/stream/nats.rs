@@ -4,8 +4,9 @@
 //! [`EventLog`] of plain segments) exactly as the embedded log does, so an answered request's
 //! records survive the process being killed, and wakes a forwarder thread. The forwarder reads
 //! the spool in order ([`Tail`]) and publishes each record to JetStream on the subject
-//! `<subject>.<type>` (`attune.events.view`, …, `attune.events.served`), pipelining a batch and
-//! waiting for the stream's acknowledgements. Each message carries a `Nats-Msg-Id` made of the
+//! `<subject>.<type>` (`attune.events.view`, …, `attune.events.served`), a batch at a time: plain
+//! publishes, then the batch's last record acknowledged by the stream (which handles one
+//! connection's messages in order, so that ack covers the batch). Each message carries a `Nats-Msg-Id` made of the
 //! spool's id and the record's sequence number, so a record published twice (its acknowledgement
 //! lost, or the process killed before it saved how far it got) is stored once: JetStream drops a
 //! repeated id within the stream's duplicate window. After each batch the forwarder saves the
@@ -421,39 +422,57 @@ impl Forwarder {
         .map_err(|e| e.to_string())
     }
 
-    /// Publishes the batch, pipelined; returns how many from its front were acknowledged, and
-    /// what stopped the rest.
+    /// Publishes the batch: every record but the last as a plain publish (carrying its
+    /// `Nats-Msg-Id`; JetStream stores them without sending an ack back), the last one
+    /// acknowledged. JetStream handles one connection's messages in order, so the last one's ack
+    /// says the batch is stored; without it, the whole batch is sent again (and repeats dropped
+    /// by their ids). A record that may exceed the server's `max_payload` ends the batch early,
+    /// and alone it is published acknowledged, so its refusal is seen. Returns how many from the
+    /// batch's front are stored, and what stopped the rest.
     async fn publish(&self, js: &jetstream::Context, batch: &VecDeque<Outgoing>) -> Published {
-        let mut acks = Vec::with_capacity(batch.len());
-        let mut failure = None;
-        for out in batch {
-            let message = PublishMessage::build()
-                .payload(out.payload.clone())
-                .message_id(format!("{}-{}", self.id, out.seq));
-            match js.send_publish(out.subject.clone(), message).await {
-                Ok(ack) => acks.push(ack),
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
+        let failed = |e: String, too_large: bool| Published {
+            acked: 0,
+            too_large,
+            error: Some(e),
+        };
+        let client = js.client();
+        let max = client.server_info().max_payload;
+        // Room for the headers and the subject.
+        let large = |o: &Outgoing| max > 0 && o.payload.len() + 512 > max;
+        let end = match batch.iter().position(large) {
+            Some(0) => 1,
+            Some(p) => p,
+            None => batch.len(),
+        };
+        let id = |o: &Outgoing| format!("{}-{}", self.id, o.seq);
+        for out in batch.iter().take(end - 1) {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id(out).as_str());
+            if let Err(e) = client
+                .publish_with_headers(out.subject.clone(), headers, out.payload.clone())
+                .await
+            {
+                return failed(e.to_string(), false);
             }
         }
-        let mut acked = 0;
-        for ack in acks {
-            match ack.await {
-                Ok(_) => acked += 1,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        Published {
-            acked,
-            too_large: failure
-                .as_ref()
-                .is_some_and(|e| e.kind() == PublishErrorKind::MaxPayloadExceeded),
-            error: failure.map(|e| e.to_string()),
+        let last = &batch[end - 1];
+        let message = PublishMessage::build()
+            .payload(last.payload.clone())
+            .message_id(id(last));
+        let result = match js.send_publish(last.subject.clone(), message).await {
+            Ok(ack) => ack.await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => Published {
+                acked: end,
+                too_large: false,
+                error: None,
+            },
+            Err(e) => failed(
+                e.to_string(),
+                end == 1 && e.kind() == PublishErrorKind::MaxPayloadExceeded,
+            ),
         }
     }
 
@@ -474,6 +493,9 @@ impl Forwarder {
             self.cursor = tail.position();
         }
         let mut js: Option<jetstream::Context> = None;
+        // The connections lost (by any client) when the current client connected: once the count
+        // moves, that client is broken (it never reconnects) and a new one takes over.
+        let mut epoch = 0;
         let mut stream_ready = false;
         let mut backoff = Duration::from_millis(50);
         let mut batch: VecDeque<Outgoing> = VecDeque::new();
@@ -508,9 +530,14 @@ impl Forwarder {
                 self.pause(Duration::from_millis(200)).await;
                 continue;
             }
+            if js.is_some() && self.shared.disconnects.load(Ordering::Relaxed) != epoch {
+                js = None;
+                stream_ready = false;
+            }
             let failure = match &js {
                 None => match self.connect().await {
                     Ok(c) => {
+                        epoch = self.shared.disconnects.load(Ordering::Relaxed);
                         js = Some(c);
                         self.shared.connected.store(true, Ordering::Relaxed);
                         continue;
@@ -525,7 +552,6 @@ impl Forwarder {
                     Err(e) => Some(format!("stream {}: {e}", self.config.stream)),
                 },
                 Some(c) => {
-                    let disconnects = self.shared.disconnects.load(Ordering::Relaxed);
                     // Bounded even when the client's buffer is full while NATS is away.
                     let published = tokio::time::timeout(
                         self.config.ack_timeout + Duration::from_secs(1),
@@ -554,11 +580,8 @@ impl Forwarder {
                         None => None,
                         Some(e) => {
                             // The stream may be gone (a NATS without its storage): ask again.
+                            // A broken connection is replaced at the top of the loop.
                             stream_ready = false;
-                            if self.shared.disconnects.load(Ordering::Relaxed) != disconnects {
-                                // The connection broke: a new client sends the rest again.
-                                js = None;
-                            }
                             Some(format!("publishing: {e}"))
                         }
                     }
