@@ -328,9 +328,15 @@ impl EventLog {
             .open(self.dir.join(CURRENT))?;
         active.bytes = 0;
         active.first_seq = active.next_seq;
+        // The segment is sealed whatever happens to the marker; without it, a spool whose
+        // sealed segments are all removed numbers again from where its cursor cannot be (and
+        // `NatsSink` then takes a new spool id, so no message id is reused).
         let marker = self.dir.join(format!("{CURRENT_FIRST}.tmp"));
-        fs::write(&marker, active.first_seq.to_string())
-            .and_then(|()| fs::rename(&marker, self.dir.join(CURRENT_FIRST)))?;
+        if let Err(e) = fs::write(&marker, active.first_seq.to_string())
+            .and_then(|()| fs::rename(&marker, self.dir.join(CURRENT_FIRST)))
+        {
+            tracing::error!(error = %e, "event log: the numbering marker was not written");
+        }
         self.sealed.fetch_add(1, Ordering::Relaxed);
         if self.config.compress {
             self.to_compress.lock().push(sealed);

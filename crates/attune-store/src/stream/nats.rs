@@ -176,8 +176,23 @@ impl NatsSink {
         config.spool.compress = false;
         let spool = EventLog::open(config.spool.clone())?;
         let dir = spool.dir().to_owned();
-        let id = spool_id(&dir)?;
-        let cursor = read_cursor(&dir);
+        let mut id = spool_id(&dir)?;
+        let mut cursor = read_cursor(&dir);
+        if cursor > spool.next_seq() {
+            // The spool numbers from below what was already delivered (its numbering marker was
+            // lost to a disk error): its records would reuse delivered message ids and be dropped
+            // as repeats. A new spool id keeps them apart, and what the spool holds is sent
+            // again (at least once, rather than lost).
+            tracing::warn!(
+                cursor,
+                next = spool.next_seq(),
+                "event spool renumbered; taking a new spool id and sending what it holds again"
+            );
+            let _ = fs::remove_file(dir.join(SPOOL_ID));
+            id = spool_id(&dir)?;
+            cursor = spool.oldest_seq().unwrap_or(0);
+            write_cursor(&dir, cursor).map_err(|e| io_err(&dir, &e))?;
+        }
         let shared = Arc::new(Shared::default());
         let backlog = spool.next_seq().saturating_sub(cursor);
         shared.pending.store(backlog, Ordering::Relaxed);

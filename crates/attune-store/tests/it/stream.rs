@@ -472,3 +472,29 @@ fn a_full_spool_drops_and_counts_without_waiting() {
     drop(server);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_spool_that_lost_its_numbering_takes_a_new_id_and_loses_nothing() {
+    let nats = Nats::new(nats_url(), "renumber");
+    let dir = temp("nats-renumber-spool");
+    let mut config = nats.config(&dir);
+    config.spool.segment_bytes = 512;
+    let sink = NatsSink::start(config.clone()).unwrap();
+    sink.append(&(0..60).map(|n| record(0, n)).collect::<Vec<_>>());
+    sink.close().unwrap();
+    drop(sink);
+    // Every sealed segment was delivered and removed; a disk error lost the marker saying where
+    // the segment being written starts: the spool would number from far below its cursor.
+    assert!(segments(&dir).unwrap().len() == 1, "{:?}", segments(&dir));
+    std::fs::remove_file(dir.join("current.first")).unwrap();
+    let again = NatsSink::start(config).unwrap();
+    again.append(&(60..70).map(|n| record(0, n)).collect::<Vec<_>>());
+    again.close().unwrap();
+    let read = nats.read(&dir);
+    let ns: Vec<u64> = read.iter().map(|(_, v)| v["n"].as_u64().unwrap()).collect();
+    for n in 0..70 {
+        assert!(ns.contains(&n), "record {n} is in the stream: {ns:?}");
+    }
+    nats.delete();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
