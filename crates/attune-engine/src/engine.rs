@@ -8,6 +8,7 @@ use attune_core::session::{ItemSummary, Reason, Scores};
 use attune_core::{
     AffinityKind, Event, EventKind, Item, ItemId, Key, Rules, Session, SessionId, Timestamp, UserId,
 };
+use attune_store::catalog::CatalogStore;
 use attune_store::stream::{EventSink, SinkStats, StreamRecord};
 use attune_store::{SessionStore, StoreStats};
 
@@ -15,6 +16,7 @@ use attune_search::keyword::KeywordIndex;
 use attune_search::vector::VectorIndex;
 
 use crate::catalog::{Catalog, CatalogItem, MemoryCatalog, UpsertOutcome};
+use crate::catalog_sync::CatalogSync;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::personal::{Personal, ttl};
@@ -117,6 +119,8 @@ pub struct Engine {
     config: EngineConfig,
     /// Where applied events and served lists are appended, if anywhere.
     sink: Option<Arc<dyn EventSink>>,
+    /// Where the catalog is written through and loaded from, if anywhere.
+    catalog_store: Option<CatalogSync>,
 }
 
 /// An applied event as the stream keeps it: the event's own fields plus `"record": "event"`.
@@ -175,6 +179,7 @@ impl Engine {
             clock,
             config,
             sink: None,
+            catalog_store: None,
         }
     }
 
@@ -228,6 +233,47 @@ impl Engine {
         self.recommender.set_catalog(Arc::clone(&catalog));
         self.catalog = catalog;
         self
+    }
+
+    /// Writes catalog changes through this store (files or PostgreSQL) and follows the changes
+    /// other replicas make to it. Load it with [`Engine::load_catalog_store`].
+    pub fn with_catalog_store(mut self, store: Arc<dyn CatalogStore>) -> Self {
+        self.catalog_store = Some(CatalogSync::new(store));
+        self
+    }
+
+    /// The catalog store, if there is one.
+    pub fn catalog_store(&self) -> Option<&Arc<dyn CatalogStore>> {
+        self.catalog_store.as_ref().map(|c| &c.store)
+    }
+
+    /// Reads the catalog store's items into the in-memory catalog, not into the search indexes
+    /// (reuse them when they match, else [`Engine::rebuild_index`]). Returns how many items.
+    pub async fn load_catalog_store(&self) -> Result<usize> {
+        match &self.catalog_store {
+            Some(sync) => sync.load(&*self.catalog).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Applies the changes other replicas made to the catalog store since the last call (to
+    /// the catalog and the search indexes); returns how many. Without a store, nothing.
+    pub async fn sync_catalog(&self) -> Result<usize> {
+        match &self.catalog_store {
+            Some(sync) => sync.catch_up(&*self.catalog, self.search.as_ref()).await,
+            None => Ok(0),
+        }
+    }
+
+    /// Whether the catalog has been read from its store (always true without one).
+    pub fn catalog_loaded(&self) -> bool {
+        self.catalog_store.as_ref().is_none_or(CatalogSync::loaded)
+    }
+
+    /// The catalog store's sequence number up to which every change is held here (`None`
+    /// without a store).
+    pub fn catalog_seq(&self) -> Option<u64> {
+        self.catalog_store.as_ref().map(CatalogSync::watermark)
     }
 
     /// Uses these online sources (e.g. opened from a state directory, or seeded) instead of the
@@ -756,8 +802,34 @@ impl Engine {
         Ok(self.sessions.delete(id).await?)
     }
 
-    /// Validates and upserts items; all or nothing.
-    pub fn upsert_items(&self, items: Vec<Item>) -> Result<UpsertOutcome> {
+    /// Validates and upserts items; all or nothing. With a catalog store, the store is written
+    /// first (a store that fails leaves everything as it was), then memory. An id repeated in
+    /// one call counts once: its last copy wins.
+    pub async fn upsert_items(&self, items: Vec<Item>) -> Result<UpsertOutcome> {
+        let items = self.checked_items(items)?;
+        match &self.catalog_store {
+            Some(sync) => {
+                sync.upsert(&*self.catalog, self.search.as_ref(), items)
+                    .await
+            }
+            None => crate::catalog_sync::apply(&*self.catalog, self.search.as_ref(), items, &[]),
+        }
+    }
+
+    /// [`Engine::upsert_items`] without waiting, for an engine with no catalog store (tests,
+    /// benchmarks, tools building an engine in process); with a store it is refused.
+    pub fn load_items(&self, items: Vec<Item>) -> Result<UpsertOutcome> {
+        if self.catalog_store.is_some() {
+            return Err(Error::Unsupported(
+                "items go through the catalog store: use upsert_items",
+            ));
+        }
+        let items = self.checked_items(items)?;
+        crate::catalog_sync::apply(&*self.catalog, self.search.as_ref(), items, &[])
+    }
+
+    /// Checks the batch's size and every item; keeps the last copy of a repeated id.
+    fn checked_items(&self, items: Vec<Item>) -> Result<Vec<Item>> {
         if items.len() > self.config.max_upsert {
             return Err(Error::TooMany {
                 field: "items",
@@ -769,10 +841,7 @@ impl Engine {
             item.validate()
                 .map_err(|e| Error::invalid(&format!("[{i}]"), e))?;
         }
-        if let Some(s) = &self.search {
-            s.upsert(&items)?;
-        }
-        self.catalog.upsert(items)
+        Ok(crate::catalog_sync::dedup_last(items))
     }
 
     /// One item.
@@ -782,12 +851,22 @@ impl Engine {
             .ok_or_else(|| Error::ItemNotFound(id.to_owned()))
     }
 
-    /// Removes an item.
-    pub fn delete_item(&self, id: &str) -> Result<()> {
-        if self.catalog.delete(id)? {
-            if let Some(s) = &self.search {
-                s.delete(id)?;
+    /// Removes an item (from the catalog store first, when there is one).
+    pub async fn delete_item(&self, id: &str) -> Result<()> {
+        let existed = match &self.catalog_store {
+            Some(sync) => {
+                sync.delete(&*self.catalog, self.search.as_ref(), id)
+                    .await?
             }
+            None => {
+                let existed = self.catalog.delete(id)?;
+                if existed && let Some(s) = &self.search {
+                    s.delete(id)?;
+                }
+                existed
+            }
+        };
+        if existed {
             Ok(())
         } else {
             Err(Error::ItemNotFound(id.to_owned()))
@@ -799,6 +878,15 @@ impl Engine {
         self.sessions.ping().await?;
         if let Some(p) = &self.profiles {
             p.store().ping().await?;
+        }
+        if let Some(c) = &self.catalog_store {
+            if !c.loaded() {
+                return Err(Error::Catalog(attune_store::Error::Unavailable {
+                    backend: c.store.backend(),
+                    source: "the catalog has not been read from its store yet".into(),
+                }));
+            }
+            c.store.ping().await.map_err(Error::Catalog)?;
         }
         Ok(())
     }

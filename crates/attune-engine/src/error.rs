@@ -39,6 +39,9 @@ pub enum Error {
     /// The session store failed.
     #[error(transparent)]
     Store(#[from] attune_store::Error),
+    /// The catalog store failed (a write through it changed nothing).
+    #[error("catalog store: {0}")]
+    Catalog(attune_store::Error),
     /// The search index failed.
     #[error("search index: {0}")]
     Search(String),

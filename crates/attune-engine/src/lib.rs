@@ -9,6 +9,7 @@
 //! updated atomically. It does not own wire formats (the server's) or backend choice (the binary's).
 
 mod catalog;
+mod catalog_sync;
 mod clock;
 mod engine;
 mod error;

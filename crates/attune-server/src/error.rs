@@ -142,6 +142,27 @@ impl From<attune_engine::Error> for ApiError {
                     "the search index failed",
                 )
             }
+            E::Catalog(s) => match s {
+                S::Unavailable { backend, .. } => {
+                    tracing::warn!(error = %s, "catalog store unavailable");
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        format!(
+                            "the catalog store ({backend}) is unavailable: nothing was changed; \
+                             retry shortly (the catalog is still served as it was)"
+                        ),
+                    )
+                }
+                S::Snapshot { .. } | S::Contended { .. } | S::BadUrl { .. } => {
+                    tracing::error!(error = %s, "catalog store error");
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the catalog store failed: nothing was changed",
+                    )
+                }
+            },
             E::Store(s) => match s {
                 S::Unavailable { .. } | S::Contended { .. } => {
                     tracing::warn!(error = %s, "store unavailable");

@@ -7,6 +7,10 @@
 //! - [`bandit::BanditStore`]: the bandit's arms (shows and clicks per surface and item).
 //!   [`bandit::memory::MemoryBanditStore`] (embedded, with a snapshot file) and
 //!   [`bandit::redis::RedisBanditStore`] (shared by replicas). Both pass `tests/it/bandit.rs`.
+//! - [`catalog::CatalogStore`]: where the catalog is written through and loaded from (it is
+//!   served from memory). [`catalog::FileCatalogStore`] (embedded journal) and
+//!   [`catalog::postgres::PostgresCatalogStore`] (shared, with `LISTEN`/`NOTIFY`). Both pass
+//!   `tests/it/catalog.rs`.
 //! - [`stream::EventSink`]: the event stream (events applied and lists served).
 //!   [`stream::EventLog`] (embedded: segment-rotated JSON lines, sealed segments gzipped).
 //!
@@ -21,6 +25,7 @@ use async_trait::async_trait;
 use attune_core::{Session, SessionId, Timestamp};
 
 pub mod bandit;
+pub mod catalog;
 mod l1;
 pub mod memory;
 pub mod postgres;

@@ -110,14 +110,14 @@ pub struct PostgresSessionStore {
     last_purge: AtomicI64,
 }
 
-fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+pub(crate) fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Error {
     Error::Unavailable {
         backend: "postgres",
         source: e.into(),
     }
 }
 
-fn valid_table(t: &str) -> bool {
+pub(crate) fn valid_table(t: &str) -> bool {
     let mut chars = t.chars();
     chars
         .next()
@@ -220,7 +220,7 @@ impl PostgresSessionStore {
             }
         });
         if !self.migrated.load(Ordering::Acquire) {
-            migrate(&client, &self.table).await?;
+            migrate(&client, &self.table, MIGRATIONS).await?;
             self.migrated.store(true, Ordering::Release);
         }
         let t = &self.table;
@@ -318,7 +318,11 @@ impl PostgresSessionStore {
 }
 
 /// Applies the migrations this table lacks, each in a transaction under an advisory lock.
-async fn migrate(client: &Client, table: &str) -> Result<()> {
+pub(crate) async fn migrate(
+    client: &Client,
+    table: &str,
+    migrations: &[(&str, &str)],
+) -> Result<()> {
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS attune_migrations (
@@ -335,7 +339,7 @@ async fn migrate(client: &Client, table: &str) -> Result<()> {
                 Err(unavailable(e))
             }
         })?;
-    for (name, sql) in MIGRATIONS {
+    for (name, sql) in migrations {
         let key = format!("{table}:{name}");
         let sql = sql.replace("{table}", table);
         let script = format!(

@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
     let bytes = std::fs::read(&a.catalog)?;
     let items = attune_server::parse_items(&bytes, BodyKind::Ndjson, clock.now())
         .map_err(|e| anyhow::anyhow!("catalog: {}", e.message))?;
-    engine.upsert_items(items)?;
+    engine.load_items(items)?;
     let mut engine = engine.with_online(OnlineSources::open(&OnlineConfig {
         seed_dir: Some(a.seed.clone()),
         ..OnlineConfig::default()

@@ -208,9 +208,25 @@ async fn build_engine_parts(
     )
     .with_profiles(profiles)
     .with_search(keyword, search_config(s));
-    let items = load_catalog(&engine, settings)?;
-    if engine.index_sizes().0 != items {
+    if let Some(store) = open_catalog_store(settings)? {
+        engine = engine.with_catalog_store(store);
+    }
+    // The index on disk matches a store's catalog only if it was closed cleanly at the store's
+    // current change (the marker is removed now, so a crash from here on rebuilds it).
+    let marker = s.dir.as_ref().map(|d| d.join(INDEX_MARKER));
+    let marked = marker.as_deref().and_then(take_marker);
+    let items = load_catalog(&engine, settings).await?;
+    let current = engine.catalog_seq().map(|seq| marker_text(settings, seq));
+    if engine.index_sizes().0 != items || (current.is_some() && marked != current) {
+        if current.is_some() {
+            tracing::info!(items, "building the keyword index from the catalog store");
+        }
         engine.rebuild_index()?;
+    } else if current.is_some() {
+        tracing::info!(
+            items,
+            "the keyword index on disk matches the catalog store: reused"
+        );
     }
     if let Some(encoder) = load_encoder(s)? {
         let config = search_config(s).vector;
@@ -360,13 +376,64 @@ pub(crate) fn load_rules(path: Option<&Path>) -> anyhow::Result<Rules> {
     }
 }
 
-/// Loads the catalog the settings name into the engine; returns how many items.
-pub(crate) fn load_catalog(engine: &Engine, settings: &Settings) -> anyhow::Result<usize> {
+/// The file in `search.dir` saying which catalog store state the indexes there match.
+const INDEX_MARKER: &str = "catalog-seq";
+
+/// The marker's text for the settings' catalog store at change `seq`.
+fn marker_text(settings: &Settings, seq: u64) -> String {
+    let c = &settings.catalog;
+    let store = match (&c.url, &c.dir) {
+        (Some(url), _) => format!("{url} {}", c.table),
+        (None, Some(dir)) => dir.display().to_string(),
+        (None, None) => String::new(),
+    };
+    format!("{store}\n{seq}\n")
+}
+
+/// Reads and removes the index marker.
+fn take_marker(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove the index marker");
+        return None;
+    }
+    Some(text)
+}
+
+/// The catalog store the settings name: PostgreSQL (`catalog.url`), the embedded journal
+/// (`catalog.dir`), or none.
+fn open_catalog_store(
+    settings: &Settings,
+) -> anyhow::Result<Option<Arc<dyn attune_store::catalog::CatalogStore>>> {
+    use attune_store::catalog::FileCatalogStore;
+    use attune_store::catalog::postgres::{PostgresCatalogConfig, PostgresCatalogStore};
+    let c = &settings.catalog;
+    if let Some(url) = &c.url {
+        let store = PostgresCatalogStore::open(PostgresCatalogConfig {
+            url: url.clone(),
+            table: c.table.clone(),
+            timeout: Duration::from_millis(settings.sessions.timeout_ms),
+            ..PostgresCatalogConfig::default()
+        })
+        .with_context(|| format!("setting catalog.url: {url}"))?;
+        return Ok(Some(Arc::new(store)));
+    }
+    if let Some(dir) = &c.dir {
+        let store = FileCatalogStore::open(dir)
+            .with_context(|| format!("setting catalog.dir: {}", dir.display()))?;
+        return Ok(Some(Arc::new(store)));
+    }
+    Ok(None)
+}
+
+/// Parses the catalogs the settings name (the demo's, then `catalog.path`).
+fn seed_items(engine: &Engine, settings: &Settings) -> anyhow::Result<Vec<attune_core::Item>> {
     let now = engine.now();
+    let mut out = Vec::new();
     if settings.catalog.demo {
         let items = attune_server::parse_items(DEMO_CATALOG.as_bytes(), BodyKind::Json, now)
             .map_err(|e| anyhow::anyhow!("demo catalog: {} ({:?})", e.message, e.field))?;
-        engine.upsert_items(items)?;
+        out.extend(items);
     }
     if let Some(path) = &settings.catalog.path {
         let bytes =
@@ -378,9 +445,99 @@ pub(crate) fn load_catalog(engine: &Engine, settings: &Settings) -> anyhow::Resu
         let items = attune_server::parse_items(&bytes, kind, now).map_err(|e| {
             anyhow::anyhow!("catalog {}: {} ({:?})", path.display(), e.message, e.field)
         })?;
-        engine.upsert_items(items)?;
+        out.extend(items);
+    }
+    Ok(out)
+}
+
+/// Loads the catalog into the engine; returns how many items. With a catalog store, its items
+/// (and the demo catalog or `catalog.path` only into a store that holds none yet); a store that
+/// does not answer leaves the catalog empty and the server not ready until it does.
+pub(crate) async fn load_catalog(engine: &Engine, settings: &Settings) -> anyhow::Result<usize> {
+    let Some(store) = engine.catalog_store() else {
+        let items = seed_items(engine, settings)?;
+        if !items.is_empty() {
+            engine.upsert_items(items).await?;
+        }
+        return Ok(engine.catalog().len());
+    };
+    let backend = store.backend();
+    let started = std::time::Instant::now();
+    match engine.load_catalog_store().await {
+        Ok(n) => {
+            tracing::info!(
+                backend,
+                items = n,
+                ms = started.elapsed().as_millis() as u64,
+                "catalog loaded from its store"
+            );
+            let seeding = settings.catalog.demo || settings.catalog.path.is_some();
+            if n == 0 && engine.catalog_seq() == Some(0) && seeding {
+                let items = seed_items(engine, settings)?;
+                let count = items.len();
+                engine
+                    .upsert_items(items)
+                    .await
+                    .context("writing the starting catalog into the catalog store")?;
+                tracing::info!(
+                    backend,
+                    items = count,
+                    "the empty catalog store filled from the settings' catalog"
+                );
+            } else if seeding && n > 0 {
+                tracing::info!(
+                    backend,
+                    "the catalog store holds the catalog: catalog.demo and catalog.path are not loaded"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!(backend, error = %e, "the catalog store does not answer: starting with an empty catalog, not ready until it is read");
+        }
     }
     Ok(engine.catalog().len())
+}
+
+/// Follows the catalog store: applies other replicas' changes when it announces them, and every
+/// `poll` in case an announcement was lost (or the store was not reachable at start).
+fn spawn_catalog_sync(engine: &Arc<Engine>, poll: Duration) {
+    let Some(store) = engine.catalog_store() else {
+        return;
+    };
+    if !store.shared() && engine.catalog_loaded() {
+        return;
+    }
+    let changed = store.changed();
+    let engine = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = changed.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+            }
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            match engine.sync_catalog().await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::debug!(changes = n, "catalog changes applied from the store");
+                    }
+                    if failing {
+                        tracing::info!("the catalog store answers again");
+                    }
+                    failing = false;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot follow the catalog store; serving the catalog held in memory");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {
@@ -474,6 +631,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = settings.listen_addr()?;
     let (engine, sequential) = build_engine_parts(&settings).await?;
     let items = engine.catalog().len();
+    spawn_catalog_sync(&engine, Duration::from_secs(settings.catalog.poll_secs));
 
     let purger = Arc::clone(&engine);
     tokio::spawn(async move {
@@ -544,6 +702,18 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     if let Some(dir) = &settings.search.dir {
         engine.save_vectors(&dir.join("vectors.bin"))?;
+        // Caught up with the store, the index (it commits every change at once) matches the
+        // store's catalog at the store's last change.
+        if engine.catalog_store().is_some()
+            && let Err(e) = engine.sync_catalog().await
+        {
+            tracing::warn!(error = %e, "cannot catch up with the catalog store at shutdown (the next start rebuilds the index)");
+        } else if let Some(seq) = engine.catalog_seq() {
+            let path = dir.join(INDEX_MARKER);
+            if let Err(e) = std::fs::write(&path, marker_text(&settings, seq)) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the index marker (the next start rebuilds the index)");
+            }
+        }
     }
     engine.shutdown().await?;
     Ok(())

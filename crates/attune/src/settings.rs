@@ -222,13 +222,39 @@ impl ProfileSettings {
 }
 
 /// Catalog settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct CatalogSettings {
-    /// Load the built-in demo catalog (a few hundred grocery products).
+    /// Load the built-in demo catalog (a few hundred grocery products). With a catalog store,
+    /// only into a store that holds no item yet.
     pub(crate) demo: bool,
-    /// A catalog file to load at start: a JSON array, or NDJSON (`.ndjson`, `.jsonl`).
+    /// A catalog file to load at start: a JSON array, or NDJSON (`.ndjson`, `.jsonl`). With a
+    /// catalog store, only into a store that holds no item yet.
     pub(crate) path: Option<PathBuf>,
+    /// Where catalog changes are kept: `~` (in memory only, the default), a PostgreSQL URL
+    /// (`postgres://user@host:port/db`: one row per item in `table`, shared by replicas, each
+    /// change announced to them with NOTIFY).
+    pub(crate) url: Option<String>,
+    /// PostgreSQL: the table (also the notification channel).
+    pub(crate) table: String,
+    /// Embedded: a directory for the catalog journal (`catalog.jsonl`), so changes made
+    /// through the API survive a restart without PostgreSQL.
+    pub(crate) dir: Option<PathBuf>,
+    /// Replicas also look for changes this often (seconds), in case a notification was lost.
+    pub(crate) poll_secs: u64,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        CatalogSettings {
+            demo: false,
+            path: None,
+            url: None,
+            table: "attune_items".into(),
+            dir: None,
+            poll_secs: 5,
+        }
+    }
 }
 
 /// Search settings.
@@ -532,20 +558,41 @@ impl Settings {
                 ),
             ));
         }
-        let table = &self.profiles.table;
-        let mut chars = table.chars();
-        if !(chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            && table.len() <= 48)
-        {
-            return Err(err(
-                "profiles.table",
-                format!(
-                    "{table:?}: lowercase letters, digits and _ (at most 48), not starting with a digit"
-                ),
-            ));
+        for (key, table) in [
+            ("profiles.table", &self.profiles.table),
+            ("catalog.table", &self.catalog.table),
+        ] {
+            let mut chars = table.chars();
+            if !(chars
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && table.len() <= 48)
+            {
+                return Err(err(
+                    key,
+                    format!(
+                        "{table:?}: lowercase letters, digits and _ (at most 48), not starting with a digit"
+                    ),
+                ));
+            }
+        }
+        if let Some(url) = &self.catalog.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(err(
+                    "catalog.url",
+                    format!("{url:?}: use postgres://user@host:port/db (or leave it out)"),
+                ));
+            }
+            if self.catalog.dir.is_some() {
+                return Err(err(
+                    "catalog.dir",
+                    "set catalog.url or catalog.dir, not both: the catalog has one store",
+                ));
+            }
+        }
+        if self.catalog.poll_secs == 0 {
+            return Err(err("catalog.poll_secs", "must be at least 1"));
         }
         for (key, v) in [
             ("http.max_body_bytes", self.http.max_body_bytes),

@@ -47,9 +47,7 @@ pub(crate) fn engine(store: Arc<MemorySessionStore>) -> (Engine, Arc<ManualClock
         clock.clone(),
         EngineConfig::default(),
     );
-    engine
-        .upsert_items(demo_items())
-        .expect("demo catalog loads");
+    engine.load_items(demo_items()).expect("demo catalog loads");
     (engine, clock)
 }
 

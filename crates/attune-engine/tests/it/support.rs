@@ -183,7 +183,7 @@ pub(crate) fn engine_with(rules: Rules) -> TestEngine {
     let store = Arc::new(MemorySessionStore::new(MemoryConfig::default()));
     let engine = Engine::new(store, rules, clock.clone(), EngineConfig::default());
     engine
-        .upsert_items(items(Timestamp::from_millis(T0)))
+        .load_items(items(Timestamp::from_millis(T0)))
         .expect("catalog loads");
     TestEngine { engine, clock }
 }

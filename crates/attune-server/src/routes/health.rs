@@ -22,7 +22,8 @@ pub(crate) async fn healthz() -> Json<HealthOut> {
     })
 }
 
-/// The backends (session and profile stores) answer; the body also gives the index sizes.
+/// The backends (session, profile and catalog stores) answer and the catalog has been read from
+/// its store; the body also gives the index sizes.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = HealthOut),

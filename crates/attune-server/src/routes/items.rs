@@ -89,6 +89,7 @@ pub fn parse_items(
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 413, description = "Too large", body = ErrorBody),
         (status = 422, description = "An invalid item; `field` is `[index].field`", body = ErrorBody),
+        (status = 503, description = "The catalog store (`catalog.url`) does not answer: nothing was changed; retry", body = ErrorBody),
     )
 )]
 pub(crate) async fn put_items(
@@ -96,7 +97,7 @@ pub(crate) async fn put_items(
     body: Body,
 ) -> Result<Json<UpsertOut>, ApiError> {
     let items = parse_items(&body.bytes, body.kind, state.engine.now())?;
-    let outcome = state.engine.upsert_items(items)?;
+    let outcome = state.engine.upsert_items(items).await?;
     Ok(Json(UpsertOut::new(outcome, state.engine.catalog().len())))
 }
 
@@ -186,12 +187,13 @@ pub(crate) async fn get_item(
         (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
         (status = 204, description = "Removed"),
         (status = 404, description = "No such item", body = ErrorBody),
+        (status = 503, description = "The catalog store (`catalog.url`) does not answer: nothing was changed; retry", body = ErrorBody),
     )
 )]
 pub(crate) async fn delete_item(
     State(state): State<AppState>,
     PathParam(id): PathParam,
 ) -> Result<StatusCode, ApiError> {
-    state.engine.delete_item(&id)?;
+    state.engine.delete_item(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

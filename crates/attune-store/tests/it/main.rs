@@ -5,6 +5,7 @@
 //! default `redis://127.0.0.1:6379/0`), each under its own key prefix, and fail if it is down.
 
 mod bandit;
+mod catalog;
 mod conformance;
 mod memory;
 mod postgres;

@@ -8,6 +8,7 @@ mod observability;
 mod online_seed;
 mod reindex;
 mod replay;
+mod replicas;
 mod retries;
 mod sequential;
 mod smoke;
