@@ -294,10 +294,11 @@ pub(crate) fn run(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow
     }
     let given = args.postgres.given();
     if !given.is_empty() {
-        bail!("{} only apply to --format postgres", given.join(", "));
+        bail!("{}: only with --format postgres", given.join(", "));
     }
     let Some(input) = args.input else {
-        bail!("--format {:?} needs an INPUT", args.format);
+        let name = format!("{:?}", args.format).to_lowercase();
+        bail!("--format {name} needs an INPUT (a file or folder)");
     };
     let items = match args.format {
         Format::Fashion => fashion_items(&input)?,

@@ -287,9 +287,9 @@ impl Importer<'_> {
         self.stop.load(Ordering::SeqCst) > 0
     }
 
-    /// Reads and sends every batch changed since the cursor.
-    fn run_once(&mut self) -> anyhow::Result<RunOutcome> {
-        let mut outcome = RunOutcome::default();
+    /// Reads and sends every batch changed since the cursor, counting into `outcome` (which
+    /// holds what went through when a later batch fails).
+    fn run_once(&mut self, outcome: &mut RunOutcome) -> anyhow::Result<()> {
         loop {
             let rows = match &self.cursor {
                 None => self
@@ -302,7 +302,7 @@ impl Importer<'_> {
             }
             .map_err(|e| anyhow::anyhow!("reading a batch: {}", pg_error(&e)))?;
             if rows.is_empty() {
-                return Ok(outcome);
+                return Ok(());
             }
             let now = attune_core::Timestamp::from_millis(
                 std::time::SystemTime::now()
@@ -352,9 +352,9 @@ impl Importer<'_> {
                 .filter(|c| seen.insert(c.id().to_owned()))
                 .collect();
             unique.reverse();
-            let sent = self.sink.send(&unique).with_context(|| {
-                format!(
-                    "the cursor stays at {}",
+            let sent = self.sink.send(&unique).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e:#}\nthe cursor stays at {}",
                     self.cursor
                         .as_ref()
                         .map_or_else(|| "the beginning".to_owned(), Cursor::to_string)
@@ -369,7 +369,7 @@ impl Importer<'_> {
                 self.cursor = Some(last);
             }
             if rows.len() < self.batch || self.stopping() {
-                return Ok(outcome);
+                return Ok(());
             }
         }
     }
@@ -485,7 +485,7 @@ pub(crate) fn run(
         .iter()
         .map(|c| (c.name().to_owned(), c.type_().clone()))
         .collect();
-    let plan = Plan::new(&columns, &naming).with_context(|| format!("{what} on {db}"))?;
+    let plan = Plan::new(&columns, &naming).map_err(|e| anyhow::anyhow!("{what} on {db}: {e}"))?;
     let (first, after) = batch_sql(&plan, &source, args.batch);
     let prepare = |sql: &str| {
         runtime.block_on(client.prepare(sql)).map_err(|e| {
@@ -511,7 +511,16 @@ pub(crate) fn run(
     let mut first_run = true;
     loop {
         let started = Instant::now();
-        let outcome = importer.run_once()?;
+        let mut outcome = RunOutcome::default();
+        if let Err(e) = importer.run_once(&mut outcome) {
+            if outcome.rows > 0 {
+                eprintln!(
+                    "{}, then stopped by the error below",
+                    importer.summary(&outcome, started.elapsed())
+                );
+            }
+            return Err(e);
+        }
         // Watching, a poll that found nothing says nothing (the first run always speaks).
         if first_run || outcome.rows > 0 || args.watch.is_none() {
             eprintln!("{}", importer.summary(&outcome, started.elapsed()));

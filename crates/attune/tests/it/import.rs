@@ -374,7 +374,7 @@ fn what_cannot_be_imported_is_named_and_nothing_of_its_batch_is_sent() {
     // of its batch.
     let server = empty_server();
     let state_file = dir.join("state.json");
-    let run = || {
+    let run = |batch: &str| {
         import(&[
             "--table",
             &items,
@@ -387,10 +387,10 @@ fn what_cannot_be_imported_is_named_and_nothing_of_its_batch_is_sent() {
             "--server",
             &format!("http://{}", server.addr),
             "--batch",
-            "2",
+            batch,
         ])
     };
-    let err = fails(&run());
+    let err = fails(&run("2"));
     assert!(
         err.contains("row a-2: column \"price\": must be a finite number between 0 and 1e12"),
         "{err}"
@@ -399,13 +399,30 @@ fn what_cannot_be_imported_is_named_and_nothing_of_its_batch_is_sent() {
         err.contains("nothing of this batch of 2 rows was sent; the cursor stays at the beginning"),
         "{err}"
     );
+    assert!(!err.contains("rows read"), "nothing went through: {err}");
     assert_eq!(total(&server), 0, "a-1 shared the bad row's batch");
     assert!(!state_file.exists());
 
-    // Fixed, it goes through.
+    // In batches of one, a-1 goes through and the cursor stays after it.
+    let err = fails(&run("1"));
+    assert!(
+        err.contains(
+            "attune import: 1 rows read, 1 upserted (1 new), 0 deleted, cursor \
+             (2026-01-01 00:00:00+00, a-1) in"
+        ) && err.contains("then stopped by the error below"),
+        "{err}"
+    );
+    assert!(err.contains("row a-2: column \"price\""), "{err}");
+    assert_eq!(total(&server), 1);
+    assert_eq!(
+        state(&state_file),
+        json!({"updated_at": "2026-01-01 00:00:00+00", "id": "a-1"})
+    );
+
+    // Fixed, the rest goes through.
     schema.sql("UPDATE items SET price = 5 WHERE id = 'a-2'");
-    let line = summary(&run());
-    assert!(line.contains("3 rows read, 3 upserted (3 new)"), "{line}");
+    let line = summary(&run("1"));
+    assert!(line.contains("2 rows read, 2 upserted (2 new)"), "{line}");
     assert_eq!(item(&server, "a-2").1["price"], 5.0);
 
     // A missing table, bad SQL, an unknown id column, a database that is not there.
