@@ -425,6 +425,36 @@ fn what_cannot_be_imported_is_named_and_nothing_of_its_batch_is_sent() {
     assert!(line.contains("2 rows read, 2 upserted (2 new)"), "{line}");
     assert_eq!(item(&server, "a-2").1["price"], 5.0);
 
+    // A server that refuses a batch (bodies over 100 bytes): its words, and no cursor moved.
+    let small = Server::start(
+        &["serve"],
+        &[
+            ("ATTUNE__SEARCH__MODEL", "off"),
+            ("ATTUNE__HTTP__MAX_BODY_BYTES", "100"),
+        ],
+    );
+    let small_state = dir.join("small.json");
+    let err = fails(&import(&[
+        "--table",
+        &items,
+        "--updated-at",
+        "updated_at",
+        "--ignore-column",
+        "photo",
+        "--state",
+        s(&small_state),
+        "--server",
+        &format!("http://{}", small.addr),
+    ]));
+    assert!(
+        err.contains("the server refused the batch of 3 items: 413 payload_too_large")
+            && err.contains("send smaller batches (--batch)")
+            && err.contains("the cursor stays at the beginning"),
+        "{err}"
+    );
+    assert!(!small_state.exists());
+    small.stop();
+
     // A missing table, bad SQL, an unknown id column, a database that is not there.
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
