@@ -85,8 +85,9 @@ enum Command {
     /// events: Attune's own event stream) through a running server and score its
     /// recommendations (P@20, MRR@20, HR@10, coverage@20, latency) per candidate source.
     Replay(replay::ReplayArgs),
-    /// Convert an external catalog (e.g. `--format fashion styles.csv`) or a
-    /// benchmark's items (`--format diginetica`, `--format beauty`) to Attune's NDJSON items.
+    /// Convert an external catalog (e.g. `--format fashion styles.csv`) or a benchmark's items
+    /// (`--format diginetica`, `--format beauty`) to Attune's NDJSON items, or sync a shop's
+    /// PostgreSQL table or query into a running server, incrementally (`--format postgres`).
     Import(import::ImportArgs),
     /// Train a next-item model (popularity, co-occurrence, SASRec) into a model directory.
     Train(train::TrainArgs),
@@ -176,7 +177,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Load(args) => runtime.block_on(load::run(args)),
         Command::Replay(args) => replay::run(args, &runtime),
-        Command::Import(args) => import::run(args),
+        Command::Import(args) => import::run(args, &runtime),
         Command::Reindex(args) => reindex::run(args, &runtime),
         Command::Stats(args) => stats::run(&args),
         Command::EvalSearch(args) => eval_search::run(args, &runtime),

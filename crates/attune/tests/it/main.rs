@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub, missing_docs)]
 
 mod cli;
+mod import;
 mod models;
 mod observability;
 mod online_seed;

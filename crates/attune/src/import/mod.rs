@@ -1,7 +1,11 @@
 //! `attune import`: turns an external catalog into Attune's catalog format (NDJSON of items, the
-//! same shape `PUT /v1/items` takes), to a file or straight into a running server.
+//! same shape `PUT /v1/items` takes), to a file or standard output; a PostgreSQL source also
+//! straight into a running server, incrementally.
 //!
 //! Formats:
+//! - `postgres`: a shop's own table or query ([`postgres`]): columns named like an item's fields
+//!   are those fields, every other column an attribute ([`columns`]); rows are read in
+//!   `(updated_at, id)` order after a saved cursor ([`cursor`]) and sent in batches ([`sink`]).
 //! - `fashion`: the Myntra fashion catalog (`styles.csv`: id, gender, masterCategory, subCategory,
 //!   articleType, baseColour, season, year, usage, productDisplayName). It has no brand column: the
 //!   brand is the leading words of the display name, matched against the set of brands the file
@@ -25,27 +29,36 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use attune_model::data::{amazon, beauty, diginetica};
 use attune_server::dto::{AttributeValue, ItemDto};
 
+mod columns;
+mod cursor;
+mod postgres;
+mod sink;
+
 /// Arguments of `attune import`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = postgres::MAPPING_HELP)]
 pub(crate) struct ImportArgs {
     /// The input format.
     #[arg(long, value_enum)]
     format: Format,
     /// The input: `styles.csv` for `fashion`; the dataset's folder for `diginetica` and `beauty`
     /// (`../shared/data/diginetica`, `../shared/data/amazon-beauty`; a file inside it names its
-    /// folder).
-    input: PathBuf,
-    /// Write NDJSON items here (`-` for standard output).
-    #[arg(long, default_value = "-")]
-    out: String,
+    /// folder). None for `postgres` (see --url).
+    input: Option<PathBuf>,
+    /// Write NDJSON items here (`-` for standard output, the default). With `postgres` and
+    /// `--state`, each run's changes are appended to the file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<String>,
+    #[command(flatten)]
+    postgres: postgres::PostgresArgs,
 }
 
 /// Known input formats.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
     /// Myntra fashion `styles.csv`.
     Fashion,
@@ -53,6 +66,9 @@ enum Format {
     Diginetica,
     /// amazon-beauty's items with brand and category path, ids as the model toolchain names them.
     Beauty,
+    /// A PostgreSQL table or query (`--url`, `--table` or `--query`, `--updated-at`), synced
+    /// incrementally.
+    Postgres,
 }
 
 /// Words that end a brand in a fashion display name.
@@ -266,18 +282,37 @@ pub(crate) fn beauty_items(input: &Path) -> anyhow::Result<Vec<ItemDto>> {
 }
 
 /// Runs the import.
-pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: ImportArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    if args.format == Format::Postgres {
+        if let Some(input) = &args.input {
+            bail!(
+                "--format postgres reads no input file ({}); give --url and --table or --query",
+                input.display()
+            );
+        }
+        return postgres::run(args.postgres, args.out, runtime);
+    }
+    let given = args.postgres.given();
+    if !given.is_empty() {
+        bail!("{}: only with --format postgres", given.join(", "));
+    }
+    let Some(input) = args.input else {
+        let name = format!("{:?}", args.format).to_lowercase();
+        bail!("--format {name} needs an INPUT (a file or folder)");
+    };
     let items = match args.format {
-        Format::Fashion => fashion_items(&args.input)?,
-        Format::Diginetica => diginetica_items(&args.input)?,
-        Format::Beauty => beauty_items(&args.input)?,
+        Format::Fashion => fashion_items(&input)?,
+        Format::Diginetica => diginetica_items(&input)?,
+        Format::Beauty => beauty_items(&input)?,
+        Format::Postgres => unreachable!("handled above"),
     };
     let with_brand = items.iter().filter(|i| i.brand.is_some()).count();
-    let mut out: Box<dyn Write> = if args.out == "-" {
+    let out_name = args.out.unwrap_or_else(|| "-".to_owned());
+    let mut out: Box<dyn Write> = if out_name == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
     } else {
         Box::new(std::io::BufWriter::new(
-            std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out))?,
+            std::fs::File::create(&out_name).with_context(|| format!("creating {out_name}"))?,
         ))
     };
     for item in &items {
@@ -289,7 +324,7 @@ pub(crate) fn run(args: ImportArgs) -> anyhow::Result<()> {
         "imported {} items ({} with a brand) from {}",
         items.len(),
         with_brand,
-        args.input.display()
+        input.display()
     );
     Ok(())
 }
