@@ -270,6 +270,13 @@ impl Engine {
         self.catalog_store.as_ref().is_none_or(CatalogSync::loaded)
     }
 
+    /// Whether the catalog store answers and the catalog has been read from it (`None`
+    /// without a store).
+    pub async fn catalog_store_up(&self) -> Option<bool> {
+        let c = self.catalog_store.as_ref()?;
+        Some(c.loaded() && c.store.ping().await.is_ok())
+    }
+
     /// The catalog store's sequence number up to which every change is held here (`None`
     /// without a store).
     pub fn catalog_seq(&self) -> Option<u64> {

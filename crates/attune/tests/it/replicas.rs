@@ -231,6 +231,14 @@ fn while_the_catalog_database_is_down_reads_are_served_writes_get_503_and_it_res
     assert_eq!(status, 503, "{body}");
     assert_eq!(a.http("GET", "/v1/items/k-before", None).0, 200);
     assert_eq!(a.http("GET", "/readyz", None).0, 503);
+    let (_, metrics) = a.http("GET", "/metrics", None);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("attune_backend_up{backend=\"catalog\"} 0"),
+        "{metrics}"
+    );
 
     pg.restart();
     // The client's retry goes through once the database is back; both replicas apply it.
@@ -259,6 +267,14 @@ fn while_the_catalog_database_is_down_reads_are_served_writes_get_503_and_it_res
     time_until("a ready again", Duration::from_secs(5), || {
         a.http("GET", "/readyz", None).0 == 200
     });
+    let (_, metrics) = a.http("GET", "/metrics", None);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("attune_backend_up{backend=\"catalog\"} 1"),
+        "{metrics}"
+    );
     a.stop();
     b.stop();
 }
