@@ -2148,6 +2148,7 @@ mod tests {
             catalog_sample: 5000,
             personal: 50,
             history: 8,
+            users: 0,
             diginetica: None,
             limit: 20,
             timeout: 5.0,
