@@ -103,6 +103,8 @@ pub struct FileCatalogStore {
     path: PathBuf,
     journal: Arc<Mutex<Journal>>,
     changed: Arc<Notify>,
+    /// `DIR/.lock`, held for the store's life: one writer per journal.
+    _lock: File,
 }
 
 /// The journal's file name in its directory.
@@ -119,6 +121,7 @@ impl FileCatalogStore {
     /// Opens (creating) the journal in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let lock = crate::stream::lock_dir(dir, "the catalog directory")?;
         let path = dir.join(JOURNAL);
         let (lines, whole, latest) = read_journal(&path)?;
         let mut live = HashMap::new();
@@ -154,6 +157,7 @@ impl FileCatalogStore {
                 live,
             })),
             changed: Arc::new(Notify::new()),
+            _lock: lock,
         })
     }
 

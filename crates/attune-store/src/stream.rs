@@ -131,6 +131,32 @@ pub struct EventLog {
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Sealed segments waiting to be compressed.
     to_compress: Arc<Mutex<Vec<PathBuf>>>,
+    /// `DIR/.lock`, locked for the log's life: a second process (or log) on the directory
+    /// is refused at open instead of interleaving its lines and numbers with this one's.
+    _lock: File,
+}
+
+/// Takes the advisory lock of a directory only one writer may own (`DIR/.lock`), or says who
+/// should not be there.
+pub(crate) fn lock_dir(dir: &Path, what: &str) -> Result<File> {
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, &e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Snapshot {
+            path: dir.display().to_string(),
+            reason: format!(
+                "{what} is in use by another process (or another open of it in this one); \
+                 each server needs a directory of its own"
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, &e)),
+    }
 }
 
 fn io_err(path: &Path, e: &io::Error) -> Error {
@@ -225,6 +251,7 @@ impl EventLog {
     pub fn open(config: EventLogConfig) -> Result<Arc<Self>> {
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, &e))?;
+        let lock = lock_dir(&dir, "the event log directory")?;
         let current = dir.join(CURRENT);
         let mut next_seq = 0;
         let mut pending = Vec::new();
@@ -274,6 +301,7 @@ impl EventLog {
             stop: Arc::new(AtomicBool::new(false)),
             workers: Mutex::new(Vec::new()),
             to_compress: Arc::new(Mutex::new(pending)),
+            _lock: lock,
         });
         log.start_workers();
         Ok(log)

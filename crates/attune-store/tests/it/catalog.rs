@@ -198,6 +198,20 @@ async fn file_journal_survives_reopening_and_cuts_a_torn_line() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn a_journal_has_one_writer() {
+    let dir = temp_dir("file_one_writer");
+    let first = FileCatalogStore::open(&dir).unwrap();
+    let err = FileCatalogStore::open(&dir)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("in use by another process"), "{err}");
+    drop(first);
+    FileCatalogStore::open(&dir).expect("free once the first is gone");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_journal_is_compacted_at_open() {
     let dir = temp_dir("file_compact");

@@ -466,6 +466,7 @@ fn a_full_spool_drops_and_counts_without_waiting() {
     assert!(stats.pending > 0 && stats.pending < 100, "{stats:?}");
     // Closed with NATS still down: what waits stays in the spool for the next start.
     sink.close().unwrap();
+    drop(sink);
     let waiting = stats.pending;
     let again = NatsSink::start(nats.config(&dir)).unwrap();
     assert_eq!(again.stats().pending, waiting);
@@ -496,5 +497,23 @@ fn a_spool_that_lost_its_numbering_takes_a_new_id_and_loses_nothing() {
         assert!(ns.contains(&n), "record {n} is in the stream: {ns:?}");
     }
     nats.delete();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two writers on one log directory (two servers given the same `events.dir`) would interleave
+/// their lines and reuse numbers: the second is refused at open, naming the directory.
+#[test]
+fn an_event_log_directory_has_one_writer() {
+    let dir = temp("one-writer");
+    let first = EventLog::open(log_config(&dir)).unwrap();
+    let err = EventLog::open(log_config(&dir))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("in use by another process"), "{err}");
+    assert!(err.contains(dir.to_str().unwrap()), "{err}");
+    first.close().unwrap();
+    drop(first);
+    EventLog::open(log_config(&dir)).expect("free once the first is gone");
     std::fs::remove_dir_all(&dir).unwrap();
 }
