@@ -64,7 +64,11 @@ fn replicas_share_the_catalog_in_postgres_and_apply_each_others_changes_within_a
     let url = pg_url();
     let (items, profiles) = (unique_table("items"), unique_table("profiles"));
     let prefix = unique("pg-catalog");
-    let env = [
+    let stream = format!("ATTUNE_IT_REPLICAS_{}", std::process::id());
+    let subject = stream.to_lowercase();
+    let nats = crate::stream::nats_url();
+    let dir = temp_dir("replicas");
+    let shared = [
         ("ATTUNE__SESSIONS__URL", "redis://127.0.0.1:6379/0"),
         ("ATTUNE__SESSIONS__REDIS_PREFIX", prefix.as_str()),
         ("ATTUNE__PROFILES__URL", url.as_str()),
@@ -72,10 +76,23 @@ fn replicas_share_the_catalog_in_postgres_and_apply_each_others_changes_within_a
         ("ATTUNE__CATALOG__URL", url.as_str()),
         ("ATTUNE__CATALOG__TABLE", items.as_str()),
         ("ATTUNE__CATALOG__DEMO", "true"),
+        ("ATTUNE__EVENTS__URL", nats.as_str()),
+        ("ATTUNE__EVENTS__STREAM", stream.as_str()),
+        ("ATTUNE__EVENTS__SUBJECT", subject.as_str()),
     ];
+    // The same settings but each replica's local spool (on its own host in production).
+    let spools: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|r| dir.join(r).to_str().unwrap().to_owned())
+        .collect();
+    let env = |i: usize| {
+        let mut env = shared.to_vec();
+        env.push(("ATTUNE__EVENTS__DIR", spools[i].as_str()));
+        env
+    };
     // The first replica fills the empty store with the demo catalog; the second reads it.
-    let a = Server::start(&["serve"], &env);
-    let b = Server::start(&["serve"], &env);
+    let a = Server::start(&["serve"], &env(0));
+    let b = Server::start(&["serve"], &env(1));
     assert!(
         b.log_text().contains("the catalog store holds the catalog"),
         "{}",
@@ -166,17 +183,39 @@ fn replicas_share_the_catalog_in_postgres_and_apply_each_others_changes_within_a
 
     // A replica started later reads the catalog as the others left it.
     let before = total(&a);
-    drop(b);
-    let c = Server::start(&["serve"], &env);
+    b.stop();
+    let c = Server::start(&["serve"], &env(2));
     assert_eq!(total(&c), before);
     assert_eq!(c.http("GET", "/v1/items/kombucha-1", None).0, 404);
     assert_eq!(
         c.http("GET", "/v1/items/kombucha-0", None).1["price"],
         json!(2.25)
     );
-    drop(a);
+    a.stop();
     c.stop();
+    // Both replicas' records reached the one stream: the event accepted by a, and lists served
+    // by each of a, b and c.
+    let records = crate::stream::stream_lines(&nats, &stream);
+    assert!(
+        records.iter().any(|r| r["record"] == "event"
+            && r["session_id"] == "rw"
+            && r["item_id"] == "kombucha-2"),
+        "{records:?}"
+    );
+    let served = records.iter().filter(|r| r["record"] == "served").count();
+    assert!(served >= 5, "{served} lists served in the stream");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.as_str()).await.unwrap();
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(&stream)
+            .await;
+    });
     drop_tables(&url, &[&items, &profiles]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

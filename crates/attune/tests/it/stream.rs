@@ -32,12 +32,12 @@ fn every_acknowledged_event_is_in_the_log_exactly_once_after_a_sigkill() {
     acknowledged_events_survive_a_sigkill(&dir, &env, &dataset, &|| log_lines(&log_dir));
 }
 
-fn nats_url() -> String {
+pub(crate) fn nats_url() -> String {
     std::env::var("ATTUNE_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 /// Every message of a JetStream stream, parsed.
-fn stream_lines(url: &str, stream: &str) -> Vec<Value> {
+pub(crate) fn stream_lines(url: &str, stream: &str) -> Vec<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
