@@ -15,8 +15,8 @@
 //! Each frame is written with one `write` call before the update is visible (no `fsync` per
 //! update: a crash of the process loses nothing; a power cut may lose the last seconds). A frame
 //! carries its length and a checksum, so a torn last frame is dropped at start, whole. A write
-//! that fails leaves the profile unchanged (the error is a 503) and the file cut back to its
-//! last whole frame.
+//! that fails (a full disk) leaves the profile unchanged and the file cut back to its last whole
+//! frame, and answers [`Error::Unavailable`] (a 503, safe to retry).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -340,7 +340,11 @@ impl MemoryProfileStore {
                 if let Err(cut) = j.file.set_len(len) {
                     tracing::error!(error = %cut, "the profile journal could not be cut back after a failed write");
                 }
-                Err(io_error(&j.path, e))
+                // Like a backend that does not answer: a 503, nothing written, safe to retry.
+                Err(Error::Unavailable {
+                    backend: "profile journal",
+                    source: format!("{}: {e}", j.path.display()).into(),
+                })
             }
         }
     }
@@ -367,12 +371,12 @@ impl MemoryProfileStore {
                 }
             }
             let expired = shard.map[victim].expires_at <= now;
-            if let Some((id, _)) = shard.map.swap_remove_index(victim) {
-                if let Err(e) = self.append(&Record::Forget {
+            if let Some((id, _)) = shard.map.swap_remove_index(victim)
+                && let Err(e) = self.append(&Record::Forget {
                     user: id.to_string(),
-                }) {
-                    tracing::error!(error = %e, "an evicted profile was not journaled as gone");
-                }
+                })
+            {
+                tracing::error!(error = %e, "an evicted profile was not journaled as gone");
             }
             if expired {
                 self.expirations.fetch_add(1, Ordering::Relaxed);
@@ -424,7 +428,7 @@ pub(crate) fn newest(
 ) -> Vec<Interaction> {
     let mut all: Vec<Interaction> = list.rev().collect();
     // Stable: among equal times, the last applied comes first.
-    all.sort_by(|a, b| b.at.cmp(&a.at));
+    all.sort_by_key(|i| std::cmp::Reverse(i.at));
     all.truncate(limit);
     all
 }
