@@ -552,6 +552,12 @@ impl Settings {
                 ),
             ));
         }
+        if self.profiles.dir.is_some() && self.profiles.url != "memory://" {
+            return Err(err(
+                "profiles.dir",
+                "only for the embedded store (profiles.url: memory://); Redis and PostgreSQL keep profiles themselves",
+            ));
+        }
         if self.profiles.snapshot.is_some() {
             return Err(err(
                 "profiles.snapshot",

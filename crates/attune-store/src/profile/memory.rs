@@ -288,36 +288,42 @@ impl MemoryProfileStore {
         // Every shard, then the journal: the order updates take them in.
         let shards: Vec<_> = self.shards.iter().map(|s| s.lock()).collect();
         let mut journal = journal.lock();
-        let mut out = MAGIC.to_vec();
-        for shard in &shards {
-            for (id, e) in &shard.map {
-                frame(
-                    &Record::Profile {
-                        user: id.to_string(),
-                        expires_at: e.expires_at.as_millis(),
-                        body: l1::encode(&e.profile),
-                        interactions: e.interactions.iter().cloned().collect(),
-                    },
-                    &mut out,
-                );
-            }
-        }
         let path = journal.path.clone();
         let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<File> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&out)?;
-            f.sync_all()?;
+        // Frame by frame through a buffer: no copy of the whole journal in memory.
+        let write = || -> std::io::Result<(File, u64)> {
+            let mut f = std::io::BufWriter::new(File::create(&tmp)?);
+            f.write_all(MAGIC)?;
+            let mut len = MAGIC.len() as u64;
+            let mut buf = Vec::new();
+            for shard in &shards {
+                for (id, e) in &shard.map {
+                    buf.clear();
+                    frame(
+                        &Record::Profile {
+                            user: id.to_string(),
+                            expires_at: e.expires_at.as_millis(),
+                            body: l1::encode(&e.profile),
+                            interactions: e.interactions.iter().cloned().collect(),
+                        },
+                        &mut buf,
+                    );
+                    f.write_all(&buf)?;
+                    len += buf.len() as u64;
+                }
+            }
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&tmp, &path)?;
             if let Some(dir) = path.parent()
                 && let Ok(d) = File::open(dir)
             {
                 let _ = d.sync_all();
             }
-            OpenOptions::new().append(true).open(&path)
+            Ok((OpenOptions::new().append(true).open(&path)?, len))
         };
-        journal.file = write().map_err(|e| io_error(&path, e))?;
-        journal.len = out.len() as u64;
+        let (file, len) = write().map_err(|e| io_error(&path, e))?;
+        journal.file = file;
+        journal.len = len;
         journal.compacted = journal.len;
         Ok(())
     }

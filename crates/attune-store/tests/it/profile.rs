@@ -423,3 +423,44 @@ async fn the_embedded_store_keeps_the_newest_interactions_of_a_user() {
     assert_eq!(list.len(), max);
     assert_eq!(list[0].at, t.plus_millis(max as i64 + 4 - 2000));
 }
+
+#[tokio::test]
+async fn the_journal_is_compacted_as_it_grows_and_replays_the_same() {
+    let dir = temp_dir("journal_compact");
+    let u = uid("steady");
+    let t = now();
+    let store = journaled(&dir);
+    let mut peak = 0;
+    let mut compacted = false;
+    for i in 0..6000 {
+        let id = format!("c{i}");
+        store
+            .update_get(
+                &u,
+                t,
+                TTL,
+                &apply(vec![event(EventKind::View, "oat-milk", t, Some(&id))]),
+            )
+            .await
+            .unwrap();
+        let len = store.journal_len();
+        compacted |= len < peak;
+        peak = peak.max(len);
+    }
+    assert!(compacted, "compacted on the way (peak {peak} bytes)");
+    assert!(peak <= 8 << 20, "{peak}");
+    let written = store.get(&u, t, TTL).await.unwrap().unwrap();
+    drop(store);
+    let again = journaled(&dir);
+    assert_eq!(again.get(&u, t, TTL).await.unwrap().unwrap(), written);
+    assert_eq!(
+        again
+            .interactions(&u, t, TTL, 1000)
+            .await
+            .unwrap()
+            .unwrap()
+            .len(),
+        1000
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
