@@ -241,7 +241,7 @@ impl Metrics {
         let backend_up = Family::<BackendLabels, Gauge>::default();
         registry.register(
             "backend_up",
-            "1 when the backend answered at the last scrape, else 0: stores (a ping), events (the sink took its last records)",
+            "1 when the backend answered at the last scrape, else 0: stores (a ping of every store), catalog (the catalog store answers and the catalog was read from it), events (the sink took its last records)",
             backend_up.clone(),
         );
         let catalog_items = gauge(&mut registry, "catalog_items", "Items in the catalog");
@@ -477,6 +477,11 @@ impl Metrics {
         self.backend_up
             .get_or_create(&BackendLabels { backend: "stores" })
             .set(i64::from(up));
+        if let Ok(Some(up)) = tokio::time::timeout(PING_TIMEOUT, engine.catalog_store_up()).await {
+            self.backend_up
+                .get_or_create(&BackendLabels { backend: "catalog" })
+                .set(i64::from(up));
+        }
         let (keyword, vectors) = engine.index_sizes();
         self.catalog_items
             .set(gauge_value(engine.catalog().len() as u64));

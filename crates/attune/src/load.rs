@@ -95,6 +95,11 @@ pub(crate) struct LoadArgs {
     /// none.
     #[arg(long, default_value_t = 8)]
     history: u32,
+    /// `search-personal`: signed-in visitors. Session `i` belongs to user `{prefix}-user-{i % N}`:
+    /// its history events and its searches carry that `user_id`, so each search also reads the
+    /// user's long-term profile. 0 (the default): anonymous sessions.
+    #[arg(long, default_value_t = 0)]
+    users: u64,
     /// `next` and `home`: a DIGINETICA folder (`../shared/data/diginetica`); session `i` is given
     /// the views of the `i`-th SR-GNN test prefix (item ids as `attune import --format
     /// diginetica` names them), and `--sessions` is capped at the number of prefixes. Without
@@ -135,6 +140,9 @@ impl LoadArgs {
         }
         if self.personal > 100 {
             bail!("--personal must be a percentage from 0 to 100");
+        }
+        if self.users > 0 && self.scenario != Scenario::SearchPersonal {
+            bail!("--users applies to --scenario search-personal only");
         }
         if self.catalog_sample == 0 {
             bail!("--catalog-sample must be at least 1");
@@ -314,12 +322,22 @@ const DEFAULT_QUERIES: &[&str] = &[
 ];
 
 /// The JSON body of one search.
-fn search_body(query_json: &str, prefix: &str, session: Option<u64>) -> String {
+fn search_body(query_json: &str, prefix: &str, session: Option<u64>, users: u64) -> String {
     match session {
         Some(s) => {
-            format!(r#"{{"query":{query_json},"session_id":"{prefix}-{s}","limit":20}}"#)
+            let user = user_field(prefix, s, users);
+            format!(r#"{{"query":{query_json},"session_id":"{prefix}-{s}"{user},"limit":20}}"#)
         }
         None => format!(r#"{{"query":{query_json},"limit":20}}"#),
+    }
+}
+
+/// `,"user_id":"{prefix}-user-{session % users}"`, or nothing when `users` is 0.
+fn user_field(prefix: &str, session: u64, users: u64) -> String {
+    if users == 0 {
+        String::new()
+    } else {
+        format!(r#","user_id":"{prefix}-user-{}""#, session % users)
     }
 }
 
@@ -748,7 +766,9 @@ fn random_histories(args: &LoadArgs, prefix: &str, items_json: &[String]) -> Vec
                     let item = &items_json[rng.random_range(0..items_json.len())];
                     let quantity =
                         (kind == EventType::AddToCart).then(|| rng.random_range(1..=3u32));
-                    event_body(kind, prefix, session, item, quantity)
+                    let mut body = event_body(kind, prefix, session, item, quantity);
+                    body.insert_str(body.len() - 1, &user_field(prefix, session, args.users));
+                    body
                 })
                 .collect();
             format!(r#"{{"events":[{}]}}"#, events.join(","))
@@ -876,6 +896,8 @@ struct Workload {
     pending: VecDeque<String>,
     /// Percent of visitors with a session.
     personal: u32,
+    /// `search-personal`: sessions belong to this many users (0: anonymous).
+    users: u64,
 }
 
 impl Workload {
@@ -951,7 +973,7 @@ impl Workload {
             .collect();
         self.pending
             .pop_front()
-            .unwrap_or_else(|| search_body(r#""""#, &self.prefix, None))
+            .unwrap_or_else(|| search_body(r#""""#, &self.prefix, None, 0))
     }
 
     /// The next request of the scenario.
@@ -981,7 +1003,7 @@ impl Workload {
                     .then(|| self.rng.random_range(0..self.sessions));
                 (
                     self.search_uri.clone(),
-                    search_body(query, &self.prefix, session),
+                    search_body(query, &self.prefix, session, self.users),
                 )
             }
             Scenario::SearchMix | Scenario::SearchMiss => {
@@ -1548,6 +1570,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             traffic: traffic.clone(),
             pending: VecDeque::new(),
             personal: args.personal,
+            users: args.users,
         };
         if args.scenario.is_page() {
             workers.spawn(page_worker(Arc::clone(&plan), workload));
@@ -1646,6 +1669,7 @@ mod tests {
             traffic: None,
             pending: VecDeque::new(),
             personal: 50,
+            users: 0,
         }
     }
 
@@ -1925,6 +1949,18 @@ mod tests {
     }
 
     #[test]
+    fn signed_in_searches_name_their_user() {
+        assert_eq!(
+            search_body(r#""tea""#, "load", Some(7), 5),
+            r#"{"query":"tea","session_id":"load-7","user_id":"load-user-2","limit":20}"#
+        );
+        assert_eq!(
+            search_body(r#""tea""#, "load", Some(7), 0),
+            r#"{"query":"tea","session_id":"load-7","limit":20}"#
+        );
+    }
+
+    #[test]
     fn event_body_is_exact() {
         assert_eq!(
             event_body(EventType::AddToCart, "load", 3, r#""x""#, Some(2)),
@@ -2112,6 +2148,7 @@ mod tests {
             catalog_sample: 5000,
             personal: 50,
             history: 8,
+            users: 0,
             diginetica: None,
             limit: 20,
             timeout: 5.0,

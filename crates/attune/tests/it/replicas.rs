@@ -200,6 +200,30 @@ fn while_the_catalog_database_is_down_reads_are_served_writes_get_503_and_it_res
         b.http("GET", "/v1/items/k-before", None).0 == 200
     });
 
+    // Readers under load all along, through the outage and the restart: every read answered.
+    let b = std::sync::Arc::new(b);
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (b, reading) = (std::sync::Arc::clone(&b), std::sync::Arc::clone(&reading));
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while reading.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, body) =
+                    b.http("POST", "/v1/search", Some(&json!({"query": "kombucha"})));
+                if status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(format!("{status} {body}"));
+                }
+                let (status, body) = b.http("GET", "/v1/items/k-before", None);
+                if status != 200 {
+                    failed.push(format!("{status} {body}"));
+                }
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
     pg.stop();
     // Reads come from memory.
     assert_eq!(a.http("GET", "/v1/items/k-before", None).0, 200);
@@ -231,6 +255,14 @@ fn while_the_catalog_database_is_down_reads_are_served_writes_get_503_and_it_res
     assert_eq!(status, 503, "{body}");
     assert_eq!(a.http("GET", "/v1/items/k-before", None).0, 200);
     assert_eq!(a.http("GET", "/readyz", None).0, 503);
+    let (_, metrics) = a.http("GET", "/metrics", None);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("attune_backend_up{backend=\"catalog\"} 0"),
+        "{metrics}"
+    );
 
     pg.restart();
     // The client's retry goes through once the database is back; both replicas apply it.
@@ -259,8 +291,26 @@ fn while_the_catalog_database_is_down_reads_are_served_writes_get_503_and_it_res
     time_until("a ready again", Duration::from_secs(5), || {
         a.http("GET", "/readyz", None).0 == 200
     });
+    let (_, metrics) = a.http("GET", "/metrics", None);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("attune_backend_up{backend=\"catalog\"} 1"),
+        "{metrics}"
+    );
+    reading.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = reader.join().unwrap();
+    assert!(ok > 10, "the reader ran through the outage ({ok} searches)");
+    assert!(
+        failed.is_empty(),
+        "reads failed during the outage: {failed:?}"
+    );
     a.stop();
-    b.stop();
+    std::sync::Arc::try_unwrap(b)
+        .ok()
+        .expect("the reader is done")
+        .stop();
 }
 
 #[test]
