@@ -9,6 +9,7 @@ use attune_core::{
     AffinityKind, Event, EventKind, Item, ItemId, Key, Rules, Session, SessionId, Timestamp, UserId,
 };
 use attune_store::catalog::CatalogStore;
+use attune_store::profile::{Interaction, ProfileStore};
 use attune_store::stream::{EventSink, SinkStats, StreamRecord};
 use attune_store::{SessionStore, StoreStats};
 
@@ -234,7 +235,7 @@ impl Engine {
     }
 
     /// Keeps long-term profiles of signed-in users in this store (see [`crate::Preferences`]).
-    pub fn with_profiles(mut self, profiles: Arc<dyn SessionStore>) -> Self {
+    pub fn with_profiles(mut self, profiles: Arc<dyn ProfileStore>) -> Self {
         self.profiles = Some(Profiles::new(profiles));
         self
     }
@@ -590,7 +591,7 @@ impl Engine {
             duplicates: 0,
             session: None,
         };
-        let mut for_profiles: Vec<(SessionId, Vec<(Event, Resolved)>)> = Vec::new();
+        let mut for_profiles: Vec<(UserId, Vec<(Event, Resolved)>)> = Vec::new();
         for (session_id, mut events) in groups {
             let resolved = resolve(&*self.catalog, &events);
             // The catalog's copy of each known item's id (an equal string): what the session
@@ -805,7 +806,17 @@ impl Engine {
         Ok(view(&*self.catalog, profile, now, &rules))
     }
 
-    /// Forgets a user's profile at once. Returns whether it existed.
+    /// A user's most recent interactions (item events applied to the profile), newest first,
+    /// at most `limit`.
+    pub async fn interactions(&self, user: &UserId, limit: usize) -> Result<Vec<Interaction>> {
+        let now = self.now();
+        let rules = self.profile_rules();
+        self.profiles()?
+            .interactions(user, now, &rules, limit)
+            .await
+    }
+
+    /// Forgets a user's profile and interactions at once. Returns whether the profile existed.
     pub async fn forget_user(&self, user: &UserId) -> Result<bool> {
         self.profiles()?.forget(user).await
     }
@@ -911,7 +922,7 @@ impl Engine {
         let profiles = self
             .profiles
             .as_ref()
-            .map_or(0, |p| p.store().purge_expired(now));
+            .map_or(0, |p| p.purge_expired(now, &self.profile_rules()));
         self.sessions.purge_expired(now) + profiles
     }
 

@@ -1,11 +1,12 @@
 //! Long-term profiles of signed-in users.
 //!
-//! A profile is a [`Session`] kept in its own store (embedded or Redis, the same trait as live
-//! sessions), keyed by the user id and updated with [`Rules::for_profile`]: affinities that halve
-//! over weeks, not minutes, and a retention of months. It is fed by every event that carries a
-//! `user_id` (in the same ingest call, after the live session) and by stated preferences
-//! (onboarding). Search reads it next to the session; the reranker applies its boosts under the
-//! same caps.
+//! A profile is a [`Session`] kept in its own store ([`ProfileStore`]: embedded, Redis or
+//! PostgreSQL), keyed by the user id and updated with [`Rules::for_profile`]: affinities that
+//! halve over weeks, not minutes, and a retention of months. It is fed by every event that
+//! carries a `user_id` (in the same ingest call, after the live session) and by stated
+//! preferences (onboarding); each item event applied is also recorded as an [`Interaction`] in
+//! the same atomic store update. Search reads it next to the session; the reranker applies its
+//! boosts under the same caps.
 //!
 //! [`Profiles`] owns the profile store and takes the catalog and the rules it needs per call; it
 //! knows nothing of the engine around it.
@@ -15,8 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use attune_core::rerank::{KeySpace, Signals};
-use attune_core::{AffinityKind, Event, Key, Rules, Session, SessionId, Timestamp, UserId};
-use attune_store::SessionStore;
+use attune_core::{AffinityKind, Event, EventKind, Key, Rules, Session, Timestamp, UserId};
+use attune_store::profile::{Interaction, ProfileStore};
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -37,54 +38,63 @@ pub struct Preferences {
     pub attributes: BTreeMap<String, Vec<String>>,
 }
 
-fn profile_key(user: &UserId) -> Result<SessionId> {
-    SessionId::new(user.as_str()).map_err(|e| Error::invalid("user_id", e))
-}
-
 /// Adds the events of one session group that carry a user id to the per-user work list.
 pub(crate) fn collect(
     events: &[Event],
     resolved: &[Resolved],
-    out: &mut Vec<(SessionId, Vec<(Event, Resolved)>)>,
+    out: &mut Vec<(UserId, Vec<(Event, Resolved)>)>,
 ) {
     for (e, r) in events.iter().zip(resolved) {
         let Some(user) = &e.user_id else { continue };
-        let Ok(key) = profile_key(user) else { continue };
-        match out.iter_mut().find(|(k, _)| *k == key) {
+        match out.iter_mut().find(|(k, _)| k == user) {
             Some((_, list)) => list.push((e.clone(), r.clone())),
-            None => out.push((key, vec![(e.clone(), r.clone())])),
+            None => out.push((user.clone(), vec![(e.clone(), r.clone())])),
         }
     }
 }
 
 /// The long-term profiles of signed-in users, in their own store.
 pub(crate) struct Profiles {
-    store: Arc<dyn SessionStore>,
+    store: Arc<dyn ProfileStore>,
 }
 
 impl Profiles {
-    pub(crate) fn new(store: Arc<dyn SessionStore>) -> Self {
+    pub(crate) fn new(store: Arc<dyn ProfileStore>) -> Self {
         Profiles { store }
     }
 
-    pub(crate) fn store(&self) -> &dyn SessionStore {
+    pub(crate) fn store(&self) -> &dyn ProfileStore {
         &*self.store
     }
 
     /// Applies events to their users' profiles (with the profile rules), each at most once by
-    /// its `event_id`. Every profile is attempted; the first failure is returned.
+    /// its `event_id`, recording each item event applied as an interaction in the same update.
+    /// Every profile is attempted; the first failure is returned.
     pub(crate) async fn update(
         &self,
-        work: Vec<(SessionId, Vec<(Event, Resolved)>)>,
+        work: Vec<(UserId, Vec<(Event, Resolved)>)>,
         now: Timestamp,
         rules: &Rules,
     ) -> Result<()> {
         let ttl = ttl(rules);
         let mut first_error = None;
         for (key, events) in work {
-            let mutate = move |s: &mut Session| {
+            let mutate = move |s: &mut Session, added: &mut Vec<Interaction>| {
                 for (e, r) in &events {
-                    r.apply(s, e, rules);
+                    if r.apply(s, e, rules)
+                        && e.kind != EventKind::Search
+                        && let Some(item_id) = &e.item_id
+                    {
+                        added.push(Interaction {
+                            event_id: e.event_id.clone(),
+                            kind: e.kind,
+                            item_id: item_id.clone(),
+                            // The seeds' weight (purchase 5), before the profile's scale.
+                            weight: rules.profile.weights.of(e.kind),
+                            at: e.timestamp,
+                            session_id: e.session_id.clone(),
+                        });
+                    }
                 }
             };
             if let Err(e) = self
@@ -113,7 +123,7 @@ impl Profiles {
     ) -> Result<Option<Signals>> {
         let mut signals = None;
         self.store
-            .read(&profile_key(user)?, now, ttl(rules), &mut |p| {
+            .read(user, now, ttl(rules), &mut |p| {
                 signals = Some(
                     catalog.with_ids(|ids| Signals::from_session(p, now, rules, ids, keys, false)),
                 );
@@ -132,12 +142,12 @@ impl Profiles {
         rules: &Rules,
     ) -> Result<Session> {
         let keys = preference_keys(catalog, preferences)?;
-        let mutate = |s: &mut Session| {
+        let mutate = |s: &mut Session, _: &mut Vec<Interaction>| {
             s.apply_preferences(&keys, now, rules);
         };
         Ok(self
             .store
-            .update_get(&profile_key(user)?, now, ttl(rules), &mutate)
+            .update_get(user, now, ttl(rules), &mutate)
             .await?)
     }
 
@@ -149,18 +159,37 @@ impl Profiles {
         rules: &Rules,
     ) -> Result<Session> {
         self.store
-            .get(&profile_key(user)?, now, ttl(rules))
+            .get(user, now, ttl(rules))
             .await?
             .ok_or_else(|| Error::ProfileNotFound(user.to_string()))
     }
 
-    /// Forgets a user's profile at once. Returns whether it existed.
+    /// A user's most recent interactions (at most `limit`), newest first.
+    pub(crate) async fn interactions(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+        rules: &Rules,
+        limit: usize,
+    ) -> Result<Vec<Interaction>> {
+        self.store
+            .interactions(user, now, ttl(rules), limit)
+            .await?
+            .ok_or_else(|| Error::ProfileNotFound(user.to_string()))
+    }
+
+    /// Forgets a user's profile and interactions at once. Returns whether the profile existed.
     pub(crate) async fn forget(&self, user: &UserId) -> Result<bool> {
-        Ok(self.store.delete(&profile_key(user)?).await?)
+        Ok(self.store.forget(user).await?)
+    }
+
+    /// Drops expired profiles and interactions past the retention.
+    pub(crate) fn purge_expired(&self, now: Timestamp, rules: &Rules) -> usize {
+        self.store.purge_expired(now, ttl(rules))
     }
 }
 
-fn ttl(rules: &Rules) -> std::time::Duration {
+pub(crate) fn ttl(rules: &Rules) -> std::time::Duration {
     std::time::Duration::from_secs(u64::from(rules.session.ttl_secs))
 }
 

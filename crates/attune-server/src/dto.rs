@@ -1375,3 +1375,45 @@ pub struct FeedbackOut {
     /// Items counted as clicked.
     pub clicked: usize,
 }
+
+/// One interaction of a signed-in user: an item event applied to the long-term profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InteractionOut {
+    /// What was done.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The item.
+    pub item_id: String,
+    /// The weight the profile rules gave this type when it was applied (`profile.weights`:
+    /// purchase 5, add-to-cart 3, …), before decay.
+    pub weight: f64,
+    /// When it happened.
+    pub at: String,
+    /// The session it was sent with.
+    pub session_id: String,
+    /// The client's id for the event, if it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+}
+
+impl From<attune_store::profile::Interaction> for InteractionOut {
+    fn from(i: attune_store::profile::Interaction) -> Self {
+        InteractionOut {
+            kind: i.kind.into(),
+            item_id: i.item_id.to_string(),
+            weight: round(i.weight),
+            at: format_time(i.at),
+            session_id: i.session_id.to_string(),
+            event_id: i.event_id.map(String::from),
+        }
+    }
+}
+
+/// A user's recent interactions, as `GET /v1/users/{id}/interactions` shows them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InteractionsOut {
+    /// The user.
+    pub user_id: String,
+    /// Newest first.
+    pub interactions: Vec<InteractionOut>,
+}

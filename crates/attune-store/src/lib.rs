@@ -4,6 +4,11 @@
 //! - [`SessionStore`]: live session state. [`memory::MemorySessionStore`] (embedded, the default)
 //!   and [`redis::RedisSessionStore`] (`redis://…`, for stateless replicas). Both pass the same
 //!   conformance suite (`tests/it/conformance.rs`).
+//! - [`profile::ProfileStore`]: long-term profiles of signed-in users and the interactions
+//!   applied to them, written together in one atomic step.
+//!   [`profile::memory::MemoryProfileStore`] (embedded, with a journal in `profiles.dir`),
+//!   [`redis::RedisProfileStore`] and [`postgres::PostgresProfileStore`] (an interactions
+//!   table beside the profiles). All pass `tests/it/profile.rs`.
 //! - [`bandit::BanditStore`]: the bandit's arms (shows and clicks per surface and item).
 //!   [`bandit::memory::MemoryBanditStore`] (embedded, with a snapshot file) and
 //!   [`bandit::redis::RedisBanditStore`] (shared by replicas). Both pass `tests/it/bandit.rs`.
@@ -29,6 +34,7 @@ pub mod catalog;
 mod l1;
 pub mod memory;
 pub mod postgres;
+pub mod profile;
 pub mod redis;
 mod snapshot;
 pub mod stream;

@@ -1,23 +1,31 @@
-//! The PostgreSQL session store: long-term profiles kept in a database that outlives any Redis
-//! (`profiles.url: postgres://…`).
+//! The PostgreSQL profile store: long-term profiles and their interactions kept in a database
+//! that outlives any Redis (`profiles.url: postgres://…`).
 //!
-//! One row per key in a table of its own (`attune_profiles` by default): the key, a `version`
-//! every write increments, `expires_at` (epoch milliseconds) and `state`, the encoded session
-//! (the same encoding as the Redis store's). The table is created by a migration at the first
-//! connection ([`MIGRATIONS`], recorded in `attune_migrations`, applied under an advisory lock so
-//! replicas starting together apply each once).
+//! One row per user in a table of its own (`attune_profiles` by default): the user id, a
+//! `version` every write increments, `expires_at` (epoch milliseconds) and `state`, the encoded
+//! profile (the same encoding as the Redis store's). Beside it, `<table>_interactions`: one row
+//! per item event applied to a profile (`user_id`, `event_id` if any, `kind`, `item_id`, the
+//! `weight` the rules gave it, `at`, `session_id`, and `seq` in the order written), unique by
+//! `(user_id, event_id)`. The tables are created by migrations at the first connection
+//! ([`MIGRATIONS`], recorded in `attune_migrations`, applied under an advisory lock so replicas
+//! starting together apply each once).
 //!
 //! **Atomic updates** are a compare-and-set, as with Redis: `UPDATE … WHERE version = $known`
-//! (or `INSERT … ON CONFLICT DO NOTHING` for a new key); when another replica wrote first, the
-//! update is recomputed on what it wrote and tried again. Within one process, updates of one key
-//! are also serialized by a striped lock, so retries come only from other replicas.
+//! (or `INSERT … ON CONFLICT DO NOTHING` for a new user); when another replica wrote first, the
+//! update is recomputed on what it wrote and tried again. The update's interactions are inserted
+//! by the **same statement** (a data-modifying `WITH`, inserting only when the compare-and-set
+//! wrote a row), so they are written exactly when the profile is: never one without the other,
+//! and a retried event (its `event_id` already applied) writes neither twice. Forgetting a user
+//! deletes the profile and its interactions in one statement too. Within one process, updates of
+//! one user are also serialized by a striped lock, so retries come only from other replicas.
 //!
 //! **The L1 cache** holds the last version of each row this process read or wrote. A read sends
 //! the cached version and gets the body back only when the row moved, so a cached profile costs
 //! one indexed lookup and no decoding, and the cache can never serve a profile another replica
 //! has overwritten. Expiry is kept lazily: a read pushes `expires_at` forward only once less than
 //! 90 % of the TTL is left (profiles live for months; a write per read would be waste), and rows
-//! past it read as absent and are deleted by `purge_expired`.
+//! past it read as absent and are deleted by `purge_expired`, with the interactions older than
+//! the retention.
 //!
 //! **Faults.** Connections are made on demand (a small pool, each with its statements prepared
 //! once). A database that is down at start, or goes away, makes operations fail at once with
@@ -30,27 +38,104 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::time::Duration;
 
 use async_trait::async_trait;
-use attune_core::{Session, SessionId, Timestamp};
+use attune_core::{EventKind, ItemId, Session, SessionId, Timestamp, UserId};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use crate::l1::{self, L1};
-use crate::{Error, Inspect, Mutation, Result, SessionStore, StoreStats};
+use crate::profile::{Interaction, ProfileMutation, ProfileStore, profile_id};
+use crate::{Error, Inspect, Result, StoreStats};
 
 /// Local lock stripes (see the Redis store).
 const STRIPES: usize = 512;
 
 /// The schema, in order: each applied once per table, recorded in `attune_migrations` under
 /// `<table>:<name>`. `{table}` is the configured table name.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_sessions",
-    "CREATE TABLE IF NOT EXISTS {table} (
-        id text PRIMARY KEY,
-        version bigint NOT NULL,
-        expires_at bigint NOT NULL,
-        state bytea NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at);",
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_sessions",
+        "CREATE TABLE IF NOT EXISTS {table} (
+            id text PRIMARY KEY,
+            version bigint NOT NULL,
+            expires_at bigint NOT NULL,
+            state bytea NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at);",
+    ),
+    (
+        "0002_interactions",
+        "CREATE TABLE IF NOT EXISTS {table}_interactions (
+            seq bigserial PRIMARY KEY,
+            user_id text NOT NULL,
+            event_id text,
+            kind text NOT NULL,
+            item_id text NOT NULL,
+            weight real NOT NULL,
+            at timestamptz NOT NULL,
+            session_id text NOT NULL
+        );
+        CREATE UNIQUE INDEX IF NOT EXISTS {table}_i_event ON {table}_interactions (user_id, event_id);
+        CREATE INDEX IF NOT EXISTS {table}_i_user ON {table}_interactions (user_id, at);
+        CREATE INDEX IF NOT EXISTS {table}_i_at ON {table}_interactions (at);",
+    ),
+];
+
+/// The interactions of an update as statement parameters: one array per column.
+struct Columns<'a> {
+    event_ids: Vec<Option<&'a str>>,
+    kinds: Vec<&'static str>,
+    items: Vec<&'a str>,
+    weights: Vec<f32>,
+    ats: Vec<std::time::SystemTime>,
+    sessions: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(list: &'a [Interaction]) -> Self {
+        Columns {
+            event_ids: list.iter().map(|i| i.event_id.as_deref()).collect(),
+            kinds: list.iter().map(|i| i.kind.as_str()).collect(),
+            items: list.iter().map(|i| i.item_id.as_str()).collect(),
+            weights: list.iter().map(|i| i.weight).collect(),
+            ats: list.iter().map(|i| system_time(i.at)).collect(),
+            sessions: list.iter().map(|i| i.session_id.as_str()).collect(),
+        }
+    }
+}
+
+fn system_time(t: Timestamp) -> std::time::SystemTime {
+    let ms = t.as_millis();
+    let d = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        std::time::UNIX_EPOCH + d
+    } else {
+        std::time::UNIX_EPOCH - d
+    }
+}
+
+fn timestamp(t: std::time::SystemTime) -> Timestamp {
+    let ms = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    };
+    Timestamp::from_millis(ms)
+}
+
+/// Inserts the interaction arrays (parameters `$n`…`$n+5`) for the user `$1`, once per row of
+/// the CTE `p` (none when the compare-and-set wrote nothing).
+fn insert_interactions(t: &str, n: usize) -> String {
+    format!(
+        "INSERT INTO {t}_interactions (user_id, event_id, kind, item_id, weight, at, session_id) \
+         SELECT $1, x.e, x.k, x.i, x.w, x.a, x.s FROM p, \
+         unnest(${a}::text[], ${b}::text[], ${c}::text[], ${d}::real[], ${e}::timestamptz[], ${f}::text[]) \
+         AS x(e, k, i, w, a, s) ON CONFLICT DO NOTHING",
+        a = n,
+        b = n + 1,
+        c = n + 2,
+        d = n + 3,
+        e = n + 4,
+        f = n + 5
+    )
+}
 
 /// Settings of the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -90,10 +175,11 @@ struct Conn {
     insert: Statement,
     cas: Statement,
     delete: Statement,
+    list: Statement,
 }
 
 /// See the module docs.
-pub struct PostgresSessionStore {
+pub struct PostgresProfileStore {
     url: String,
     table: String,
     timeout: Duration,
@@ -132,7 +218,7 @@ fn expiry_ms(now: Timestamp, ttl: Duration) -> i64 {
         .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
 }
 
-impl PostgresSessionStore {
+impl PostgresProfileStore {
     /// A store on `config.table`, connecting on first use (a database that is down makes
     /// operations fail with `Unavailable` until it answers). Only a malformed URL or table name
     /// is an error.
@@ -153,7 +239,7 @@ impl PostgresSessionStore {
                 ),
             });
         }
-        Ok(PostgresSessionStore {
+        Ok(PostgresProfileStore {
             url: config.url,
             table: config.table,
             timeout: config.timeout,
@@ -172,7 +258,7 @@ impl PostgresSessionStore {
         })
     }
 
-    /// [`PostgresSessionStore::open`], then one connection at once (logged, not failed, when
+    /// [`PostgresProfileStore::open`], then one connection at once (logged, not failed, when
     /// the database does not answer).
     pub async fn connect(config: PostgresConfig) -> Result<Self> {
         let store = Self::open(config)?;
@@ -239,17 +325,28 @@ impl PostgresSessionStore {
             ))
             .await?,
             insert: prepare(format!(
-                "INSERT INTO {t} (id, version, expires_at, state) VALUES ($1, 1, $2, $3) \
-                 ON CONFLICT (id) DO NOTHING"
+                "WITH p AS (INSERT INTO {t} (id, version, expires_at, state) \
+                 VALUES ($1, 1, $2, $3) ON CONFLICT (id) DO NOTHING RETURNING version), \
+                 i AS ({}) SELECT version FROM p",
+                insert_interactions(t, 4)
             ))
             .await?,
             cas: prepare(format!(
-                "UPDATE {t} SET version = version + 1, expires_at = $3, state = $4 \
-                 WHERE id = $1 AND version = $2 RETURNING version"
+                "WITH p AS (UPDATE {t} SET version = version + 1, expires_at = $3, state = $4 \
+                 WHERE id = $1 AND version = $2 RETURNING version), \
+                 i AS ({}) SELECT version FROM p",
+                insert_interactions(t, 5)
             ))
             .await?,
             delete: prepare(format!(
-                "DELETE FROM {t} WHERE id = $1 RETURNING expires_at"
+                "WITH p AS (DELETE FROM {t} WHERE id = $1 RETURNING expires_at), \
+                 i AS (DELETE FROM {t}_interactions WHERE user_id = $1) \
+                 SELECT expires_at FROM p"
+            ))
+            .await?,
+            list: prepare(format!(
+                "SELECT event_id, kind, item_id, weight, at, session_id FROM {t}_interactions \
+                 WHERE user_id = $1 AND at > $2 ORDER BY at DESC, seq DESC LIMIT $3"
             ))
             .await?,
             client,
@@ -304,16 +401,11 @@ impl PostgresSessionStore {
             .map_err(unavailable)
     }
 
-    /// Deletes the rows past their expiry; returns how many.
-    pub async fn delete_expired(&self, now: Timestamp) -> Result<u64> {
+    /// Deletes the profiles past their expiry and the interactions older than `ttl` (the
+    /// retention); returns how many profiles.
+    pub async fn delete_expired(&self, now: Timestamp, ttl: Duration) -> Result<u64> {
         let conn = self.conn().await?;
-        conn.client
-            .execute(
-                &format!("DELETE FROM {} WHERE expires_at <= $1", self.table),
-                &[&now.as_millis()],
-            )
-            .await
-            .map_err(unavailable)
+        delete_expired(&conn.client, &self.table, now, ttl).await
     }
 }
 
@@ -362,8 +454,9 @@ pub(crate) async fn migrate(
 }
 
 #[async_trait]
-impl SessionStore for PostgresSessionStore {
-    async fn get(&self, id: &SessionId, now: Timestamp, ttl: Duration) -> Result<Option<Session>> {
+impl ProfileStore for PostgresProfileStore {
+    async fn get(&self, user: &UserId, now: Timestamp, ttl: Duration) -> Result<Option<Session>> {
+        let id = &profile_id(user)?;
         let conn = self.conn().await?;
         let cached = self.l1.get(id);
         let known = cached
@@ -402,12 +495,13 @@ impl SessionStore for PostgresSessionStore {
 
     async fn update(
         &self,
-        id: &SessionId,
+        user: &UserId,
         now: Timestamp,
         ttl: Duration,
-        mutate: Mutation<'_>,
+        mutate: ProfileMutation<'_>,
         inspect: Inspect<'_>,
     ) -> Result<()> {
+        let id = &profile_id(user)?;
         let _local = self.stripe(id).lock().await;
         let conn = self.conn().await?;
         // The version the new state is computed from (0: no row) and that state.
@@ -418,24 +512,32 @@ impl SessionStore for PostgresSessionStore {
         let expires = expiry_ms(now, ttl);
         for attempt in 0..self.max_attempts {
             let mut session = base.take().unwrap_or_else(|| Session::new(id.clone(), now));
-            mutate(&mut session);
+            let mut added = Vec::new();
+            mutate(&mut session, &mut added);
             let body = l1::encode(&session);
-            let written = if version == 0 {
-                let n = self
-                    .execute(&conn, &conn.insert, &[&id.as_str(), &expires, &body])
-                    .await?;
-                (n == 1).then_some(1)
-            } else {
-                let row = tokio::time::timeout(
-                    self.timeout,
-                    conn.client
-                        .query_opt(&conn.cas, &[&id.as_str(), &version, &expires, &body]),
-                )
+            let c = Columns::of(&added);
+            let uid = id.as_str();
+            let cols: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                &c.event_ids,
+                &c.kinds,
+                &c.items,
+                &c.weights,
+                &c.ats,
+                &c.sessions,
+            ];
+            let (statement, mut params): (_, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) =
+                if version == 0 {
+                    (&conn.insert, vec![&uid, &expires, &body])
+                } else {
+                    (&conn.cas, vec![&uid, &version, &expires, &body])
+                };
+            params.extend(cols);
+            let query = conn.client.query_opt(statement, &params);
+            let written = tokio::time::timeout(self.timeout, query)
                 .await
                 .map_err(|_| unavailable("write timed out"))?
-                .map_err(unavailable)?;
-                row.map(|r| r.get::<_, i64>(0))
-            };
+                .map_err(unavailable)?
+                .map(|r| r.get::<_, i64>(0));
             if let Some(new_version) = written {
                 inspect(&session);
                 self.l1.put(id, new_version as u64, session);
@@ -470,7 +572,54 @@ impl SessionStore for PostgresSessionStore {
         })
     }
 
-    async fn delete(&self, id: &SessionId) -> Result<bool> {
+    async fn interactions(
+        &self,
+        user: &UserId,
+        now: Timestamp,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Option<Vec<Interaction>>> {
+        if self.get(user, now, ttl).await?.is_none() {
+            return Ok(None);
+        }
+        let conn = self.conn().await?;
+        let since =
+            system_time(now.plus_millis(-i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tokio::time::timeout(
+            self.timeout,
+            conn.client
+                .query(&conn.list, &[&user.as_str(), &since, &limit]),
+        )
+        .await
+        .map_err(|_| unavailable("read timed out"))?
+        .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let kind: &str = r.get(1);
+            let (Some(kind), Ok(item_id), Ok(session_id)) = (
+                EventKind::ALL.into_iter().find(|k| k.as_str() == kind),
+                ItemId::new(r.get::<_, &str>(2)),
+                SessionId::new(r.get::<_, &str>(5)),
+            ) else {
+                self.unreadable.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(table = %self.table, user = %user, "unreadable interaction row; left out");
+                continue;
+            };
+            out.push(Interaction {
+                event_id: r.get::<_, Option<&str>>(0).map(Into::into),
+                kind,
+                item_id,
+                weight: r.get(3),
+                at: timestamp(r.get(4)),
+                session_id,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    async fn forget(&self, user: &UserId) -> Result<bool> {
+        let id = &profile_id(user)?;
         let _local = self.stripe(id).lock().await;
         self.l1.forget(id);
         let conn = self.conn().await?;
@@ -496,9 +645,9 @@ impl SessionStore for PostgresSessionStore {
         Ok(())
     }
 
-    /// Deletes expired rows in the background, at most every ten minutes (the count is not
-    /// known yet: 0).
-    fn purge_expired(&self, now: Timestamp) -> usize {
+    /// Deletes expired profiles and interactions older than the retention in the background,
+    /// at most every ten minutes (the count is not known yet: 0).
+    fn purge_expired(&self, now: Timestamp, ttl: Duration) -> usize {
         let last = self.last_purge.load(Ordering::Relaxed);
         if now.as_millis() - last < 600_000 {
             return 0;
@@ -511,13 +660,7 @@ impl SessionStore for PostgresSessionStore {
                     return;
                 };
                 tokio::spawn(connection);
-                if let Err(e) = client
-                    .execute(
-                        &format!("DELETE FROM {table} WHERE expires_at <= $1"),
-                        &[&now.as_millis()],
-                    )
-                    .await
-                {
+                if let Err(e) = delete_expired(&client, &table, now, ttl).await {
                     tracing::warn!(error = %e, "expired profiles not purged");
                 }
             });
@@ -534,4 +677,28 @@ impl SessionStore for PostgresSessionStore {
             unreadable: self.unreadable.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Deletes the profiles past their expiry with their interactions, and the interactions older
+/// than the retention, in one statement; returns how many profiles.
+async fn delete_expired(
+    client: &Client,
+    table: &str,
+    now: Timestamp,
+    ttl: Duration,
+) -> Result<u64> {
+    let since = system_time(now.plus_millis(-i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)));
+    let row = client
+        .query_one(
+            &format!(
+                "WITH p AS (DELETE FROM {table} WHERE expires_at <= $1 RETURNING id), \
+                 i AS (DELETE FROM {table}_interactions \
+                       WHERE at <= $2 OR user_id IN (SELECT id FROM p)) \
+                 SELECT count(*) FROM p"
+            ),
+            &[&now.as_millis(), &since],
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
 }

@@ -373,3 +373,193 @@ impl SessionStore for RedisSessionStore {
         }
     }
 }
+
+/// The profile compare-and-set: [`CAS_LUA`], appending the update's interactions (`ARGV[5..]`)
+/// to the list `KEYS[2]` (kept to the newest `ARGV[4]`, expiring with the profile) in the same
+/// script, so both are written or neither.
+const PROFILE_CAS_LUA: &str = r"
+local v = redis.call('HGET', KEYS[1], 'v') or '0'
+if v == ARGV[1] then
+  local nv = tostring(tonumber(v) + 1)
+  redis.call('HSET', KEYS[1], 'v', nv, 'd', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if #ARGV > 4 then
+    redis.call('RPUSH', KEYS[2], unpack(ARGV, 5))
+    redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+  end
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return {1, nv}
+end
+if v == '0' then return {0, v} end
+return {0, v, redis.call('HGET', KEYS[1], 'd')}
+";
+
+/// The Redis profile store: each profile as a session is stored ([`RedisSessionStore`], under
+/// `<prefix><user id>`, with its L1 cache), and its interactions in a list under
+/// `<prefix><user id> interactions` (ids never hold a space, so no profile key can be one),
+/// oldest first, holding the newest [`crate::profile::MAX_INTERACTIONS_PER_USER`]. One Lua
+/// script writes the profile and appends its interactions; the list expires with the profile
+/// (its TTL is set at each write, so it lapses once every entry is older than the retention).
+/// A retried event is skipped by the profile's applied ids, so it appends nothing.
+pub struct RedisProfileStore {
+    inner: RedisSessionStore,
+    cas_script: Script,
+}
+
+impl RedisProfileStore {
+    /// See [`RedisSessionStore::connect`].
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        Ok(RedisProfileStore {
+            inner: RedisSessionStore::connect(config).await?,
+            cas_script: Script::new(PROFILE_CAS_LUA),
+        })
+    }
+
+    fn interactions_key(&self, id: &SessionId) -> String {
+        let mut k = self.inner.key(id);
+        k.push_str(" interactions");
+        k
+    }
+}
+
+#[async_trait]
+impl crate::profile::ProfileStore for RedisProfileStore {
+    async fn get(
+        &self,
+        user: &attune_core::UserId,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Option<Session>> {
+        self.inner
+            .get(&crate::profile::profile_id(user)?, now, ttl)
+            .await
+    }
+
+    async fn update(
+        &self,
+        user: &attune_core::UserId,
+        now: Timestamp,
+        ttl: Duration,
+        mutate: crate::profile::ProfileMutation<'_>,
+        inspect: Inspect<'_>,
+    ) -> Result<()> {
+        let id = &crate::profile::profile_id(user)?;
+        let inner = &self.inner;
+        let _local = inner.stripe(id).lock().await;
+        let (key, list) = (inner.key(id), self.interactions_key(id));
+        let (mut version, mut base) = match inner.l1.get(id) {
+            Some((v, s)) => (v, Some(s)),
+            None => (0, None),
+        };
+        let mut conn = inner.conn.get()?;
+        for attempt in 0..inner.max_attempts {
+            let mut session = base.take().unwrap_or_else(|| Session::new(id.clone(), now));
+            let mut added = Vec::new();
+            mutate(&mut session, &mut added);
+            let mut call = self.cas_script.key(&key);
+            call.key(&list)
+                .arg(version)
+                .arg(l1::encode(&session))
+                .arg(ttl_ms(ttl))
+                .arg(crate::profile::MAX_INTERACTIONS_PER_USER);
+            for i in &added {
+                // Serializing plain data into a Vec cannot fail.
+                call.arg(postcard::to_stdvec(i).unwrap_or_default());
+            }
+            let reply: Vec<Value> = call.invoke_async(&mut conn).await.map_err(unavailable)?;
+            let ok = reply
+                .first()
+                .and_then(as_u64)
+                .ok_or_else(|| protocol("no status"))?;
+            let current = reply
+                .get(1)
+                .and_then(as_u64)
+                .ok_or_else(|| protocol("no version"))?;
+            if ok == 1 {
+                inspect(&session);
+                inner.l1.put(id, current, session);
+                return Ok(());
+            }
+            inner.conflicts.fetch_add(1, Ordering::Relaxed);
+            version = current;
+            base = match reply.get(2) {
+                Some(Value::BulkString(body)) => inner.decode(id, body),
+                _ => None,
+            };
+            if base.is_none() {
+                inner.l1.forget(id);
+            }
+            l1::back_off(attempt).await;
+        }
+        Err(Error::Contended {
+            session_id: id.to_string(),
+            attempts: inner.max_attempts,
+        })
+    }
+
+    async fn interactions(
+        &self,
+        user: &attune_core::UserId,
+        now: Timestamp,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Option<Vec<crate::profile::Interaction>>> {
+        let id = &crate::profile::profile_id(user)?;
+        if self.inner.get(id, now, ttl).await?.is_none() {
+            return Ok(None);
+        }
+        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(self.interactions_key(id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.inner.conn.get()?)
+            .await
+            .map_err(unavailable)?;
+        let mut list = Vec::with_capacity(raw.len());
+        for bytes in raw {
+            match postcard::from_bytes::<crate::profile::Interaction>(&bytes) {
+                Ok(i) if !crate::profile::too_old(i.at, now, ttl) => list.push(i),
+                Ok(_) => {}
+                Err(e) => {
+                    self.inner.unreadable.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(user = %user, error = %e, "unreadable stored interaction; left out");
+                }
+            }
+        }
+        Ok(Some(crate::profile::memory::newest(
+            list.into_iter(),
+            limit,
+        )))
+    }
+
+    async fn forget(&self, user: &attune_core::UserId) -> Result<bool> {
+        let id = &crate::profile::profile_id(user)?;
+        let _local = self.inner.stripe(id).lock().await;
+        self.inner.l1.forget(id);
+        let key = self.inner.key(id);
+        // Both keys in one transaction.
+        let (existed, _removed): (u64, u64) = redis::pipe()
+            .atomic()
+            .cmd("EXISTS")
+            .arg(&key)
+            .cmd("DEL")
+            .arg(&key)
+            .arg(self.interactions_key(id))
+            .query_async(&mut self.inner.conn.get()?)
+            .await
+            .map_err(unavailable)?;
+        Ok(existed > 0)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+
+    fn purge_expired(&self, _now: Timestamp, _ttl: Duration) -> usize {
+        0
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.inner.stats()
+    }
+}

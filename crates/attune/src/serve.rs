@@ -84,27 +84,55 @@ pub(crate) async fn open_store(
     }
 }
 
-/// The long-term profile store: as sessions are stored (`memory://`, `redis://`), or in
-/// PostgreSQL (`postgres://`, the table `profiles.table`).
+/// The long-term profile store the URL names: embedded (`memory://`, journaled in
+/// `profiles.dir`), Redis (`redis://`, under `profiles.redis_prefix`) or PostgreSQL
+/// (`postgres://`, the table `profiles.table` and `<table>_interactions`).
 async fn open_profile_store(
     settings: &Settings,
     clock: &dyn Clock,
-) -> anyhow::Result<Arc<dyn SessionStore>> {
+) -> anyhow::Result<Arc<dyn attune_store::profile::ProfileStore>> {
     let p = &settings.profiles;
-    if p.url.starts_with("postgres://") || p.url.starts_with("postgresql://") {
-        use attune_store::postgres::{PostgresConfig, PostgresSessionStore};
-        let store = PostgresSessionStore::connect(PostgresConfig {
-            url: p.url.clone(),
+    let timeout = Duration::from_millis(settings.sessions.timeout_ms);
+    let url = p.url.as_str();
+    if url == "memory://" {
+        use attune_store::profile::memory::{MemoryProfileConfig, MemoryProfileStore};
+        let store = MemoryProfileStore::open(
+            MemoryProfileConfig {
+                max_profiles: p.max_profiles,
+                shards: settings.sessions.shards,
+                dir: p.dir.clone(),
+            },
+            clock.now(),
+        )?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+        let store = attune_store::redis::RedisProfileStore::connect(RedisConfig {
+            url: url.to_owned(),
+            prefix: p.redis_prefix.clone(),
+            l1_capacity: p.l1_capacity,
+            timeout,
+            ..RedisConfig::default()
+        })
+        .await
+        .with_context(|| format!("connecting to the profile store at {url}"))?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        use attune_store::postgres::{PostgresConfig, PostgresProfileStore};
+        let store = PostgresProfileStore::connect(PostgresConfig {
+            url: url.to_owned(),
             table: p.table.clone(),
             l1_capacity: p.l1_capacity,
-            timeout: Duration::from_millis(settings.sessions.timeout_ms),
+            timeout,
             ..PostgresConfig::default()
         })
         .await
-        .with_context(|| format!("connecting to the profile store at {}", p.url))?;
-        return Ok(Arc::new(store));
+        .with_context(|| format!("connecting to the profile store at {url}"))?;
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!(
+            "profile store url {url:?}: use memory://, redis://host:port/db or postgres://user@host:port/db"
+        )
     }
-    open_store(&p.store(&settings.sessions), clock).await
 }
 
 /// Where `scripts/fetch-model` puts the embedding model.

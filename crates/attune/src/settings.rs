@@ -175,17 +175,25 @@ pub(crate) struct SessionSettings {
     pub(crate) timeout_ms: u64,
 }
 
-/// Profile store settings: the same backends as sessions, with their own keys and bounds.
+/// Profile store settings: profiles of signed-in users and their interactions, in their own store
+/// (embedded, Redis or PostgreSQL), with their own keys and bounds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ProfileSettings {
     /// `memory://` (embedded), `redis://host:port/db` or `postgres://user@host:port/db`.
     pub(crate) url: String,
-    /// PostgreSQL: the table (created at the first connection).
+    /// PostgreSQL: the profile table (created at the first connection), and
+    /// `<table>_interactions` beside it.
     pub(crate) table: String,
     /// Embedded: most profiles held before the least recently used are evicted.
     pub(crate) max_profiles: usize,
-    /// Embedded: a file to write profiles to at shutdown and read at start (none by default).
+    /// Embedded: the directory of the profile journal (`profiles.journal`: profiles and their
+    /// interactions, appended as they change, compacted at start, shutdown and when grown);
+    /// nothing on disk when unset.
+    pub(crate) dir: Option<PathBuf>,
+    /// Replaced by `dir` (a snapshot written only at shutdown lost every profile in a crash);
+    /// kept so that a file still naming it is told so.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) snapshot: Option<PathBuf>,
     /// Redis: key prefix.
     pub(crate) redis_prefix: String,
@@ -199,24 +207,10 @@ impl Default for ProfileSettings {
             url: "memory://".into(),
             table: "attune_profiles".into(),
             max_profiles: 1_000_000,
+            dir: None,
             snapshot: None,
             redis_prefix: "attune:profile:".into(),
             l1_capacity: 100_000,
-        }
-    }
-}
-
-impl ProfileSettings {
-    /// The store settings these give (profiles are stored like sessions).
-    pub(crate) fn store(&self, sessions: &SessionSettings) -> SessionSettings {
-        SessionSettings {
-            url: self.url.clone(),
-            max_sessions: self.max_profiles,
-            shards: sessions.shards,
-            snapshot: self.snapshot.clone(),
-            redis_prefix: self.redis_prefix.clone(),
-            l1_capacity: self.l1_capacity,
-            timeout_ms: sessions.timeout_ms,
         }
     }
 }
@@ -556,6 +550,18 @@ impl Settings {
                 format!(
                     "{url:?}: use memory://, redis://host:port/db or postgres://user@host:port/db"
                 ),
+            ));
+        }
+        if self.profiles.dir.is_some() && self.profiles.url != "memory://" {
+            return Err(err(
+                "profiles.dir",
+                "only for the embedded store (profiles.url: memory://); Redis and PostgreSQL keep profiles themselves",
+            ));
+        }
+        if self.profiles.snapshot.is_some() {
+            return Err(err(
+                "profiles.snapshot",
+                "replaced by profiles.dir: a directory where profiles and their interactions are journaled as they change (a snapshot written at shutdown lost them all in a crash)",
             ));
         }
         for (key, table) in [

@@ -1,11 +1,14 @@
+use std::collections::HashMap;
+
 use attune_core::UserId;
-use axum::extract::State;
+use attune_store::profile::MAX_INTERACTIONS_PER_USER;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 
 use crate::AppState;
-use crate::dto::{PreferencesIn, ProfileOut};
+use crate::dto::{InteractionsOut, PreferencesIn, ProfileOut};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{self, Body, PathParam};
 
@@ -13,6 +16,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/users/{user_id}/preferences", put(put_preferences))
         .route("/v1/users/{user_id}/profile", get(get_profile))
+        .route("/v1/users/{user_id}/interactions", get(get_interactions))
         .route("/v1/users/{user_id}", delete(delete_user))
 }
 
@@ -71,7 +75,60 @@ pub(crate) async fn get_profile(
     Ok(Json(state.engine.profile(&id).await?.into()))
 }
 
-/// Forget a user's long-term profile at once (privacy). Live sessions are forgotten with
+/// Default number of interactions `GET /v1/users/{id}/interactions` returns.
+const DEFAULT_INTERACTIONS: usize = 50;
+
+/// A signed-in user's recent interactions, newest first: each item event applied to the profile
+/// (sent with this `user_id`), with the weight the rules gave it. Kept as long as the profile
+/// (`profile.retention_days`); the embedded and Redis stores keep the newest 1,000.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}/interactions",
+    tag = "users",
+    params(
+        ("user_id" = String, Path, description = "The signed-in user"),
+        ("limit" = Option<usize>, Query, description = "Most interactions, 1 to 1000 (default 50)"),
+    ),
+    responses(
+        (status = 400, description = "A path parameter that is not UTF-8 once percent-decoded", body = ErrorBody),
+        (status = 200, description = "The interactions, newest first", body = InteractionsOut),
+        (status = 404, description = "No profile for this user", body = ErrorBody),
+        (status = 422, description = "Invalid user id, a bad `limit` or an unknown query parameter; `field` names it", body = ErrorBody),
+        (status = 503, description = "The profile store does not answer", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get_interactions(
+    State(state): State<AppState>,
+    PathParam(raw): PathParam,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<InteractionsOut>, ApiError> {
+    let id = user_id(&raw)?;
+    if let Some(unknown) = params.keys().find(|k| *k != "limit") {
+        return Err(ApiError {
+            code: "unknown_field",
+            ..ApiError::invalid(unknown.clone(), "unknown query parameter; use limit")
+        });
+    }
+    let limit = match params.get("limit") {
+        None => DEFAULT_INTERACTIONS,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(v) if (1..=MAX_INTERACTIONS_PER_USER).contains(&v) => v,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be a whole number from 1 to {MAX_INTERACTIONS_PER_USER}"),
+                ));
+            }
+        },
+    };
+    let list = state.engine.interactions(&id, limit).await?;
+    Ok(Json(InteractionsOut {
+        user_id: id.to_string(),
+        interactions: list.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Forget a user's long-term profile and interactions at once (privacy). Live sessions are forgotten with
 /// `DELETE /v1/sessions/{id}` or expire on their own.
 #[utoipa::path(
     delete,
@@ -83,6 +140,7 @@ pub(crate) async fn get_profile(
         (status = 204, description = "Forgotten"),
         (status = 404, description = "No profile for this user", body = ErrorBody),
         (status = 422, description = "Invalid user id", body = ErrorBody),
+        (status = 503, description = "The profile store does not answer: nothing was forgotten; retry", body = ErrorBody),
     )
 )]
 pub(crate) async fn delete_user(

@@ -70,6 +70,7 @@ fn the_document_lists_every_route_and_method() {
             "get /v1/rules",
             "get /v1/sessions/{session_id}",
             "get /v1/stats",
+            "get /v1/users/{user_id}/interactions",
             "get /v1/users/{user_id}/profile",
             "post /v1/events",
             "post /v1/feedback",

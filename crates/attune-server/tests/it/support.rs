@@ -9,7 +9,9 @@ use attune_engine::{Engine, EngineConfig, ManualClock};
 use attune_server::ServerConfig;
 use attune_store::SessionStore;
 use attune_store::memory::{MemoryConfig, MemorySessionStore};
-use attune_store::redis::{RedisConfig, RedisSessionStore};
+use attune_store::profile::ProfileStore;
+use attune_store::profile::memory::{MemoryProfileConfig, MemoryProfileStore};
+use attune_store::redis::{RedisConfig, RedisProfileStore, RedisSessionStore};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -135,7 +137,7 @@ pub fn app() -> TestApp {
 /// An app over the embedded store with the given limits.
 pub fn app_with(config: EngineConfig, server: &ServerConfig) -> TestApp {
     let store = MemorySessionStore::new(MemoryConfig::default());
-    let profiles = MemorySessionStore::new(MemoryConfig::default());
+    let profiles = MemoryProfileStore::new(MemoryProfileConfig::default());
     build(Arc::new(store), Arc::new(profiles), config, server)
 }
 
@@ -148,7 +150,7 @@ pub async fn redis_app(name: &str) -> TestApp {
     })
     .await
     .expect("Redis must be running on 127.0.0.1:6379 for these tests");
-    let profiles = RedisSessionStore::connect(RedisConfig {
+    let profiles = RedisProfileStore::connect(RedisConfig {
         url: "redis://127.0.0.1:6379/0".into(),
         prefix: unique_prefix(&format!("{name}:profiles")),
         ..RedisConfig::default()
@@ -165,7 +167,7 @@ pub async fn redis_app(name: &str) -> TestApp {
 
 fn build(
     store: Arc<dyn SessionStore>,
-    profiles: Arc<dyn SessionStore>,
+    profiles: Arc<dyn ProfileStore>,
     config: EngineConfig,
     server: &ServerConfig,
 ) -> TestApp {

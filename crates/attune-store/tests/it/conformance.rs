@@ -126,17 +126,6 @@ macro_rules! suite {
                 }
             )*
         }
-        mod postgres_backend {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let table = unique_table(stringify!($name));
-                    super::$name(Arc::new(postgres_store(&table).await)).await;
-                    postgres_cleanup(&table).await;
-                }
-            )*
-        }
         mod redis_backend {
             use super::*;
             $(

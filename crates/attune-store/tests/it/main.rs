@@ -9,6 +9,7 @@ mod catalog;
 mod conformance;
 mod memory;
 mod postgres;
+mod profile;
 mod redis;
 mod stream;
 mod support;

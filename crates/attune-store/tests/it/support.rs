@@ -119,8 +119,8 @@ pub fn unique_table(name: &str) -> String {
         .to_owned()
 }
 
-pub async fn postgres_store(table: &str) -> attune_store::postgres::PostgresSessionStore {
-    let store = attune_store::postgres::PostgresSessionStore::connect(
+pub async fn postgres_store(table: &str) -> attune_store::postgres::PostgresProfileStore {
+    let store = attune_store::postgres::PostgresProfileStore::connect(
         attune_store::postgres::PostgresConfig {
             url: postgres_url(),
             table: table.to_owned(),
@@ -129,7 +129,7 @@ pub async fn postgres_store(table: &str) -> attune_store::postgres::PostgresSess
     )
     .await
     .unwrap();
-    attune_store::SessionStore::ping(&store)
+    attune_store::profile::ProfileStore::ping(&store)
         .await
         .expect("PostgreSQL must be running on 127.0.0.1:5432 (database test) for these tests");
     store
@@ -142,7 +142,8 @@ pub async fn postgres_cleanup(table: &str) {
     tokio::spawn(connection);
     client
         .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
+            "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_interactions; \
+             DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
         ))
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 
 mod cli;
 mod import;
+mod interactions;
 mod models;
 mod observability;
 mod online_seed;

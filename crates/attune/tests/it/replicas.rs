@@ -24,7 +24,7 @@ fn drop_tables(url: &str, tables: &[&str]) {
     let mut sql = String::new();
     for t in tables {
         sql.push_str(&format!(
-            "DROP TABLE IF EXISTS {t}; DROP SEQUENCE IF EXISTS {t}_seq; \
+            "DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS {t}_interactions; DROP SEQUENCE IF EXISTS {t}_seq; \
              DELETE FROM attune_migrations WHERE name LIKE '{t}:%';"
         ));
     }

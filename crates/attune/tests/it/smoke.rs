@@ -141,7 +141,7 @@ fn two_server_processes_share_profiles_in_postgres_and_read_their_writes() {
     c.stop();
     let mut psql = std::process::Command::new("psql");
     psql.args([url.as_str(), "-q", "-c"]).arg(format!(
-        "DROP TABLE IF EXISTS {table}; DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
+        "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_interactions; DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
     ));
     let _ = psql.output();
 }
