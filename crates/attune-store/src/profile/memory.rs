@@ -110,6 +110,8 @@ pub struct MemoryProfileStore {
     hasher: RandomState,
     per_shard: usize,
     journal: Option<Mutex<Journal>>,
+    /// `DIR/.lock`, held for the store's life: one process per journal.
+    _lock: Option<File>,
     evictions: AtomicU64,
     expirations: AtomicU64,
     unreadable: AtomicU64,
@@ -172,6 +174,7 @@ impl MemoryProfileStore {
             hasher: RandomState::new(),
             per_shard: config.max_profiles.div_ceil(shards).max(1),
             journal: None,
+            _lock: None,
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
             unreadable: AtomicU64::new(0),
@@ -193,6 +196,7 @@ impl MemoryProfileStore {
         };
         let path = dir.join(JOURNAL);
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        store._lock = Some(crate::stream::lock_dir(dir, "the profile directory")?);
         if path.exists() {
             match store.replay(&path, now) {
                 Ok((profiles, dropped)) => {

@@ -363,6 +363,7 @@ async fn the_journal_keeps_profiles_and_interactions_across_a_crash() {
     assert_eq!(count(&store, &ada).await, Some(2));
     // Compacted at open: the torn frame is gone, one frame per profile is left.
     store.close().await.unwrap();
+    drop(store);
     let again = journaled(&dir);
     assert_eq!(count(&again, &ada).await, Some(2));
     assert_eq!(again.stats().sessions, 1);
