@@ -818,7 +818,10 @@ impl Engine {
 
     /// Forgets a user's profile and interactions at once. Returns whether the profile existed.
     pub async fn forget_user(&self, user: &UserId) -> Result<bool> {
-        self.profiles()?.forget(user).await
+        let profiles = self.profiles()?;
+        // A search's profile write still running after its answer would bring the user back.
+        profiles.settle(std::time::Duration::from_secs(5)).await;
+        profiles.forget(user).await
     }
 
     /// Forgets a session everywhere, at once. Returns whether it existed.
@@ -946,6 +949,7 @@ impl Engine {
         }
         let sessions = self.sessions.close().await;
         if let Some(p) = &self.profiles {
+            p.settle(std::time::Duration::from_secs(10)).await;
             p.store().close().await?;
         }
         Ok(sessions?)

@@ -126,8 +126,11 @@ impl Personal<'_> {
                 &[Resolved::Search(intents.to_vec())],
                 &mut work,
             );
-            // A search still answers when the profile cannot record it (`update` logs it).
-            let _ = profiles.update(work, now, &self.profile_rules).await;
+            // After the answer: the search's signals are those from before it, and a search
+            // still answers when the profile cannot record it (`update` logs it).
+            profiles
+                .update_after(work, now, Arc::clone(&self.profile_rules))
+                .await;
         }
         Ok(signals.into_inner())
     }

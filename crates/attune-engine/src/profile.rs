@@ -53,14 +53,57 @@ pub(crate) fn collect(
     }
 }
 
+/// Profile writes that a search makes (its intents) and that may run after the answer.
+const BACKGROUND_WRITES: u32 = 256;
+
 /// The long-term profiles of signed-in users, in their own store.
+#[derive(Clone)]
 pub(crate) struct Profiles {
     store: Arc<dyn ProfileStore>,
+    /// Permits for writes running after their request's answer.
+    background: Arc<tokio::sync::Semaphore>,
 }
 
 impl Profiles {
     pub(crate) fn new(store: Arc<dyn ProfileStore>) -> Self {
-        Profiles { store }
+        Profiles {
+            store,
+            background: Arc::new(tokio::sync::Semaphore::new(BACKGROUND_WRITES as usize)),
+        }
+    }
+
+    /// [`Profiles::update`] after the answer: a search's intents reach the long-term profile
+    /// (a slow clock: days) without the request waiting for the store's write. At most
+    /// [`BACKGROUND_WRITES`] run at once; past that (a store slower than the traffic) the
+    /// request waits for its own write, so none is dropped. A failure is logged, as it would be
+    /// inline (the search answers either way).
+    pub(crate) async fn update_after(
+        &self,
+        work: Vec<(UserId, Vec<(Event, Resolved)>)>,
+        now: Timestamp,
+        rules: Arc<Rules>,
+    ) {
+        let permit = match Arc::clone(&self.background).try_acquire_owned() {
+            Ok(permit) if tokio::runtime::Handle::try_current().is_ok() => permit,
+            _ => {
+                let _ = self.update(work, now, &rules).await;
+                return;
+            }
+        };
+        let profiles = self.clone();
+        tokio::spawn(async move {
+            let _ = profiles.update(work, now, &rules).await;
+            drop(permit);
+        });
+    }
+
+    /// Waits (up to `timeout`) for the writes running in the background to finish.
+    pub(crate) async fn settle(&self, timeout: std::time::Duration) {
+        let all =
+            tokio::time::timeout(timeout, self.background.acquire_many(BACKGROUND_WRITES)).await;
+        if !matches!(all, Ok(Ok(_))) {
+            tracing::warn!(?timeout, "profile writes after their answers still running");
+        }
     }
 
     pub(crate) fn store(&self) -> &dyn ProfileStore {

@@ -221,7 +221,17 @@ async fn a_search_shapes_the_next_results_not_its_own() {
     let second = search(&app, unfiltered).await;
     assert!(second["personalized"].as_bool().unwrap(), "{second}");
     assert_ne!(ids(&second), ids(&anonymous));
-    let (_, profile) = app.get("/v1/users/kim/profile").await;
+    // The profile takes the search after its answer (a write off the request path).
+    let mut profile = serde_json::Value::Null;
+    for _ in 0..200 {
+        profile = app.get("/v1/users/kim/profile").await.1;
+        if profile["affinities"]["intent"].is_array()
+            && keys(&profile["affinities"]["intent"]).contains(&"flavor:spicy")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert!(
         keys(&profile["affinities"]["intent"]).contains(&"flavor:spicy"),
         "{profile}"

@@ -222,6 +222,10 @@ fn while_postgres_is_down_profiles_degrade_and_a_retry_completes_them_once_it_is
     let search = json!({"query": "oat milk", "session_id": "pg-1", "user_id": "cy"});
     let (_, before) = server.http("POST", "/v1/search", Some(&search));
     assert!(before.get("degraded").is_none(), "{before}");
+    // The search reaches the profile after its answer: wait for it before the database goes.
+    wait_until("the search in the profile", || {
+        server.http("GET", "/v1/users/cy/profile", None).1["event_count"] == 3
+    });
 
     pg.stop();
     // Reads: served without the profile, and saying so.
