@@ -238,6 +238,32 @@ async fn a_search_shapes_the_next_results_not_its_own() {
     );
 }
 
+/// The search's profile write runs after its answer; forgetting the user right after must not
+/// be undone by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_forgotten_right_after_a_search_stays_forgotten() {
+    let app = demo_app().await;
+    for round in 0..20 {
+        let user = format!("gone-{round}");
+        app.ingest(
+            &json!({"type": "view", "session_id": format!("g{round}"), "user_id": user,
+                           "item_id": "oatly-oat-milk-barista-1l"}),
+        )
+        .await;
+        search(
+            &app,
+            json!({"query": "chips", "session_id": format!("g{round}"), "user_id": user,
+                   "filters": {"flavor": "spicy"}}),
+        )
+        .await;
+        let (status, _) = app.delete(&format!("/v1/users/{user}")).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let (status, body) = app.get(&format!("/v1/users/{user}/profile")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "written back: {body}");
+    }
+}
+
 #[tokio::test]
 async fn browsing_without_a_query_is_personal_and_records_nothing() {
     // A search with neither query nor filters names no intent, so it is no event; it is still
