@@ -206,32 +206,12 @@ impl FileCatalogStore {
 /// Reads a journal: its whole lines, the bytes they take, and each id's last `(seq, live)`.
 #[allow(clippy::type_complexity)]
 fn read_journal(path: &Path) -> Result<(usize, u64, HashMap<String, (u64, bool)>)> {
-    let mut latest = HashMap::new();
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0, latest)),
-        Err(e) => return Err(io_error(path, e)),
-    };
-    let mut reader = BufReader::new(file);
-    let (mut lines, mut whole, mut buf) = (0usize, 0u64, Vec::new());
-    loop {
-        buf.clear();
-        let n = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| io_error(path, e))?;
-        if n == 0 || buf.last() != Some(&b'\n') {
-            break; // the end, or a torn last line
-        }
-        let line: Line = serde_json::from_slice(&buf).map_err(|e| {
-            io_error(
-                path,
-                format!("line {}: {e} (fix or remove the line)", lines + 1),
-            )
-        })?;
+    let (mut lines, mut whole, mut latest) = (0usize, 0u64, HashMap::new());
+    for_each_line(path, |line, bytes| {
         latest.insert(line.id, (line.seq, line.item.is_some()));
         lines += 1;
-        whole += n as u64;
-    }
+        whole += bytes;
+    })?;
     Ok((lines, whole, latest))
 }
 
@@ -239,7 +219,7 @@ fn read_journal(path: &Path) -> Result<(usize, u64, HashMap<String, (u64, bool)>
 fn live_items(path: &Path) -> Result<(Vec<(u64, Item)>, u64)> {
     let mut last: HashMap<String, (u64, Option<Item>)> = HashMap::new();
     let mut high = 0;
-    for_each_line(path, |line| {
+    for_each_line(path, |line, _| {
         high = high.max(line.seq);
         last.insert(line.id, (line.seq, line.item));
     })?;
@@ -250,15 +230,16 @@ fn live_items(path: &Path) -> Result<(Vec<(u64, Item)>, u64)> {
     Ok((items, high))
 }
 
-/// Runs `f` on every whole line of a journal, in file order.
-fn for_each_line(path: &Path, mut f: impl FnMut(Line)) -> Result<()> {
+/// Runs `f` on every whole line of a journal, in file order, with the bytes it takes; a torn
+/// last line (no newline) ends the journal.
+fn for_each_line(path: &Path, mut f: impl FnMut(Line, u64)) -> Result<()> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_error(path, e)),
     };
     let mut reader = BufReader::new(file);
-    let mut buf = Vec::new();
+    let (mut buf, mut number) = (Vec::new(), 0usize);
     loop {
         buf.clear();
         let n = reader
@@ -267,7 +248,10 @@ fn for_each_line(path: &Path, mut f: impl FnMut(Line)) -> Result<()> {
         if n == 0 || buf.last() != Some(&b'\n') {
             return Ok(());
         }
-        f(serde_json::from_slice(&buf).map_err(|e| io_error(path, e))?);
+        number += 1;
+        let line = serde_json::from_slice(&buf)
+            .map_err(|e| io_error(path, format!("line {number}: {e} (fix or remove the line)")))?;
+        f(line, n as u64);
     }
 }
 
@@ -280,7 +264,7 @@ fn compact(path: &Path, live: &HashMap<String, u64>) -> Result<()> {
         out.write_all(b"\n")
     };
     let mut failed = None;
-    for_each_line(path, |line| {
+    for_each_line(path, |line, _| {
         if failed.is_none() && line.item.is_some() && live.get(&line.id) == Some(&line.seq) {
             failed = write(&line).err();
         }
@@ -342,7 +326,7 @@ impl CatalogStore for FileCatalogStore {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            for_each_line(&path, |line| {
+            for_each_line(&path, |line, _| {
                 if line.seq > seq && out.len() < limit {
                     out.push(CatalogChange {
                         seq: line.seq,

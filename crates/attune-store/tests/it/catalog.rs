@@ -9,7 +9,7 @@ use attune_core::{Item, Timestamp};
 use attune_store::catalog::postgres::{PostgresCatalogConfig, PostgresCatalogStore};
 use attune_store::catalog::{CatalogStore, FileCatalogStore, JOURNAL};
 
-use crate::support::{postgres_url, unique_table};
+use crate::support::{postgres_cleanup, postgres_url, unique_table};
 
 fn item(id: &str, title: &str) -> Item {
     Item::builder(id, title)
@@ -29,20 +29,6 @@ fn pg_store(table: &str) -> PostgresCatalogStore {
         ..PostgresCatalogConfig::default()
     })
     .unwrap()
-}
-
-async fn pg_cleanup(table: &str) {
-    let (client, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; DROP SEQUENCE IF EXISTS {table}_seq; \
-             DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
-        ))
-        .await
-        .unwrap();
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -151,7 +137,7 @@ macro_rules! suite {
                 async fn $name() {
                     let table = unique_table(stringify!($name));
                     super::$name(Arc::new(pg_store(&table))).await;
-                    pg_cleanup(&table).await;
+                    postgres_cleanup(&table).await;
                 }
             )*
         }
@@ -275,7 +261,7 @@ async fn postgres_announces_changes_to_other_replicas() {
     assert_eq!(changes[0].seq, seqs[0]);
     assert_eq!(changes[0].item.as_ref().unwrap().title, "X");
     drop((a, b));
-    pg_cleanup(&table).await;
+    postgres_cleanup(&table).await;
 }
 
 /// Writers on two replicas at once, a reader following by number all along: the reader never
@@ -368,7 +354,7 @@ async fn postgres_readers_following_by_number_miss_nothing_under_concurrent_writ
         &wrong[..wrong.len().min(5)]
     );
     drop(stores);
-    pg_cleanup(&table).await;
+    postgres_cleanup(&table).await;
 }
 
 /// A database that does not answer: the store opens, and each operation fails at once as

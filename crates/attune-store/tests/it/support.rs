@@ -143,6 +143,7 @@ pub async fn postgres_cleanup(table: &str) {
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_interactions; \
+             DROP SEQUENCE IF EXISTS {table}_seq; \
              DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
         ))
         .await

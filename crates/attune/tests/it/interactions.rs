@@ -7,22 +7,9 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{Server, attune, free_addr, temp_dir};
+use crate::support::{Server, attune, drop_tables, free_addr, pg_url, temp_dir, unique_table};
 
 const OAT: &str = "oatly-oat-milk-barista-1l";
-
-fn pg_url() -> String {
-    std::env::var("ATTUNE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn unique_table(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("it_{name}_{}_{}", std::process::id(), nanos % 1_000_000_000)
-}
 
 /// Runs `sql` with psql; the rows, one line each, columns joined by `|`.
 fn psql(sql: &str) -> Vec<String> {
@@ -39,20 +26,6 @@ fn psql(sql: &str) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-fn drop_tables(table: &str) {
-    let _ = Command::new("psql")
-        .args([
-            pg_url().as_str(),
-            "-q",
-            "-c",
-            &format!(
-                "DROP TABLE IF EXISTS {table}; DROP TABLE IF EXISTS {table}_interactions; \
-                 DELETE FROM attune_migrations WHERE name LIKE '{table}:%';"
-            ),
-        ])
-        .output();
 }
 
 /// A signed-in user's visit: a view, an add-to-cart and a purchase (each with an id), an
@@ -160,7 +133,7 @@ fn events_of_a_signed_in_user_are_interaction_rows_in_postgres_written_once_and_
     let (status, _) = server.http("GET", "/v1/users/ada/interactions", None);
     assert_eq!(status, 404);
     server.stop();
-    drop_tables(&table);
+    drop_tables(&pg_url(), &[&table]);
 }
 
 #[test]

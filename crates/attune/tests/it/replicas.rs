@@ -5,33 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{OwnPostgres, Server, free_addr, temp_dir, unique};
-
-fn pg_url() -> String {
-    std::env::var("ATTUNE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn unique_table(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("it_{name}_{}_{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-fn drop_tables(url: &str, tables: &[&str]) {
-    let mut sql = String::new();
-    for t in tables {
-        sql.push_str(&format!(
-            "DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS {t}_interactions; DROP SEQUENCE IF EXISTS {t}_seq; \
-             DELETE FROM attune_migrations WHERE name LIKE '{t}:%';"
-        ));
-    }
-    let _ = std::process::Command::new("psql")
-        .args([url, "-q", "-c", &sql])
-        .output();
-}
+use crate::support::{
+    OwnPostgres, Server, drop_tables, free_addr, pg_url, temp_dir, unique, unique_table,
+};
 
 fn kombucha(id: &str, title: &str, price: f64) -> Value {
     json!({"id": id, "title": title, "brand": "Fermenta", "category": "Drinks > Kombucha",

@@ -433,3 +433,31 @@ impl Drop for OwnPostgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The PostgreSQL the tests use (`ATTUNE_TEST_POSTGRES_URL`, default the local `test` database).
+pub fn pg_url() -> String {
+    std::env::var("ATTUNE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A table name no other test (or run) uses.
+pub fn unique_table(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("it_{name}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// Drops the tables Attune made under these names (a catalog's sequence, a profile table's
+/// interactions) and their migration records.
+pub fn drop_tables(url: &str, tables: &[&str]) {
+    let mut sql = String::new();
+    for t in tables {
+        sql.push_str(&format!(
+            "DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS {t}_interactions; \
+             DROP SEQUENCE IF EXISTS {t}_seq; DELETE FROM attune_migrations WHERE name LIKE '{t}:%';"
+        ));
+    }
+    let _ = Command::new("psql").args([url, "-q", "-c", &sql]).output();
+}
