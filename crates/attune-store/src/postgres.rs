@@ -203,6 +203,24 @@ pub(crate) fn unavailable(e: impl Into<Box<dyn std::error::Error + Send + Sync>>
     }
 }
 
+/// Checks a PostgreSQL URL and table name before any connection is made.
+pub(crate) fn check_config(url: &str, table: &str) -> Result<()> {
+    url.parse::<tokio_postgres::Config>()
+        .map_err(|e| Error::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+    if !valid_table(table) {
+        return Err(Error::BadUrl {
+            url: url.to_owned(),
+            reason: format!(
+                "table {table:?}: lowercase letters, digits and _, starting with a letter or _"
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn valid_table(t: &str) -> bool {
     let mut chars = t.chars();
     chars
@@ -223,22 +241,7 @@ impl PostgresProfileStore {
     /// operations fail with `Unavailable` until it answers). Only a malformed URL or table name
     /// is an error.
     pub fn open(config: PostgresConfig) -> Result<Self> {
-        config
-            .url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| Error::BadUrl {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?;
-        if !valid_table(&config.table) {
-            return Err(Error::BadUrl {
-                url: config.url.clone(),
-                reason: format!(
-                    "table {:?}: lowercase letters, digits and _, starting with a letter or _",
-                    config.table
-                ),
-            });
-        }
+        check_config(&config.url, &config.table)?;
         Ok(PostgresProfileStore {
             url: config.url,
             table: config.table,

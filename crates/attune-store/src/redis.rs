@@ -82,6 +82,14 @@ impl Default for RedisConfig {
     }
 }
 
+/// What a compare-and-set script answered.
+enum Cas {
+    /// Written; the new version.
+    Written(u64),
+    /// Another replica wrote first: its version and state.
+    Conflict(u64, Option<Box<Session>>),
+}
+
 /// See the module docs.
 pub struct RedisSessionStore {
     conn: LazyConnection,
@@ -205,6 +213,32 @@ impl RedisSessionStore {
 
     /// Decodes a stored body; one that cannot be read is logged, counted and treated as absent
     /// (see [`l1::decode`]).
+    /// Reads a compare-and-set script's reply `[status, version, body?]`: written at
+    /// `version`, or another replica's write came first (its version and state; `None` when
+    /// absent or of an older format, which the cache then forgets and the retry overwrites).
+    fn cas_reply(&self, id: &SessionId, reply: &[Value]) -> Result<Cas> {
+        let ok = reply
+            .first()
+            .and_then(as_u64)
+            .ok_or_else(|| protocol("no status"))?;
+        let current = reply
+            .get(1)
+            .and_then(as_u64)
+            .ok_or_else(|| protocol("no version"))?;
+        if ok == 1 {
+            return Ok(Cas::Written(current));
+        }
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        let theirs = match reply.get(2) {
+            Some(Value::BulkString(body)) => self.decode(id, body).map(Box::new),
+            _ => None,
+        };
+        if theirs.is_none() {
+            self.l1.forget(id);
+        }
+        Ok(Cas::Conflict(current, theirs))
+    }
+
     fn decode(&self, id: &SessionId, bytes: &[u8]) -> Option<Session> {
         match l1::decode(bytes) {
             Ok(session) => Some(session),
@@ -308,29 +342,14 @@ impl SessionStore for RedisSessionStore {
                 .invoke_async(&mut conn)
                 .await
                 .map_err(unavailable)?;
-            let ok = reply
-                .first()
-                .and_then(as_u64)
-                .ok_or_else(|| protocol("no status"))?;
-            let current = reply
-                .get(1)
-                .and_then(as_u64)
-                .ok_or_else(|| protocol("no version"))?;
-            if ok == 1 {
-                inspect(&session);
-                self.l1.put(id, current, session);
-                return Ok(());
-            }
-            // Another replica wrote first: recompute on what it wrote.
-            self.conflicts.fetch_add(1, Ordering::Relaxed);
-            version = current;
-            base = match reply.get(2) {
-                Some(Value::BulkString(body)) => self.decode(id, body),
-                _ => None,
-            };
-            if base.is_none() {
-                // Absent, or of an older format: overwrite it from scratch.
-                self.l1.forget(id);
+            match self.cas_reply(id, &reply)? {
+                Cas::Written(current) => {
+                    inspect(&session);
+                    self.l1.put(id, current, session);
+                    return Ok(());
+                }
+                // Another replica wrote first: recompute on what it wrote.
+                Cas::Conflict(current, theirs) => (version, base) = (current, theirs.map(|s| *s)),
             }
             l1::back_off(attempt).await;
         }
@@ -467,27 +486,13 @@ impl crate::profile::ProfileStore for RedisProfileStore {
                 call.arg(postcard::to_stdvec(i).unwrap_or_default());
             }
             let reply: Vec<Value> = call.invoke_async(&mut conn).await.map_err(unavailable)?;
-            let ok = reply
-                .first()
-                .and_then(as_u64)
-                .ok_or_else(|| protocol("no status"))?;
-            let current = reply
-                .get(1)
-                .and_then(as_u64)
-                .ok_or_else(|| protocol("no version"))?;
-            if ok == 1 {
-                inspect(&session);
-                inner.l1.put(id, current, session);
-                return Ok(());
-            }
-            inner.conflicts.fetch_add(1, Ordering::Relaxed);
-            version = current;
-            base = match reply.get(2) {
-                Some(Value::BulkString(body)) => inner.decode(id, body),
-                _ => None,
-            };
-            if base.is_none() {
-                inner.l1.forget(id);
+            match inner.cas_reply(id, &reply)? {
+                Cas::Written(current) => {
+                    inspect(&session);
+                    inner.l1.put(id, current, session);
+                    return Ok(());
+                }
+                Cas::Conflict(current, theirs) => (version, base) = (current, theirs.map(|s| *s)),
             }
             l1::back_off(attempt).await;
         }

@@ -31,7 +31,7 @@ use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::{CatalogChange, CatalogSnapshot, CatalogStore};
-use crate::postgres::{migrate, unavailable, valid_table};
+use crate::postgres::{check_config, migrate, unavailable};
 use crate::{Error, Result};
 
 /// The schema, applied once per table (see [`crate::postgres::MIGRATIONS`]).
@@ -85,22 +85,7 @@ impl PostgresCatalogStore {
     /// and connects, with the schema, whenever the database answers. Only a malformed URL or
     /// table name is an error.
     pub fn open(config: PostgresCatalogConfig) -> Result<Self> {
-        config
-            .url
-            .parse::<tokio_postgres::Config>()
-            .map_err(|e| Error::BadUrl {
-                url: config.url.clone(),
-                reason: e.to_string(),
-            })?;
-        if !valid_table(&config.table) {
-            return Err(Error::BadUrl {
-                url: config.url.clone(),
-                reason: format!(
-                    "table {:?}: lowercase letters, digits and _, starting with a letter or _",
-                    config.table
-                ),
-            });
-        }
+        check_config(&config.url, &config.table)?;
         let changed = Arc::new(Notify::new());
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(listen(
