@@ -12,6 +12,11 @@
 #
 #   BUILD=0 bench/profile-read.sh
 #   ROUNDS=2 DURATION=10 bench/profile-read.sh
+#   SCENARIO=search-miss bench/profile-read.sh   # queries the retrieval cache has not seen
+#
+# SCENARIO is search-personal (the default: a few queries, so retrieval is a cache hit and the
+# profile's round trip has nothing to overlap) or search-miss (every query unseen: retrieval
+# runs while the profile's answer travels).
 #
 # Needs PostgreSQL (PG_URL, default postgres://postgres@127.0.0.1:5432/test); each round uses its
 # own table, dropped at the end. Reports p50/p99 ms and each target's p99 minus the baseline's.
@@ -27,10 +32,14 @@ WARMUP=${WARMUP:-2}
 USERS=${USERS:-200}
 UNCACHED_USERS=${UNCACHED_USERS:-2000}
 TARGETS=${TARGETS:-anonymous memory pg-cached pg-uncached}
+SCENARIO=${SCENARIO:-search-personal}
+EXTRA=()
+[[ $SCENARIO == search-personal ]] || EXTRA=(--personal 100)
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/attune-profile-read.XXXXXX)}
 TABLES=()
 bench_attune
+LOAD=${LOAD:-$ATTUNE}   # the load tool's binary (the server's by default)
 
 drop_tables() {
     for t in "${TABLES[@]}"; do
@@ -65,7 +74,7 @@ stop() {
 # run NAME USERS SESSIONS: one c=1 load run; prints "p50 p99".
 run() {
     local report=$OUT_DIR/$1.json
-    "$ATTUNE" load --url "http://$HOST:$PORT" --scenario search-personal --concurrency 1 \
+    "$LOAD" load --url "http://$HOST:$PORT" --scenario "$SCENARIO" "${EXTRA[@]}" --concurrency 1 \
         --duration "$DURATION" --warmup "$WARMUP" --users "$2" --sessions "$3" --json \
         --label "$1" >"$report" 2>"$OUT_DIR/$1.load.log"
     jq -r '"\(.p50_ms) \(.p99_ms) \(.errors)"' "$report"

@@ -135,6 +135,29 @@ impl Personal<'_> {
         Ok(signals.into_inner())
     }
 
+    /// A user's profile as stored, if profiles are on and the user has one (a store that does
+    /// not answer: `None`, and the request is marked degraded).
+    pub(crate) async fn profile_of(&self, user: &UserId) -> Result<Option<Session>> {
+        match self.profiles {
+            Some(p) => {
+                let read = p
+                    .store()
+                    .get(user, self.now, ttl(&self.profile_rules))
+                    .await
+                    .map_err(Into::into);
+                self.tolerate("profiles", read)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A profile's signals for ranking one list (`keys`).
+    pub(crate) fn profile_signals_of(&self, profile: &Session, keys: &KeySpace) -> Signals {
+        self.catalog.with_ids(|ids| {
+            Signals::from_session(profile, self.now, &self.profile_rules, ids, keys, false)
+        })
+    }
+
     /// A user's profile signals for ranking one list, if profiles are on and the user has one.
     pub(crate) async fn profile_signals(
         &self,

@@ -589,13 +589,26 @@ pub(crate) async fn search(
     check_search(&index.config, personal.catalog, &req)?;
     let now = personal.now;
     let rules = &personal.rules;
-    let (retrieval, cached) = index.retrieve(
-        personal.catalog,
-        &req.query,
-        &req.filters,
-        req.retrievers,
-        now.as_millis(),
-    )?;
+    // The profile's round trip (PostgreSQL, Redis) overlaps retrieval: its request goes out
+    // first, retrieval runs while it travels, then its answer is read.
+    let profile = async {
+        match &req.user_id {
+            Some(user) => personal.profile_of(user).await,
+            None => Ok(None),
+        }
+    };
+    let retrieve = async {
+        index.retrieve(
+            personal.catalog,
+            &req.query,
+            &req.filters,
+            req.retrievers,
+            now.as_millis(),
+        )
+    };
+    let (profile, retrieved) = tokio::join!(biased; profile, retrieve);
+    let (retrieval, cached) = retrieved?;
+    let profile = profile?;
 
     let retrieved: Vec<Retrieved<'_>> = retrieval
         .candidates
@@ -612,11 +625,9 @@ pub(crate) async fn search(
         .collect();
 
     // The profile as it was before this search (which reaches it below).
-    let profile_signals = match &req.user_id {
-        Some(user) => personal.profile_signals(user, &retrieval.keys).await?,
-        None => None,
-    }
-    .filter(|s| !s.is_empty());
+    let profile_signals = profile
+        .map(|p| personal.profile_signals_of(&p, &retrieval.keys))
+        .filter(|s| !s.is_empty());
     // The search itself is a signal: recorded in the session in the same store operation
     // that reads the session's signals (those from before it), at the cost of one event.
     let signals = match &req.session_id {

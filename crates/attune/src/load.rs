@@ -95,9 +95,10 @@ pub(crate) struct LoadArgs {
     /// none.
     #[arg(long, default_value_t = 8)]
     history: u32,
-    /// `search-personal`: signed-in visitors. Session `i` belongs to user `{prefix}-user-{i % N}`:
-    /// its history events and its searches carry that `user_id`, so each search also reads the
-    /// user's long-term profile. 0 (the default): anonymous sessions.
+    /// `search-personal`, `search-mix`, `search-miss`: signed-in visitors. Session `i` belongs
+    /// to user `{prefix}-user-{i % N}`: its history events and its searches carry that
+    /// `user_id`, so each search also reads the user's long-term profile. 0 (the default):
+    /// anonymous sessions.
     #[arg(long, default_value_t = 0)]
     users: u64,
     /// `next` and `home`: a DIGINETICA folder (`../shared/data/diginetica`); session `i` is given
@@ -141,8 +142,10 @@ impl LoadArgs {
         if self.personal > 100 {
             bail!("--personal must be a percentage from 0 to 100");
         }
-        if self.users > 0 && self.scenario != Scenario::SearchPersonal {
-            bail!("--users applies to --scenario search-personal only");
+        if self.users > 0
+            && !(self.scenario == Scenario::SearchPersonal || self.scenario.is_traffic())
+        {
+            bail!("--users applies to --scenario search-personal, search-mix and search-miss only");
         }
         if self.catalog_sample == 0 {
             bail!("--catalog-sample must be at least 1");
@@ -896,7 +899,7 @@ struct Workload {
     pending: VecDeque<String>,
     /// Percent of visitors with a session.
     personal: u32,
-    /// `search-personal`: sessions belong to this many users (0: anonymous).
+    /// Sessions belong to this many users (0: anonymous).
     users: u64,
 }
 
@@ -959,17 +962,20 @@ impl Workload {
                 queries: Vec::new(),
             },
         };
-        let session = (self.rng.random_range(0..100) < self.personal).then(|| {
-            format!(
-                "{}-{}",
-                self.prefix,
-                self.rng.random_range(0..self.sessions)
-            )
-        });
+        let index = (self.rng.random_range(0..100) < self.personal)
+            .then(|| self.rng.random_range(0..self.sessions));
+        let session = index.map(|i| format!("{}-{i}", self.prefix));
+        let user = index.map_or_else(String::new, |i| user_field(&self.prefix, i, self.users));
         self.pending = unit
             .queries
             .iter()
-            .map(|q| q.body(session.as_deref()))
+            .map(|q| {
+                let mut body = q.body(session.as_deref());
+                if !user.is_empty() && body.ends_with('}') {
+                    body.insert_str(body.len() - 1, &user);
+                }
+                body
+            })
             .collect();
         self.pending
             .pop_front()
