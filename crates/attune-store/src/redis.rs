@@ -94,6 +94,9 @@ enum Cas {
 pub struct RedisSessionStore {
     conn: LazyConnection,
     prefix: String,
+    /// Keys are `<prefix>{<id>}` (hash-tagged) rather than `<prefix><id>`: set for stores
+    /// whose scripts write more than one key per id (profiles and their interactions).
+    tagged: bool,
     get_script: Script,
     cas_script: Script,
     l1: L1,
@@ -193,6 +196,7 @@ impl RedisSessionStore {
         Ok(RedisSessionStore {
             conn,
             prefix: config.prefix,
+            tagged: false,
             get_script: Script::new(GET_LUA),
             cas_script: Script::new(CAS_LUA),
             l1: L1::new(config.l1_capacity),
@@ -205,14 +209,19 @@ impl RedisSessionStore {
     }
 
     fn key(&self, id: &SessionId) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + id.as_str().len());
+        let mut k = String::with_capacity(self.prefix.len() + id.as_str().len() + 2);
         k.push_str(&self.prefix);
-        k.push_str(id.as_str());
+        if self.tagged {
+            // A Redis Cluster hash tag: every key of this id lands in one slot.
+            k.push('{');
+            k.push_str(id.as_str());
+            k.push('}');
+        } else {
+            k.push_str(id.as_str());
+        }
         k
     }
 
-    /// Decodes a stored body; one that cannot be read is logged, counted and treated as absent
-    /// (see [`l1::decode`]).
     /// Reads a compare-and-set script's reply `[status, version, body?]`: written at
     /// `version`, or another replica's write came first (its version and state; `None` when
     /// absent or of an older format, which the cache then forgets and the retry overwrites).
@@ -239,6 +248,8 @@ impl RedisSessionStore {
         Ok(Cas::Conflict(current, theirs))
     }
 
+    /// Decodes a stored body; one that cannot be read is logged, counted and treated as absent
+    /// (see [`l1::decode`]).
     fn decode(&self, id: &SessionId, bytes: &[u8]) -> Option<Session> {
         match l1::decode(bytes) {
             Ok(session) => Some(session),
@@ -414,8 +425,9 @@ return {0, v, redis.call('HGET', KEYS[1], 'd')}
 ";
 
 /// The Redis profile store: each profile as a session is stored ([`RedisSessionStore`], under
-/// `<prefix><user id>`, with its L1 cache), and its interactions in a list under
-/// `<prefix><user id> interactions` (ids never hold a space, so no profile key can be one),
+/// `<prefix>{<user id>}`, with its L1 cache), and its interactions in a list under
+/// `<prefix>{<user id>} interactions` (ids never hold a space, so no profile key can be one;
+/// the `{…}` hash tag puts both in one Redis Cluster slot, as the script that writes both needs),
 /// oldest first, holding the newest [`crate::profile::MAX_INTERACTIONS_PER_USER`]. One Lua
 /// script writes the profile and appends its interactions; the list expires with the profile
 /// (its TTL is set at each write, so it lapses once every entry is older than the retention).
@@ -428,8 +440,10 @@ pub struct RedisProfileStore {
 impl RedisProfileStore {
     /// See [`RedisSessionStore::connect`].
     pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let mut inner = RedisSessionStore::connect(config).await?;
+        inner.tagged = true;
         Ok(RedisProfileStore {
-            inner: RedisSessionStore::connect(config).await?,
+            inner,
             cas_script: Script::new(PROFILE_CAS_LUA),
         })
     }

@@ -465,3 +465,45 @@ async fn the_journal_is_compacted_as_it_grows_and_replays_the_same() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The script that writes a profile also appends to its interactions list, so on Redis Cluster
+/// both keys must share a slot: they carry the user id as one hash tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_profile_keys_share_one_cluster_slot() {
+    let prefix = unique_prefix("profile_slot");
+    let store = redis_profile_store(&prefix).await;
+    let (u, t) = (uid("ada"), now());
+    store
+        .update_get(
+            &u,
+            t,
+            TTL,
+            &apply(vec![event(EventKind::View, "oat-milk", t, None)]),
+        )
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            format!("{prefix}{{ada}}"),
+            format!("{prefix}{{ada}} interactions")
+        ]
+    );
+    // Redis Cluster hashes only what is between the first `{` and the next `}`.
+    let tag = |k: &str| {
+        let open = k.find('{').unwrap();
+        let close = open + k[open..].find('}').unwrap();
+        k[open + 1..close].to_owned()
+    };
+    assert_eq!(tag(&keys[0]), "ada");
+    assert_eq!(tag(&keys[0]), tag(&keys[1]));
+    redis_cleanup(&prefix).await;
+}
