@@ -17,6 +17,25 @@ use crate::{Inspect, Mutation, Result, SessionStore, StoreStats, expiry, snapsho
 
 /// How many entries eviction samples to find a stale one (as Redis's approximated LRU does).
 const EVICTION_SAMPLES: usize = 5;
+
+/// The position of the entry to evict from a full map: the stalest (by `age`, smaller is
+/// staler) of a few sampled ones, an approximate LRU at the cost of five random reads. The
+/// embedded session, profile and bandit stores all evict this way.
+pub(crate) fn sampled_victim<K, V, A: PartialOrd>(
+    map: &IndexMap<K, V>,
+    rng: &mut SmallRng,
+    age: impl Fn(&V) -> A,
+) -> usize {
+    let n = map.len();
+    let mut victim = rng.random_range(0..n);
+    for _ in 1..EVICTION_SAMPLES {
+        let candidate = rng.random_range(0..n);
+        if age(&map[candidate]) < age(&map[victim]) {
+            victim = candidate;
+        }
+    }
+    victim
+}
 /// Snapshot file header: magic, then the session layout version.
 const SNAPSHOT_MAGIC: &[u8; 7] = b"ATSNAP:";
 
@@ -134,14 +153,7 @@ impl MemorySessionStore {
     /// used of a few sampled ones.
     fn make_room(&self, shard: &mut Shard, now: Timestamp) {
         while shard.map.len() >= self.per_shard {
-            let n = shard.map.len();
-            let mut victim = shard.rng.random_range(0..n);
-            for _ in 1..EVICTION_SAMPLES {
-                let candidate = shard.rng.random_range(0..n);
-                if shard.map[candidate].expires_at < shard.map[victim].expires_at {
-                    victim = candidate;
-                }
-            }
+            let victim = sampled_victim(&shard.map, &mut shard.rng, |e| e.expires_at);
             let expired = shard.map[victim].expires_at <= now;
             shard.map.swap_remove_index(victim);
             if expired {

@@ -15,14 +15,13 @@ use attune_core::ItemId;
 use attune_core::bandit::{Arm, Feedback, Surface};
 use indexmap::IndexMap;
 use parking_lot::{Mutex, MutexGuard};
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
 use super::BanditStore;
+use crate::memory::sampled_victim;
 use crate::{Result, snapshot};
 
-/// How many arms eviction samples to find a stale one (as Redis's approximated LRU does).
-const EVICTION_SAMPLES: usize = 5;
 /// Snapshot file header.
 const SNAPSHOT_MAGIC: &[u8; 9] = b"ATBANDIT:";
 /// Layout version of the snapshot body.
@@ -165,14 +164,7 @@ impl MemoryBanditStore {
     /// sampled arms.
     fn make_room(&self, shard: &mut Shard) {
         while shard.map.len() >= self.per_shard {
-            let n = shard.map.len();
-            let mut victim = shard.rng.random_range(0..n);
-            for _ in 1..EVICTION_SAMPLES {
-                let candidate = shard.rng.random_range(0..n);
-                if shard.map[candidate].updated < shard.map[victim].updated {
-                    victim = candidate;
-                }
-            }
+            let victim = sampled_victim(&shard.map, &mut shard.rng, |a| a.updated);
             shard.map.swap_remove_index(victim);
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }

@@ -30,17 +30,17 @@ use async_trait::async_trait;
 use attune_core::{Session, SessionId, Timestamp, UserId};
 use indexmap::IndexMap;
 use parking_lot::Mutex;
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::{
     Interaction, MAX_INTERACTIONS_PER_USER, ProfileMutation, ProfileStore, profile_id, too_old,
 };
+use crate::memory::sampled_victim;
 use crate::{Error, Inspect, Result, StoreStats, expiry, l1, snapshot};
 
 /// How many entries eviction samples to find a stale one.
-const EVICTION_SAMPLES: usize = 5;
 /// The journal's first bytes.
 const MAGIC: &[u8; 8] = b"ATPROFJ1";
 /// The journal's name in its directory.
@@ -372,14 +372,7 @@ impl MemoryProfileStore {
     /// recently used of a few sampled ones (and journals that it is gone).
     fn make_room(&self, shard: &mut Shard, now: Timestamp) {
         while shard.map.len() >= self.per_shard {
-            let n = shard.map.len();
-            let mut victim = shard.rng.random_range(0..n);
-            for _ in 1..EVICTION_SAMPLES {
-                let candidate = shard.rng.random_range(0..n);
-                if shard.map[candidate].expires_at < shard.map[victim].expires_at {
-                    victim = candidate;
-                }
-            }
+            let victim = sampled_victim(&shard.map, &mut shard.rng, |e| e.expires_at);
             let expired = shard.map[victim].expires_at <= now;
             if let Some((id, _)) = shard.map.swap_remove_index(victim)
                 && let Err(e) = self.append(&Record::Forget {
