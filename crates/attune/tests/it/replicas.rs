@@ -399,3 +399,49 @@ fn the_embedded_catalog_journal_keeps_api_changes_across_restarts_and_reuses_the
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_replica_started_while_the_catalog_database_is_down_serves_once_it_answers() {
+    let mut pg = OwnPostgres::start(free_addr().port());
+    let url = pg.url();
+    let env = [
+        ("ATTUNE__CATALOG__URL", url.as_str()),
+        ("ATTUNE__CATALOG__DEMO", "true"),
+        ("ATTUNE__CATALOG__POLL_SECS", "1"),
+        ("ATTUNE__SEARCH__MODEL", "off"),
+    ];
+    // A first replica fills the table, then everything stops.
+    let first = Server::start(&["serve"], &env);
+    let total = first.http("GET", "/v1/items?limit=1", None).1["total"].clone();
+    first.stop();
+    pg.stop();
+
+    // Started with the database down: up, not ready, an empty catalog, writes refused.
+    let replica = Server::start(&["serve"], &env);
+    assert_eq!(replica.http("GET", "/readyz", None).0, 503);
+    assert_eq!(replica.http("GET", "/v1/items?limit=1", None).1["total"], 0);
+    let (status, body) = replica.http(
+        "PUT",
+        "/v1/items",
+        Some(&json!([kombucha("k-early", "Kombucha early", 3.0)])),
+    );
+    assert_eq!(status, 503, "{body}");
+
+    // The database comes back: the replica reads the catalog by itself and is ready.
+    pg.restart();
+    time_until(
+        "the replica to read the catalog",
+        Duration::from_secs(20),
+        || replica.http("GET", "/readyz", None).0 == 200,
+    );
+    assert_eq!(
+        replica.http("GET", "/v1/items?limit=1", None).1["total"],
+        total
+    );
+    assert!(
+        search_ids(&replica, "oat milk")
+            .iter()
+            .any(|id| id.contains("oat"))
+    );
+    replica.stop();
+}
