@@ -200,6 +200,30 @@ impl CatalogSync {
     }
 }
 
+impl CatalogSync {
+    /// The ids the store changed after `seq` (upserts and deletions), for bringing an index
+    /// saved at `seq` up to date.
+    pub(crate) async fn changed_since(&self, seq: u64) -> Result<Vec<String>> {
+        let mut from = seq;
+        let mut ids = Vec::new();
+        loop {
+            let page = self
+                .store
+                .changes_since(from, PAGE)
+                .await
+                .map_err(Error::Catalog)?;
+            let full = page.len() == PAGE;
+            for c in page {
+                from = from.max(c.seq);
+                ids.push(c.id);
+            }
+            if !full {
+                return Ok(ids);
+            }
+        }
+    }
+}
+
 fn newer(held: &Held, id: &str, seq: u64) -> bool {
     held.seqs.get(id).is_none_or(|&s| seq > s)
 }

@@ -277,6 +277,30 @@ impl Engine {
         }
     }
 
+    /// Brings search indexes saved when the catalog store was at change `seq` up to date with
+    /// the catalog now in memory: each item changed since is indexed again (its keyword entry,
+    /// and its vector embedded anew) or removed. Returns how many ids.
+    pub async fn refresh_index_since(&self, seq: u64) -> Result<usize> {
+        let Some(sync) = &self.catalog_store else {
+            return Ok(0);
+        };
+        let mut ids = sync.changed_since(seq).await?;
+        ids.sort_unstable();
+        ids.dedup();
+        let s = self.search_index()?;
+        let mut upserts = Vec::new();
+        for id in &ids {
+            match self.catalog.get(id) {
+                Some(c) => upserts.push(c.item.clone()),
+                None => s.delete(id)?,
+            }
+        }
+        if !upserts.is_empty() {
+            s.upsert(&upserts)?;
+        }
+        Ok(ids.len())
+    }
+
     /// Whether the catalog has been read from its store (always true without one).
     pub fn catalog_loaded(&self) -> bool {
         self.catalog_store.as_ref().is_none_or(CatalogSync::loaded)

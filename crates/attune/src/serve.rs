@@ -244,17 +244,18 @@ async fn build_engine_parts(
     let marker = s.dir.as_ref().map(|d| d.join(INDEX_MARKER));
     let marked = marker.as_deref().and_then(take_marker);
     let items = load_catalog(&engine, settings).await?;
-    let current = engine.catalog_seq().map(|seq| marker_text(settings, seq));
-    if engine.index_sizes().0 != items || (current.is_some() && marked != current) {
-        if current.is_some() {
+    // An index saved at change N of this same store is brought up to date with the changes
+    // since N (once the vectors are attached, so changed items are embedded again); any other
+    // index is rebuilt.
+    let saved_at = match (engine.catalog_seq(), marked.as_deref()) {
+        (Some(now), Some(text)) => marker_seq(settings, text).filter(|&n| n <= now),
+        _ => None,
+    };
+    if saved_at.is_none() && (engine.index_sizes().0 != items || engine.catalog_seq().is_some()) {
+        if engine.catalog_seq().is_some() {
             tracing::info!(items, "building the keyword index from the catalog store");
         }
         engine.rebuild_index()?;
-    } else if current.is_some() {
-        tracing::info!(
-            items,
-            "the keyword index on disk matches the catalog store: reused"
-        );
     }
     if let Some(encoder) = load_encoder(s)? {
         let config = search_config(s).vector;
@@ -270,6 +271,26 @@ async fn build_engine_parts(
             _ => VectorIndex::new(encoder.dim(), config),
         };
         engine = engine.with_vectors(Arc::new(index), encoder, saved);
+    }
+    if let Some(n) = saved_at {
+        match engine.refresh_index_since(n).await {
+            Ok(changed) if engine.index_sizes().0 == items => tracing::info!(
+                items,
+                changed,
+                "the keyword index on disk matches the catalog store: reused"
+            ),
+            Ok(_) => {
+                tracing::warn!(
+                    items,
+                    "the saved keyword index disagrees with the catalog: rebuilding it"
+                );
+                engine.rebuild_index()?;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the saved keyword index cannot be brought up to date: rebuilding it");
+                engine.rebuild_index()?;
+            }
+        }
     }
     engine = engine
         .with_online(
@@ -416,6 +437,16 @@ fn marker_text(settings: &Settings, seq: u64) -> String {
         (None, None) => String::new(),
     };
     format!("{store}\n{seq}\n")
+}
+
+/// The change number a marker names, when it names the settings' catalog store.
+fn marker_seq(settings: &Settings, text: &str) -> Option<u64> {
+    let expected = marker_text(settings, 0);
+    let store = expected.lines().next()?;
+    let mut lines = text.lines();
+    (lines.next()? == store)
+        .then(|| lines.next()?.trim().parse().ok())
+        .flatten()
 }
 
 /// Reads and removes the index marker.

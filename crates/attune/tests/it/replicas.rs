@@ -445,3 +445,61 @@ fn a_replica_started_while_the_catalog_database_is_down_serves_once_it_answers()
     );
     replica.stop();
 }
+
+/// A replica stopped cleanly saved its index at the store's change N; what other replicas changed
+/// meanwhile is applied to that index at its next start (not a rebuild, and nothing stale).
+#[test]
+fn a_saved_index_is_brought_up_to_date_with_what_changed_while_its_replica_was_down() {
+    let url = pg_url();
+    let items = unique_table("items_refresh");
+    let dir = temp_dir("index-refresh");
+    let search_dir = dir.join("search");
+    let shared = [
+        ("ATTUNE__CATALOG__URL", url.as_str()),
+        ("ATTUNE__CATALOG__TABLE", items.as_str()),
+        ("ATTUNE__CATALOG__DEMO", "true"),
+        ("ATTUNE__SEARCH__MODEL", "off"),
+    ];
+    let mut with_dir = shared.to_vec();
+    with_dir.push(("ATTUNE__SEARCH__DIR", search_dir.to_str().unwrap()));
+    let a = Server::start(&["serve"], &with_dir);
+    let (status, _) = a.http(
+        "PUT",
+        "/v1/items",
+        Some(&json!([
+            kombucha("k-old", "Kombucha plainold", 3.0),
+            kombucha("k-gone", "Kombucha doomed", 3.0)
+        ])),
+    );
+    assert_eq!(status, 200);
+    a.stop();
+
+    // Another replica (its index in memory) changes the catalog while a is down.
+    let b = Server::start(&["serve"], &shared);
+    let (status, _) = b.http(
+        "PUT",
+        "/v1/items",
+        Some(&json!([
+            kombucha("k-old", "Kombucha renamedfresh", 3.0),
+            kombucha("k-new", "Kombucha brandnew", 3.0)
+        ])),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(b.http("DELETE", "/v1/items/k-gone", None).0, 204);
+    b.stop();
+
+    let a = Server::start(&["serve"], &with_dir);
+    assert!(
+        a.log_text().contains("matches the catalog store: reused")
+            && a.log_text().contains("changed=3"),
+        "{}",
+        a.log_text()
+    );
+    assert!(search_ids(&a, "renamedfresh").contains(&"k-old".to_owned()));
+    assert!(!search_ids(&a, "plainold").contains(&"k-old".to_owned()));
+    assert!(search_ids(&a, "brandnew").contains(&"k-new".to_owned()));
+    assert!(!search_ids(&a, "doomed").contains(&"k-gone".to_owned()));
+    a.stop();
+    drop_tables(&url, &[&items]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
