@@ -132,8 +132,9 @@ fn frame(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&body);
 }
 
-/// The whole frames of a journal's body, in order, and how many bytes past them were dropped.
-fn frames(mut rest: &[u8]) -> (Vec<Record>, usize) {
+/// The whole frames of a journal's body, in order; how many bytes past them were left out; and
+/// whether those bytes hold a whole frame that does not read (damage, not a torn last write).
+fn frames(mut rest: &[u8]) -> (Vec<Record>, usize, bool) {
     let mut out = Vec::new();
     while rest.len() >= 8 {
         let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
@@ -141,16 +142,16 @@ fn frames(mut rest: &[u8]) -> (Vec<Record>, usize) {
         let Some(body) = rest.get(8..8 + len) else {
             break;
         };
-        if checksum(body) != sum {
-            break;
-        }
-        let Ok(record) = postcard::from_bytes::<Record>(body) else {
-            break;
+        let record = (checksum(body) == sum)
+            .then(|| postcard::from_bytes::<Record>(body).ok())
+            .flatten();
+        let Some(record) = record else {
+            return (out, rest.len(), true);
         };
         out.push(record);
         rest = &rest[8 + len..];
     }
-    (out, rest.len())
+    (out, rest.len(), false)
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> Error {
@@ -199,9 +200,15 @@ impl MemoryProfileStore {
         store._lock = Some(crate::stream::lock_dir(dir, "the profile directory")?);
         if path.exists() {
             match store.replay(&path, now) {
-                Ok((profiles, dropped)) => {
+                Ok((profiles, dropped, damaged)) => {
                     tracing::info!(path = %path.display(), profiles, "profiles read from their journal");
-                    if dropped > 0 {
+                    if damaged {
+                        // Not a torn write: keep the whole file for recovery before compaction
+                        // rewrites the journal from the frames before the damage.
+                        let copy = path.with_extension("damaged");
+                        std::fs::copy(&path, &copy).map_err(|e| io_error(&copy, e))?;
+                        tracing::error!(path = %path.display(), bytes = dropped, copy = %copy.display(), "the profile journal is damaged: the profiles after the damage are left out; the whole journal is kept beside it");
+                    } else if dropped > 0 {
                         tracing::warn!(path = %path.display(), bytes = dropped, "the journal's last frame was torn (a crash while writing); left out");
                     }
                 }
@@ -228,12 +235,12 @@ impl MemoryProfileStore {
 
     /// Applies the journal at `path`; returns the profiles held after it and the bytes of a
     /// torn tail.
-    fn replay(&self, path: &Path, now: Timestamp) -> Result<(usize, usize)> {
+    fn replay(&self, path: &Path, now: Timestamp) -> Result<(usize, usize, bool)> {
         let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
         let body = bytes
             .strip_prefix(MAGIC.as_slice())
             .ok_or_else(|| snapshot::error(path, "not an Attune profile journal (bad header)"))?;
-        let (records, dropped) = frames(body);
+        let (records, dropped, damaged) = frames(body);
         for record in records {
             match record {
                 Record::Profile {
@@ -281,7 +288,7 @@ impl MemoryProfileStore {
             shard.map.retain(|_, e| e.expires_at > now);
             held += shard.map.len();
         }
-        Ok((held, dropped))
+        Ok((held, dropped, damaged))
     }
 
     /// Rewrites the journal as one frame per live profile (atomically), if there is one.

@@ -343,6 +343,10 @@ async fn the_journal_keeps_profiles_and_interactions_across_a_crash() {
     std::fs::write(&path, &bytes).unwrap();
 
     let store = journaled(&dir);
+    assert!(
+        !path.with_extension("damaged").exists(),
+        "a torn last frame is no damage"
+    );
     assert_eq!(store.get(&ada, t, TTL).await.unwrap().unwrap(), written);
     let list = store.interactions(&ada, t, TTL, 10).await.unwrap().unwrap();
     assert_eq!(list.len(), 2);
@@ -506,4 +510,44 @@ async fn redis_profile_keys_share_one_cluster_slot() {
     assert_eq!(tag(&keys[0]), "ada");
     assert_eq!(tag(&keys[0]), tag(&keys[1]));
     redis_cleanup(&prefix).await;
+}
+
+/// A whole frame that does not read is damage, not a torn write: the profiles before it are
+/// kept, and the whole journal is copied aside before compaction rewrites it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_journal_frame_keeps_what_came_before_and_a_copy_of_the_whole() {
+    let dir = temp_dir("journal_damaged");
+    let (ada, bob) = (uid("ada"), uid("bob"));
+    let t = now();
+    {
+        let store = journaled(&dir);
+        for u in [&ada, &bob] {
+            store
+                .update_get(
+                    u,
+                    t,
+                    TTL,
+                    &apply(vec![event(EventKind::View, "oat-milk", t, None)]),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let path = dir.join(JOURNAL);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xff; // inside bob's frame, which is whole
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = journaled(&dir);
+    assert!(store.get(&ada, t, TTL).await.unwrap().is_some());
+    assert!(store.get(&bob, t, TTL).await.unwrap().is_none());
+    let copy = path.with_extension("damaged");
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        bytes,
+        "the damaged journal kept whole"
+    );
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
 }
