@@ -54,7 +54,8 @@ pub struct PostgresCatalogConfig {
     pub url: String,
     /// The table (lowercase letters, digits and `_`); also the notification channel.
     pub table: String,
-    /// Connect and statement timeout of single-item operations and of writes.
+    /// Connect and statement timeout of an operation (a write gets 0.2 ms more per item; a
+    /// wait for the store's connection counts against it).
     pub timeout: Duration,
     /// Timeout of a whole-catalog read (at start).
     pub load_timeout: Duration,
@@ -118,34 +119,45 @@ impl PostgresCatalogStore {
             Box<dyn std::future::Future<Output = Result<T>> + Send + 'c>,
         >,
     ) -> Result<T> {
-        let mut slot = self.conn.lock().await;
+        // The wait for the connection counts against the timeout too: a write queued behind a
+        // catch-up on a database that hangs answers 503 in bounded time.
         let run = async {
-            if slot.as_ref().is_none_or(Client::is_closed) {
-                *slot = None;
-                let (client, connection) = tokio_postgres::connect(&self.config.url, NoTls)
-                    .await
-                    .map_err(unavailable)?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::warn!(error = %e, "PostgreSQL catalog connection closed");
-                    }
-                });
-                migrate(&client, &self.config.table, MIGRATIONS).await?;
-                *slot = Some(client);
+            let mut slot = self.conn.lock().await;
+            let out = async {
+                if slot.as_ref().is_none_or(Client::is_closed) {
+                    *slot = None;
+                    let (client, connection) = tokio_postgres::connect(&self.config.url, NoTls)
+                        .await
+                        .map_err(unavailable)?;
+                    tokio::spawn(async move {
+                        if let Err(e) = connection.await {
+                            tracing::warn!(error = %e, "PostgreSQL catalog connection closed");
+                        }
+                    });
+                    migrate(&client, &self.config.table, MIGRATIONS).await?;
+                    *slot = Some(client);
+                }
+                let client = slot.as_mut().expect("connected above");
+                f(client).await
             }
-            let client = slot.as_mut().expect("connected above");
-            f(client).await
+            .await;
+            if out.is_err() {
+                *slot = None;
+            }
+            out
         };
-        let out = match tokio::time::timeout(timeout, run).await {
+        match tokio::time::timeout(timeout, run).await {
             Ok(out) => out,
-            Err(_) => Err(unavailable(format!(
-                "PostgreSQL did not answer within {timeout:?}"
-            ))),
-        };
-        if out.is_err() {
-            *slot = None;
+            Err(_) => {
+                // The connection may be stuck mid-request: the next operation makes a new one.
+                if let Ok(mut slot) = self.conn.try_lock() {
+                    *slot = None;
+                }
+                Err(unavailable(format!(
+                    "PostgreSQL did not answer within {timeout:?}"
+                )))
+            }
         }
-        out
     }
 
     fn lock_key(&self) -> String {
@@ -316,42 +328,41 @@ impl CatalogStore for PostgresCatalogStore {
             .collect();
         let (t, key) = (self.config.table.clone(), self.lock_key());
         let order = ids.clone();
+        // A large batch (a whole catalog at first start) takes longer: 0.2 ms more per item.
+        let write_timeout = self.config.timeout + Duration::from_micros(200 * items.len() as u64);
         let seqs = self
-            .with_conn(
-                self.config.timeout.max(Duration::from_secs(30)),
-                move |client| {
-                    Box::pin(async move {
-                        let tx = client.transaction().await.map_err(unavailable)?;
-                        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
-                            .await
-                            .map_err(unavailable)?;
-                        let rows = tx
-                            .query(
-                                &format!(
-                                    "INSERT INTO {t} (id, seq, item, updated_at) \
+            .with_conn(write_timeout, move |client| {
+                Box::pin(async move {
+                    let tx = client.transaction().await.map_err(unavailable)?;
+                    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])
+                        .await
+                        .map_err(unavailable)?;
+                    let rows = tx
+                        .query(
+                            &format!(
+                                "INSERT INTO {t} (id, seq, item, updated_at) \
                                  SELECT u.id, nextval('{t}_seq'), u.item::jsonb, now() \
                                  FROM unnest($1::text[], $2::text[]) AS u(id, item) \
                                  ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, \
                                  item = excluded.item, updated_at = excluded.updated_at \
                                  RETURNING id, seq"
-                                ),
-                                &[&ids, &docs],
-                            )
-                            .await
-                            .map_err(unavailable)?;
-                        let seqs: HashMap<String, u64> = rows
-                            .iter()
-                            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
-                            .collect();
-                        let high = seqs.values().copied().max().unwrap_or(0);
-                        tx.execute("SELECT pg_notify($1, $2)", &[&t, &high.to_string()])
-                            .await
-                            .map_err(unavailable)?;
-                        tx.commit().await.map_err(unavailable)?;
-                        Ok(seqs)
-                    })
-                },
-            )
+                            ),
+                            &[&ids, &docs],
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    let seqs: HashMap<String, u64> = rows
+                        .iter()
+                        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as u64))
+                        .collect();
+                    let high = seqs.values().copied().max().unwrap_or(0);
+                    tx.execute("SELECT pg_notify($1, $2)", &[&t, &high.to_string()])
+                        .await
+                        .map_err(unavailable)?;
+                    tx.commit().await.map_err(unavailable)?;
+                    Ok(seqs)
+                })
+            })
             .await?;
         order
             .iter()

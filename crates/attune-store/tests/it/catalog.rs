@@ -392,3 +392,59 @@ async fn postgres_down_fails_fast_as_unavailable() {
     });
     assert!(bad.is_err());
 }
+
+/// A database that takes the write but does not finish it (here another session holds the
+/// catalog's write lock): writes, queued or not, answer unavailable within their timeout, and go
+/// through once it lets go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_that_cannot_finish_fail_in_bounded_time() {
+    let table = unique_table("pg_stuck");
+    let store = Arc::new(
+        PostgresCatalogStore::open(PostgresCatalogConfig {
+            url: postgres_url(),
+            table: table.clone(),
+            timeout: Duration::from_secs(1),
+            ..PostgresCatalogConfig::default()
+        })
+        .unwrap(),
+    );
+    store.ping().await.unwrap();
+    let (mut holder, connection) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let tx = holder.transaction().await.unwrap();
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("attune_catalog:{table}")],
+    )
+    .await
+    .unwrap();
+
+    // Four writes at once queue for the store's connection: each fails within its own second
+    // (one after another they would take four).
+    let batches: Vec<[Item; 1]> = (0..4).map(|i| [item(&format!("w{i}"), "W")]).collect();
+    let started = std::time::Instant::now();
+    let results = futures_util::future::join_all(batches.iter().map(|b| store.upsert(b))).await;
+    for r in results {
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, attune_store::Error::Unavailable { .. }),
+            "{err:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "each write bounded by its own timeout, queued or not: {:?}",
+        started.elapsed()
+    );
+    tx.rollback().await.unwrap();
+    store.upsert(&[item("a", "A")]).await.unwrap();
+    assert_eq!(
+        store.load().await.unwrap().items.len(),
+        1,
+        "the failed writes left nothing"
+    );
+    drop(store);
+    postgres_cleanup(&table).await;
+}
