@@ -315,10 +315,17 @@ impl EventLog {
         let handle = std::thread::Builder::new()
             .name("attune-event-log".into())
             .spawn(move || {
+                let mut last_sync = std::time::Instant::now();
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(200));
                     let Some(log) = weak.upgrade() else { return };
-                    log.background_step();
+                    // `fsync: interval` means every second: more often only adds writeback
+                    // that the request path's writes wait behind.
+                    let sync = last_sync.elapsed() >= Duration::from_secs(1);
+                    if sync {
+                        last_sync = std::time::Instant::now();
+                    }
+                    log.background_step(sync);
                 }
             });
         match handle {
@@ -327,8 +334,9 @@ impl EventLog {
         }
     }
 
-    fn background_step(&self) {
-        if self.config.fsync == Fsync::Interval && self.dirty.swap(false, Ordering::Relaxed) {
+    fn background_step(&self, sync: bool) {
+        if sync && self.config.fsync == Fsync::Interval && self.dirty.swap(false, Ordering::Relaxed)
+        {
             let file = self.active.lock().file.try_clone();
             if let Err(e) = file.and_then(|f| f.sync_data()) {
                 tracing::error!(error = %e, "event log: fsync failed");
@@ -529,7 +537,7 @@ impl EventSink for EventLog {
         for h in self.workers.lock().drain(..) {
             let _ = h.join();
         }
-        self.background_step();
+        self.background_step(false);
         let active = self.active.lock();
         active
             .file

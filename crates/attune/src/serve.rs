@@ -322,6 +322,7 @@ async fn build_engine_parts(
             nats.subject = settings.events.subject.clone();
             nats.duplicate_window = Duration::from_secs(settings.events.duplicate_window_secs);
             nats.spool_max_bytes = settings.events.spool_max_mb.saturating_mul(1024 * 1024);
+            nats.linger = Duration::from_millis(settings.events.linger_ms);
             let sink = NatsSink::start(nats)
                 .with_context(|| format!("opening the event spool in {}", dir.display()))?;
             tracing::info!(url = %url, stream = %settings.events.stream, spool = %dir.display(), waiting = sink.stats().pending, "event stream to NATS JetStream");

@@ -9,14 +9,18 @@
 //! connection's messages in order, so that ack covers the batch). Each message carries a `Nats-Msg-Id` made of the
 //! spool's id and the record's sequence number, so a record published twice (its acknowledgement
 //! lost, or the process killed before it saved how far it got) is stored once: JetStream drops a
-//! repeated id within the stream's duplicate window. After each batch the forwarder saves the
-//! next record to deliver (`nats-cursor`) and deletes the spool's sealed segments that are fully
-//! delivered.
+//! repeated id within the stream's duplicate window. A forwarder woken from idle by a first
+//! record waits `linger` (5 ms) for others to join its batch, and appends wake it only on the
+//! way out of idle (while records are pending it reads the spool again after each batch), so a
+//! busy server pays one acknowledgement and one wake-up per batch, not per record. The
+//! forwarder saves the next record to deliver (`nats-cursor`) at most every 100 ms while
+//! records flow and at once when it falls idle or stops, and deletes the spool's sealed
+//! segments that are fully delivered.
 //!
 //! The guarantee: every record the sink took is delivered to the stream exactly once and, per
 //! spool, in order, provided the spool's disk keeps it and the forwarder is back within the
-//! duplicate window of a crash (default 2 minutes; past it, the records of the one batch in
-//! flight at the crash may be stored twice). While NATS is down or slow, records wait in the
+//! duplicate window of a crash (default 2 minutes; past it, the records delivered since the
+//! last saved cursor, at most 100 ms of them, may be stored twice). While NATS is down or slow, records wait in the
 //! spool and go out in order once it answers again; past `spool_max_bytes` waiting, or when the
 //! spool's disk refuses a write, records are dropped and counted, and requests still succeed.
 //! One spool directory belongs to one process.
@@ -53,6 +57,10 @@ pub struct NatsConfig {
     pub spool_max_bytes: u64,
     /// Most records published before waiting for their acknowledgements.
     pub batch: usize,
+    /// How long the forwarder, woken from idle by a first record, waits for more before
+    /// publishing (a batch shares one acknowledgement and one wake-up of the forwarder): the
+    /// stream's added delay, traded for the CPU that one round trip per record would cost.
+    pub linger: Duration,
     /// How long to wait for one acknowledgement.
     pub ack_timeout: Duration,
     /// How long `close` waits for the spool to be delivered.
@@ -70,6 +78,7 @@ impl NatsConfig {
             spool,
             spool_max_bytes: 1 << 30,
             batch: 256,
+            linger: Duration::from_millis(5),
             ack_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
         }
@@ -217,6 +226,8 @@ impl NatsSink {
             dir,
             id,
             cursor,
+            saved: (cursor, std::time::Instant::now()),
+            removed_below: 0,
         };
         let handle = std::thread::Builder::new()
             .name("attune-nats-forwarder".into())
@@ -258,12 +269,17 @@ impl EventSink for NatsSink {
             return;
         }
         // Counted before the write, so the forwarder never sees more delivered than pending.
-        self.shared.pending.fetch_add(n, Ordering::Relaxed);
+        let before = self.shared.pending.fetch_add(n, Ordering::Relaxed);
         self.shared
             .pending_bytes
             .fetch_add(bytes, Ordering::Relaxed);
         if self.spool.write(records) {
-            self.shared.wake.notify_one();
+            // Only a forwarder with nothing pending may be idle: while records wait, it reads
+            // the spool again after each batch without sleeping, so waking it (a futex call
+            // per request when it sleeps) is needed only on the way out of idle.
+            if before == 0 {
+                self.shared.wake.notify_one();
+            }
         } else {
             self.shared.pending.fetch_sub(n, Ordering::Relaxed);
             self.shared
@@ -353,7 +369,17 @@ struct Forwarder {
     id: String,
     /// The next record to deliver.
     cursor: u64,
+    /// The cursor as last saved, and when.
+    saved: (u64, std::time::Instant),
+    /// The spool's records before this are in sealed segments already removed (or none were).
+    removed_below: u64,
 }
+
+/// How often, at most, the forwarder saves its cursor while records flow (and at once when it
+/// falls idle or stops). Each save is a file written and renamed: once per batch it cost more
+/// than the publishing. A crash resends what was delivered since the last save, and the
+/// stream drops those repeats by their ids (the duplicate window is minutes).
+const CURSOR_EVERY: Duration = Duration::from_millis(100);
 
 impl Forwarder {
     fn run(self) {
@@ -519,6 +545,7 @@ impl Forwarder {
         let mut announced = false;
         loop {
             if self.stopping() {
+                self.save_cursor(true);
                 return;
             }
             if batch.len() < self.config.batch {
@@ -539,10 +566,19 @@ impl Forwarder {
                 }
             }
             if batch.is_empty() {
+                self.save_cursor(true);
                 if self.shared.draining.load(Ordering::Relaxed) {
                     return;
                 }
                 self.pause(Duration::from_millis(200)).await;
+                // Woken by a first record: let more join it (appends do not wake a forwarder
+                // with records pending; close does).
+                if !self.config.linger.is_zero()
+                    && self.shared.pending.load(Ordering::Relaxed) > 0
+                    && !self.shared.draining.load(Ordering::Relaxed)
+                {
+                    self.pause(self.config.linger).await;
+                }
                 continue;
             }
             if js.is_some() && self.shared.disconnects.load(Ordering::Relaxed) != epoch {
@@ -666,11 +702,29 @@ impl Forwarder {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
                 Some(p.saturating_sub(bytes))
             });
+        self.save_cursor(false);
+    }
+
+    /// Saves the cursor if it moved and `force` or [`CURSOR_EVERY`] has passed, then removes
+    /// the spool's segments it has passed (only once the spool sealed one since).
+    fn save_cursor(&mut self, force: bool) {
+        if self.cursor == self.saved.0 || !(force || self.saved.1.elapsed() >= CURSOR_EVERY) {
+            return;
+        }
         if let Err(e) = write_cursor(&self.dir, self.cursor) {
             tracing::error!(error = %e, "NATS forwarder: cursor not saved (records may be sent again; the stream drops repeats)");
+            return;
         }
-        if let Err(e) = self.spool.remove_before(self.cursor) {
-            tracing::warn!(error = %e, "NATS forwarder: delivered spool segments not removed");
+        self.saved = (self.cursor, std::time::Instant::now());
+        // Sealed segments end where the active one starts: none to remove before that moves.
+        let sealed_below = self.spool.active_first_seq().min(self.cursor);
+        if sealed_below > self.removed_below {
+            match self.spool.remove_before(self.cursor) {
+                Ok(_) => self.removed_below = sealed_below,
+                Err(e) => {
+                    tracing::warn!(error = %e, "NATS forwarder: delivered spool segments not removed");
+                }
+            }
         }
     }
 }

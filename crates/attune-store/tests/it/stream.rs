@@ -428,6 +428,37 @@ fn nats_killed_and_restarted_mid_stream_loses_and_repeats_nothing() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Records appended one at a time while the forwarder works are delivered; once it falls idle
+/// (not closed) it has saved its cursor at the spool's end (it saves at most every 100 ms while
+/// records flow) and removed every sealed segment it delivered.
+#[test]
+fn an_idle_forwarder_has_saved_its_cursor_and_removed_what_it_delivered() {
+    let nats = Nats::new(nats_url(), "idle-cursor");
+    let dir = temp("nats-idle-cursor-spool");
+    let sink = NatsSink::start(nats.config(&dir)).unwrap();
+    for n in 0..300 {
+        sink.append(&[record(0, n)]);
+    }
+    assert!(sink.stats().sealed >= 3, "{:?}", sink.stats());
+    wait_for("delivery", Duration::from_secs(20), || {
+        sink.stats().delivered == 300
+    });
+    let cursor = || std::fs::read_to_string(dir.join(nats::CURSOR)).unwrap_or_default();
+    wait_for("the cursor saved", Duration::from_secs(5), || {
+        cursor() == "300"
+    });
+    let sealed: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("events-"))
+        .collect();
+    assert!(sealed.is_empty(), "delivered segments left: {sealed:?}");
+    sink.close().unwrap();
+    check_every_record_once_in_order(&nats.read(&dir), 1, 300);
+    nats.delete();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn records_sent_again_after_a_crash_are_stored_once() {
     let nats = Nats::new(nats_url(), "resend");
