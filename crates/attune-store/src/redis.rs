@@ -16,7 +16,16 @@
 //!
 //! A session is bounded in size by the rules (see `attune_core::session`), so rewriting it whole on
 //! every event costs the same on the 1st and the 3,000th event.
+//!
+//! **Redis Cluster.** With a `redis+cluster://` URL (see [`RedisTarget`]) the same stores talk
+//! to a cluster through one `Connection` type. Every script's keys share a slot (a session's
+//! one key; a profile and its interactions list, tagged `{user}`; a surface's two bandit keys,
+//! tagged `{surface}`), so each runs whole on the primary that owns it. A primary that refuses
+//! connections fails the requests for its slots with [`Error::Unavailable`] at once, one that
+//! hangs within the timeout, while the others go on serving theirs; `ping` (readiness) answers
+//! only when every primary does. Once the node is back, its slots are served again by itself.
 
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +33,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attune_core::{Session, SessionId, Timestamp};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{ErrorKind, ServerErrorKind, Value};
 
 use crate::l1::{self, L1};
 use crate::{Error, Inspect, Mutation, Result, SessionStore, StoreStats};
@@ -58,7 +70,7 @@ return {0, v, redis.call('HGET', KEYS[1], 'd')}
 /// Settings of the Redis store.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or `redis+cluster://host:port,host:port/` (see [`RedisTarget`]).
     pub url: String,
     /// Prepended to every key.
     pub prefix: String,
@@ -97,8 +109,8 @@ pub struct RedisSessionStore {
     /// Keys are `<prefix>{<id>}` (hash-tagged) rather than `<prefix><id>`: set for stores
     /// whose scripts write more than one key per id (profiles and their interactions).
     tagged: bool,
-    get_script: Script,
-    cas_script: Script,
+    get_script: Lua,
+    cas_script: Lua,
     l1: L1,
     stripes: Box<[tokio::sync::Mutex<()>]>,
     hasher: RandomState,
@@ -114,31 +126,377 @@ pub(crate) fn unavailable(e: redis::RedisError) -> Error {
     }
 }
 
+/// The scheme of a Redis Cluster URL.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// Whether a store URL names Redis, one server (`redis://`, `rediss://`) or a cluster
+/// ([`CLUSTER_SCHEME`]), well formed or not: [`RedisTarget::parse`] says.
+pub fn is_redis_url(url: &str) -> bool {
+    ["redis://", "rediss://", CLUSTER_SCHEME]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+}
+
+/// Where a Redis store connects, read from its URL by [`RedisTarget::parse`].
+///
+/// - `redis://[user[:password]@]host:port[/db]`: one server (the scheme's other settings, such
+///   as `?protocol=resp3`, as the `redis` crate reads them).
+/// - `redis+cluster://[user[:password]@]host:port[,host:port…][/]`: a Redis Cluster, reached
+///   through the listed seed nodes (any one that answers is enough: the client reads the
+///   cluster's slot map from it and connects to every primary it names). The credentials apply
+///   to every node; a port left out is 6379; the database is always 0 (a cluster has only that).
+///
+/// ```
+/// use attune_store::redis::RedisTarget;
+///
+/// let cluster = RedisTarget::parse("redis+cluster://10.0.0.1:7000,10.0.0.2:7001/").unwrap();
+/// assert_eq!(
+///     cluster,
+///     RedisTarget::Cluster(vec!["redis://10.0.0.1:7000".into(), "redis://10.0.0.2:7001".into()])
+/// );
+/// assert!(RedisTarget::parse("redis+cluster://10.0.0.1:7000,/").is_err());
+/// assert!(RedisTarget::parse("redis+cluster://10.0.0.1:7000/3").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server, by its URL.
+    Server(String),
+    /// A Redis Cluster: one `redis://` URL per seed node.
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// Reads a store URL. Anything that is not a well-formed `redis://` or `redis+cluster://`
+    /// URL is an [`Error::BadUrl`] saying why; nothing is connected.
+    pub fn parse(url: &str) -> Result<Self> {
+        let bad = |reason: String| Error::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
+            redis::Client::open(url).map_err(|e| bad(e.to_string()))?;
+            return Ok(RedisTarget::Server(url.to_owned()));
+        };
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if !matches!(path, "" | "/" | "/0") {
+            return Err(bad(format!(
+                "{path:?} after the nodes: a Redis Cluster has only database 0 and this URL takes no parameters ({CLUSTER_SCHEME}host:port,host:port/)"
+            )));
+        }
+        let (credentials, nodes) = match authority.rfind('@') {
+            Some(i) => (&authority[..=i], &authority[i + 1..]),
+            None => ("", authority),
+        };
+        let mut seeds = Vec::new();
+        for node in nodes.split(',') {
+            if node.is_empty() {
+                return Err(bad(format!(
+                    "an empty node in {nodes:?}: list the seed nodes as host:port,host:port"
+                )));
+            }
+            let seed = format!("redis://{credentials}{node}");
+            // The same rules as a one-server URL, node by node.
+            redis::IntoConnectionInfo::into_connection_info(seed.as_str())
+                .map_err(|e| bad(format!("node {node:?}: {e}")))?;
+            seeds.push(seed);
+        }
+        Ok(RedisTarget::Cluster(seeds))
+    }
+}
+
+/// One connection to Redis, to a server or to a cluster, used the same way by every store: both
+/// route each command themselves (the cluster one to the primary that owns its keys' slot,
+/// following the cluster as slots move), reconnect by themselves, and bound every answer by the
+/// store's timeout.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// One server, reconnecting after it restarts.
+    Server(ConnectionManager),
+    /// A Redis Cluster: a connection per primary, reconnecting per node.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, Value> {
+        match self {
+            Connection::Server(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Server(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Server(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Connection {
+    /// Whether Redis answers: the server, or every primary of the cluster (each asked by its
+    /// address, after the slot map is read from any node), so that a cluster with a primary down
+    /// or a slot without one is not ready, as one server down is not. Requests for the slots of
+    /// the primaries that answer are served meanwhile.
+    pub(crate) async fn ping(&mut self) -> Result<()> {
+        let cluster = match self {
+            Connection::Server(c) => {
+                let _: String = redis::cmd("PING")
+                    .query_async(c)
+                    .await
+                    .map_err(unavailable)?;
+                return Ok(());
+            }
+            Connection::Cluster(c) => c,
+        };
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let slots = cluster
+            .route_command(
+                slots,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .map_err(unavailable)?;
+        let (primaries, covered) = primaries(&slots)?;
+        if covered < SLOTS {
+            return Err(Error::Unavailable {
+                backend: "redis",
+                source: format!(
+                    "{} of the cluster's {SLOTS} slots have no primary",
+                    SLOTS - covered
+                )
+                .into(),
+            });
+        }
+        for (host, port) in primaries {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port,
+            });
+            cluster
+                .route_command(redis::cmd("PING"), routing)
+                .await
+                .map_err(|e| Error::Unavailable {
+                    backend: "redis",
+                    source: format!("cluster primary {host}:{port}: {e}").into(),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The slots of a Redis Cluster.
+const SLOTS: u64 = 16_384;
+
+/// The distinct primaries in a `CLUSTER SLOTS` reply (`[[start, end, [host, port, …], …], …]`),
+/// and how many slots they cover.
+fn primaries(reply: &Value) -> Result<(BTreeSet<(String, u16)>, u64)> {
+    let bad = || protocol("CLUSTER SLOTS");
+    let Value::Array(ranges) = reply else {
+        return Err(bad());
+    };
+    let (mut primaries, mut covered) = (BTreeSet::new(), 0);
+    for range in ranges {
+        let Value::Array(range) = range else {
+            return Err(bad());
+        };
+        let (Some(start), Some(end), Some(Value::Array(primary))) = (
+            range.first().and_then(as_u64),
+            range.get(1).and_then(as_u64),
+            range.get(2),
+        ) else {
+            return Err(bad());
+        };
+        let host = match primary.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => return Err(bad()),
+        };
+        let port = primary
+            .get(1)
+            .and_then(as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(bad)?;
+        covered += end.saturating_sub(start) + 1;
+        primaries.insert((host, port));
+    }
+    Ok((primaries, covered))
+}
+
+/// What opens a [`Connection`]: a client for one server or for a cluster.
+#[derive(Clone)]
+enum Opener {
+    Server(redis::Client),
+    Cluster(Box<ClusterClient>),
+}
+
+impl Opener {
+    fn new(url: &str, timeout: Duration) -> Result<Self> {
+        let bad = |e: redis::RedisError| Error::BadUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        };
+        Ok(match RedisTarget::parse(url)? {
+            RedisTarget::Server(url) => Opener::Server(redis::Client::open(url).map_err(bad)?),
+            RedisTarget::Cluster(seeds) => Opener::Cluster(Box::new(
+                ClusterClient::builder(seeds)
+                    .connection_timeout(timeout)
+                    // Every answer, retries and redirections included, within the timeout.
+                    .response_timeout(timeout)
+                    // A few tries (a redirection after a slot moved, a reconnection), spaced
+                    // by tens of milliseconds rather than the crate's default of seconds: a
+                    // node that refuses connections fails its requests in tens of
+                    // milliseconds, as one server does, instead of holding them for the
+                    // whole timeout (16 tries by default).
+                    .retries(CLUSTER_RETRIES)
+                    .min_retry_wait(CLUSTER_RETRY_WAIT_MS.0)
+                    .max_retry_wait(CLUSTER_RETRY_WAIT_MS.1)
+                    .build()
+                    .map_err(bad)?,
+            )),
+        })
+    }
+
+    async fn open(&self, timeout: Duration) -> Result<Connection> {
+        match self {
+            Opener::Server(client) => {
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(2);
+                ConnectionManager::new_with_config(client.clone(), manager_config)
+                    .await
+                    .map(Connection::Server)
+                    .map_err(unavailable)
+            }
+            // Reads the slot map from the first seed that answers.
+            Opener::Cluster(client) => client
+                .get_async_connection()
+                .await
+                .map(Connection::Cluster)
+                .map_err(unavailable),
+        }
+    }
+}
+
+/// How many times one cluster request is tried again.
+const CLUSTER_RETRIES: u32 = 3;
+
+/// The least and most wait between two tries of one cluster request, in milliseconds.
+const CLUSTER_RETRY_WAIT_MS: (u64, u64) = (20, 250);
+
+/// A Lua script run by its hash (`EVALSHA`). When the server does not hold it yet (a first call,
+/// or a node that restarted), its body is sent with `EVAL`, which also caches it there. Unlike
+/// [`redis::Script::invoke_async`], which then loads it with `SCRIPT LOAD` on *every* node of a
+/// cluster (and so fails while any one node is down), only the node that owns the keys is asked.
+pub(crate) struct Lua {
+    source: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    pub(crate) fn new(source: &'static str) -> Self {
+        Lua {
+            source,
+            hash: redis::Script::new(source).get_hash().to_owned(),
+        }
+    }
+
+    /// A call with these keys; add its arguments with [`LuaCall::arg`].
+    pub(crate) fn call<'a>(&'a self, keys: &[&str]) -> LuaCall<'a> {
+        LuaCall {
+            lua: self,
+            keys: keys.iter().map(|k| k.as_bytes().to_vec()).collect(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One call of a [`Lua`] script.
+pub(crate) struct LuaCall<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl LuaCall<'_> {
+    /// Appends `ARGV` entries.
+    pub(crate) fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    /// Runs the script.
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Connection,
+    ) -> redis::RedisResult<T> {
+        match self
+            .command("EVALSHA", &self.lua.hash)
+            .query_async(conn)
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.command("EVAL", self.lua.source)
+                    .query_async(conn)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    fn command(&self, name: &str, script: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script).arg(self.keys.len());
+        for k in &self.keys {
+            cmd.arg(k.as_slice());
+        }
+        for a in &self.args {
+            cmd.arg(a.as_slice());
+        }
+        cmd
+    }
+}
+
 /// A connection to Redis that may not exist yet. Opening one never fails for a Redis that is
 /// down: the first attempt is made at once, and while it fails a background task retries (every
 /// 250 ms, backing off to 5 s) until one succeeds. Until then every operation fails at once with
 /// [`Error::Unavailable`] (503, and `/readyz` not ready), so a replica starts, answers what needs
 /// no store, and comes to full service by itself in whatever order its backends start. Once
-/// connected, the connection manager reconnects by itself after Redis restarts.
+/// connected, the connection reconnects by itself after Redis restarts (for a cluster: after
+/// any of its nodes restarts; a request that needs a node that is down fails with
+/// `Unavailable` within the timeout while the other nodes go on serving theirs).
 #[derive(Clone)]
 pub(crate) struct LazyConnection {
-    cell: Arc<tokio::sync::OnceCell<ConnectionManager>>,
+    cell: Arc<tokio::sync::OnceCell<Connection>>,
     url: Arc<str>,
 }
 
 impl LazyConnection {
     /// Connects, or starts connecting in the background. Only a URL that cannot be a Redis URL
-    /// is an error.
+    /// (see [`RedisTarget`]) is an error.
     pub(crate) async fn open(url: &str, timeout: Duration) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| Error::BadUrl {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let opener = Opener::new(url, timeout)?;
         let lazy = LazyConnection {
             cell: Arc::new(tokio::sync::OnceCell::new()),
             url: url.into(),
         };
-        match manager(client.clone(), timeout).await {
+        match opener.open(timeout).await {
             Ok(conn) => {
                 let _ = lazy.cell.set(conn);
             }
@@ -150,7 +508,7 @@ impl LazyConnection {
                     let mut wait = Duration::from_millis(250);
                     loop {
                         tokio::time::sleep(wait).await;
-                        match manager(client.clone(), timeout).await {
+                        match opener.open(timeout).await {
                             Ok(conn) => {
                                 tracing::info!(%url, "connected to Redis");
                                 let _ = cell.set(conn);
@@ -169,22 +527,12 @@ impl LazyConnection {
     }
 
     /// The connection, or `Unavailable` while there is none yet.
-    pub(crate) fn get(&self) -> Result<ConnectionManager> {
+    pub(crate) fn get(&self) -> Result<Connection> {
         self.cell.get().cloned().ok_or_else(|| Error::Unavailable {
             backend: "redis",
             source: format!("not connected to {} yet", self.url).into(),
         })
     }
-}
-
-async fn manager(client: redis::Client, timeout: Duration) -> Result<ConnectionManager> {
-    let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2);
-    ConnectionManager::new_with_config(client, manager_config)
-        .await
-        .map_err(unavailable)
 }
 
 impl RedisSessionStore {
@@ -197,8 +545,8 @@ impl RedisSessionStore {
             conn,
             prefix: config.prefix,
             tagged: false,
-            get_script: Script::new(GET_LUA),
-            cas_script: Script::new(CAS_LUA),
+            get_script: Lua::new(GET_LUA),
+            cas_script: Lua::new(CAS_LUA),
             l1: L1::new(config.l1_capacity),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -294,10 +642,10 @@ impl SessionStore for RedisSessionStore {
         let known = cached.as_ref().map_or(0, |(v, _)| *v);
         let reply: Value = self
             .get_script
-            .key(self.key(id))
+            .call(&[&self.key(id)])
             .arg(known)
             .arg(ttl_ms(ttl))
-            .invoke_async(&mut self.conn.get()?)
+            .invoke(&mut self.conn.get()?)
             .await
             .map_err(unavailable)?;
         let items = match reply {
@@ -346,11 +694,11 @@ impl SessionStore for RedisSessionStore {
             mutate(&mut session);
             let reply: Vec<Value> = self
                 .cas_script
-                .key(&key)
+                .call(&[&key])
                 .arg(version)
                 .arg(l1::encode(&session))
                 .arg(ttl_ms(ttl))
-                .invoke_async(&mut conn)
+                .invoke(&mut conn)
                 .await
                 .map_err(unavailable)?;
             match self.cas_reply(id, &reply)? {
@@ -382,11 +730,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.get()?)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.conn.get()?.ping().await
     }
 
     fn purge_expired(&self, _now: Timestamp) -> usize {
@@ -434,7 +778,7 @@ return {0, v, redis.call('HGET', KEYS[1], 'd')}
 /// A retried event is skipped by the profile's applied ids, so it appends nothing.
 pub struct RedisProfileStore {
     inner: RedisSessionStore,
-    cas_script: Script,
+    cas_script: Lua,
 }
 
 impl RedisProfileStore {
@@ -444,7 +788,7 @@ impl RedisProfileStore {
         inner.tagged = true;
         Ok(RedisProfileStore {
             inner,
-            cas_script: Script::new(PROFILE_CAS_LUA),
+            cas_script: Lua::new(PROFILE_CAS_LUA),
         })
     }
 
@@ -489,9 +833,8 @@ impl crate::profile::ProfileStore for RedisProfileStore {
             let mut session = base.take().unwrap_or_else(|| Session::new(id.clone(), now));
             let mut added = Vec::new();
             mutate(&mut session, &mut added);
-            let mut call = self.cas_script.key(&key);
-            call.key(&list)
-                .arg(version)
+            let mut call = self.cas_script.call(&[&key, &list]);
+            call.arg(version)
                 .arg(l1::encode(&session))
                 .arg(ttl_ms(ttl))
                 .arg(crate::profile::MAX_INTERACTIONS_PER_USER);
@@ -499,7 +842,7 @@ impl crate::profile::ProfileStore for RedisProfileStore {
                 // Serializing plain data into a Vec cannot fail.
                 call.arg(postcard::to_stdvec(i).unwrap_or_default());
             }
-            let reply: Vec<Value> = call.invoke_async(&mut conn).await.map_err(unavailable)?;
+            let reply: Vec<Value> = call.invoke(&mut conn).await.map_err(unavailable)?;
             match inner.cas_reply(id, &reply)? {
                 Cas::Written(current) => {
                     inspect(&session);

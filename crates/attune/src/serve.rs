@@ -68,7 +68,7 @@ pub(crate) async fn open_store(
             clock.now(),
         )?;
         Ok(Arc::new(store))
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+    } else if attune_store::redis::is_redis_url(url) {
         let store = RedisSessionStore::connect(RedisConfig {
             url: url.to_owned(),
             prefix: s.redis_prefix.clone(),
@@ -80,12 +80,14 @@ pub(crate) async fn open_store(
         .with_context(|| format!("connecting to the session store at {url}"))?;
         Ok(Arc::new(store))
     } else {
-        anyhow::bail!("store url {url:?}: use memory:// or redis://host:port/db")
+        anyhow::bail!(
+            "store url {url:?}: use memory://, redis://host:port/db or redis+cluster://host:port,host:port/"
+        )
     }
 }
 
 /// The long-term profile store the URL names: embedded (`memory://`, journaled in
-/// `profiles.dir`), Redis (`redis://`, under `profiles.redis_prefix`) or PostgreSQL
+/// `profiles.dir`), Redis (`redis://` or `redis+cluster://`, under `profiles.redis_prefix`) or PostgreSQL
 /// (`postgres://`, the table `profiles.table` and `<table>_interactions`).
 async fn open_profile_store(
     settings: &Settings,
@@ -105,7 +107,7 @@ async fn open_profile_store(
             clock.now(),
         )?;
         Ok(Arc::new(store))
-    } else if url.starts_with("redis://") || url.starts_with("rediss://") {
+    } else if attune_store::redis::is_redis_url(url) {
         let store = attune_store::redis::RedisProfileStore::connect(RedisConfig {
             url: url.to_owned(),
             prefix: p.redis_prefix.clone(),
@@ -130,7 +132,7 @@ async fn open_profile_store(
         Ok(Arc::new(store))
     } else {
         anyhow::bail!(
-            "profile store url {url:?}: use memory://, redis://host:port/db or postgres://user@host:port/db"
+            "profile store url {url:?}: use memory://, redis://host:port/db, redis+cluster://host:port,host:port/ or postgres://user@host:port/db"
         )
     }
 }
@@ -390,7 +392,7 @@ fn model_version(dir: &Path) -> (String, Option<std::time::SystemTime>) {
 
 async fn open_bandit(settings: &Settings) -> anyhow::Result<Arc<dyn BanditStore>> {
     let s = &settings.sessions;
-    if s.url.starts_with("redis://") || s.url.starts_with("rediss://") {
+    if attune_store::redis::is_redis_url(&s.url) {
         let store = RedisBanditStore::connect(RedisBanditConfig {
             url: s.url.clone(),
             prefix: format!("{}bandit:", s.redis_prefix),

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use attune_store::redis::{RedisTarget, is_redis_url};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -169,7 +170,9 @@ pub(crate) struct HttpSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct SessionSettings {
-    /// `memory://` (embedded) or `redis://host:port/db`.
+    /// `memory://` (embedded), `redis://host:port/db` (one Redis) or
+    /// `redis+cluster://host:port,host:port/` (a Redis Cluster, through these seed nodes). The
+    /// bandit's arms are kept in the same Redis, when it is one.
     pub(crate) url: String,
     /// Embedded: most sessions held before the least recently used are evicted.
     pub(crate) max_sessions: usize,
@@ -190,7 +193,8 @@ pub(crate) struct SessionSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ProfileSettings {
-    /// `memory://` (embedded), `redis://host:port/db` or `postgres://user@host:port/db`.
+    /// `memory://` (embedded), `redis://host:port/db`, `redis+cluster://host:port,host:port/`
+    /// or `postgres://user@host:port/db`.
     pub(crate) url: String,
     /// PostgreSQL: the profile table (created at the first connection), and
     /// `<table>_interactions` beside it.
@@ -540,27 +544,58 @@ impl Settings {
     /// Checks values that parse but cannot work.
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         self.listen_addr()?;
-        let shared = |url: &str| {
-            url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://")
-        };
-        if !shared(&self.sessions.url) {
+        let sessions = &self.sessions.url;
+        if !(sessions == "memory://" || is_redis_url(sessions)) {
             return Err(err(
                 "sessions.url",
                 format!(
-                    "{:?}: use memory:// or redis://host:port/db",
-                    self.sessions.url
+                    "{sessions:?}: use memory://, redis://host:port/db or redis+cluster://host:port,host:port/"
                 ),
             ));
         }
         let url = &self.profiles.url;
         let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
-        if !(shared(url) || postgres) {
+        if !(url == "memory://" || is_redis_url(url) || postgres) {
             return Err(err(
                 "profiles.url",
                 format!(
-                    "{url:?}: use memory://, redis://host:port/db or postgres://user@host:port/db"
+                    "{url:?}: use memory://, redis://host:port/db, redis+cluster://host:port,host:port/ or postgres://user@host:port/db"
                 ),
             ));
+        }
+        // The bandit shares the sessions' Redis, under `<sessions.redis_prefix>bandit:`.
+        for (key, url, prefix_key, prefix) in [
+            (
+                "sessions.url",
+                sessions,
+                "sessions.redis_prefix",
+                &self.sessions.redis_prefix,
+            ),
+            (
+                "profiles.url",
+                url,
+                "profiles.redis_prefix",
+                &self.profiles.redis_prefix,
+            ),
+        ] {
+            if !is_redis_url(url) {
+                continue;
+            }
+            let target = RedisTarget::parse(url).map_err(|e| match e {
+                attune_store::Error::BadUrl { reason, .. } => {
+                    err(key, format!("{url:?}: {reason}"))
+                }
+                other => err(key, other.to_string()),
+            })?;
+            // A `{…}` in the prefix would be every key's hash tag: one slot, one node.
+            if matches!(target, RedisTarget::Cluster(_)) && prefix.contains(['{', '}']) {
+                return Err(err(
+                    prefix_key,
+                    format!(
+                        "{prefix:?}: no {{ or }} in a Redis Cluster key prefix (it would hash every key to one slot, on one node)"
+                    ),
+                ));
+            }
         }
         if self.profiles.dir.is_some() && self.profiles.url != "memory://" {
             return Err(err(
@@ -772,6 +807,85 @@ mod tests {
             let e = Settings::load(None, vars).unwrap_err();
             assert_eq!(e.key, key, "{e}");
         }
+    }
+
+    #[test]
+    fn redis_cluster_urls_are_read_and_malformed_ones_named() {
+        let cluster = "redis+cluster://127.0.0.1:7000,127.0.0.1:7001/";
+        let s = Settings::load(
+            None,
+            env(&[
+                ("ATTUNE__SESSIONS__URL", cluster),
+                (
+                    "ATTUNE__PROFILES__URL",
+                    "redis+cluster://:secret@cache-1:7000",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.sessions.url, cluster);
+        let cases = [
+            (
+                "ATTUNE__SESSIONS__URL",
+                "redis+cluster://",
+                "sessions.url",
+                "empty node",
+            ),
+            (
+                "ATTUNE__SESSIONS__URL",
+                "redis+cluster://a:7000,,b:7001",
+                "sessions.url",
+                "empty node",
+            ),
+            (
+                "ATTUNE__SESSIONS__URL",
+                "redis+cluster://a:port",
+                "sessions.url",
+                "\"a:port\"",
+            ),
+            (
+                "ATTUNE__SESSIONS__URL",
+                "redis+cluster://a:7000/2",
+                "sessions.url",
+                "database 0",
+            ),
+            (
+                "ATTUNE__PROFILES__URL",
+                "redis+cluster://a:7000,b:99999/",
+                "profiles.url",
+                "\"b:99999\"",
+            ),
+            (
+                "ATTUNE__PROFILES__URL",
+                "redis://a:port/0",
+                "profiles.url",
+                "redis://a:port/0",
+            ),
+            (
+                "ATTUNE__SESSIONS__REDIS_PREFIX",
+                "app{1}:",
+                "sessions.redis_prefix",
+                "one slot",
+            ),
+        ];
+        for (var, value, key, says) in cases {
+            let mut vars = vec![(var, value)];
+            if var.ends_with("PREFIX") {
+                vars.push(("ATTUNE__SESSIONS__URL", cluster));
+            }
+            let e = Settings::load(None, env(&vars)).unwrap_err();
+            assert_eq!(e.key, key, "{value}: {e}");
+            assert!(e.to_string().contains(says), "{value}: {e}");
+        }
+        // Braces in a prefix are only a cluster's concern.
+        Settings::load(
+            None,
+            env(&[
+                ("ATTUNE__SESSIONS__URL", "redis://127.0.0.1:6379/0"),
+                ("ATTUNE__SESSIONS__REDIS_PREFIX", "app{1}:"),
+            ]),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -29,10 +29,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use attune_core::ItemId;
 use attune_core::bandit::{Arm, Feedback, Surface};
-use redis::{Script, Value};
+use redis::Value;
 
 use super::BanditStore;
-use crate::redis::{LazyConnection, unavailable};
+use crate::redis::{LazyConnection, Lua, unavailable};
 use crate::{Error, Result};
 
 /// Items per `HMGET` in a read.
@@ -96,7 +96,8 @@ return evicted
 /// Settings of the Redis bandit store.
 #[derive(Debug, Clone)]
 pub struct RedisBanditConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`, or `redis+cluster://host:port,host:port/` (see
+    /// [`crate::redis::RedisTarget`]).
     pub url: String,
     /// Prepended to every key.
     pub prefix: String,
@@ -125,7 +126,7 @@ impl Default for RedisBanditConfig {
 pub struct RedisBanditStore {
     conn: LazyConnection,
     prefix: String,
-    record_script: Script,
+    record_script: Lua,
     max_arms: usize,
     ttl_ms: u64,
 }
@@ -138,7 +139,7 @@ impl RedisBanditStore {
         Ok(RedisBanditStore {
             conn,
             prefix: config.prefix,
-            record_script: Script::new(RECORD_LUA),
+            record_script: Lua::new(RECORD_LUA),
             max_arms: config.max_arms_per_surface.max(1),
             ttl_ms: u64::try_from(config.ttl.as_millis())
                 .unwrap_or(u64::MAX)
@@ -215,10 +216,9 @@ impl BanditStore for RedisBanditStore {
 
     async fn record(&self, feedback: &Feedback) -> Result<()> {
         let surface = feedback.surface();
-        let mut invocation = self.record_script.prepare_invoke();
+        let (arms, updated) = (self.arms_key(surface), self.updated_key(surface));
+        let mut invocation = self.record_script.call(&[&arms, &updated]);
         invocation
-            .key(self.arms_key(surface))
-            .key(self.updated_key(surface))
             .arg(self.ttl_ms)
             .arg(self.max_arms)
             .arg(MAX_EVICTIONS_PER_RECORD)
@@ -230,7 +230,7 @@ impl BanditStore for RedisBanditStore {
             invocation.arg(item.as_str());
         }
         let evicted: u64 = invocation
-            .invoke_async(&mut self.conn.get()?)
+            .invoke(&mut self.conn.get()?)
             .await
             .map_err(unavailable)?;
         if evicted > 0 {
@@ -240,10 +240,6 @@ impl BanditStore for RedisBanditStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn.get()?)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.conn.get()?.ping().await
     }
 }

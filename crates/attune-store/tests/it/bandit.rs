@@ -19,6 +19,8 @@ use crate::support::*;
 enum Kind {
     Memory,
     Redis,
+    /// A test Redis Cluster (see `cluster.rs`), shared with other tests running at once.
+    Cluster,
 }
 
 /// One test's private corner of a backend.
@@ -29,6 +31,8 @@ struct Fixture {
     prefix: String,
     /// The embedded store's snapshot directory.
     dir: PathBuf,
+    /// The cluster, for [`Kind::Cluster`].
+    cluster: Option<Arc<crate::cluster::RedisCluster>>,
 }
 
 /// The bound the suite's stores are opened with unless a test asks for another.
@@ -38,7 +42,13 @@ impl Fixture {
     fn new(kind: Kind, name: &str) -> Self {
         let prefix = unique_prefix(name);
         let dir = std::env::temp_dir().join(prefix.replace(':', "-"));
-        Fixture { kind, prefix, dir }
+        let cluster = (kind == Kind::Cluster).then(crate::cluster::shared);
+        Fixture {
+            kind,
+            prefix,
+            dir,
+            cluster,
+        }
     }
 
     /// A store holding at most `max_arms` arms (per surface, for Redis). The embedded store reads
@@ -53,13 +63,13 @@ impl Fixture {
                 })
                 .unwrap(),
             ),
-            Kind::Redis => Arc::new(self.redis(max_arms).await),
+            Kind::Redis | Kind::Cluster => Arc::new(self.redis(max_arms).await),
         }
     }
 
     async fn redis(&self, max_arms: usize) -> RedisBanditStore {
         RedisBanditStore::connect(RedisBanditConfig {
-            url: redis_url(),
+            url: self.cluster.as_ref().map_or_else(redis_url, |c| c.url()),
             prefix: self.prefix.clone(),
             max_arms_per_surface: max_arms,
             ..RedisBanditConfig::default()
@@ -77,13 +87,15 @@ impl Fixture {
     async fn replica(&self, store: &Arc<dyn BanditStore>) -> Arc<dyn BanditStore> {
         match self.kind {
             Kind::Memory => Arc::clone(store),
-            Kind::Redis => self.store().await,
+            Kind::Redis | Kind::Cluster => self.store().await,
         }
     }
 
     async fn cleanup(&self) {
-        if self.kind == Kind::Redis {
-            redis_cleanup(&self.prefix).await;
+        match &self.cluster {
+            Some(cluster) => cluster.cleanup(&self.prefix).await,
+            None if self.kind == Kind::Redis => redis_cleanup(&self.prefix).await,
+            None => {}
         }
         std::fs::remove_dir_all(&self.dir).ok();
     }
@@ -300,6 +312,15 @@ macro_rules! suite {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     run(Kind::Redis, stringify!($name), |fx| async move { super::$name(&fx).await }).await;
+                }
+            )*
+        }
+        mod cluster_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    run(Kind::Cluster, stringify!($name), |fx| async move { super::$name(&fx).await }).await;
                 }
             )*
         }

@@ -137,6 +137,18 @@ macro_rules! suite {
                 }
             )*
         }
+        mod cluster_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let cluster = crate::cluster::shared();
+                    let prefix = unique_prefix(stringify!($name));
+                    super::$name(Arc::new(cluster_store(&cluster, &prefix).await)).await;
+                    cluster.cleanup(&prefix).await;
+                }
+            )*
+        }
     };
 }
 

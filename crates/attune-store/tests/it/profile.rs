@@ -268,6 +268,23 @@ macro_rules! suite {
                 }
             )*
         }
+        mod cluster_backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let cluster = crate::cluster::shared();
+                    let prefix = unique_prefix(stringify!($name));
+                    super::$name(
+                        Arc::new(cluster_profile_store(&cluster.url(), &prefix).await),
+                        Arc::new(cluster_profile_store(&cluster.url(), &prefix).await),
+                        true,
+                    )
+                    .await;
+                    cluster.cleanup(&prefix).await;
+                }
+            )*
+        }
     };
 }
 
@@ -306,6 +323,22 @@ pub async fn redis_profile_store(prefix: &str) -> attune_store::redis::RedisProf
     })
     .await
     .expect("Redis must be running on 127.0.0.1:6379 for these tests (see .ci/run)")
+}
+
+/// A profile store on a test Redis Cluster (see `cluster.rs`), answering.
+pub async fn cluster_profile_store(
+    url: &str,
+    prefix: &str,
+) -> attune_store::redis::RedisProfileStore {
+    let store = attune_store::redis::RedisProfileStore::connect(attune_store::redis::RedisConfig {
+        url: url.to_owned(),
+        prefix: prefix.to_owned(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    store.ping().await.expect("the test cluster answers");
+    store
 }
 
 #[tokio::test]

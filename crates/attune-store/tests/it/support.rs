@@ -40,6 +40,24 @@ pub async fn redis_store(prefix: &str) -> RedisSessionStore {
     .expect("Redis must be running on 127.0.0.1:6379 for these tests (see .ci/run)")
 }
 
+/// A session store on a test Redis Cluster (see `cluster.rs`).
+pub async fn cluster_store(
+    cluster: &crate::cluster::RedisCluster,
+    prefix: &str,
+) -> RedisSessionStore {
+    let store = RedisSessionStore::connect(RedisConfig {
+        url: cluster.url(),
+        prefix: prefix.to_owned(),
+        ..RedisConfig::default()
+    })
+    .await
+    .unwrap();
+    attune_store::SessionStore::ping(&store)
+        .await
+        .expect("the test cluster answers");
+    store
+}
+
 pub async fn redis_cleanup(prefix: &str) {
     let client = redis::Client::open(redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
