@@ -5,7 +5,9 @@
 #   ceiling  the bare axum handler (crates/attune/examples/ceiling.rs), port 8788
 #   demo     `attune demo` (embedded session store, demo catalog), port 8787
 #   demo-log the same with the event log on (events.dir under OUT_DIR, fsync interval), port 8790
-#   redis    `attune serve` with sessions in Redis and the demo catalog, port 8789
+#   redis    `attune serve` with sessions in Redis and the demo catalog, port 8789 (each redis
+#            target under a key prefix of its own, so none starts on the sessions an earlier
+#            target's load left: `attune load` reuses the ids load-0 …; they expire after 30 min)
 #   redis-log   the same with the event log on (events.dir under OUT_DIR), port 8791
 #   redis-nats  the same with the stream to NATS JetStream (NATS_URL; a stream of its own,
 #               deleted after), the spool under OUT_DIR, port 8792
@@ -175,6 +177,7 @@ for target in $TARGETS; do
             continue
         fi
         start_server redis 8789 env ATTUNE__SESSIONS__URL="$REDIS_URL" ATTUNE__CATALOG__DEMO=true \
+            ATTUNE__SESSIONS__REDIS_PREFIX="attune:bench:$$:$target:" \
             "$ATTUNE" serve --listen "$HOST:8789"
         run_load redis 8789
         ;;
@@ -200,6 +203,7 @@ for target in $TARGETS; do
         port=8791
         [[ $target == redis-nats ]] && port=8792
         start_server "$target" "$port" env ATTUNE__SESSIONS__URL="$REDIS_URL" \
+            ATTUNE__SESSIONS__REDIS_PREFIX="attune:bench:$$:$target:" \
             ATTUNE__CATALOG__DEMO=true ATTUNE__EVENTS__DIR="$OUT_DIR/$target-events" "${extra[@]}" \
             "$ATTUNE" serve --listen "$HOST:$port"
         run_load "$target" "$port"

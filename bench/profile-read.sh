@@ -18,7 +18,8 @@
 # profile's round trip has nothing to overlap) or search-miss (every query unseen: retrieval
 # runs while the profile's answer travels).
 #
-# Needs PostgreSQL (PG_URL, default postgres://postgres@127.0.0.1:5432/test); each round uses its
+# Needs PostgreSQL (PG_URL, default postgres://postgres@127.0.0.1:5432/test; over the Unix
+# socket: postgres://postgres@%2Fvar%2Frun%2Fpostgresql/test); each round uses its
 # own table, dropped at the end. Reports p50/p99 ms and each target's p99 minus the baseline's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
