@@ -19,6 +19,21 @@ use crate::profile::{apply, cluster_profile_store, uid};
 use crate::support::*;
 
 /// The keys under `prefix` on each node, without the prefix.
+/// The user views oat milk: their profile (and its interactions list) written.
+async fn view_oat_milk(profiles: &(impl ProfileStore + ?Sized), user: &attune_core::UserId) {
+    let t = now();
+    let event = attune_core::Event::item(
+        EventKind::View,
+        sid("web-1"),
+        ItemId::new("oat-milk").unwrap(),
+        t,
+    );
+    profiles
+        .update_get(user, t, TTL, &apply(vec![event]))
+        .await
+        .unwrap();
+}
+
 async fn keys_per_node(cluster: &RedisCluster, prefix: &str) -> Vec<BTreeSet<String>> {
     let mut per_node = Vec::new();
     for i in 0..NODES {
@@ -53,17 +68,7 @@ async fn sessions_profiles_and_surfaces_spread_over_every_node_each_whole_on_one
     // A profile and its interactions list: two keys, written by one script, on one node.
     let profiles = cluster_profile_store(&cluster.url(), &format!("{prefix}p:")).await;
     for i in 0..n {
-        let t = now();
-        let event = attune_core::Event::item(
-            EventKind::View,
-            sid("web-1"),
-            ItemId::new("oat-milk").unwrap(),
-            t,
-        );
-        profiles
-            .update_get(&uid(&format!("user-{i}")), t, TTL, &apply(vec![event]))
-            .await
-            .unwrap();
+        view_oat_milk(&profiles, &uid(&format!("user-{i}"))).await;
     }
     let per_node = keys_per_node(&cluster, &format!("{prefix}p:")).await;
     let mut users = 0;
@@ -256,17 +261,7 @@ async fn a_node_down_fails_only_the_keys_it_owns_within_the_timeout_and_service_
     let items = vec![ItemId::new("a").unwrap()];
     for i in 0..12 {
         let u = uid(&format!("user-{i}"));
-        let t = now();
-        let event = attune_core::Event::item(
-            EventKind::View,
-            sid("web-1"),
-            ItemId::new("oat-milk").unwrap(),
-            t,
-        );
-        profiles
-            .update_get(&u, t, TTL, &apply(vec![event]))
-            .await
-            .unwrap();
+        view_oat_milk(profiles.as_ref(), &u).await;
         assert!(profiles.forget(&u).await.unwrap());
         let surface = Surface::new(format!("surface-{i}")).unwrap();
         let feedback = Feedback::new(surface.clone(), items.clone(), Vec::new()).unwrap();
