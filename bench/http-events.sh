@@ -37,6 +37,9 @@ STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-60}
 BUILD=${BUILD:-1}
 OUT_DIR=${OUT_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/attune-http-events.XXXXXX")}
 HOST=127.0.0.1
+# Events only: no search model, so no server spends its first seconds embedding the catalog in
+# the background while its load runs (MiniLM, ~3 s of CPU for the demo's items).
+export ATTUNE__SEARCH__MODEL=off
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p "$OUT_DIR"
