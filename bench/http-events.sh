@@ -17,6 +17,8 @@
 #   DURATION=10          measured seconds per run
 #   WARMUP=2             unrecorded seconds before each run
 #   CONCURRENCY="1 32"   connection counts to run, in order
+#   RATE=                open loop: requests per second offered on those connections (attune
+#                        load --rate), instead of each connection sending back to back
 #   TARGETS="ceiling demo redis"   which servers, in this order (demo-log: add it)
 #   REDIS_URL=redis://127.0.0.1:6379/0   sessions store of the `redis*` targets (skipped if down)
 #   NATS_URL=nats://127.0.0.1:4222       JetStream of the `redis-nats` target (skipped if down)
@@ -30,6 +32,7 @@ set -euo pipefail
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONCURRENCY=${CONCURRENCY:-1 32}
+RATE=${RATE:-}
 TARGETS=${TARGETS:-ceiling demo redis}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
@@ -148,7 +151,7 @@ run_load() {
     for c in $CONCURRENCY; do
         log "$name: concurrency $c, ${WARMUP}s warmup + ${DURATION}s"
         "$ATTUNE" load --url "http://$HOST:$port" --scenario events \
-            --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP" \
+            --concurrency "$c" --duration "$DURATION" --warmup "$WARMUP" ${RATE:+--rate "$RATE"} \
             --label "$name" --json >"$OUT_DIR/$name-c$c.json"
     done
 }
@@ -230,7 +233,11 @@ field() {
 }
 
 echo
-echo "HTTP events benchmark: POST /v1/events, closed loop, one keep-alive connection per worker,"
+if [[ -n $RATE ]]; then
+    echo "HTTP events benchmark: POST /v1/events, open loop at $RATE req/s offered, one keep-alive connection per worker,"
+else
+    echo "HTTP events benchmark: POST /v1/events, closed loop, one keep-alive connection per worker,"
+fi
 echo "${WARMUP}s warmup + ${DURATION}s per run, $(nproc) cores shared by server and load tool,"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 [[ $BUILD != 0 ]] || commit="$commit (BUILD=0: binaries as last built, possibly older)"

@@ -61,6 +61,13 @@ pub(crate) struct LoadArgs {
     /// Number of workers, each with one keep-alive connection, sending back to back.
     #[arg(long, default_value_t = 32)]
     concurrency: u32,
+    /// Open loop: offer this many requests per second in all, on a fixed schedule shared by
+    /// the workers, instead of sending back to back. A request whose connection was still busy
+    /// at its scheduled time is timed from that time, so the server is charged the wait (no
+    /// coordinated omission); one sent on time is timed from when it was sent. Not for the
+    /// page scenarios.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Seconds of measured load, after the warmup.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -135,6 +142,16 @@ impl LoadArgs {
         }
         if self.max_requests == Some(0) {
             bail!("--max-requests must be at least 1");
+        }
+        if let Some(rate) = self.rate {
+            if !rate.is_finite() || !(1.0..=10_000_000.0).contains(&rate) {
+                bail!(
+                    "--rate must be a number of requests per second from 1 to 10000000, got {rate}"
+                );
+            }
+            if self.scenario.is_page() {
+                bail!("--rate applies to the request scenarios, not to the page scenarios");
+            }
         }
         if !(1..=100).contains(&self.limit) {
             bail!("--limit must be from 1 to 100");
@@ -1043,14 +1060,25 @@ struct Plan {
     issued: AtomicU64,
     /// How long one request may take.
     request_timeout: Duration,
+    /// Open loop: when the run started and the interval between two scheduled requests.
+    schedule: Option<(Instant, Duration)>,
+    /// Open loop: scheduled requests handed out so far.
+    slots: AtomicU64,
 }
 
 impl Plan {
     /// Whether a worker may start another request (or page), and if so whether it is measured
-    /// (`None`: the run is over, by time or by `--max-requests`).
+    /// (`None`: the run is over, by time or by `--max-requests`). In the open loop the schedule
+    /// ends the run ([`Plan::next_slot`]): requests scheduled before the end are still sent
+    /// after it.
     fn next_unit(&self) -> Option<bool> {
         let now = Instant::now();
-        if now >= self.end {
+        // Open loop: a backlog still goes out after the end, for at most a request's timeout.
+        let last = match self.schedule {
+            None => self.end,
+            Some(_) => self.end + self.request_timeout,
+        };
+        if now >= last {
             return None;
         }
         let measured = now >= self.measure_start;
@@ -1061,6 +1089,17 @@ impl Plan {
             return None;
         }
         Some(measured)
+    }
+
+    /// Open loop: the scheduled time of the next request, or `None` once the schedule reaches
+    /// the end (without a schedule, `Some(None)`: send at once).
+    fn next_slot(&self) -> Option<Option<Instant>> {
+        let Some((start, interval)) = self.schedule else {
+            return Some(None);
+        };
+        let i = self.slots.fetch_add(1, Ordering::Relaxed);
+        let at = start + interval.mul_f64(i as f64);
+        (at < self.end).then_some(Some(at))
     }
 }
 
@@ -1127,7 +1166,36 @@ async fn worker(plan: Arc<Plan>, mut workload: Workload) -> anyhow::Result<Worke
             },
         };
         let request = workload.next_request();
-        let started = Instant::now();
+        // Open loop: wait for this request's turn; its latency counts from then, even when
+        // the connection was still busy with the previous one.
+        let (started, measured) = match plan.next_slot() {
+            None => break,
+            Some(None) => (Instant::now(), measured),
+            Some(Some(at)) => {
+                if at + plan.request_timeout <= Instant::now() {
+                    // So far behind that it would time out anyway: counted, not sent, so an
+                    // overloaded server cannot stretch the run without bound.
+                    if at >= plan.measure_start {
+                        stats.connection_error(|| {
+                            format!(
+                                "request: waited past the timeout ({:?}) for a free connection",
+                                plan.request_timeout
+                            )
+                        });
+                    }
+                    continue;
+                }
+                if Instant::now() < at {
+                    // On time: sent when the timer fires (tokio's ticks are a millisecond, and
+                    // its lateness is the load tool's, not the server's), timed from then.
+                    tokio::time::sleep_until(at).await;
+                    (Instant::now(), at >= plan.measure_start)
+                } else {
+                    // Late: the connection was busy past the scheduled time; the wait counts.
+                    (at, at >= plan.measure_start)
+                }
+            }
+        };
         let outcome = tokio::time::timeout(plan.request_timeout, exchange(sender, request)).await;
         let elapsed = started.elapsed();
         match outcome {
@@ -1266,6 +1334,9 @@ struct Report {
     url: String,
     /// Number of workers (= connections).
     concurrency: u32,
+    /// `--rate`: requests per second offered (open loop), if set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offered_rps: Option<f64>,
     /// Measured wall time in seconds (from the end of the warmup to the last response).
     duration_s: f64,
     /// Warmup in seconds.
@@ -1304,6 +1375,8 @@ struct RunInfo {
     url: String,
     /// Workers.
     concurrency: u32,
+    /// `--rate`.
+    rate: Option<f64>,
     /// The warmup.
     warmup: Duration,
 }
@@ -1341,6 +1414,7 @@ fn build_report(
         scenario: info.scenario.as_str(),
         url: info.url,
         concurrency: info.concurrency,
+        offered_rps: info.rate,
         duration_s: round3(seconds),
         warmup_s: round3(info.warmup.as_secs_f64()),
         requests,
@@ -1378,6 +1452,9 @@ fn render_table(report: &Report) -> String {
     let _ = writeln!(out, "scenario     {}", report.scenario);
     let _ = writeln!(out, "url          {}", report.url);
     let _ = writeln!(out, "concurrency  {}", report.concurrency);
+    if let Some(rate) = report.offered_rps {
+        let _ = writeln!(out, "offered      {rate} req/s (open loop)");
+    }
     let _ = writeln!(
         out,
         "duration     {:.3} s (after {:.3} s warmup)",
@@ -1556,6 +1633,10 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
         max_requests: args.max_requests,
         issued: AtomicU64::new(0),
         request_timeout,
+        schedule: args
+            .rate
+            .map(|rate| (start, Duration::from_secs_f64(1.0 / rate))),
+        slots: AtomicU64::new(0),
     });
     let mut workers = JoinSet::new();
     for index in 0..args.concurrency {
@@ -1633,6 +1714,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<()> {
             scenario: args.scenario,
             url: args.url,
             concurrency: args.concurrency,
+            rate: args.rate,
             warmup,
         },
         &histogram,
@@ -2069,6 +2151,7 @@ mod tests {
             scenario: Scenario::Events,
             url: "http://127.0.0.1:8788".to_owned(),
             concurrency: 4,
+            rate: None,
             warmup: Duration::from_secs(2),
         }
     }
@@ -2147,6 +2230,7 @@ mod tests {
             concurrency,
             duration,
             warmup,
+            rate: None,
             max_requests: None,
             sessions: 1,
             items: None,
@@ -2176,5 +2260,19 @@ mod tests {
         assert!(args(1, 0.0, 0.0).durations().is_err());
         assert!(args(1, f64::NAN, 0.0).durations().is_err());
         assert!(args(1, 1.0, -1.0).durations().is_err());
+        for (rate, ok) in [
+            (1000.0, true),
+            (0.5, false),
+            (f64::INFINITY, false),
+            (-3.0, false),
+        ] {
+            let mut open = args(1, 1.0, 0.0);
+            open.rate = Some(rate);
+            assert_eq!(open.durations().is_ok(), ok, "--rate {rate}");
+        }
+        let mut pages = args(1, 1.0, 0.0);
+        pages.rate = Some(100.0);
+        pages.scenario = Scenario::PageHome;
+        assert!(pages.durations().is_err(), "--rate with a page scenario");
     }
 }

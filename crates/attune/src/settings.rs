@@ -141,7 +141,7 @@ impl Default for EventSettings {
             subject: "attune.events".into(),
             duplicate_window_secs: 120,
             spool_max_mb: 1024,
-            linger_ms: 5,
+            linger_ms: 20,
         }
     }
 }

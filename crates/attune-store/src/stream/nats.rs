@@ -10,7 +10,7 @@
 //! spool's id and the record's sequence number, so a record published twice (its acknowledgement
 //! lost, or the process killed before it saved how far it got) is stored once: JetStream drops a
 //! repeated id within the stream's duplicate window. A forwarder woken from idle by a first
-//! record waits `linger` (5 ms) for others to join its batch, and appends wake it only on the
+//! record waits `linger` (20 ms) for others to join its batch, and appends wake it only on the
 //! way out of idle (while records are pending it reads the spool again after each batch), so a
 //! busy server pays one acknowledgement and one wake-up per batch, not per record. The
 //! forwarder saves the next record to deliver (`nats-cursor`) at most every 100 ms while
@@ -78,7 +78,7 @@ impl NatsConfig {
             spool,
             spool_max_bytes: 1 << 30,
             batch: 256,
-            linger: Duration::from_millis(5),
+            linger: Duration::from_millis(20),
             ack_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
         }

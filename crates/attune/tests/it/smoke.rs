@@ -481,6 +481,42 @@ fn the_load_tool_times_whole_storefront_pages() {
     server.stop();
 }
 
+/// The load tool's open loop against the real demo: 200 events a second offered for one second
+/// on 2 connections are exactly 200 requests, all answered, and the report names the rate.
+#[test]
+fn the_load_tool_offers_a_fixed_rate() {
+    let server = Server::start(&["demo"], &[]);
+    let out = attune()
+        .args([
+            "load",
+            "--url",
+            &format!("http://{}", server.addr),
+            "--scenario",
+            "events",
+            "--concurrency",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["requests"], 200, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["offered_rps"], 200.0, "{report}");
+    server.stop();
+}
+
 /// One second of `attune load --scenario SCENARIO` on 2 connections over 20 sessions (each given
 /// 4 item events first); the report, after checking that requests were answered without errors.
 fn short_load(server: &Server, scenario: &str) -> serde_json::Value {
