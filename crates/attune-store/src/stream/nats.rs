@@ -20,9 +20,10 @@
 //! The guarantee: every record the sink took is delivered to the stream exactly once and, per
 //! spool, in order, provided the spool's disk keeps it and the forwarder is back within the
 //! duplicate window of a crash (default 2 minutes; past it, the records delivered since the
-//! last saved cursor, at most 100 ms of them, may be stored twice). While NATS is down or slow, records wait in the
-//! spool and go out in order once it answers again; past `spool_max_bytes` waiting, or when the
-//! spool's disk refuses a write, records are dropped and counted, and requests still succeed.
+//! last saved cursor, at most 100 ms of them, may be stored twice). While NATS is down or slow,
+//! records wait in the spool and go out in order once it answers again; past `spool_max_bytes`
+//! waiting, or when the spool's disk refuses a write, records are dropped and counted, and
+//! requests still succeed.
 //! One spool directory belongs to one process.
 
 use std::collections::VecDeque;
