@@ -19,6 +19,17 @@ use crate::profile::{apply, cluster_profile_store, uid};
 use crate::support::*;
 
 /// The keys under `prefix` on each node, without the prefix.
+/// A bandit store on the cluster under `prefix`.
+async fn cluster_bandit(cluster: &RedisCluster, prefix: &str) -> RedisBanditStore {
+    RedisBanditStore::connect(RedisBanditConfig {
+        url: cluster.url(),
+        prefix: prefix.to_owned(),
+        ..RedisBanditConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
 /// The user views oat milk: their profile (and its interactions list) written.
 async fn view_oat_milk(profiles: &(impl ProfileStore + ?Sized), user: &attune_core::UserId) {
     let t = now();
@@ -89,13 +100,7 @@ async fn sessions_profiles_and_surfaces_spread_over_every_node_each_whole_on_one
     assert_eq!(users, n);
 
     // A surface's arms and update times: two keys, written by one script, on one node.
-    let bandit = RedisBanditStore::connect(RedisBanditConfig {
-        url: cluster.url(),
-        prefix: format!("{prefix}b:"),
-        ..RedisBanditConfig::default()
-    })
-    .await
-    .unwrap();
+    let bandit = cluster_bandit(&cluster, &format!("{prefix}b:")).await;
     let items = vec![ItemId::new("a").unwrap(), ItemId::new("b").unwrap()];
     for i in 0..n {
         let surface = Surface::new(format!("surface-{i}")).unwrap();
@@ -251,13 +256,7 @@ async fn a_node_down_fails_only_the_keys_it_owns_within_the_timeout_and_service_
     // Profile and bandit scripts run on the restarted node too, which lost its script cache.
     let profiles: Arc<dyn ProfileStore> =
         Arc::new(cluster_profile_store(&cluster.url(), &format!("{prefix}p:")).await);
-    let bandit = RedisBanditStore::connect(RedisBanditConfig {
-        url: cluster.url(),
-        prefix: format!("{prefix}b:"),
-        ..RedisBanditConfig::default()
-    })
-    .await
-    .unwrap();
+    let bandit = cluster_bandit(&cluster, &format!("{prefix}b:")).await;
     let items = vec![ItemId::new("a").unwrap()];
     for i in 0..12 {
         let u = uid(&format!("user-{i}"));
