@@ -18,6 +18,32 @@ use crate::{Inspect, Mutation, Result, SessionStore, StoreStats, expiry, snapsho
 /// How many entries eviction samples to find a stale one (as Redis's approximated LRU does).
 const EVICTION_SAMPLES: usize = 5;
 
+/// An entry of an embedded store that expires a TTL after its last access.
+pub(crate) trait Expiring {
+    /// When it expires.
+    fn expires_at_mut(&mut self) -> &mut Timestamp;
+}
+
+/// The live entry of `id` in `map`, its expiry moved to `now + ttl`; an expired one is dropped
+/// (and counted in `expirations`). The embedded session and profile stores read this way.
+pub(crate) fn touch<'a, E: Expiring>(
+    map: &'a mut IndexMap<SessionId, Box<E>>,
+    expirations: &AtomicU64,
+    id: &SessionId,
+    now: Timestamp,
+    ttl: Duration,
+) -> Option<&'a mut E> {
+    let idx = map.get_index_of(id.as_str())?;
+    if *map[idx].expires_at_mut() <= now {
+        map.swap_remove_index(idx);
+        expirations.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let entry = &mut map[idx];
+    *entry.expires_at_mut() = expiry(now, ttl);
+    Some(entry)
+}
+
 /// The position of the entry to evict from a full map: the stalest (by `age`, smaller is
 /// staler) of a few sampled ones, an approximate LRU at the cost of five random reads. The
 /// embedded session, profile and bandit stores all evict this way.
@@ -63,6 +89,12 @@ impl Default for MemoryConfig {
 struct Entry {
     session: Session,
     expires_at: Timestamp,
+}
+
+impl Expiring for Entry {
+    fn expires_at_mut(&mut self) -> &mut Timestamp {
+        &mut self.expires_at
+    }
 }
 
 struct Shard {
@@ -123,25 +155,6 @@ impl MemorySessionStore {
             }
         }
         Ok(store)
-    }
-
-    /// The live entry of `id` with its expiry moved to `now + ttl`; an expired entry is dropped.
-    fn touch<'a>(
-        &self,
-        shard: &'a mut Shard,
-        id: &SessionId,
-        now: Timestamp,
-        ttl: Duration,
-    ) -> Option<&'a mut Entry> {
-        let idx = shard.map.get_index_of(id.as_str())?;
-        if shard.map[idx].expires_at <= now {
-            shard.map.swap_remove_index(idx);
-            self.expirations.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let entry = &mut shard.map[idx];
-        entry.expires_at = expiry(now, ttl);
-        Some(entry)
     }
 
     fn shard(&self, id: &SessionId) -> &Mutex<Shard> {
@@ -236,9 +249,7 @@ impl MemorySessionStore {
 impl SessionStore for MemorySessionStore {
     async fn get(&self, id: &SessionId, now: Timestamp, ttl: Duration) -> Result<Option<Session>> {
         let mut shard = self.shard(id).lock();
-        Ok(self
-            .touch(&mut shard, id, now, ttl)
-            .map(|e| e.session.clone()))
+        Ok(touch(&mut shard.map, &self.expirations, id, now, ttl).map(|e| e.session.clone()))
     }
 
     async fn read(
@@ -249,7 +260,7 @@ impl SessionStore for MemorySessionStore {
         read: Inspect<'_>,
     ) -> Result<bool> {
         let mut shard = self.shard(id).lock();
-        match self.touch(&mut shard, id, now, ttl) {
+        match touch(&mut shard.map, &self.expirations, id, now, ttl) {
             Some(e) => {
                 read(&e.session);
                 Ok(true)

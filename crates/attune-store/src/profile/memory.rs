@@ -37,10 +37,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     Interaction, MAX_INTERACTIONS_PER_USER, ProfileMutation, ProfileStore, profile_id, too_old,
 };
-use crate::memory::sampled_victim;
+use crate::memory::{Expiring, sampled_victim, touch};
 use crate::{Error, Inspect, Result, StoreStats, expiry, l1, snapshot};
 
-/// How many entries eviction samples to find a stale one.
 /// The journal's first bytes.
 const MAGIC: &[u8; 8] = b"ATPROFJ1";
 /// The journal's name in its directory.
@@ -74,6 +73,12 @@ struct Entry {
     expires_at: Timestamp,
     /// In the order applied (oldest first), at most [`MAX_INTERACTIONS_PER_USER`].
     interactions: VecDeque<Interaction>,
+}
+
+impl Expiring for Entry {
+    fn expires_at_mut(&mut self) -> &mut Timestamp {
+        &mut self.expires_at
+    }
 }
 
 struct Shard {
@@ -396,25 +401,6 @@ impl MemoryProfileStore {
         }
     }
 
-    /// The live entry of `id`, its expiry moved to `now + ttl`; an expired one is dropped.
-    fn touch<'a>(
-        &self,
-        shard: &'a mut Shard,
-        id: &SessionId,
-        now: Timestamp,
-        ttl: Duration,
-    ) -> Option<&'a mut Entry> {
-        let idx = shard.map.get_index_of(id.as_str())?;
-        if shard.map[idx].expires_at <= now {
-            shard.map.swap_remove_index(idx);
-            self.expirations.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let entry = &mut shard.map[idx];
-        entry.expires_at = expiry(now, ttl);
-        Some(entry)
-    }
-
     /// The journal's length in bytes (0 without one).
     pub fn journal_len(&self) -> u64 {
         self.journal.as_ref().map_or(0, |j| j.lock().len)
@@ -448,9 +434,7 @@ impl ProfileStore for MemoryProfileStore {
     async fn get(&self, user: &UserId, now: Timestamp, ttl: Duration) -> Result<Option<Session>> {
         let id = profile_id(user)?;
         let mut shard = self.shard(&id).lock();
-        Ok(self
-            .touch(&mut shard, &id, now, ttl)
-            .map(|e| e.profile.clone()))
+        Ok(touch(&mut shard.map, &self.expirations, &id, now, ttl).map(|e| e.profile.clone()))
     }
 
     async fn read(
@@ -462,7 +446,7 @@ impl ProfileStore for MemoryProfileStore {
     ) -> Result<bool> {
         let id = profile_id(user)?;
         let mut shard = self.shard(&id).lock();
-        match self.touch(&mut shard, &id, now, ttl) {
+        match touch(&mut shard.map, &self.expirations, &id, now, ttl) {
             Some(e) => {
                 read(&e.profile);
                 Ok(true)
@@ -561,15 +545,17 @@ impl ProfileStore for MemoryProfileStore {
     ) -> Result<Option<Vec<Interaction>>> {
         let id = profile_id(user)?;
         let mut shard = self.shard(&id).lock();
-        Ok(self.touch(&mut shard, &id, now, ttl).map(|e| {
-            newest(
-                e.interactions
-                    .iter()
-                    .filter(|i| !too_old(i.at, now, ttl))
-                    .cloned(),
-                limit,
-            )
-        }))
+        Ok(
+            touch(&mut shard.map, &self.expirations, &id, now, ttl).map(|e| {
+                newest(
+                    e.interactions
+                        .iter()
+                        .filter(|i| !too_old(i.at, now, ttl))
+                        .cloned(),
+                    limit,
+                )
+            }),
+        )
     }
 
     async fn forget(&self, user: &UserId) -> Result<bool> {
